@@ -1,0 +1,455 @@
+//! The config store: CASPaxos registers (Rystsov, 2018) holding the cluster
+//! map and one view per group.
+//!
+//! It owns the acceptor state of this node and the proposals this node runs.
+//! An acceptor never answers before its new state is durable (its replies go
+//! through `Outbox::send_durable`). A proposal applies its change to the
+//! newest accepted value a majority reports, so competing changes to the same
+//! register serialise and, for views, exactly one proposal per epoch wins.
+
+use crate::io::Outbox;
+use crate::limits::MAX_CONFIG_QUEUE;
+use crate::msg::{Ballot, ConfigValue, PeerBody, WalRecord};
+use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeId, View};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub const CLUSTER_KEY: &str = "cluster";
+
+pub fn view_key(group: GroupId) -> String {
+    format!("group/{group}")
+}
+
+/// A change to one register: a pure function of its current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Leaves the value as it is (a linearizable read).
+    Read,
+    /// Sets the cluster map if the register is empty.
+    InitCluster(ClusterMap),
+    /// Sets a group's first view if the register is empty.
+    InitView(View),
+    /// Replaces the view only if its epoch is still `expect_epoch`: this is
+    /// the compare-and-set every view change goes through.
+    ReplaceView { expect_epoch: Epoch, view: View },
+}
+
+impl Change {
+    /// Returns the new value and whether the change took effect.
+    pub fn apply(&self, current: Option<&ConfigValue>) -> (Option<ConfigValue>, bool) {
+        match (self, current) {
+            (Change::Read, cur) => (cur.cloned(), true),
+            (Change::InitCluster(m), None) => (Some(ConfigValue::Cluster(m.clone())), true),
+            (Change::InitCluster(m), Some(cur)) => (Some(cur.clone()), *cur == ConfigValue::Cluster(m.clone())),
+            (Change::InitView(v), None) => (Some(ConfigValue::View(v.clone())), true),
+            (Change::InitView(_), Some(cur)) => (Some(cur.clone()), false),
+            (Change::ReplaceView { expect_epoch, view }, Some(ConfigValue::View(cur))) if cur.epoch == *expect_epoch => {
+                assert_eq!(view.epoch, expect_epoch + 1, "a view change moves exactly one epoch");
+                (Some(ConfigValue::View(view.clone())), true)
+            }
+            (Change::ReplaceView { .. }, cur) => (cur.cloned(), false),
+        }
+    }
+}
+
+/// Who asked for a change, so the node can route the outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requester {
+    Replica(GroupId),
+    Bootstrap { token: u64 },
+    Refresh,
+}
+
+/// The outcome of a proposal. `value` is the register's value after it (when
+/// the proposal completed); `applied` says whether the change took effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigOutcome {
+    pub key: String,
+    pub requester: Requester,
+    pub change: Change,
+    pub applied: bool,
+    pub value: Option<ConfigValue>,
+    /// False when the proposal gave up (no majority answered in time).
+    pub completed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Register {
+    promised: Ballot,
+    accepted: Option<(Ballot, ConfigValue)>,
+}
+
+/// Acceptor state for every register.
+#[derive(Debug, Default)]
+pub struct Acceptor {
+    registers: BTreeMap<String, Register>,
+}
+
+impl Acceptor {
+    /// Rebuilds state from a WAL record during recovery.
+    pub fn replay(&mut self, key: String, promised: Ballot, accepted: Option<(Ballot, ConfigValue)>) {
+        self.registers.insert(key, Register { promised, accepted });
+    }
+
+    pub fn on_prepare(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) {
+        let reg = self.registers.entry(key.clone()).or_default();
+        if ballot < reg.promised {
+            out.send(from, PeerBody::Reject { key, ballot, promised: reg.promised });
+            return;
+        }
+        if ballot > reg.promised {
+            reg.promised = ballot;
+            out.persist(WalRecord::Acceptor { key: key.clone(), promised: ballot, accepted: reg.accepted.clone() });
+        }
+        let accepted = reg.accepted.clone();
+        out.send_durable(from, PeerBody::Promise { key, ballot, accepted });
+    }
+
+    pub fn on_accept(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot, value: ConfigValue) {
+        let reg = self.registers.entry(key.clone()).or_default();
+        if ballot < reg.promised {
+            out.send(from, PeerBody::Reject { key, ballot, promised: reg.promised });
+            return;
+        }
+        reg.promised = ballot;
+        reg.accepted = Some((ballot, value));
+        out.persist(WalRecord::Acceptor { key: key.clone(), promised: ballot, accepted: reg.accepted.clone() });
+        out.send_durable(from, PeerBody::Accepted { key, ballot });
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    change: Change,
+    requester: Requester,
+    deadline_ms: Millis,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting `retry_at_ms` before a new round (after a conflict or timeout).
+    Backoff { retry_at_ms: Millis },
+    Prepare { promises: BTreeMap<NodeId, Option<(Ballot, ConfigValue)>> },
+    Accept { value: Option<ConfigValue>, applied: bool, accepted: BTreeSet<NodeId> },
+}
+
+#[derive(Debug)]
+struct Running {
+    op: Pending,
+    ballot: Ballot,
+    phase: Phase,
+    round_deadline_ms: Millis,
+}
+
+/// Timing of proposals.
+#[derive(Clone, Debug)]
+pub struct ProposerTiming {
+    /// A round that has not reached a majority by then is retried.
+    pub round_ms: Millis,
+    /// A proposal gives up after this long.
+    pub op_timeout_ms: Millis,
+    /// Upper bound of the random back-off after a conflict.
+    pub backoff_ms: Millis,
+}
+
+/// Runs this node's proposals, one at a time per register (later ones queue).
+#[derive(Debug)]
+pub struct Proposer {
+    acceptors: Vec<NodeId>,
+    timing: ProposerTiming,
+    highest_round_seen: u64,
+    running: BTreeMap<String, Running>,
+    queued: BTreeMap<String, VecDeque<Pending>>,
+}
+
+impl Proposer {
+    pub fn new(acceptors: Vec<NodeId>, timing: ProposerTiming) -> Proposer {
+        assert!(!acceptors.is_empty(), "the config store needs acceptors");
+        Proposer { acceptors, timing, highest_round_seen: 0, running: BTreeMap::new(), queued: BTreeMap::new() }
+    }
+
+    fn majority(&self) -> usize {
+        self.acceptors.len() / 2 + 1
+    }
+
+    /// Whether a proposal for `key` is running or queued.
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.running.contains_key(key) || self.queued.get(key).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Starts (or queues) a change. Returns false if the queue is full.
+    pub fn propose(&mut self, out: &mut Outbox, key: String, change: Change, requester: Requester) -> bool {
+        let op = Pending { change, requester, deadline_ms: out.now() + self.timing.op_timeout_ms };
+        if self.running.contains_key(&key) {
+            let q = self.queued.entry(key).or_default();
+            if q.len() >= MAX_CONFIG_QUEUE {
+                return false;
+            }
+            q.push_back(op);
+            return true;
+        }
+        self.start_round(out, key, op);
+        true
+    }
+
+    fn start_round(&mut self, out: &mut Outbox, key: String, op: Pending) {
+        self.highest_round_seen += 1;
+        let ballot = Ballot { round: self.highest_round_seen, node: out.me() };
+        for &a in &self.acceptors {
+            out.send(a, PeerBody::Prepare { key: key.clone(), ballot });
+        }
+        let round_deadline_ms = out.now() + self.timing.round_ms;
+        self.running.insert(key, Running { op, ballot, phase: Phase::Prepare { promises: BTreeMap::new() }, round_deadline_ms });
+    }
+
+    pub fn on_promise(
+        &mut self,
+        out: &mut Outbox,
+        from: NodeId,
+        key: String,
+        ballot: Ballot,
+        accepted: Option<(Ballot, ConfigValue)>,
+    ) {
+        let majority = self.majority();
+        let Some(run) = self.running.get_mut(&key) else { return };
+        if run.ballot != ballot {
+            return;
+        }
+        let Phase::Prepare { promises } = &mut run.phase else { return };
+        promises.insert(from, accepted);
+        if promises.len() < majority {
+            return;
+        }
+        // The newest accepted value among a majority is the register's value.
+        let current = promises.values().flatten().max_by_key(|(b, _)| *b).map(|(_, v)| v.clone());
+        let (value, applied) = run.op.change.apply(current.as_ref());
+        match &value {
+            Some(v) => {
+                for &a in &self.acceptors {
+                    out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone() });
+                }
+                run.phase = Phase::Accept { value, applied, accepted: BTreeSet::new() };
+                run.round_deadline_ms = out.now() + self.timing.round_ms;
+            }
+            None => {
+                // An empty register read stays empty: nothing to write back.
+                let run = self.running.remove(&key).expect("running");
+                self.finish(out, key, run.op, None, applied, true);
+            }
+        }
+    }
+
+    /// Returns the outcome when this accept completes the proposal.
+    pub fn on_accepted(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) -> Option<ConfigOutcome> {
+        let majority = self.majority();
+        let run = self.running.get_mut(&key)?;
+        if run.ballot != ballot {
+            return None;
+        }
+        let Phase::Accept { accepted, .. } = &mut run.phase else { return None };
+        accepted.insert(from);
+        if accepted.len() < majority {
+            return None;
+        }
+        let run = self.running.remove(&key).expect("running");
+        let Phase::Accept { value, applied, .. } = run.phase else { unreachable!("checked above") };
+        Some(self.finish(out, key, run.op, value, applied, true))
+    }
+
+    pub fn on_reject(&mut self, out: &mut Outbox, rng: &mut ChaCha8Rng, key: String, ballot: Ballot, promised: Ballot) {
+        self.highest_round_seen = self.highest_round_seen.max(promised.round);
+        let Some(run) = self.running.get_mut(&key) else { return };
+        if run.ballot != ballot || matches!(run.phase, Phase::Backoff { .. }) {
+            return;
+        }
+        // Back off a random time so competing proposers stop colliding.
+        let retry_at_ms = out.now() + rng.gen_range(1..=self.timing.backoff_ms.max(1));
+        run.phase = Phase::Backoff { retry_at_ms };
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut Outbox,
+        key: String,
+        op: Pending,
+        value: Option<ConfigValue>,
+        applied: bool,
+        completed: bool,
+    ) -> ConfigOutcome {
+        let outcome = ConfigOutcome { key: key.clone(), requester: op.requester, change: op.change, applied, value, completed };
+        if let Some(next) = self.queued.get_mut(&key).and_then(|q| q.pop_front()) {
+            self.start_round(out, key, next);
+        }
+        outcome
+    }
+
+    /// Retries rounds that stalled and gives up on proposals past their
+    /// deadline. Returns the proposals that gave up.
+    pub fn on_tick(&mut self, out: &mut Outbox, rng: &mut ChaCha8Rng) -> Vec<ConfigOutcome> {
+        let now = out.now();
+        let mut gave_up = Vec::new();
+        let keys: Vec<String> = self.running.keys().cloned().collect();
+        for key in keys {
+            let run = self.running.get_mut(&key).expect("listed");
+            if now >= run.op.deadline_ms {
+                let run = self.running.remove(&key).expect("listed");
+                gave_up.push(self.finish(out, key, run.op, None, false, false));
+                continue;
+            }
+            let retry = match run.phase {
+                Phase::Backoff { retry_at_ms } => now >= retry_at_ms,
+                _ if now >= run.round_deadline_ms => {
+                    run.phase = Phase::Backoff { retry_at_ms: now + rng.gen_range(1..=self.timing.backoff_ms.max(1)) };
+                    false
+                }
+                _ => false,
+            };
+            if retry {
+                let run = self.running.remove(&key).expect("listed");
+                self.start_round(out, key, run.op);
+            }
+        }
+        gave_up
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::Effect;
+    use crate::types::Mode;
+    use rand::SeedableRng;
+
+    fn view(epoch: Epoch, leader: NodeId) -> View {
+        View { group: 0, epoch, mode: Mode::Passive, leader, members: vec![1, 2, 3], min_members: 1 }
+    }
+
+    #[test]
+    fn acceptor_promise_waits_for_fsync() {
+        let mut acc = Acceptor::default();
+        let mut out = Outbox::new(1, 1);
+        acc.on_prepare(&mut out, 2, "k".into(), Ballot { round: 1, node: 2 });
+        let effects = out.take_effects();
+        assert!(matches!(&effects[..], [Effect::Persist { lsn: 1, .. }]), "{effects:?}");
+        out.on_persisted(1);
+        let effects = out.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::Send { to: 2, msg }] if matches!(msg.body, PeerBody::Promise { .. })),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn acceptor_rejects_lower_ballots() {
+        let mut acc = Acceptor::default();
+        let mut out = Outbox::new(1, 1);
+        acc.on_prepare(&mut out, 2, "k".into(), Ballot { round: 5, node: 2 });
+        out.on_persisted(1);
+        out.take_effects();
+        acc.on_accept(&mut out, 3, "k".into(), Ballot { round: 4, node: 3 }, ConfigValue::View(view(1, 1)));
+        let effects = out.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::Send { to: 3, msg }] if matches!(msg.body, PeerBody::Reject { promised: Ballot { round: 5, node: 2 }, .. })),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn replace_view_is_a_compare_and_set() {
+        let cur = ConfigValue::View(view(4, 1));
+        let win = Change::ReplaceView { expect_epoch: 4, view: view(5, 2) };
+        assert_eq!(win.apply(Some(&cur)), (Some(ConfigValue::View(view(5, 2))), true));
+        let lose = Change::ReplaceView { expect_epoch: 3, view: view(4, 3) };
+        assert_eq!(lose.apply(Some(&cur)), (Some(cur.clone()), false));
+    }
+
+    /// Two proposers race for the same epoch through three acceptors with
+    /// messages delivered in an adversarial interleaving; exactly one wins.
+    #[test]
+    fn competing_view_changes_have_one_winner() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let timing = ProposerTiming { round_ms: 100, op_timeout_ms: 10_000, backoff_ms: 10 };
+        let mut accs: BTreeMap<NodeId, (Acceptor, Outbox)> =
+            (1..=3).map(|i| (i, (Acceptor::default(), Outbox::new(i, 1)))).collect();
+        for (_, (acc, out)) in accs.iter_mut() {
+            acc.replay(view_key(0), Ballot::default(), Some((Ballot { round: 1, node: 1 }, ConfigValue::View(view(4, 1)))));
+            out.on_persisted(0);
+        }
+        let mut props: BTreeMap<NodeId, (Proposer, Outbox)> =
+            [2, 3].into_iter().map(|i| (i, (Proposer::new(vec![1, 2, 3], timing.clone()), Outbox::new(i, 1)))).collect();
+        for (&i, (p, out)) in props.iter_mut() {
+            p.propose(out, view_key(0), Change::ReplaceView { expect_epoch: 4, view: view(5, i) }, Requester::Replica(0));
+        }
+        let mut outcomes = Vec::new();
+        let mut queue: VecDeque<(NodeId, crate::msg::PeerMsg)> = VecDeque::new();
+        for now in 0..2000u64 {
+            for (&from, (p, out)) in props.iter_mut() {
+                out.now = now;
+                outcomes.extend(p.on_tick(out, &mut rng));
+                for e in out.take_effects() {
+                    if let Effect::Send { to, msg } = e {
+                        queue.push_back((to, msg));
+                    }
+                }
+                while let Some(m) = out.to_self.pop_front() {
+                    queue.push_back((from, m));
+                }
+            }
+            // Deliver in a shuffled order.
+            let mut batch: Vec<_> = queue.drain(..).collect();
+            for i in (1..batch.len()).rev() {
+                batch.swap(i, rng.gen_range(0..=i));
+            }
+            for (to, msg) in batch {
+                let from = msg.from;
+                match msg.body {
+                    PeerBody::Prepare { key, ballot } => {
+                        let (acc, out) = accs.get_mut(&to).unwrap();
+                        acc.on_prepare(out, from, key, ballot)
+                    }
+                    PeerBody::Accept { key, ballot, value } => {
+                        let (acc, out) = accs.get_mut(&to).unwrap();
+                        acc.on_accept(out, from, key, ballot, value)
+                    }
+                    PeerBody::Promise { key, ballot, accepted } => {
+                        let (p, out) = props.get_mut(&to).unwrap();
+                        p.on_promise(out, from, key, ballot, accepted)
+                    }
+                    PeerBody::Accepted { key, ballot } => {
+                        let (p, out) = props.get_mut(&to).unwrap();
+                        outcomes.extend(p.on_accepted(out, from, key, ballot))
+                    }
+                    PeerBody::Reject { key, ballot, promised } => {
+                        let (p, out) = props.get_mut(&to).unwrap();
+                        p.on_reject(out, &mut rng, key, ballot, promised)
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            for (&from, (_, out)) in accs.iter_mut() {
+                let last = out.last_lsn();
+                if last > out.durable_lsn() {
+                    out.on_persisted(last);
+                }
+                for e in out.take_effects() {
+                    if let Effect::Send { to, msg } = e {
+                        queue.push_back((to, msg));
+                    }
+                }
+                while let Some(m) = out.to_self.pop_front() {
+                    queue.push_back((from, m));
+                }
+            }
+            if outcomes.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(outcomes.len(), 2, "both proposals finish");
+        assert_eq!(outcomes.iter().filter(|o| o.applied).count(), 1, "exactly one wins: {outcomes:?}");
+        let winner = outcomes.iter().find(|o| o.applied).unwrap();
+        for o in &outcomes {
+            assert_eq!(o.value, winner.value, "the loser learns the winner's view");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The front end's logic: what hides replication from a client.
+//!
+//! It owns request identities (a random client id and a sequence number per
+//! request, kept across retries so a retried write runs at most once), the
+//! cached cluster map and views, routing of keys to groups, and the retry
+//! policy (redirects, timeouts, back-off). It never performs IO: the async
+//! client library and the simulator carry out its `FeEffect`s and feed back
+//! replies and time.
+
+use crate::kv::{Op, OpResult};
+use crate::limits::MAX_SESSION_RESPONSES;
+use crate::msg::{ClientError, ClientMsg, ClientReply, ClientRequest};
+use crate::types::{ClusterMap, GroupId, Millis, NodeId, RequestId, View};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// Identifies an operation submitted to this front end (its sequence number).
+pub type OpId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeTiming {
+    /// An attempt with no answer after this long is retried.
+    pub attempt_timeout_ms: Millis,
+    /// First back-off after a refusal; doubles up to `backoff_max_ms`.
+    pub backoff_base_ms: Millis,
+    pub backoff_max_ms: Millis,
+    /// The operation fails with `Timeout` after this long in total.
+    pub op_timeout_ms: Millis,
+}
+
+impl Default for FeTiming {
+    fn default() -> Self {
+        FeTiming { attempt_timeout_ms: 500, backoff_base_ms: 5, backoff_max_ms: 200, op_timeout_ms: 10_000 }
+    }
+}
+
+/// Why an operation failed, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeError {
+    /// The cluster refused it, for a reason retrying cannot fix.
+    Refused(ClientError),
+    /// No answer within the operation timeout. A write may or may not have
+    /// run; retrying it with the same front end cannot run it twice.
+    Timeout { last_error: Option<String> },
+    /// More operations are outstanding than the exactly-once window allows.
+    TooManyOutstanding,
+    /// The front end does not know the cluster map yet.
+    NoClusterMap,
+}
+
+impl std::fmt::Display for FeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FeError::Refused(e) => write!(f, "{e}"),
+            FeError::Timeout { last_error: Some(e) } => write!(f, "timed out (last error: {e})"),
+            FeError::Timeout { last_error: None } => write!(f, "timed out waiting for the cluster"),
+            FeError::TooManyOutstanding => write!(f, "too many outstanding requests on this client"),
+            FeError::NoClusterMap => write!(f, "the cluster map is not known yet (is the cluster bootstrapped?)"),
+        }
+    }
+}
+
+impl std::error::Error for FeError {}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeEffect {
+    /// Send `msg` to node `to`; its answer comes back through `on_reply`.
+    Send { to: NodeId, msg: ClientMsg },
+    /// Ask node `to` for the cluster map and views (answer via `on_reply`).
+    FetchViews { to: NodeId },
+    /// The operation finished.
+    Done { op: OpId, result: Result<OpResult, FeError> },
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: ClientRequest,
+    target: Option<NodeId>,
+    /// When the current attempt times out, or when a back-off ends.
+    wake_ms: Millis,
+    in_flight: bool,
+    failures: u32,
+    deadline_ms: Millis,
+    last_error: Option<String>,
+}
+
+pub struct FrontEnd {
+    client_id: u64,
+    next_seq: u64,
+    timing: FeTiming,
+    cluster: Option<ClusterMap>,
+    views: BTreeMap<GroupId, View>,
+    /// Nodes to ask for views when nothing better is known.
+    seeds: Vec<NodeId>,
+    pending: BTreeMap<OpId, Pending>,
+    effects: Vec<FeEffect>,
+    next_fetch_ms: Millis,
+}
+
+impl FrontEnd {
+    pub fn new(rng: &mut ChaCha8Rng, seeds: Vec<NodeId>, timing: FeTiming) -> FrontEnd {
+        FrontEnd {
+            client_id: rng.gen(),
+            next_seq: 1,
+            timing,
+            cluster: None,
+            views: BTreeMap::new(),
+            seeds,
+            pending: BTreeMap::new(),
+            effects: Vec::new(),
+            next_fetch_ms: 0,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    pub fn cluster(&self) -> Option<&ClusterMap> {
+        self.cluster.as_ref()
+    }
+
+    pub fn views(&self) -> &BTreeMap<GroupId, View> {
+        &self.views
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a new operation fits the exactly-once window: replicas keep
+    /// the last `MAX_SESSION_RESPONSES` responses per client, so no request
+    /// may be that many sequence numbers ahead of the oldest outstanding one.
+    pub fn can_submit(&self) -> bool {
+        self.pending.keys().next().is_none_or(|&oldest| self.next_seq < oldest + MAX_SESSION_RESPONSES as u64)
+    }
+
+    pub fn take_effects(&mut self) -> Vec<FeEffect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Starts an operation and returns its id.
+    pub fn submit(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op) -> OpId {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if !self.can_submit() && !self.pending.is_empty() {
+            self.effects.push(FeEffect::Done { op: seq, result: Err(FeError::TooManyOutstanding) });
+            return seq;
+        }
+        let request = ClientRequest { id: RequestId { client: self.client_id, seq }, group: 0, epoch: 0, op };
+        self.pending.insert(
+            seq,
+            Pending {
+                request,
+                target: None,
+                wake_ms: now,
+                in_flight: false,
+                failures: 0,
+                deadline_ms: now + self.timing.op_timeout_ms,
+                last_error: None,
+            },
+        );
+        self.try_send(now, rng, seq);
+        seq
+    }
+
+    /// Sends (or re-sends) an operation to the leader its cached view names.
+    fn try_send(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId) {
+        let Some(cluster) = &self.cluster else {
+            self.fetch_views(now, rng);
+            let p = self.pending.get_mut(&op).expect("pending");
+            p.in_flight = false;
+            p.wake_ms = now + self.timing.backoff_base_ms.max(1) * 4;
+            return;
+        };
+        let group = cluster.group_of(self.pending[&op].request.op.key());
+        let view = self.views.get(&group).cloned();
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.request.group = group;
+        let target = match (&view, p.target) {
+            (Some(v), _) => {
+                p.request.epoch = v.epoch;
+                v.leader
+            }
+            (None, Some(t)) => t,
+            (None, None) => {
+                let placement = &cluster.groups.iter().find(|g| g.id == group).expect("group in map").placement;
+                placement[rng.gen_range(0..placement.len())]
+            }
+        };
+        p.target = Some(target);
+        p.in_flight = true;
+        p.wake_ms = now + self.timing.attempt_timeout_ms;
+        self.effects.push(FeEffect::Send { to: target, msg: ClientMsg::Request(p.request.clone()) });
+    }
+
+    fn fetch_views(&mut self, now: Millis, rng: &mut ChaCha8Rng) {
+        if now < self.next_fetch_ms {
+            return;
+        }
+        self.next_fetch_ms = now + self.timing.backoff_base_ms.max(1) * 4;
+        let nodes: Vec<NodeId> = match &self.cluster {
+            Some(c) => c.nodes.keys().copied().collect(),
+            None => self.seeds.clone(),
+        };
+        if nodes.is_empty() {
+            return;
+        }
+        let to = nodes[rng.gen_range(0..nodes.len())];
+        self.effects.push(FeEffect::FetchViews { to });
+    }
+
+    fn backoff(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId, error: String) {
+        let timing = self.timing.clone();
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.failures += 1;
+        p.in_flight = false;
+        p.last_error = Some(error);
+        let exp = timing.backoff_base_ms.max(1).saturating_mul(1 << p.failures.min(16));
+        let cap = exp.min(timing.backoff_max_ms.max(1));
+        p.wake_ms = now + rng.gen_range(cap / 2..=cap);
+    }
+
+    fn finish(&mut self, op: OpId, result: Result<OpResult, FeError>) {
+        self.pending.remove(&op);
+        self.effects.push(FeEffect::Done { op, result });
+    }
+
+    /// Learns a view if it is newer than the cached one.
+    pub fn learn_view(&mut self, view: View) {
+        if self.views.get(&view.group).is_none_or(|v| v.epoch < view.epoch) {
+            self.views.insert(view.group, view);
+        }
+    }
+
+    /// Handles an answer from node `from`.
+    pub fn on_reply(&mut self, now: Millis, rng: &mut ChaCha8Rng, from: NodeId, reply: ClientReply) {
+        match reply {
+            ClientReply::Views { cluster, views } => {
+                if let Some(c) = cluster {
+                    self.cluster = Some(c);
+                }
+                for v in views {
+                    self.learn_view(v);
+                }
+            }
+            ClientReply::Response { id, result } => {
+                if id.client != self.client_id {
+                    return;
+                }
+                let Some(p) = self.pending.get(&id.seq) else { return };
+                if !p.in_flight || p.target != Some(from) {
+                    // An answer to an attempt already given up on; a write's
+                    // outcome is still the same, so accept successes.
+                    if result.is_err() {
+                        return;
+                    }
+                }
+                self.on_result(now, rng, id.seq, from, result);
+            }
+            ClientReply::Status(_) | ClientReply::Bootstrapped(_) => {}
+            ClientReply::ProtocolError { reason } => {
+                let ops: Vec<OpId> =
+                    self.pending.iter().filter(|(_, p)| p.in_flight && p.target == Some(from)).map(|(&o, _)| o).collect();
+                for op in ops {
+                    self.finish(op, Err(FeError::Refused(ClientError::Malformed { reason: reason.clone() })));
+                }
+            }
+        }
+    }
+
+    fn on_result(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId, from: NodeId, result: Result<OpResult, ClientError>) {
+        match result {
+            Ok(r) => self.finish(op, Ok(r)),
+            Err(e) => match e {
+                ClientError::StaleEpoch { ref view } => {
+                    self.learn_view(view.clone());
+                    self.retry_soon(now, rng, op, e.to_string());
+                }
+                ClientError::NotLeader { view: Some(ref view) } => {
+                    self.learn_view(view.clone());
+                    if view.leader == from {
+                        // The node is named leader but not serving yet (it is
+                        // still winning a fresh epoch): wait a little.
+                        self.backoff(now, rng, op, e.to_string());
+                    } else {
+                        self.retry_soon(now, rng, op, e.to_string());
+                    }
+                }
+                ClientError::NotLeader { view: None } | ClientError::UnknownGroup { .. } => {
+                    self.views.retain(|_, v| v.leader != from);
+                    self.pending.get_mut(&op).expect("pending").target = None;
+                    self.fetch_views(now, rng);
+                    self.backoff(now, rng, op, e.to_string());
+                }
+                ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
+                ClientError::KeyTooLarge { .. }
+                | ClientError::ValueTooLarge { .. }
+                | ClientError::BelowMinMembers { .. }
+                | ClientError::SessionExpired
+                | ClientError::Malformed { .. } => self.finish(op, Err(FeError::Refused(e))),
+            },
+        }
+    }
+
+    /// Retries at once if the redirect names someone new; otherwise backs off.
+    fn retry_soon(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId, error: String) {
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.failures += 1;
+        p.last_error = Some(error.clone());
+        if p.failures > 3 {
+            return self.backoff(now, rng, op, error);
+        }
+        self.try_send(now, rng, op);
+    }
+
+    /// The connection to `node` failed: every attempt in flight there is
+    /// retried elsewhere after a back-off.
+    pub fn on_unreachable(&mut self, now: Millis, rng: &mut ChaCha8Rng, node: NodeId) {
+        let ops: Vec<OpId> =
+            self.pending.iter().filter(|(_, p)| p.in_flight && p.target == Some(node)).map(|(&o, _)| o).collect();
+        for op in ops {
+            self.pending.get_mut(&op).expect("pending").target = None;
+            self.backoff(now, rng, op, format!("node {node} unreachable"));
+        }
+        self.fetch_views(now, rng);
+    }
+
+    /// Retries timed-out attempts, resumes backed-off ones, and fails
+    /// operations past their deadline.
+    pub fn on_tick(&mut self, now: Millis, rng: &mut ChaCha8Rng) {
+        let due: Vec<OpId> = self.pending.iter().filter(|(_, p)| now >= p.wake_ms || now >= p.deadline_ms).map(|(&o, _)| o).collect();
+        for op in due {
+            let p = &self.pending[&op];
+            if now >= p.deadline_ms {
+                let last_error = p.last_error.clone();
+                self.finish(op, Err(FeError::Timeout { last_error }));
+                continue;
+            }
+            if p.in_flight {
+                // No answer in time: the target may be dead. Forget its view
+                // and ask around, then try again.
+                let target = p.target;
+                let group = p.request.group;
+                if self.views.get(&group).is_some_and(|v| Some(v.leader) == target) {
+                    self.views.remove(&group);
+                }
+                let p = self.pending.get_mut(&op).expect("pending");
+                p.target = None;
+                self.fetch_views(now, rng);
+                self.backoff(now, rng, op, "no answer in time".to_string());
+                continue;
+            }
+            self.try_send(now, rng, op);
+        }
+    }
+
+    /// The earliest time `on_tick` has work to do.
+    pub fn next_wake_ms(&self) -> Option<Millis> {
+        self.pending.values().map(|p| p.wake_ms.min(p.deadline_ms)).min()
+    }
+}

@@ -1,0 +1,21 @@
+//! pactdb-core: every protocol of pactdb as a deterministic state machine.
+//!
+//! This crate owns the config store (CASPaxos), passive replication, the
+//! key-value state machine, the front end's logic and the wire and WAL
+//! formats. It must never touch tokio, a clock, a file, a socket or a global
+//! random number generator: time comes in as `now`, randomness from a seed,
+//! and everything the outside world must do leaves as an `Effect`.
+
+pub mod config;
+pub mod fe;
+pub mod io;
+pub mod kv;
+pub mod limits;
+pub mod log;
+pub mod msg;
+pub mod node;
+pub mod passive;
+pub mod types;
+
+pub use io::{ClientToken, Effect, Input, Lsn};
+pub use node::{Node, NodeConfig};

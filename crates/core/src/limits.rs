@@ -1,0 +1,41 @@
+//! Every bound of the system, in one place.
+//!
+//! TigerBeetle's rule: put a limit on everything. Each queue, batch and message
+//! in pactdb is bounded by one of these constants, so a reader can see the
+//! worst case of memory and message size without reading the protocols.
+
+/// Largest key a client may write, in bytes.
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
+/// Largest value a client may write, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest encoded message the core will decode; the transport's frame limit
+/// must be at least this.
+pub const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most entries a primary puts into one `Append` message.
+pub const MAX_APPEND_ENTRIES: usize = 4096;
+/// Most payload bytes (keys plus values) a primary puts into one `Append`.
+pub const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
+/// Most log entries a primary streams to one backup before it has heard an
+/// acknowledgement for them (the pipelining window).
+pub const MAX_INFLIGHT_ENTRIES: u64 = 64 * 1024;
+/// Most write requests a primary holds uncommitted at once; beyond this it
+/// answers `Busy` and the front end backs off.
+pub const MAX_UNCOMMITTED_ENTRIES: u64 = 128 * 1024;
+/// Most reads a primary parks while they wait for a pending write to commit.
+pub const MAX_PARKED_READS: usize = 64 * 1024;
+/// Committed entries a replica keeps in memory to catch backups up from its
+/// log; older ones are dropped and a lagging member gets a snapshot instead.
+pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 200_000;
+/// Responses a replica remembers per client for exactly-once retries. A
+/// front end never has more than this many requests outstanding per client id.
+pub const MAX_SESSION_RESPONSES: usize = 128;
+/// Clients a replica remembers; the least recently active is forgotten first.
+pub const MAX_SESSIONS: usize = 100_000;
+/// Groups in one cluster.
+pub const MAX_GROUPS: usize = 64;
+/// Nodes in one cluster (and members in one group).
+pub const MAX_NODES: usize = 64;
+/// Config-store operations a node queues per register while one is running.
+pub const MAX_CONFIG_QUEUE: usize = 64;
+/// Effects a node holds back while they wait for a `Persisted` input.
+pub const MAX_GATED_EFFECTS: usize = 1024 * 1024;

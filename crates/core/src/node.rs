@@ -1,0 +1,460 @@
+//! A node: every protocol role one process plays, behind one
+//! `step(now, input) -> effects` function.
+//!
+//! The node owns the config-store acceptor and proposer, its cached cluster
+//! map and views, and one replica per group placed on it. It routes inputs to
+//! them and collects their effects. It never performs IO, reads a clock or
+//! uses randomness it was not given: the runtime and the simulator drive it
+//! the same way.
+
+use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
+use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
+use crate::msg::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
+use crate::passive::{Bugs, Ctx, PassiveTiming, Replica, Requests};
+use crate::types::{ClusterMap, GroupId, Millis, NodeId, View};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A node's static configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every node of the cluster (announcements go to all of them).
+    pub nodes: Vec<NodeId>,
+    /// The config store's acceptors (at most 5; a majority must be up).
+    pub config_members: Vec<NodeId>,
+    pub passive: PassiveTiming,
+    pub proposer: ProposerTiming,
+    /// How often a node re-reads the views it caches from the config store.
+    pub refresh_ms: Millis,
+    /// Committed entries kept in memory for catching backups up.
+    pub log_retain_entries: u64,
+}
+
+impl NodeConfig {
+    /// A configuration with the default timing; config members are the
+    /// first five nodes by id.
+    pub fn new(id: NodeId, mut nodes: Vec<NodeId>) -> NodeConfig {
+        nodes.sort_unstable();
+        nodes.dedup();
+        let config_members = nodes.iter().copied().take(5).collect();
+        NodeConfig {
+            id,
+            nodes,
+            config_members,
+            passive: PassiveTiming::default(),
+            proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
+            refresh_ms: 2_000,
+            log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BootstrapState {
+    token: ClientToken,
+    cluster: ClusterMap,
+    pending: BTreeSet<String>,
+}
+
+pub struct Node {
+    cfg: NodeConfig,
+    bugs: Bugs,
+    rng: ChaCha8Rng,
+    out: Outbox,
+    acceptor: Acceptor,
+    proposer: Proposer,
+    cluster: Option<ClusterMap>,
+    views: BTreeMap<GroupId, View>,
+    replicas: BTreeMap<GroupId, Replica>,
+    bootstraps: Vec<BootstrapState>,
+    next_refresh_ms: Millis,
+    started: bool,
+}
+
+impl Node {
+    /// A node with an empty disk. `seed` feeds its only source of randomness.
+    pub fn new(cfg: NodeConfig, seed: u64) -> Node {
+        Node::with_bugs(cfg, seed, Bugs::default())
+    }
+
+    /// Only the simulator passes bugs other than the default.
+    pub fn with_bugs(cfg: NodeConfig, seed: u64, bugs: Bugs) -> Node {
+        let proposer = Proposer::new(cfg.config_members.clone(), cfg.proposer.clone());
+        Node {
+            out: Outbox::new(cfg.id, 1),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            bugs,
+            acceptor: Acceptor::default(),
+            proposer,
+            cluster: None,
+            views: BTreeMap::new(),
+            replicas: BTreeMap::new(),
+            bootstraps: Vec::new(),
+            next_refresh_ms: 0,
+            started: false,
+            cfg,
+        }
+    }
+
+    /// Rebuilds durable state from the WAL, in order. `wal_was_cut` says the
+    /// WAL lost a corrupt part at recovery: replicas then wait to be caught up
+    /// by a primary before they may ever propose themselves.
+    pub fn recover(cfg: NodeConfig, seed: u64, bugs: Bugs, records: Vec<WalRecord>, wal_was_cut: bool) -> Node {
+        let n = records.len() as Lsn;
+        let mut node = Node::with_bugs(cfg, seed, bugs);
+        node.out = Outbox::new(node.cfg.id, n + 1);
+        for r in records {
+            match r {
+                WalRecord::Acceptor { key, promised, accepted } => node.acceptor.replay(key, promised, accepted),
+                WalRecord::Entry { group, entry } => node.replica_mut(group).replay_entry(entry),
+                WalRecord::Truncate { group, index } => node.replica_mut(group).replay_truncate(index),
+                WalRecord::Commit { group, index } => node.replica_mut(group).replay_commit(index),
+                WalRecord::Snapshot { group, snapshot } => node.replica_mut(group).replay_snapshot(*snapshot),
+            }
+        }
+        for r in node.replicas.values_mut() {
+            r.finish_replay(wal_was_cut);
+        }
+        node
+    }
+
+    fn replica_mut(&mut self, group: GroupId) -> &mut Replica {
+        let (id, timing, retain, bugs) =
+            (self.cfg.id, self.cfg.passive.clone(), self.cfg.log_retain_entries, self.bugs);
+        self.replicas.entry(group).or_insert_with(|| Replica::new(group, id, timing, retain, bugs))
+    }
+
+    /// Runs `f` on the group's replica (created if missing) with a context.
+    fn with_replica<R>(
+        &mut self,
+        group: GroupId,
+        requests: &mut Requests,
+        f: impl FnOnce(&mut Replica, &mut Ctx) -> R,
+    ) -> R {
+        self.replica_mut(group);
+        let r = self.replicas.get_mut(&group).expect("just created");
+        f(r, &mut Ctx { out: &mut self.out, rng: &mut self.rng, requests })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn replica(&self, group: GroupId) -> Option<&Replica> {
+        self.replicas.get(&group)
+    }
+
+    pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.values()
+    }
+
+    pub fn cluster(&self) -> Option<&ClusterMap> {
+        self.cluster.as_ref()
+    }
+
+    pub fn known_view(&self, group: GroupId) -> Option<&View> {
+        self.views.get(&group)
+    }
+
+    /// The single entry point: feed one input, get the effects to carry out.
+    pub fn step(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        self.step_batch(now, std::iter::once(input))
+    }
+
+    /// Feeds several inputs and flushes once, so replication messages and WAL
+    /// records of many client requests travel together.
+    pub fn step_batch(&mut self, now: Millis, inputs: impl IntoIterator<Item = Input>) -> Vec<Effect> {
+        self.out.now = now;
+        if !self.started {
+            self.started = true;
+            self.next_refresh_ms = now;
+        }
+        let mut requests = Requests::default();
+        for input in inputs {
+            match input {
+                Input::Tick => self.on_tick(&mut requests),
+                Input::Peer(msg) => self.on_peer(&mut requests, msg),
+                Input::Client { token, msg } => self.on_client(&mut requests, token, msg),
+                Input::Persisted { lsn } => self.on_persisted(&mut requests, lsn),
+            }
+            self.drain_local(&mut requests);
+        }
+        for r in self.replicas.values_mut() {
+            let mut ctx = Ctx { out: &mut self.out, rng: &mut self.rng, requests: &mut requests };
+            r.flush(&mut ctx);
+        }
+        self.drain_local(&mut requests);
+        self.out.take_effects()
+    }
+
+    /// Delivers messages to self and starts requested view changes until
+    /// nothing more is produced.
+    fn drain_local(&mut self, requests: &mut Requests) {
+        loop {
+            for (group, change) in std::mem::take(&mut requests.view_changes) {
+                if !self.proposer.propose(&mut self.out, view_key(group), change.clone(), Requester::Replica(group)) {
+                    // The queue is full: report the proposal as failed so the
+                    // replica may try again later.
+                    let outcome = ConfigOutcome {
+                        key: view_key(group),
+                        requester: Requester::Replica(group),
+                        change,
+                        applied: false,
+                        value: None,
+                        completed: false,
+                    };
+                    self.on_outcome(requests, outcome);
+                }
+            }
+            let Some(msg) = self.out.to_self.pop_front() else { break };
+            self.on_peer(requests, msg);
+        }
+    }
+
+    fn ctx<'a>(out: &'a mut Outbox, rng: &'a mut ChaCha8Rng, requests: &'a mut Requests) -> Ctx<'a> {
+        Ctx { out, rng, requests }
+    }
+
+    fn on_tick(&mut self, requests: &mut Requests) {
+        let now = self.out.now;
+        for outcome in self.proposer.on_tick(&mut self.out, &mut self.rng) {
+            self.on_outcome(requests, outcome);
+        }
+        for r in self.replicas.values_mut() {
+            r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests));
+        }
+        if now >= self.next_refresh_ms {
+            self.next_refresh_ms = now + self.cfg.refresh_ms;
+            self.refresh();
+        } else {
+            // Groups with no view at all are refreshed eagerly.
+            let missing: Vec<GroupId> =
+                self.replicas.values().filter(|r| r.view().is_none()).map(|r| r.group()).collect();
+            for g in missing {
+                self.read_register(view_key(g));
+            }
+            if self.cluster.is_none() && !self.replicas.is_empty() {
+                self.read_register(CLUSTER_KEY.to_string());
+            }
+        }
+    }
+
+    fn read_register(&mut self, key: String) {
+        if !self.proposer.is_busy(&key) {
+            self.proposer.propose(&mut self.out, key, Change::Read, Requester::Refresh);
+        }
+    }
+
+    fn refresh(&mut self) {
+        match &self.cluster {
+            None => self.read_register(CLUSTER_KEY.to_string()),
+            Some(c) => {
+                let groups: Vec<GroupId> = c.groups.iter().map(|g| g.id).collect();
+                for g in groups {
+                    self.read_register(view_key(g));
+                }
+            }
+        }
+    }
+
+    fn on_peer(&mut self, requests: &mut Requests, msg: PeerMsg) {
+        let from = msg.from;
+        match msg.body {
+            PeerBody::Prepare { key, ballot } => {
+                if self.cfg.config_members.contains(&self.cfg.id) {
+                    self.acceptor.on_prepare(&mut self.out, from, key, ballot);
+                }
+            }
+            PeerBody::Accept { key, ballot, value } => {
+                if self.cfg.config_members.contains(&self.cfg.id) {
+                    self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
+                }
+            }
+            PeerBody::Promise { key, ballot, accepted } => {
+                self.proposer.on_promise(&mut self.out, from, key, ballot, accepted);
+            }
+            PeerBody::Accepted { key, ballot } => {
+                if let Some(outcome) = self.proposer.on_accepted(&mut self.out, from, key, ballot) {
+                    self.on_outcome(requests, outcome);
+                }
+            }
+            PeerBody::Reject { key, ballot, promised } => {
+                self.proposer.on_reject(&mut self.out, &mut self.rng, key, ballot, promised);
+            }
+            PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view),
+            PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms } => {
+                self.note_view(&view);
+                self.with_replica(view.group, requests, |r, ctx| {
+                    r.on_append(ctx, from, view, prev_index, prev_epoch, entries, commit_index, sent_ms)
+                });
+            }
+            PeerBody::InstallSnapshot { view, snapshot, sent_ms } => {
+                self.note_view(&view);
+                self.with_replica(view.group, requests, |r, ctx| r.on_install_snapshot(ctx, from, view, *snapshot, sent_ms));
+            }
+            PeerBody::AppendAck { group, epoch, match_index, sent_ms } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    r.on_append_ack(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, epoch, match_index, sent_ms);
+                }
+            }
+            PeerBody::AppendReject { group, epoch, last_index } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    r.on_append_reject(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, epoch, last_index);
+                }
+            }
+            PeerBody::Join { group, last_index } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    r.on_join(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, last_index);
+                }
+            }
+        }
+    }
+
+    /// Caches a view without touching replicas.
+    fn note_view(&mut self, view: &View) {
+        let newer = self.views.get(&view.group).is_none_or(|v| v.epoch < view.epoch);
+        if newer {
+            self.views.insert(view.group, view.clone());
+        }
+    }
+
+    /// Caches a view and hands it to this node's replica of the group.
+    fn learn_view(&mut self, requests: &mut Requests, view: View) {
+        self.note_view(&view);
+        let placed = view.is_member(self.cfg.id)
+            || self.cluster.as_ref().is_some_and(|c| {
+                c.groups.iter().any(|g| g.id == view.group && g.placement.contains(&self.cfg.id))
+            });
+        if placed || self.replicas.contains_key(&view.group) {
+            self.with_replica(view.group, requests, |r, ctx| r.adopt_view(ctx, view));
+        }
+    }
+
+    fn learn_cluster(&mut self, cluster: ClusterMap) {
+        let me = self.cfg.id;
+        for g in cluster.groups.iter().filter(|g| g.placement.contains(&me)) {
+            self.replica_mut(g.id);
+        }
+        self.cluster = Some(cluster);
+    }
+
+    fn announce(&mut self, view: &View) {
+        for n in self.cfg.nodes.clone() {
+            if n != self.cfg.id {
+                self.out.send(n, PeerBody::ViewAnnounce { view: view.clone() });
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, requests: &mut Requests, outcome: ConfigOutcome) {
+        if outcome.applied {
+            if let Some(ConfigValue::View(v)) = &outcome.value {
+                if !matches!(outcome.change, Change::Read) {
+                    let v = v.clone();
+                    self.announce(&v);
+                }
+            }
+        }
+        match outcome.requester {
+            Requester::Replica(group) => {
+                let current = match outcome.value {
+                    Some(ConfigValue::View(v)) => Some(v),
+                    _ => None,
+                };
+                if let Some(v) = &current {
+                    self.note_view(v);
+                }
+                let applied = outcome.applied;
+                self.with_replica(group, requests, |r, ctx| r.on_view_change_outcome(ctx, applied, current));
+            }
+            Requester::Refresh => match outcome.value {
+                Some(ConfigValue::Cluster(c)) => self.learn_cluster(c),
+                Some(ConfigValue::View(v)) => self.learn_view(requests, v),
+                None => {}
+            },
+            Requester::Bootstrap { token } => self.on_bootstrap_outcome(requests, token, outcome),
+        }
+    }
+
+    fn on_bootstrap_outcome(&mut self, requests: &mut Requests, token: ClientToken, outcome: ConfigOutcome) {
+        let Some(pos) = self.bootstraps.iter().position(|b| b.token == token) else { return };
+        if !outcome.completed {
+            self.bootstraps.remove(pos);
+            let reason = "the config store did not answer (is a majority of config members up?)".to_string();
+            return self.out.reply(token, ClientReply::Bootstrapped(Err(reason)));
+        }
+        if outcome.key == CLUSTER_KEY {
+            let wanted = self.bootstraps[pos].cluster.clone();
+            match outcome.value {
+                Some(ConfigValue::Cluster(c)) if c == wanted => {
+                    self.learn_cluster(c);
+                    for v in wanted.initial_views() {
+                        let key = view_key(v.group);
+                        self.bootstraps[pos].pending.insert(key.clone());
+                        self.proposer.propose(&mut self.out, key, Change::InitView(v), Requester::Bootstrap { token });
+                    }
+                }
+                _ => {
+                    self.bootstraps.remove(pos);
+                    let reason = "the cluster is already bootstrapped with a different map".to_string();
+                    return self.out.reply(token, ClientReply::Bootstrapped(Err(reason)));
+                }
+            }
+        } else {
+            self.bootstraps[pos].pending.remove(&outcome.key);
+            if let Some(ConfigValue::View(v)) = outcome.value {
+                self.announce(&v);
+                self.learn_view(requests, v);
+            }
+        }
+        if self.bootstraps[pos].pending.is_empty() {
+            self.bootstraps.remove(pos);
+            self.out.reply(token, ClientReply::Bootstrapped(Ok(())));
+        }
+    }
+
+    fn on_client(&mut self, requests: &mut Requests, token: ClientToken, msg: ClientMsg) {
+        match msg {
+            ClientMsg::Request(req) => match self.replicas.get_mut(&req.group) {
+                Some(r) => r.on_client_request(&mut Self::ctx(&mut self.out, &mut self.rng, requests), token, req),
+                None => {
+                    let result = match self.views.get(&req.group) {
+                        Some(v) => Err(ClientError::NotLeader { view: Some(v.clone()) }),
+                        None => Err(ClientError::UnknownGroup { group: req.group }),
+                    };
+                    self.out.reply(token, ClientReply::Response { id: req.id, result });
+                }
+            },
+            ClientMsg::GetViews => {
+                let reply = ClientReply::Views { cluster: self.cluster.clone(), views: self.views.values().cloned().collect() };
+                self.out.reply(token, reply);
+            }
+            ClientMsg::GetStatus => {
+                let status =
+                    NodeStatus { node: self.cfg.id, replicas: self.replicas.values().map(|r| r.status()).collect() };
+                self.out.reply(token, ClientReply::Status(status));
+            }
+            ClientMsg::Bootstrap { cluster } => {
+                if let Err(e) = cluster.validate() {
+                    return self.out.reply(token, ClientReply::Bootstrapped(Err(e)));
+                }
+                self.bootstraps.push(BootstrapState { token, cluster: cluster.clone(), pending: BTreeSet::new() });
+                self.proposer.propose(
+                    &mut self.out,
+                    CLUSTER_KEY.to_string(),
+                    Change::InitCluster(cluster),
+                    Requester::Bootstrap { token },
+                );
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, requests: &mut Requests, lsn: Lsn) {
+        self.out.on_persisted(lsn);
+        for r in self.replicas.values_mut() {
+            r.on_persisted(&mut Self::ctx(&mut self.out, &mut self.rng, requests), lsn);
+        }
+    }
+}

@@ -1,0 +1,970 @@
+//! Passive (primary-backup) replication of one group on one replica.
+//!
+//! This module owns a replica's log, applied state, session table and its
+//! role in the group's view: primary, backup, joining (caught up but not yet
+//! in the view) or recovering (waiting to learn or win the view). It never
+//! answers a client before the entry is durable on every member of the view,
+//! never acks an entry before the `Persisted` input that covers it, never
+//! serves a read without a lease, and becomes primary only by winning a view
+//! compare-and-set in the config store during this incarnation.
+
+use crate::config::Change;
+use crate::io::{ClientToken, Lsn, Outbox};
+use crate::kv::{execute, Dedup, Key, KvStore, OpResult, Sessions, Versioned, Write};
+use crate::limits::{
+    MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS, MAX_UNCOMMITTED_ENTRIES,
+};
+use crate::log::Log;
+use crate::msg::{ClientError, ClientReply, ClientRequest, Entry, PeerBody, ReplicaStatus, Snapshot, WalRecord};
+use crate::types::{Epoch, GroupId, Index, Millis, NodeId, RequestId, View};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Bugs that the simulator can switch on to prove its checkers catch them.
+/// Production code never constructs anything but `Bugs::default()`: no flag,
+/// environment variable or config file of a node reaches this struct.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// The primary answers before every backup acked the entry.
+    pub reply_before_replicated: bool,
+    /// A backup acks entries before they are durable.
+    pub ack_before_fsync: bool,
+    /// A backup makes itself primary without winning the view CAS.
+    pub promote_without_cas: bool,
+    /// A retried request is executed again.
+    pub skip_dedup: bool,
+    /// The primary serves reads without a valid lease.
+    pub read_without_lease: bool,
+    /// A backup keeps entries the new primary's log contradicts.
+    pub keep_divergent_suffix: bool,
+}
+
+/// Timeouts of the passive protocol, in milliseconds of local time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassiveTiming {
+    /// The primary sends an (empty, if idle) `Append` this often; it doubles
+    /// as the lease renewal.
+    pub heartbeat_ms: Millis,
+    /// How long a backup's ack lets the primary serve reads alone.
+    pub lease_ms: Millis,
+    /// A backup that has not heard from the primary for this long (plus a
+    /// random jitter of up to half of it) proposes itself as primary. Must
+    /// exceed `lease_ms` by more than the clock drift over `lease_ms`.
+    pub primary_suspect_ms: Millis,
+    /// A primary removes a backup that has not acked for this long.
+    pub backup_timeout_ms: Millis,
+    /// A backup that acks nothing new for this long gets its stream resent.
+    pub retransmit_ms: Millis,
+    /// A joining node repeats its `Join` this often.
+    pub join_retry_ms: Millis,
+}
+
+impl Default for PassiveTiming {
+    fn default() -> Self {
+        PassiveTiming {
+            heartbeat_ms: 20,
+            lease_ms: 100,
+            primary_suspect_ms: 160,
+            backup_timeout_ms: 200,
+            retransmit_ms: 100,
+            join_retry_ms: 100,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// No view yet, or named leader of a view this incarnation did not win.
+    Recovering,
+    Primary,
+    Backup,
+    /// Placed in the group but not in its view: catching up to be re-admitted.
+    Joining,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Recovering => "recovering",
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+            Role::Joining => "joining",
+        }
+    }
+}
+
+/// What the primary knows of one other replica.
+#[derive(Clone, Debug)]
+struct Progress {
+    match_index: Index,
+    next_index: Index,
+    last_ack_ms: Millis,
+    /// When `match_index` last moved, or the stream was last reset.
+    last_progress_ms: Millis,
+    /// Newest `sent_ms` this replica echoed in an ack (lease evidence).
+    lease_sent_ms: Option<Millis>,
+    /// Not in the view yet: streamed to but not waited for.
+    learner: bool,
+    snapshot_sent_ms: Option<Millis>,
+}
+
+/// Requests a replica makes of the node (the config store) during a step.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub view_changes: Vec<(GroupId, Change)>,
+}
+
+/// Everything a replica needs from the node for one step.
+pub struct Ctx<'a> {
+    pub out: &'a mut Outbox,
+    pub rng: &'a mut ChaCha8Rng,
+    pub requests: &'a mut Requests,
+}
+
+/// One group's replica on this node.
+#[derive(Debug)]
+pub struct Replica {
+    group: GroupId,
+    me: NodeId,
+    timing: PassiveTiming,
+    bugs: Bugs,
+    retain_entries: u64,
+    view: Option<View>,
+    /// The epoch this incarnation won as leader, if any.
+    led_epoch: Option<Epoch>,
+    /// The log may have lost acknowledged entries (the WAL was cut at
+    /// recovery): never propose itself until a primary caught it up.
+    amnesiac: bool,
+    log: Log,
+    durable_index: Index,
+    /// (lsn, index): when `lsn` is durable, the log is durable up to `index`.
+    marks: VecDeque<(Lsn, Index)>,
+    /// Backup: highest index known to match the current primary's log.
+    matched_upto: Index,
+    /// Backup: newest `sent_ms` received from the primary, echoed in acks.
+    last_sent_ms: Millis,
+    acked_index: Index,
+    commit_index: Index,
+    applied_index: Index,
+    persisted_commit: Index,
+    kv: KvStore,
+    sessions: Sessions,
+    // Primary state.
+    progress: BTreeMap<NodeId, Progress>,
+    waiters: BTreeMap<Index, Vec<(ClientToken, RequestId)>>,
+    pending_ids: HashMap<RequestId, Index>,
+    /// Uncommitted state: the newest pending write of each key and its index.
+    overlay: HashMap<Key, (Option<Versioned>, Index)>,
+    parked_reads: BTreeMap<Index, Vec<(ClientToken, RequestId, OpResult)>>,
+    parked_count: usize,
+    next_heartbeat_ms: Millis,
+    dirty: bool,
+    /// A view change this replica proposed is in flight.
+    view_change_in_flight: bool,
+    /// A learner being added to the view: counted for commit from the moment
+    /// its admission is proposed, so it holds everything committed.
+    admitting: Option<NodeId>,
+    // Backup state.
+    primary_deadline_ms: Millis,
+    next_join_ms: Millis,
+}
+
+impl Replica {
+    pub fn new(group: GroupId, me: NodeId, timing: PassiveTiming, retain_entries: u64, bugs: Bugs) -> Replica {
+        Replica {
+            group,
+            me,
+            timing,
+            bugs,
+            retain_entries: retain_entries.max(1),
+            view: None,
+            led_epoch: None,
+            amnesiac: false,
+            log: Log::default(),
+            durable_index: 0,
+            marks: VecDeque::new(),
+            matched_upto: 0,
+            last_sent_ms: 0,
+            acked_index: 0,
+            commit_index: 0,
+            applied_index: 0,
+            persisted_commit: 0,
+            kv: KvStore::default(),
+            sessions: Sessions::default(),
+            progress: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            pending_ids: HashMap::new(),
+            overlay: HashMap::new(),
+            parked_reads: BTreeMap::new(),
+            parked_count: 0,
+            next_heartbeat_ms: 0,
+            dirty: false,
+            view_change_in_flight: false,
+            admitting: None,
+            primary_deadline_ms: 0,
+            next_join_ms: 0,
+        }
+    }
+
+    // ----- Recovery -----------------------------------------------------
+
+    pub fn replay_entry(&mut self, entry: Entry) {
+        if entry.index <= self.log.base_index() {
+            return;
+        }
+        if entry.index <= self.log.last_index() {
+            self.log.truncate_after(entry.index - 1);
+        }
+        self.log.append(entry);
+    }
+
+    pub fn replay_truncate(&mut self, index: Index) {
+        if index >= self.log.base_index() {
+            self.log.truncate_after(index);
+        }
+    }
+
+    pub fn replay_commit(&mut self, index: Index) {
+        self.persisted_commit = self.persisted_commit.max(index);
+    }
+
+    pub fn replay_snapshot(&mut self, snapshot: Snapshot) {
+        self.log.reset_to(snapshot.index, snapshot.epoch);
+        self.kv = snapshot.kv;
+        self.sessions = snapshot.sessions;
+        self.commit_index = snapshot.index;
+        self.applied_index = snapshot.index;
+        self.persisted_commit = self.persisted_commit.max(snapshot.index);
+    }
+
+    /// Ends recovery: everything replayed is durable, and the entries up to
+    /// the last persisted commit are applied.
+    pub fn finish_replay(&mut self, amnesiac: bool) {
+        self.durable_index = self.log.last_index();
+        self.commit_index = self.persisted_commit.min(self.log.last_index()).max(self.commit_index);
+        self.amnesiac = amnesiac;
+        self.apply_committed();
+    }
+
+    // ----- Queries --------------------------------------------------------
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    pub fn role(&self) -> Role {
+        match &self.view {
+            None => Role::Recovering,
+            Some(v) if v.leader == self.me => {
+                if self.led_epoch == Some(v.epoch) {
+                    Role::Primary
+                } else {
+                    Role::Recovering
+                }
+            }
+            Some(v) if v.is_member(self.me) => Role::Backup,
+            Some(_) => Role::Joining,
+        }
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.role() == Role::Primary
+    }
+
+    pub fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        ReplicaStatus {
+            group: self.group,
+            view: self.view.clone(),
+            role: self.role().as_str().to_string(),
+            last_index: self.log.last_index(),
+            commit_index: self.commit_index,
+            applied_index: self.applied_index,
+            digest: self.kv.digest(),
+            keys: self.kv.len(),
+        }
+    }
+
+    /// Whether the primary may serve a read alone at `now`: every other
+    /// member acked an `Append` sent less than `lease_ms` ago.
+    pub fn lease_valid(&self, now: Millis) -> bool {
+        let Some(view) = &self.view else { return false };
+        if !self.is_primary() {
+            return false;
+        }
+        view.members.iter().filter(|&&m| m != self.me).all(|m| {
+            self.progress
+                .get(m)
+                .and_then(|p| p.lease_sent_ms)
+                .is_some_and(|sent| now < sent + self.timing.lease_ms)
+        })
+    }
+
+    // ----- Views ------------------------------------------------------------
+
+    /// Adopts `view` if it is newer than the one held.
+    pub fn adopt_view(&mut self, ctx: &mut Ctx, view: View) {
+        assert_eq!(view.group, self.group);
+        if self.view.as_ref().is_some_and(|cur| view.epoch <= cur.epoch) {
+            return;
+        }
+        let was_primary = self.is_primary();
+        self.view = Some(view.clone());
+        self.matched_upto = self.matched_upto.min(self.log.base_index());
+        self.reset_primary_deadline(ctx);
+        if self.is_primary() {
+            if was_primary {
+                self.on_own_view_change(ctx);
+            } else {
+                self.become_primary(ctx);
+            }
+        } else if was_primary {
+            self.step_down(ctx);
+        }
+    }
+
+    fn reset_primary_deadline(&mut self, ctx: &mut Ctx) {
+        let jitter = ctx.rng.gen_range(0..=self.timing.primary_suspect_ms / 2);
+        self.primary_deadline_ms = ctx.out.now() + self.timing.primary_suspect_ms + jitter;
+    }
+
+    fn become_primary(&mut self, ctx: &mut Ctx) {
+        let now = ctx.out.now();
+        let view = self.view.clone().expect("a primary has a view");
+        self.progress.clear();
+        for &m in view.members.iter().filter(|&&m| m != self.me) {
+            self.progress.insert(m, self.fresh_progress(now, false));
+        }
+        // The uncommitted suffix this primary inherited is the truth now: it
+        // becomes the overlay new requests execute against, and its request
+        // ids count as pending so retries wait for them instead of rerunning.
+        self.overlay.clear();
+        self.pending_ids.clear();
+        let pending: Vec<Entry> = self.log.range(self.commit_index + 1, self.log.last_index()).cloned().collect();
+        for e in &pending {
+            self.note_pending(e);
+        }
+        self.next_heartbeat_ms = now;
+        self.dirty = true;
+    }
+
+    fn fresh_progress(&self, now: Millis, learner: bool) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index: self.log.last_index() + 1,
+            last_ack_ms: now,
+            last_progress_ms: now,
+            lease_sent_ms: None,
+            learner,
+            snapshot_sent_ms: None,
+        }
+    }
+
+    /// The primary changed its own view (removed or admitted a member).
+    fn on_own_view_change(&mut self, ctx: &mut Ctx) {
+        let now = ctx.out.now();
+        let view = self.view.clone().expect("primary has a view");
+        for &m in view.members.iter().filter(|&&m| m != self.me) {
+            let fresh = self.fresh_progress(now, false);
+            let p = self.progress.entry(m).or_insert(fresh);
+            p.learner = false;
+        }
+        self.progress.retain(|id, p| p.learner || view.is_member(*id));
+        self.dirty = true;
+        self.advance_commit(ctx);
+    }
+
+    fn step_down(&mut self, ctx: &mut Ctx) {
+        let view = self.view.clone();
+        for (_, ws) in std::mem::take(&mut self.waiters) {
+            for (token, id) in ws {
+                ctx.out.reply(token, ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) });
+            }
+        }
+        for (_, rs) in std::mem::take(&mut self.parked_reads) {
+            for (token, id, _) in rs {
+                ctx.out.reply(token, ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) });
+            }
+        }
+        self.parked_count = 0;
+        self.overlay.clear();
+        self.pending_ids.clear();
+        self.progress.clear();
+        self.admitting = None;
+    }
+
+    fn note_pending(&mut self, e: &Entry) {
+        self.pending_ids.insert(e.request_id, e.index);
+        for w in &e.effects {
+            let v = match w {
+                Write::Put { value, version, .. } => Some(Versioned { value: value.clone(), version: *version }),
+                Write::Delete { .. } => None,
+            };
+            self.overlay.insert(w.key().to_vec(), (v, e.index));
+        }
+    }
+
+    /// The outcome of a view change this replica proposed.
+    pub fn on_view_change_outcome(&mut self, ctx: &mut Ctx, applied: bool, current: Option<View>) {
+        self.view_change_in_flight = false;
+        let admitting = self.admitting.take();
+        if let Some(v) = current {
+            if applied && v.leader == self.me {
+                self.led_epoch = Some(v.epoch);
+                if let Some(n) = admitting {
+                    debug_assert!(v.is_member(n));
+                }
+            }
+            self.adopt_view(ctx, v);
+        }
+    }
+
+    fn propose_view(&mut self, ctx: &mut Ctx, view: View) {
+        let expect_epoch = self.view.as_ref().expect("proposals start from a view").epoch;
+        self.view_change_in_flight = true;
+        ctx.requests.view_changes.push((self.group, Change::ReplaceView { expect_epoch, view }));
+    }
+
+    // ----- Client requests --------------------------------------------------
+
+    pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
+        let id = req.id;
+        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result });
+        if !self.is_primary() {
+            return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
+        }
+        let view = self.view.clone().expect("primary has a view");
+        if req.epoch != view.epoch {
+            return reply(ctx.out, Err(ClientError::StaleEpoch { view }));
+        }
+        if let Err(e) = req.op.validate() {
+            return reply(ctx.out, Err(e));
+        }
+        let now = ctx.out.now();
+        if req.op.is_read() {
+            if !self.bugs.read_without_lease && !self.lease_valid(now) {
+                return reply(ctx.out, Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }));
+            }
+            let key = req.op.key();
+            let (result, wait_for) = match self.overlay.get(key) {
+                Some((v, idx)) => (OpResult::Value(v.clone()), *idx),
+                None => (OpResult::Value(self.kv.get(key).cloned()), 0),
+            };
+            if wait_for <= self.commit_index {
+                return reply(ctx.out, Ok(result));
+            }
+            // The value read comes from a write that is not committed yet:
+            // answer only once it is, so no read ever sees a lost write.
+            if self.parked_count >= MAX_PARKED_READS {
+                return reply(ctx.out, Err(ClientError::Busy));
+            }
+            self.parked_count += 1;
+            self.parked_reads.entry(wait_for).or_default().push((token, id, result));
+            return;
+        }
+        if view.members.len() < view.min_members {
+            return reply(
+                ctx.out,
+                Err(ClientError::BelowMinMembers { members: view.members.len(), min_members: view.min_members }),
+            );
+        }
+        if !self.bugs.skip_dedup {
+            match self.sessions.lookup(id) {
+                Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
+                Dedup::Expired => return reply(ctx.out, Err(ClientError::SessionExpired)),
+                Dedup::New => {}
+            }
+            if let Some(&index) = self.pending_ids.get(&id) {
+                self.waiters.entry(index).or_default().push((token, id));
+                return;
+            }
+        }
+        if self.log.last_index() - self.commit_index >= MAX_UNCOMMITTED_ENTRIES || ctx.out.overloaded {
+            return reply(ctx.out, Err(ClientError::Busy));
+        }
+        let index = self.log.last_index() + 1;
+        let key = req.op.key();
+        let current = match self.overlay.get(key) {
+            Some((v, _)) => v.clone(),
+            None => self.kv.get(key).cloned(),
+        };
+        let (response, effects) = execute(&req.op, index, current.as_ref());
+        let entry = Entry { epoch: view.epoch, index, request_id: id, response, effects };
+        self.note_pending(&entry);
+        self.waiters.entry(index).or_default().push((token, id));
+        self.append_local(ctx, entry);
+        self.dirty = true;
+    }
+
+    /// Appends to this replica's own log and queues the WAL record.
+    fn append_local(&mut self, ctx: &mut Ctx, entry: Entry) {
+        let index = entry.index;
+        let lsn = ctx.out.persist(WalRecord::Entry { group: self.group, entry: entry.clone() });
+        self.log.append(entry);
+        self.marks.push_back((lsn, index));
+    }
+
+    fn truncate_local(&mut self, ctx: &mut Ctx, index: Index) {
+        assert!(index >= self.commit_index, "a committed entry is never truncated");
+        ctx.out.persist(WalRecord::Truncate { group: self.group, index });
+        self.log.truncate_after(index);
+        self.durable_index = self.durable_index.min(index);
+        self.matched_upto = self.matched_upto.min(index);
+        self.marks.retain(|&(_, i)| i <= index);
+    }
+
+    // ----- Durability ---------------------------------------------------
+
+    pub fn on_persisted(&mut self, ctx: &mut Ctx, lsn: Lsn) {
+        let before = self.durable_index;
+        while let Some(&(l, i)) = self.marks.front() {
+            if l > lsn {
+                break;
+            }
+            self.marks.pop_front();
+            self.durable_index = i;
+        }
+        if self.durable_index == before {
+            return;
+        }
+        if self.is_primary() {
+            self.advance_commit(ctx);
+        } else {
+            self.send_ack(ctx);
+        }
+    }
+
+    // ----- Primary: replication -------------------------------------------
+
+    /// Sends whatever each backup is missing, bounded by the in-flight window.
+    fn send_appends(&mut self, ctx: &mut Ctx, to: NodeId, heartbeat: bool) {
+        let view = self.view.clone().expect("primary has a view");
+        let now = ctx.out.now();
+        let last = self.log.last_index();
+        let base = self.log.base_index();
+        let commit = self.commit_index;
+        let Some(p) = self.progress.get_mut(&to) else { return };
+        let mut sent_any = false;
+        while p.next_index <= last && p.next_index - p.match_index <= MAX_INFLIGHT_ENTRIES {
+            if p.next_index <= base {
+                break;
+            }
+            let prev_index = p.next_index - 1;
+            let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            for e in self.log.range(p.next_index, last) {
+                if entries.len() >= MAX_APPEND_ENTRIES || (bytes > 0 && bytes + e.payload_bytes() > MAX_APPEND_BYTES) {
+                    break;
+                }
+                bytes += e.payload_bytes();
+                entries.push(e.clone());
+            }
+            p.next_index += entries.len() as Index;
+            ctx.out.send(
+                to,
+                PeerBody::Append {
+                    view: view.clone(),
+                    prev_index,
+                    prev_epoch,
+                    entries,
+                    commit_index: commit,
+                    sent_ms: now,
+                },
+            );
+            sent_any = true;
+        }
+        if p.next_index <= base {
+            // The backup needs entries this log no longer has: send the state.
+            if p.snapshot_sent_ms.is_none_or(|t| now >= t + self.timing.retransmit_ms) {
+                p.snapshot_sent_ms = Some(now);
+                let snapshot = Snapshot {
+                    index: self.applied_index,
+                    epoch: self.log.epoch_at(self.applied_index).unwrap_or(0),
+                    kv: self.kv.clone(),
+                    sessions: self.sessions.clone(),
+                };
+                ctx.out.send(to, PeerBody::InstallSnapshot { view, snapshot: Box::new(snapshot), sent_ms: now });
+            }
+            return;
+        }
+        if heartbeat && !sent_any {
+            let prev_index = p.match_index.max(base);
+            let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
+            ctx.out.send(
+                to,
+                PeerBody::Append { view, prev_index, prev_epoch, entries: Vec::new(), commit_index: commit, sent_ms: now },
+            );
+        }
+    }
+
+    pub fn on_append_ack(&mut self, ctx: &mut Ctx, from: NodeId, epoch: Epoch, match_index: Index, sent_ms: Millis) {
+        if !self.is_primary() || self.view.as_ref().is_some_and(|v| v.epoch != epoch) {
+            return;
+        }
+        let now = ctx.out.now();
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_ack_ms = now;
+        p.lease_sent_ms = Some(p.lease_sent_ms.map_or(sent_ms, |s| s.max(sent_ms)));
+        let match_index = match_index.min(last);
+        if match_index > p.match_index {
+            p.match_index = match_index;
+            p.last_progress_ms = now;
+        }
+        p.next_index = p.next_index.max(p.match_index + 1);
+        let learner_caught_up = p.learner && p.match_index >= self.commit_index && p.match_index + 64 >= last;
+        self.advance_commit(ctx);
+        if learner_caught_up && !self.view_change_in_flight {
+            let view = self.view.clone().expect("primary has a view");
+            let mut members = view.members.clone();
+            members.push(from);
+            self.admitting = Some(from);
+            let next = view.next(self.me, members);
+            self.propose_view(ctx, next);
+        }
+        self.send_appends(ctx, from, false);
+    }
+
+    pub fn on_append_reject(&mut self, ctx: &mut Ctx, from: NodeId, epoch: Epoch, last_index: Index) {
+        if !self.is_primary() || self.view.as_ref().is_some_and(|v| v.epoch != epoch) {
+            return;
+        }
+        let now = ctx.out.now();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_ack_ms = now;
+        p.next_index = (last_index + 1).max(p.match_index + 1).min(p.next_index);
+        p.last_progress_ms = now;
+        self.send_appends(ctx, from, true);
+    }
+
+    pub fn on_join(&mut self, ctx: &mut Ctx, from: NodeId, last_index: Index) {
+        if !self.is_primary() {
+            if let Some(v) = &self.view {
+                ctx.out.send(from, PeerBody::StaleEpoch { view: v.clone() });
+            }
+            return;
+        }
+        let now = ctx.out.now();
+        let is_member = self.view.as_ref().is_some_and(|v| v.is_member(from));
+        let fresh = self.fresh_progress(now, !is_member);
+        let p = self.progress.entry(from).or_insert(fresh);
+        p.last_ack_ms = now;
+        p.next_index = p.next_index.min(last_index + 1).max(p.match_index + 1);
+        self.send_appends(ctx, from, true);
+    }
+
+    fn advance_commit(&mut self, ctx: &mut Ctx) {
+        let view = self.view.clone().expect("primary has a view");
+        let mut commit = self.durable_index;
+        if self.bugs.reply_before_replicated {
+            commit = self.log.last_index();
+        }
+        for m in view.members.iter().chain(self.admitting.iter()) {
+            if *m == self.me {
+                continue;
+            }
+            let matched = self.progress.get(m).map_or(0, |p| p.match_index);
+            if !self.bugs.reply_before_replicated {
+                commit = commit.min(matched);
+            }
+        }
+        if commit > self.commit_index {
+            self.commit_index = commit;
+            self.apply_committed_primary(ctx);
+        }
+    }
+
+    fn apply_committed_primary(&mut self, ctx: &mut Ctx) {
+        let from = self.applied_index + 1;
+        let to = self.commit_index;
+        let entries: Vec<Entry> = self.log.range(from, to).cloned().collect();
+        for e in entries {
+            self.apply_entry(&e);
+            self.pending_ids.remove(&e.request_id);
+            for w in &e.effects {
+                if self.overlay.get(w.key()).is_some_and(|(_, i)| *i == e.index) {
+                    self.overlay.remove(w.key());
+                }
+            }
+            if let Some(ws) = self.waiters.remove(&e.index) {
+                for (token, id) in ws {
+                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(e.response.clone()) });
+                }
+            }
+        }
+        while let Some((&i, _)) = self.parked_reads.first_key_value() {
+            if i > self.commit_index {
+                break;
+            }
+            let (_, rs) = self.parked_reads.pop_first().expect("non-empty");
+            self.parked_count -= rs.len();
+            for (token, id, result) in rs {
+                ctx.out.reply(token, ClientReply::Response { id, result: Ok(result) });
+            }
+        }
+        self.compact();
+    }
+
+    fn apply_entry(&mut self, e: &Entry) {
+        assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
+        for w in &e.effects {
+            self.kv.apply(w);
+        }
+        self.sessions.record(e.request_id, e.index, e.response.clone());
+        self.applied_index = e.index;
+    }
+
+    fn apply_committed(&mut self) {
+        let entries: Vec<Entry> = self.log.range(self.applied_index + 1, self.commit_index).cloned().collect();
+        for e in entries {
+            self.apply_entry(&e);
+        }
+        self.compact();
+    }
+
+    fn compact(&mut self) {
+        let held = self.applied_index.saturating_sub(self.log.base_index());
+        if held > self.retain_entries {
+            self.log.compact_upto(self.applied_index - self.retain_entries / 2);
+        }
+    }
+
+    // ----- Backup -----------------------------------------------------------
+
+    /// Handles a message of a view: adopts a newer one, and answers a sender
+    /// that is behind with the current view. Returns false if the message
+    /// must be dropped.
+    fn check_epoch(&mut self, ctx: &mut Ctx, from: NodeId, view: &View) -> bool {
+        if let Some(cur) = &self.view {
+            if view.epoch < cur.epoch {
+                ctx.out.send(from, PeerBody::StaleEpoch { view: cur.clone() });
+                return false;
+            }
+        }
+        self.adopt_view(ctx, view.clone());
+        // A primary only streams after winning its view, so the sender leads it.
+        view.leader == from && from != self.me
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_append(
+        &mut self,
+        ctx: &mut Ctx,
+        from: NodeId,
+        view: View,
+        prev_index: Index,
+        prev_epoch: Epoch,
+        entries: Vec<Entry>,
+        commit_index: Index,
+        sent_ms: Millis,
+    ) {
+        if !self.check_epoch(ctx, from, &view) {
+            return;
+        }
+        self.reset_primary_deadline(ctx);
+        self.last_sent_ms = self.last_sent_ms.max(sent_ms);
+        let base = self.log.base_index();
+        if prev_index > self.log.last_index() {
+            let hint = self.log.last_index();
+            return self.reject(ctx, from, hint);
+        }
+        if prev_index >= base && self.log.epoch_at(prev_index) != Some(prev_epoch) {
+            // Walk back over the conflicting epoch's run so the primary skips
+            // it in one round trip.
+            let bad = self.log.epoch_at(prev_index);
+            let mut hint = prev_index - 1;
+            while hint > base && hint > self.commit_index && self.log.epoch_at(hint) == bad {
+                hint -= 1;
+            }
+            return self.reject(ctx, from, hint);
+        }
+        let n = entries.len() as Index;
+        for e in entries {
+            if e.index <= self.log.base_index() {
+                continue;
+            }
+            match self.log.epoch_at(e.index) {
+                Some(ep) if ep == e.epoch => continue,
+                Some(_) => {
+                    if self.bugs.keep_divergent_suffix {
+                        continue;
+                    }
+                    self.truncate_local(ctx, e.index - 1);
+                }
+                None => {}
+            }
+            if e.index != self.log.last_index() + 1 {
+                break;
+            }
+            self.append_local(ctx, e);
+        }
+        self.matched_upto = self.matched_upto.max((prev_index + n).min(self.log.last_index()));
+        let commit = commit_index.min(self.matched_upto);
+        if commit > self.commit_index {
+            self.commit_index = commit;
+            self.apply_committed();
+            self.amnesiac = false;
+        }
+        self.send_ack(ctx);
+    }
+
+    fn reject(&mut self, ctx: &mut Ctx, to: NodeId, last_index: Index) {
+        let epoch = self.view.as_ref().map_or(0, |v| v.epoch);
+        ctx.out.send(to, PeerBody::AppendReject { group: self.group, epoch, last_index });
+    }
+
+    fn send_ack(&mut self, ctx: &mut Ctx) {
+        let Some(view) = &self.view else { return };
+        if view.leader == self.me {
+            return;
+        }
+        let durable = if self.bugs.ack_before_fsync { self.log.last_index() } else { self.durable_index };
+        let match_index = durable.min(self.matched_upto);
+        self.acked_index = match_index;
+        ctx.out.send(
+            view.leader,
+            PeerBody::AppendAck { group: self.group, epoch: view.epoch, match_index, sent_ms: self.last_sent_ms },
+        );
+    }
+
+    pub fn on_install_snapshot(&mut self, ctx: &mut Ctx, from: NodeId, view: View, snapshot: Snapshot, sent_ms: Millis) {
+        if !self.check_epoch(ctx, from, &view) {
+            return;
+        }
+        self.reset_primary_deadline(ctx);
+        self.last_sent_ms = self.last_sent_ms.max(sent_ms);
+        if snapshot.index <= self.commit_index {
+            return self.send_ack(ctx);
+        }
+        assert_eq!(snapshot.kv.digest(), snapshot.kv.recompute_digest(), "a snapshot's digest matches its state");
+        let lsn = ctx.out.persist(WalRecord::Snapshot { group: self.group, snapshot: Box::new(snapshot.clone()) });
+        self.marks.clear();
+        self.durable_index = 0;
+        self.marks.push_back((lsn, snapshot.index));
+        self.matched_upto = snapshot.index;
+        self.replay_snapshot(snapshot);
+        self.amnesiac = false;
+        self.send_ack(ctx);
+    }
+
+    pub fn on_stale_epoch(&mut self, ctx: &mut Ctx, view: View) {
+        self.adopt_view(ctx, view);
+    }
+
+    // ----- Time -------------------------------------------------------------
+
+    pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.out.now();
+        let Some(view) = self.view.clone() else { return };
+        match self.role() {
+            Role::Primary => {
+                if now >= self.next_heartbeat_ms {
+                    self.next_heartbeat_ms = now + self.timing.heartbeat_ms;
+                    let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+                    for p in peers {
+                        self.send_appends(ctx, p, true);
+                    }
+                }
+                let mut resend = Vec::new();
+                for (&id, p) in self.progress.iter_mut() {
+                    if p.match_index < self.log.last_index() && now >= p.last_progress_ms + self.timing.retransmit_ms {
+                        p.next_index = p.match_index + 1;
+                        p.last_progress_ms = now;
+                        resend.push(id);
+                    }
+                }
+                for id in resend {
+                    self.send_appends(ctx, id, false);
+                }
+                // Forget learners that went quiet.
+                let timeout = self.timing.backup_timeout_ms;
+                self.progress.retain(|id, p| !p.learner || Some(*id) == self.admitting || now < p.last_ack_ms + timeout * 10);
+                if !self.view_change_in_flight {
+                    let dead: Vec<NodeId> = view
+                        .members
+                        .iter()
+                        .copied()
+                        .filter(|m| *m != self.me)
+                        .filter(|m| self.progress.get(m).is_none_or(|p| now >= p.last_ack_ms + timeout))
+                        .collect();
+                    if !dead.is_empty() {
+                        let members = view.members.iter().copied().filter(|m| !dead.contains(m)).collect();
+                        let next = view.next(self.me, members);
+                        self.propose_view(ctx, next);
+                    }
+                }
+            }
+            Role::Backup => {
+                if now >= self.primary_deadline_ms && !self.view_change_in_flight && !self.amnesiac {
+                    let members = view.members.iter().copied().filter(|m| *m != view.leader).collect();
+                    let next = view.next(self.me, members);
+                    if self.bugs.promote_without_cas {
+                        self.led_epoch = Some(next.epoch);
+                        self.adopt_view(ctx, next);
+                        return;
+                    }
+                    self.propose_view(ctx, next);
+                    self.reset_primary_deadline(ctx);
+                }
+            }
+            Role::Recovering => {
+                // Named leader by a view this incarnation did not win: the
+                // log may have lost unsynced entries that backups hold, so it
+                // must not reuse the epoch. Move to a fresh one first.
+                if view.leader == self.me && !self.view_change_in_flight {
+                    let next = view.next(self.me, view.members.clone());
+                    self.propose_view(ctx, next);
+                }
+            }
+            Role::Joining => {
+                if now >= self.next_join_ms {
+                    self.next_join_ms = now + self.timing.join_retry_ms;
+                    ctx.out.send(view.leader, PeerBody::Join { group: self.group, last_index: self.log.last_index() });
+                }
+            }
+        }
+    }
+
+    /// Sends what the step produced, in one batch per backup, and records the
+    /// commit index lazily in the WAL.
+    pub fn flush(&mut self, ctx: &mut Ctx) {
+        if self.dirty && self.is_primary() {
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for p in peers {
+                self.send_appends(ctx, p, false);
+            }
+            // A group of one commits on its own fsync.
+            self.advance_commit(ctx);
+        }
+        self.dirty = false;
+        if self.commit_index > self.persisted_commit {
+            self.persisted_commit = self.commit_index;
+            ctx.out.persist(WalRecord::Commit { group: self.group, index: self.commit_index });
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! pactdb-node: the runtime that drives the sans-IO core: TCP transport, WAL storage, event loop.
+
+pub mod frame;
+pub mod net;
+pub mod wal;

@@ -1,0 +1,1084 @@
+//! TCP transport: peer and client connections that carry opaque frames.
+//!
+//! This module owns every socket a node uses. It binds the peer and client listeners, accepts
+//! inbound connections, dials one outbound connection per peer, and moves opaque payloads
+//! between those sockets and the node's event loop. Inbound frames become [`NetEvent`]s on a
+//! bounded channel, so a slow event loop pushes back on the socket readers instead of letting
+//! memory grow. Outbound payloads are queued without blocking and written by one task per
+//! connection, which batches everything queued into a single write.
+//!
+//! It must never interpret a payload (the protocol core serializes and understands its own
+//! messages), never block or fail the caller when queueing a message, and never let one bad
+//! connection affect another: a malformed frame closes only the connection it arrived on.
+//! Delivery is best effort. A frame queued for a peer can be dropped when the queue is full or
+//! when the connection breaks, and the protocol's retransmissions are what make that safe.
+//!
+//! Each pair of nodes uses two TCP connections, one per direction: outbound peer connections only
+//! write and inbound peer connections only read. That keeps connection ownership obvious and
+//! avoids having to decide which of two simultaneous dials wins.
+//!
+//! Dropping the last clone of a [`Net`] shuts the transport down: the listeners close, every
+//! connection is closed, and every task this module spawned ends.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::frame::{encode_frame, read_frame, FrameError, MAX_PAYLOAD_BYTES};
+
+/// Identifies one accepted client connection for as long as it is open. Ids are never reused
+/// within one [`Net`], so a late reply to a closed connection cannot reach a newer one.
+pub type ConnId = u64;
+
+/// How many frames may wait for one peer before the newest are dropped.
+pub const PEER_QUEUE_FRAMES: usize = 16384;
+
+/// How many responses may wait for one client before the client is considered stuck and its
+/// connection is closed (dropping responses silently would leave the client waiting forever).
+pub const CLIENT_QUEUE_FRAMES: usize = 16384;
+
+/// A writer stops adding frames to a batch once it holds this many bytes; bigger single writes
+/// gain nothing and would only keep more memory alive per connection.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Read buffer per inbound connection, large enough that one system call picks up many frames.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// The first retry delay after a failed dial; doubled on every further failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+
+/// The longest delay between dials, so a peer that comes back is found within about a second.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A dial to an unreachable host would otherwise wait for the kernel's SYN retries (minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pause after a failed accept (for example when out of file descriptors) so the loop does not
+/// spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Something that arrived from the network, for the node's event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// A frame from a peer node's connection (peer messages carry their sender inside the payload).
+    Peer { payload: Vec<u8> },
+    /// A frame from a client connection, with the id to answer on.
+    Client { conn: ConnId, payload: Vec<u8> },
+    /// A client connection closed (so the caller can forget it).
+    ClientClosed { conn: ConnId },
+}
+
+/// Where to listen and whom to talk to.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Address for connections from other nodes (port 0 picks a free port).
+    pub peer_listen: SocketAddr,
+    /// Address for connections from clients (port 0 picks a free port).
+    pub client_listen: SocketAddr,
+    /// Every peer this node may send to, by node id, at its peer listen address.
+    pub peers: HashMap<u64, SocketAddr>,
+}
+
+/// A running transport. Cheap to clone; all clones share the same sockets and queues.
+#[derive(Clone)]
+pub struct Net {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Fixed at start: the peer set does not change while the transport runs, so lookups need no
+    /// lock.
+    peers: HashMap<u64, PeerLink>,
+    clients: Mutex<HashMap<ConnId, ClientLink>>,
+    next_conn: AtomicU64,
+    local_peer_addr: SocketAddr,
+    local_client_addr: SocketAddr,
+    /// Nothing is ever sent on this. Every task holds a receiver and stops when this sender is
+    /// dropped together with the last `Net` clone.
+    _shutdown: watch::Sender<()>,
+}
+
+struct PeerLink {
+    queue: mpsc::Sender<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+struct ClientLink {
+    queue: mpsc::Sender<Vec<u8>>,
+    /// Dropping this (by removing the link from the map) tells the connection task to close the
+    /// socket even if its writer is stuck on a client that stopped reading.
+    _kill: oneshot::Sender<()>,
+    remote: SocketAddr,
+}
+
+impl Net {
+    /// Binds both listeners (failing fast, with the address in the error, if a port is taken),
+    /// spawns the accept loops and per-peer writers on the current tokio runtime, and forwards
+    /// every received frame as a [`NetEvent`] into `events`. When `events` is full, the socket
+    /// readers wait, which pushes back on the remote senders through TCP.
+    pub async fn start(cfg: NetConfig, events: mpsc::Sender<NetEvent>) -> anyhow::Result<Net> {
+        let peer_listener = TcpListener::bind(cfg.peer_listen).await.with_context(|| {
+            format!(
+                "cannot bind the peer listener on {} (is another process using that port?)",
+                cfg.peer_listen
+            )
+        })?;
+        let client_listener = TcpListener::bind(cfg.client_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot bind the client listener on {} (is another process using that port?)",
+                    cfg.client_listen
+                )
+            })?;
+        let local_peer_addr = peer_listener
+            .local_addr()
+            .context("reading the peer listener's bound address")?;
+        let local_client_addr = client_listener
+            .local_addr()
+            .context("reading the client listener's bound address")?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(());
+        let mut peers = HashMap::with_capacity(cfg.peers.len());
+        let mut writers = Vec::with_capacity(cfg.peers.len());
+        for (&id, &addr) in &cfg.peers {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
+            peers.insert(
+                id,
+                PeerLink {
+                    queue: tx,
+                    dropped: AtomicU64::new(0),
+                },
+            );
+            writers.push((id, addr, rx));
+        }
+        let inner = Arc::new(Inner {
+            peers,
+            clients: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            local_peer_addr,
+            local_client_addr,
+            _shutdown: shutdown_tx,
+        });
+
+        for (id, addr, rx) in writers {
+            spawn_until_shutdown(&shutdown_rx, peer_writer(id, addr, rx));
+        }
+        spawn_until_shutdown(
+            &shutdown_rx,
+            accept_peers(peer_listener, events.clone(), shutdown_rx.clone()),
+        );
+        spawn_until_shutdown(
+            &shutdown_rx,
+            accept_clients(
+                client_listener,
+                events,
+                Arc::downgrade(&inner),
+                shutdown_rx.clone(),
+            ),
+        );
+        tracing::info!(
+            peer_addr = %local_peer_addr,
+            client_addr = %local_client_addr,
+            peers = inner.peers.len(),
+            "transport listening"
+        );
+        Ok(Net { inner })
+    }
+
+    /// Queues a payload for peer `to`. Never blocks and never fails.
+    ///
+    /// The connection is dialed on first use and redialed with capped exponential backoff
+    /// whenever it breaks. When the peer's queue already holds [`PEER_QUEUE_FRAMES`] frames the
+    /// new payload is dropped and counted (see [`Net::peer_frames_dropped`]); the protocol
+    /// retransmits, so shedding load here is safe and keeps memory bounded.
+    pub fn send_to_peer(&self, to: u64, payload: Vec<u8>) {
+        let Some(link) = self.inner.peers.get(&to) else {
+            tracing::warn!(
+                peer = to,
+                "dropping a frame for a peer that is not configured"
+            );
+            return;
+        };
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            // The receiver would reject the frame and close the connection, taking every frame
+            // queued behind it down too, so refuse it here.
+            tracing::error!(
+                peer = to,
+                bytes = payload.len(),
+                max = MAX_PAYLOAD_BYTES,
+                "dropping a peer payload that exceeds the frame limit"
+            );
+            link.record_drop(to);
+            return;
+        }
+        match link.queue.try_send(payload) {
+            Ok(()) => {}
+            // A closed queue means the writer task ended, which only happens during shutdown.
+            Err(TrySendError::Full(_)) | Err(TrySendError::Closed(_)) => link.record_drop(to),
+        }
+    }
+
+    /// Queues a payload for client connection `conn`; silently ignored if it has closed.
+    ///
+    /// If the client has stopped reading (its queue holds [`CLIENT_QUEUE_FRAMES`] responses) or
+    /// the payload exceeds the frame limit, the connection is closed instead: a client that
+    /// sees its connection close retries, whereas one whose response was silently dropped would
+    /// wait forever.
+    pub fn send_to_client(&self, conn: ConnId, payload: Vec<u8>) {
+        let mut clients = self.inner.clients();
+        let Some(link) = clients.get(&conn) else {
+            return;
+        };
+        let reason = if payload.len() > MAX_PAYLOAD_BYTES {
+            "response exceeds the frame limit"
+        } else {
+            match link.queue.try_send(payload) {
+                // A closed queue means the connection is already being torn down.
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(_)) => "client is not reading its responses",
+            }
+        };
+        tracing::warn!(conn, remote = %link.remote, reason, "closing client connection");
+        // Dropping the link drops its kill switch, which closes the socket.
+        clients.remove(&conn);
+    }
+
+    /// How many frames for peer `to` were dropped because its queue was full (or the payload was
+    /// too large). Zero for peers that are not configured.
+    pub fn peer_frames_dropped(&self, to: u64) -> u64 {
+        self.inner
+            .peers
+            .get(&to)
+            .map_or(0, |link| link.dropped.load(Ordering::Relaxed))
+    }
+
+    /// The address the peer listener is actually bound to (useful when configured with port 0).
+    pub fn local_peer_addr(&self) -> SocketAddr {
+        self.inner.local_peer_addr
+    }
+
+    /// The address the client listener is actually bound to (useful when configured with port 0).
+    pub fn local_client_addr(&self) -> SocketAddr {
+        self.inner.local_client_addr
+    }
+}
+
+impl fmt::Debug for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Net")
+            .field("local_peer_addr", &self.inner.local_peer_addr)
+            .field("local_client_addr", &self.inner.local_client_addr)
+            .field("peers", &self.inner.peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn clients(&self) -> MutexGuard<'_, HashMap<ConnId, ClientLink>> {
+        // The map is only ever inserted into or removed from, so a panic elsewhere while the lock
+        // was held cannot have left it half-updated; keep serving rather than propagating poison.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl PeerLink {
+    fn record_drop(&self, to: u64) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logging every drop would flood the log exactly when the node is overloaded, so log at
+        // powers of two: the first drop is always visible and the volume stays logarithmic.
+        if total.is_power_of_two() {
+            tracing::warn!(
+                peer = to,
+                dropped_total = total,
+                "peer queue full; dropping newest frames (the protocol retransmits)"
+            );
+        }
+    }
+}
+
+/// Runs `fut` on the current runtime until it finishes or the transport shuts down.
+fn spawn_until_shutdown<F>(shutdown: &watch::Receiver<()>, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = fut => {}
+            // Nothing is ever sent, so this only completes once the sender is dropped.
+            _ = shutdown.changed() => {}
+        }
+    });
+}
+
+fn set_nodelay(stream: &TcpStream, remote: SocketAddr) {
+    // Frames are already batched by the writers, so Nagle's algorithm would only add latency.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::warn!(%remote, error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// Logs why reading from an inbound connection stopped, at a level matching who is at fault.
+fn log_read_end(kind: &'static str, remote: SocketAddr, err: &FrameError) {
+    if err.is_malformed() {
+        tracing::warn!(%remote, kind, error = %err, "closing connection after a malformed frame");
+    } else if let FrameError::Closed = err {
+        tracing::debug!(%remote, kind, "connection closed by remote");
+    } else {
+        tracing::debug!(%remote, kind, error = %err, "connection failed");
+    }
+}
+
+/// Moves queued payloads into `out` until the queue is empty or the batch is large enough.
+/// Returns true if the queue is closed and empty.
+fn drain_queue(queue: &mut mpsc::Receiver<Vec<u8>>, out: &mut Vec<u8>) -> bool {
+    while out.len() < BATCH_BYTES {
+        match queue.try_recv() {
+            Ok(payload) => encode_frame(out, &payload),
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
+/// Writes the whole batch with one `write_all`, then empties `out` for reuse whatever happened.
+async fn write_batch(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> io::Result<()> {
+    let result = async {
+        wr.write_all(out).await?;
+        wr.flush().await
+    }
+    .await;
+    out.clear();
+    // One oversized frame should not pin its buffer for the life of the connection.
+    if out.capacity() > 2 * BATCH_BYTES {
+        out.shrink_to(BATCH_BYTES);
+    }
+    result
+}
+
+async fn accept_peers(
+    listener: TcpListener,
+    events: mpsc::Sender<NetEvent>,
+    shutdown: watch::Receiver<()>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a peer connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        set_nodelay(&stream, remote);
+        tracing::debug!(%remote, "accepted peer connection");
+        spawn_until_shutdown(&shutdown, read_peer(stream, remote, events.clone()));
+    }
+}
+
+/// Reads frames from an inbound peer connection until it ends. Inbound peer connections are
+/// never written to; the reply path is this node's own outbound connection to that peer.
+async fn read_peer(stream: TcpStream, remote: SocketAddr, events: mpsc::Sender<NetEvent>) {
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    loop {
+        // A fresh buffer per frame, because the payload's ownership moves into the event.
+        let mut payload = Vec::new();
+        if let Err(e) = read_frame(&mut reader, &mut payload).await {
+            log_read_end("peer", remote, &e);
+            return;
+        }
+        if events.send(NetEvent::Peer { payload }).await.is_err() {
+            // Nobody consumes events any more, so there is no point in reading further.
+            return;
+        }
+    }
+}
+
+async fn accept_clients(
+    listener: TcpListener,
+    events: mpsc::Sender<NetEvent>,
+    inner: Weak<Inner>,
+    shutdown: watch::Receiver<()>,
+) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a client connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        set_nodelay(&stream, remote);
+        let (queue_tx, queue_rx) = mpsc::channel(CLIENT_QUEUE_FRAMES);
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let conn = {
+            // Only a weak reference is kept across awaits so that dropping the last `Net` really
+            // drops the shared state and shuts everything down.
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+            inner.clients().insert(
+                conn,
+                ClientLink {
+                    queue: queue_tx,
+                    _kill: kill_tx,
+                    remote,
+                },
+            );
+            conn
+        };
+        tracing::debug!(%remote, conn, "accepted client connection");
+        spawn_until_shutdown(
+            &shutdown,
+            serve_client(
+                conn,
+                stream,
+                remote,
+                queue_rx,
+                kill_rx,
+                events.clone(),
+                inner.clone(),
+            ),
+        );
+    }
+}
+
+/// Runs one client connection: reads requests into events and writes queued responses, until
+/// either side fails, the client disconnects, or the server kills the connection.
+async fn serve_client(
+    conn: ConnId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    queue: mpsc::Receiver<Vec<u8>>,
+    kill: oneshot::Receiver<()>,
+    events: mpsc::Sender<NetEvent>,
+    inner: Weak<Inner>,
+) {
+    let (rd, wr) = stream.into_split();
+    tokio::select! {
+        () = read_client(conn, rd, remote, &events) => {}
+        () = write_client(conn, wr, remote, queue) => {}
+        // `send_to_client` already logged why it removed the connection.
+        _ = kill => {}
+    }
+    // Both socket halves were dropped with the futures above, so the socket is closed now.
+    if let Some(inner) = inner.upgrade() {
+        inner.clients().remove(&conn);
+    }
+    let _ = events.send(NetEvent::ClientClosed { conn }).await;
+}
+
+async fn read_client(
+    conn: ConnId,
+    rd: OwnedReadHalf,
+    remote: SocketAddr,
+    events: &mpsc::Sender<NetEvent>,
+) {
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    loop {
+        let mut payload = Vec::new();
+        if let Err(e) = read_frame(&mut reader, &mut payload).await {
+            log_read_end("client", remote, &e);
+            return;
+        }
+        if events
+            .send(NetEvent::Client { conn, payload })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn write_client(
+    conn: ConnId,
+    mut wr: OwnedWriteHalf,
+    remote: SocketAddr,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut out = Vec::new();
+    while let Some(payload) = queue.recv().await {
+        encode_frame(&mut out, &payload);
+        drain_queue(&mut queue, &mut out);
+        if let Err(e) = write_batch(&mut wr, &mut out).await {
+            tracing::debug!(%remote, conn, error = %e, "writing to client failed");
+            return;
+        }
+    }
+}
+
+/// Owns the single outbound connection to one peer for the life of the transport.
+async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut out = Vec::new();
+    let mut backoff = BACKOFF_MIN;
+    let mut failures: u32 = 0;
+    loop {
+        // Dial lazily: an idle link costs no socket, and a peer that is down costs no dial
+        // attempts until there is something to tell it. Frames stay queued (in order) meanwhile.
+        if out.is_empty() {
+            match queue.recv().await {
+                Some(payload) => encode_frame(&mut out, &payload),
+                None => return,
+            }
+        }
+        let stream = match dial(addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                failures += 1;
+                // Peers start in any order, so one warning per outage is enough; the retries
+                // themselves are routine.
+                if failures == 1 {
+                    tracing::warn!(peer = to, %addr, error = %e, "cannot connect to peer; retrying with backoff");
+                } else {
+                    tracing::debug!(peer = to, %addr, error = %e, failures, "still cannot connect to peer");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        if failures > 0 {
+            tracing::info!(peer = to, %addr, failures, "connected to peer");
+        } else {
+            tracing::debug!(peer = to, %addr, "connected to peer");
+        }
+        failures = 0;
+
+        let (rd, wr) = stream.into_split();
+        match pump_peer(&mut queue, rd, wr, &mut out, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    tracing::info!(peer = to, %addr, "peer closed the connection; will redial");
+                } else {
+                    tracing::warn!(peer = to, %addr, error = %e, "connection to peer failed; will redial");
+                }
+                // The batch in flight is lost: we cannot know how much of it arrived, and the
+                // protocol retransmits whatever matters.
+                out.clear();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    set_nodelay(&stream, addr);
+    Ok(stream)
+}
+
+/// Writes batches to a connected peer until the connection breaks (an error) or the queue
+/// closes at shutdown (`Ok`). `out` holds at least one encoded frame on entry.
+async fn pump_peer(
+    queue: &mut mpsc::Receiver<Vec<u8>>,
+    mut rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    backoff: &mut Duration,
+) -> io::Result<()> {
+    let mut scratch = [0u8; 64];
+    loop {
+        let closed = drain_queue(queue, out);
+        write_batch(&mut wr, out).await?;
+        // A successful write shows the connection works, so the next outage starts its backoff
+        // from the minimum again.
+        *backoff = BACKOFF_MIN;
+        if closed {
+            return Ok(());
+        }
+        // While idle, also watch the read side. The remote never writes on this connection, so a
+        // read completing means it closed or failed; noticing that now means a restarted peer
+        // gets a fresh connection instead of the next batch vanishing into a dead socket.
+        loop {
+            tokio::select! {
+                next = queue.recv() => match next {
+                    Some(payload) => {
+                        encode_frame(out, &payload);
+                        break;
+                    }
+                    None => return Ok(()),
+                },
+                read = rd.read(&mut scratch) => match read {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "peer closed the connection",
+                        ))
+                    }
+                    // Stray bytes from a peer that should not write here are harmless; ignore them.
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+/// A framed client-side connection, for the client library and for tests.
+///
+/// It speaks the same frames as the server side: [`FramedConn::send`] batches any number of
+/// payloads into one write, and [`FramedConn::recv`] reads one frame through a buffered reader.
+/// Use [`FramedConn::into_split`] to read and write from different tasks.
+#[derive(Debug)]
+pub struct FramedConn {
+    reader: FrameReader,
+    writer: FrameWriter,
+}
+
+/// The read half of a [`FramedConn`].
+#[derive(Debug)]
+pub struct FrameReader {
+    inner: BufReader<OwnedReadHalf>,
+}
+
+/// The write half of a [`FramedConn`].
+#[derive(Debug)]
+pub struct FrameWriter {
+    inner: OwnedWriteHalf,
+    out: Vec<u8>,
+}
+
+impl FramedConn {
+    /// Connects to `addr` with TCP_NODELAY set.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        Ok(FramedConn {
+            reader: FrameReader {
+                inner: BufReader::with_capacity(READ_BUFFER_BYTES, rd),
+            },
+            writer: FrameWriter {
+                inner: wr,
+                out: Vec::new(),
+            },
+        })
+    }
+
+    /// Sends all `payloads`, in order, as one batched write.
+    pub async fn send<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> io::Result<()> {
+        self.writer.send(payloads).await
+    }
+
+    /// Reads the next frame's payload into `buf`, reusing its capacity.
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        self.reader.recv(buf).await
+    }
+
+    /// Splits the connection so reading and writing can happen in different tasks.
+    pub fn into_split(self) -> (FrameReader, FrameWriter) {
+        (self.reader, self.writer)
+    }
+
+    /// The local address of the connection.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.writer.inner.local_addr()
+    }
+
+    /// The remote address of the connection.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.writer.inner.peer_addr()
+    }
+}
+
+impl FrameReader {
+    /// Reads the next frame's payload into `buf`, reusing its capacity. Not cancellation safe
+    /// (see [`read_frame`]).
+    pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        read_frame(&mut self.inner, buf).await
+    }
+}
+
+impl FrameWriter {
+    /// Sends all `payloads`, in order, as one batched write. Fails with `InvalidInput`, before
+    /// writing anything, if any payload exceeds the frame limit.
+    pub async fn send<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> io::Result<()> {
+        if let Some(p) = payloads
+            .iter()
+            .find(|p| p.as_ref().len() > MAX_PAYLOAD_BYTES)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "payload of {} bytes exceeds the frame limit of {MAX_PAYLOAD_BYTES}",
+                    p.as_ref().len()
+                ),
+            ));
+        }
+        for p in payloads {
+            encode_frame(&mut self.out, p.as_ref());
+        }
+        write_batch(&mut self.inner, &mut self.out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::WIRE_VERSION;
+    use tokio::time::timeout;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn any_local() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    /// Finds a currently free port by binding and releasing it, for tests that need to know a
+    /// node's address before that node exists.
+    fn free_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    async fn start_net(
+        peer_listen: SocketAddr,
+        peers: HashMap<u64, SocketAddr>,
+    ) -> (Net, mpsc::Receiver<NetEvent>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let cfg = NetConfig {
+            peer_listen,
+            client_listen: any_local(),
+            peers,
+        };
+        (Net::start(cfg, tx).await.unwrap(), rx)
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<NetEvent>) -> NetEvent {
+        timeout(WAIT, rx.recv())
+            .await
+            .expect("timed out waiting for an event")
+            .expect("event channel closed")
+    }
+
+    async fn next_peer_payload(rx: &mut mpsc::Receiver<NetEvent>) -> Vec<u8> {
+        match next_event(rx).await {
+            NetEvent::Peer { payload } => payload,
+            other => panic!("expected a peer event, got {other:?}"),
+        }
+    }
+
+    fn numbered(from: u64, i: u64) -> Vec<u8> {
+        let mut p = from.to_be_bytes().to_vec();
+        p.extend_from_slice(&i.to_be_bytes());
+        // Vary the size so batches mix small and larger frames.
+        p.resize(16 + (i as usize % 300), 0xAB);
+        p
+    }
+
+    /// Waits until the server closes `stream`: EOF or a reset both count, data does not.
+    async fn expect_closed_by_server(stream: &mut TcpStream) {
+        let mut buf = [0u8; 64];
+        match timeout(WAIT, stream.read(&mut buf)).await {
+            Err(_) => panic!("server did not close the connection"),
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("server wrote {n} bytes instead of closing"),
+        }
+    }
+
+    /// Answers every client frame with the same payload and reports client closures, standing in
+    /// for the protocol layer.
+    fn spawn_echo(
+        net: Net,
+        mut events: mpsc::Receiver<NetEvent>,
+    ) -> (
+        mpsc::UnboundedReceiver<ConnId>,
+        mpsc::UnboundedReceiver<Vec<u8>>,
+    ) {
+        let (closed_tx, closed_rx) = mpsc::unbounded_channel();
+        let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    NetEvent::Client { conn, payload } => net.send_to_client(conn, payload),
+                    NetEvent::ClientClosed { conn } => {
+                        let _ = closed_tx.send(conn);
+                    }
+                    NetEvent::Peer { payload } => {
+                        let _ = peer_tx.send(payload);
+                    }
+                }
+            }
+        });
+        (closed_rx, peer_rx)
+    }
+
+    async fn echo_round_trip(conn: &mut FramedConn, payloads: &[&str]) {
+        let payloads: Vec<&[u8]> = payloads.iter().map(|p| p.as_bytes()).collect();
+        conn.send(&payloads).await.unwrap();
+        let mut buf = Vec::new();
+        for expected in payloads {
+            timeout(WAIT, conn.recv(&mut buf))
+                .await
+                .expect("timed out waiting for an echo")
+                .unwrap();
+            assert_eq!(&buf[..], expected);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_exchange_payloads_both_ways_in_order() {
+        // A's address must be known before B starts, and B's before A starts.
+        let a_addr = free_addr();
+        let (b, mut b_rx) = start_net(any_local(), HashMap::from([(1, a_addr)])).await;
+        let (a, mut a_rx) = start_net(a_addr, HashMap::from([(2, b.local_peer_addr())])).await;
+        assert_eq!(a.local_peer_addr(), a_addr);
+
+        const N: u64 = 3000;
+        for i in 0..N {
+            a.send_to_peer(2, numbered(1, i));
+            b.send_to_peer(1, numbered(2, i));
+            if i % 500 == 0 {
+                // Yield now and then so some frames go out in small batches and some in large.
+                tokio::task::yield_now().await;
+            }
+        }
+        for i in 0..N {
+            assert_eq!(next_peer_payload(&mut b_rx).await, numbered(1, i));
+            assert_eq!(next_peer_payload(&mut a_rx).await, numbered(2, i));
+        }
+        assert_eq!(a.peer_frames_dropped(2), 0);
+        assert_eq!(b.peer_frames_dropped(1), 0);
+    }
+
+    #[tokio::test]
+    async fn peer_started_late_still_receives_queued_frames() {
+        let late_addr = free_addr();
+        let (a, _a_rx) = start_net(any_local(), HashMap::from([(7, late_addr)])).await;
+        for i in 0..100 {
+            a.send_to_peer(7, numbered(1, i));
+        }
+        // Let several dials fail and the backoff grow before the peer appears.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_late, mut late_rx) = start_net(late_addr, HashMap::new()).await;
+        for i in 0..100 {
+            assert_eq!(next_peer_payload(&mut late_rx).await, numbered(1, i));
+        }
+        assert_eq!(a.peer_frames_dropped(7), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restarted_peer_gets_a_fresh_connection() {
+        let b_addr = free_addr();
+        let (a, _a_rx) = start_net(any_local(), HashMap::from([(2, b_addr)])).await;
+        let (b, mut b_rx) = start_net(b_addr, HashMap::new()).await;
+        a.send_to_peer(2, b"before".to_vec());
+        assert_eq!(next_peer_payload(&mut b_rx).await, b"before");
+
+        // Dropping the last handle shuts B down and closes its sockets, like a crash would.
+        drop(b);
+        drop(b_rx);
+        // Give A time to notice the closed connection, and B's listener time to go away.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_b2, mut b2_rx) = {
+            let mut attempt = 0;
+            loop {
+                let (tx, rx) = mpsc::channel(16);
+                let cfg = NetConfig {
+                    peer_listen: b_addr,
+                    client_listen: any_local(),
+                    peers: HashMap::new(),
+                };
+                match Net::start(cfg, tx).await {
+                    Ok(net) => break (net, rx),
+                    Err(e) if attempt < 50 => {
+                        attempt += 1;
+                        eprintln!("restart attempt {attempt}: {e:#}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("could not restart B: {e:#}"),
+                }
+            }
+        };
+        a.send_to_peer(2, b"after".to_vec());
+        assert_eq!(next_peer_payload(&mut b2_rx).await, b"after");
+    }
+
+    #[tokio::test]
+    async fn full_peer_queue_drops_the_newest_frames_and_counts_them() {
+        let down = free_addr();
+        let (a, _a_rx) = start_net(any_local(), HashMap::from([(3, down)])).await;
+        let extra = 100u64;
+        // On this single-threaded runtime the writer cannot run between these sends, so exactly
+        // PEER_QUEUE_FRAMES fit and the rest are dropped.
+        let total = PEER_QUEUE_FRAMES as u64 + extra;
+        for i in 0..total {
+            a.send_to_peer(3, numbered(1, i));
+        }
+        assert_eq!(a.peer_frames_dropped(3), extra);
+        assert_eq!(a.peer_frames_dropped(99), 0);
+        a.send_to_peer(99, b"nobody".to_vec()); // An unknown peer is ignored, not a panic.
+
+        // The oldest frames were kept: once the peer comes up it receives exactly those, in order.
+        let (_b, mut b_rx) = start_net(down, HashMap::new()).await;
+        for i in 0..PEER_QUEUE_FRAMES as u64 {
+            assert_eq!(next_peer_payload(&mut b_rx).await, numbered(1, i));
+        }
+        a.send_to_peer(3, b"marker".to_vec());
+        assert_eq!(next_peer_payload(&mut b_rx).await, b"marker");
+    }
+
+    #[tokio::test]
+    async fn bad_version_closes_only_that_client_connection() {
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (mut closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+
+        let mut good = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        echo_round_trip(&mut good, &["ping-1"]).await;
+
+        let mut bad = TcpStream::connect(net.local_client_addr()).await.unwrap();
+        bad.write_all(&[0, 0, 0, 2, 9, 0xAA]).await.unwrap();
+        expect_closed_by_server(&mut bad).await;
+        let closed = timeout(WAIT, closed_rx.recv()).await.unwrap().unwrap();
+
+        // The well-behaved connection is unaffected, including batched requests.
+        echo_round_trip(&mut good, &["ping-2", "", "ping-3"]).await;
+
+        // The closed connection's id is forgotten: answering it is silently ignored.
+        net.send_to_client(closed, b"late".to_vec());
+        echo_round_trip(&mut good, &["ping-4"]).await;
+        assert!(closed_rx.try_recv().is_err(), "only one connection closed");
+    }
+
+    #[tokio::test]
+    async fn four_gib_length_claim_closes_the_connection_without_crashing() {
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (mut closed_rx, mut peer_rx) = spawn_echo(net.clone(), rx);
+        let mut good = FramedConn::connect(net.local_client_addr()).await.unwrap();
+
+        // On the client port.
+        let mut bad = TcpStream::connect(net.local_client_addr()).await.unwrap();
+        bad.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, WIRE_VERSION, 1, 2, 3])
+            .await
+            .unwrap();
+        expect_closed_by_server(&mut bad).await;
+        timeout(WAIT, closed_rx.recv()).await.unwrap().unwrap();
+        echo_round_trip(&mut good, &["still here"]).await;
+
+        // On the peer port.
+        let mut bad_peer = TcpStream::connect(net.local_peer_addr()).await.unwrap();
+        bad_peer.write_all(&[0xFF, 0xFF, 0xFF, 0xFF]).await.unwrap();
+        expect_closed_by_server(&mut bad_peer).await;
+
+        // An empty frame is malformed too.
+        let mut empty_peer = TcpStream::connect(net.local_peer_addr()).await.unwrap();
+        empty_peer.write_all(&[0, 0, 0, 0]).await.unwrap();
+        expect_closed_by_server(&mut empty_peer).await;
+
+        // Other peer connections still deliver.
+        let mut peer = FramedConn::connect(net.local_peer_addr()).await.unwrap();
+        peer.send(&[b"from a peer".to_vec()]).await.unwrap();
+        let got = timeout(WAIT, peer_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(got, b"from a peer");
+        echo_round_trip(&mut good, &["and still here"]).await;
+    }
+
+    #[tokio::test]
+    async fn client_disconnect_is_reported_once() {
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (mut closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let mut c = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        echo_round_trip(&mut c, &["hello"]).await;
+        drop(c);
+        timeout(WAIT, closed_rx.recv()).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(closed_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn client_that_lets_responses_pile_up_is_disconnected() {
+        let (net, mut rx) = start_net(any_local(), HashMap::new()).await;
+        let mut stuck = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        stuck.send(&[b"hello".to_vec()]).await.unwrap();
+        let conn = match next_event(&mut rx).await {
+            NetEvent::Client { conn, payload } => {
+                assert_eq!(payload, b"hello");
+                conn
+            }
+            other => panic!("expected a client event, got {other:?}"),
+        };
+        // On this single-threaded runtime the connection's writer cannot drain between these
+        // calls, so the queue overflows exactly as it would behind a client that stopped reading.
+        for _ in 0..=CLIENT_QUEUE_FRAMES {
+            net.send_to_client(conn, b"response".to_vec());
+        }
+        assert_eq!(
+            next_event(&mut rx).await,
+            NetEvent::ClientClosed { conn },
+            "the overflowing connection is closed and reported"
+        );
+        // Further responses to the forgotten id are ignored without effect.
+        net.send_to_client(conn, b"late".to_vec());
+
+        // Everything queued before the overflow may or may not have been written, but the
+        // connection must end rather than hang.
+        let mut buf = Vec::new();
+        let ended = timeout(WAIT, async {
+            loop {
+                if stuck.recv(&mut buf).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the client connection was not closed");
+    }
+
+    #[tokio::test]
+    async fn taken_ports_fail_fast_with_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_addr = taken.local_addr().unwrap();
+
+        let (tx, _rx) = mpsc::channel(1);
+        let cfg = NetConfig {
+            peer_listen: taken_addr,
+            client_listen: any_local(),
+            peers: HashMap::new(),
+        };
+        let err = Net::start(cfg, tx.clone()).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("peer listener"), "{msg}");
+        assert!(msg.contains(&taken_addr.to_string()), "{msg}");
+
+        let cfg = NetConfig {
+            peer_listen: any_local(),
+            client_listen: taken_addr,
+            peers: HashMap::new(),
+        };
+        let msg = format!("{:#}", Net::start(cfg, tx).await.unwrap_err());
+        assert!(msg.contains("client listener"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn framed_conn_rejects_oversize_payloads_before_writing() {
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let mut c = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        let big = vec![0u8; MAX_PAYLOAD_BYTES + 1];
+        let err = c.send(&[b"ok".to_vec(), big]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // Nothing was written, so the connection is still in step.
+        echo_round_trip(&mut c, &["after"]).await;
+    }
+}

@@ -1,0 +1,1088 @@
+//! The write-ahead log: the node's only durable record of what it has accepted.
+//!
+//! This module owns three things:
+//!
+//! * **The on-disk format.** The log is a directory of segment files named
+//!   `wal-{first_record_seq:020}.log`, where `first_record_seq` is the
+//!   position in the whole log of the first record stored in that segment.
+//!   Each record is framed as `[u32 LE payload_len][u32 LE crc32c(payload)][payload]`.
+//!   Records are opaque bytes; the caller serializes its own structures.
+//! * **Torn-tail recovery.** [`Wal::open`] replays every segment in order and
+//!   stops at the first record whose header is short, whose length is
+//!   impossible, or whose checksum does not match. Everything from that point
+//!   on is cut away (the damaged segment is truncated, later segments are
+//!   deleted) and a warning names exactly what was removed, so that the log
+//!   always ends on a record boundary and new appends extend a clean prefix.
+//! * **Group commit.** [`WalWriter`] runs the log on a dedicated thread that
+//!   batches every queued record behind a single `fdatasync`, so the node's
+//!   event loop never blocks on the disk and many records share one flush.
+//!
+//! What this module must never do:
+//!
+//! * **Acknowledge a record before it is durable.** `on_durable` is only
+//!   called after the `fdatasync` covering the record (and the directory
+//!   `fsync` covering any new segment file) has succeeded. If a write or sync
+//!   fails, the writer aborts the process instead of carrying on, because a
+//!   node that cannot persist must not keep acknowledging.
+//! * **Panic on bad disk content.** Whatever bytes are on disk, recovery
+//!   either returns the valid prefix or an `io::Error`; lengths read from disk
+//!   are checked against the file size before anything is allocated.
+//!
+//! One caveat of the framing: an empty payload has CRC32C `0`, so a record
+//! header of all zero bytes would be a valid empty record. File systems can
+//! leave zero-filled blocks at the end of a file after a crash, and replaying
+//! those as thousands of empty records would be silent corruption. Empty
+//! records are therefore rejected on append and a zero length on disk is
+//! treated as damage.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+/// Largest payload a single record may carry. Appending a larger record is an
+/// error, and a larger length read from disk is treated as corruption.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Default size at which the log rolls over to a new segment file.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Capacity of the [`WalWriter`] submission queue, in records. When it is
+/// full, submitters wait; this is the back-pressure that keeps a slow disk
+/// from turning into unbounded memory growth.
+pub const WAL_QUEUE_RECORDS: usize = 65536;
+
+/// Most records the writer thread puts behind one sync.
+pub const WAL_MAX_BATCH_RECORDS: usize = 8192;
+
+/// Most payload bytes the writer thread puts behind one sync. A batch is
+/// closed once it reaches this size, so one record may push it past the limit.
+pub const WAL_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Size of the record header: payload length and payload checksum.
+const HEADER_BYTES: usize = 8;
+
+/// Buffered bytes beyond which [`Wal::append`] hands the buffer to the kernel
+/// early, so that many appends without a sync do not grow memory without
+/// bound. Writing early does not make anything durable; only `sync` does.
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Tuning for a [`Wal`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Once the current segment has reached this many bytes, the next append
+    /// starts a new segment file. A segment always holds at least one record,
+    /// so a record larger than this still fits.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}
+
+/// Counters describing what a [`Wal`] has done since it was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records appended since open.
+    pub records_appended: u64,
+    /// Bytes appended since open, including the 8-byte record headers.
+    pub bytes_appended: u64,
+    /// Calls to [`Wal::sync`] that made new data durable (group commits).
+    pub syncs: u64,
+    /// Segment files created since open, including the first one of an empty log.
+    pub segments_created: u64,
+}
+
+/// Checks that `record` can be stored: non-empty and at most
+/// [`MAX_RECORD_BYTES`] long. Returns `ErrorKind::InvalidInput` otherwise.
+pub fn validate_record(record: &[u8]) -> io::Result<()> {
+    if record.is_empty() {
+        // See the module documentation: an empty record would be
+        // indistinguishable from a zero-filled tail left behind by a crash.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "wal: empty records are not allowed",
+        ));
+    }
+    if record.len() > MAX_RECORD_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "wal: record of {} bytes exceeds the limit of {} bytes",
+                record.len(),
+                MAX_RECORD_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A segmented, checksummed, append-only log of byte records.
+///
+/// Appends are buffered; nothing is durable until [`Wal::sync`] returns `Ok`.
+/// After any write or sync error the `Wal` refuses further use, because the
+/// state of the file (and of the kernel's page cache, after a failed
+/// `fdatasync`) is unknown and retrying could report data as durable that is
+/// not.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    /// The segment being appended to, opened in append mode.
+    file: File,
+    /// Bytes in the current segment, counting those still in `buf`.
+    seg_len: u64,
+    /// Position in the whole log that the next appended record will get.
+    next_seq: u64,
+    /// Framed records not yet handed to the kernel.
+    buf: Vec<u8>,
+    /// Bytes were written to `file` since its last `sync_data`.
+    file_dirty: bool,
+    /// A segment file was created since the directory was last synced.
+    dir_dirty: bool,
+    /// An earlier I/O error left the log in an unknown state.
+    poisoned: bool,
+    stats: WalStats,
+}
+
+impl Wal {
+    /// Opens (creating it if missing) the log in `dir`, recovers it, and
+    /// returns it together with every intact record in log order.
+    ///
+    /// At the first torn or corrupt record the log is cut: later segments are
+    /// deleted, the damaged segment is truncated at the start of the bad
+    /// record, and a warning says what was removed. I/O errors while reading
+    /// are returned as errors and never cause anything to be cut, because an
+    /// unreadable disk is not evidence that the data is bad.
+    pub fn open(dir: &Path, opts: WalOptions) -> io::Result<(Wal, Vec<Vec<u8>>)> {
+        fs::create_dir_all(dir)?;
+        let segments = list_segments(dir)?;
+        let mut records = Vec::new();
+        // The current (last surviving) segment: its first seq, path and length.
+        let mut current: Option<(u64, PathBuf, u64)> = None;
+        let mut next_seq = 0;
+
+        for (i, (seq, path)) in segments.iter().enumerate() {
+            if let Some((_, prev_path, _)) = &current {
+                if *seq != next_seq {
+                    // A gap or overlap means a segment is missing or foreign.
+                    // Records after a hole cannot be replayed in order, so the
+                    // log ends where the last consistent segment ends.
+                    let later = &segments[i..];
+                    let later_bytes = remove_segments(dir, later)?;
+                    tracing::warn!(
+                        "wal: segment {} starts at record {} but {} ends at record {}; \
+                         deleted it and {} later segments ({} bytes)",
+                        file_name(path),
+                        seq,
+                        file_name(prev_path),
+                        next_seq,
+                        later.len() - 1,
+                        later_bytes
+                    );
+                    break;
+                }
+            }
+            let scan = scan_segment(path, &mut records)?;
+            next_seq = seq + scan.records;
+            match scan.damage {
+                None => current = Some((*seq, path.clone(), scan.file_len)),
+                Some(reason) => {
+                    // Delete later segments before truncating, so that a crash
+                    // halfway through leaves the damage in place and the next
+                    // open repeats the same repair instead of resurrecting
+                    // segments that followed corrupt data.
+                    let later = &segments[i + 1..];
+                    let later_bytes = remove_segments(dir, later)?;
+                    let f = OpenOptions::new().write(true).open(path)?;
+                    f.set_len(scan.good_len)?;
+                    f.sync_all()?;
+                    tracing::warn!(
+                        "wal: torn or corrupt tail in {} at offset {} ({}), \
+                         cut {} bytes and {} later segments ({} bytes)",
+                        file_name(path),
+                        scan.good_len,
+                        reason,
+                        scan.file_len - scan.good_len,
+                        later.len(),
+                        later_bytes
+                    );
+                    current = Some((*seq, path.clone(), scan.good_len));
+                    break;
+                }
+            }
+        }
+
+        let mut stats = WalStats::default();
+        let (file, seg_len) = match current {
+            Some((_, path, len)) => (OpenOptions::new().append(true).open(path)?, len),
+            None => {
+                // An empty log still gets its first segment now, so the
+                // directory always shows where appends go.
+                let file = create_segment(dir, 0)?;
+                sync_dir(dir)?;
+                stats.segments_created = 1;
+                (file, 0)
+            }
+        };
+
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            file,
+            seg_len,
+            next_seq,
+            buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            file_dirty: false,
+            dir_dirty: false,
+            poisoned: false,
+            stats,
+        };
+        Ok((wal, records))
+    }
+
+    /// Buffers one record. It is not durable until [`Wal::sync`] succeeds.
+    ///
+    /// Returns `ErrorKind::InvalidInput` for an empty record or one larger
+    /// than [`MAX_RECORD_BYTES`]; such an error leaves the log untouched.
+    /// Rolling to a new segment or flushing a large buffer can do I/O here,
+    /// and an error from that poisons the log.
+    pub fn append(&mut self, record: &[u8]) -> io::Result<()> {
+        self.check_usable()?;
+        validate_record(record)?;
+        if self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes {
+            let rolled = self.roll();
+            self.poison_on_err(rolled)?;
+        }
+        // The length fits in u32 because validate_record capped it at 64 MiB.
+        let len = record.len() as u32;
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf
+            .extend_from_slice(&crc32c::crc32c(record).to_le_bytes());
+        self.buf.extend_from_slice(record);
+        let framed = (HEADER_BYTES + record.len()) as u64;
+        self.seg_len += framed;
+        self.next_seq += 1;
+        self.stats.records_appended += 1;
+        self.stats.bytes_appended += framed;
+        if self.buf.len() >= WRITE_BUFFER_BYTES {
+            let written = self.write_buf();
+            self.poison_on_err(written)?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and makes it durable with `fdatasync`; if a
+    /// segment file was created since the last sync, the directory is synced
+    /// too so that the file's existence survives a crash. Once this returns
+    /// `Ok`, every record appended before the call is durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.check_usable()?;
+        let synced = self.sync_inner();
+        self.poison_on_err(synced)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> WalStats {
+        self.stats
+    }
+
+    /// Total bytes appended since open, including record headers.
+    pub fn bytes_written(&self) -> u64 {
+        self.stats.bytes_appended
+    }
+
+    /// Position in the whole log that the next appended record will get
+    /// (equal to the number of records in the log when it starts at 0).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The directory holding the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        if self.poisoned {
+            return Err(io::Error::other("wal: unusable after an earlier I/O error"));
+        }
+        Ok(())
+    }
+
+    fn poison_on_err<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Hands the buffered bytes to the kernel (no durability yet).
+    fn write_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.file_dirty = true;
+        self.buf.clear();
+        // A single huge record can inflate the buffer to 64 MiB; do not keep
+        // that much memory around for the ordinary small records that follow.
+        if self.buf.capacity() > 4 * WRITE_BUFFER_BYTES {
+            self.buf = Vec::with_capacity(WRITE_BUFFER_BYTES);
+        }
+        Ok(())
+    }
+
+    /// Closes the current segment and starts a new one named after the next
+    /// record's seq.
+    fn roll(&mut self) -> io::Result<()> {
+        self.write_buf()?;
+        // The old segment is synced right away rather than at the next
+        // `sync`: rolls happen once per segment, so the extra flush is cheap,
+        // and it avoids holding one open file per unsynced segment, which a
+        // small segment size could otherwise turn into thousands of open files.
+        if self.file_dirty {
+            self.file.sync_data()?;
+            self.file_dirty = false;
+        }
+        self.file = create_segment(&self.dir, self.next_seq)?;
+        self.dir_dirty = true;
+        self.seg_len = 0;
+        self.stats.segments_created += 1;
+        Ok(())
+    }
+
+    fn sync_inner(&mut self) -> io::Result<()> {
+        self.write_buf()?;
+        if !self.file_dirty && !self.dir_dirty {
+            return Ok(());
+        }
+        if self.file_dirty {
+            self.file.sync_data()?;
+            self.file_dirty = false;
+        }
+        if self.dir_dirty {
+            sync_dir(&self.dir)?;
+            self.dir_dirty = false;
+        }
+        self.stats.syncs += 1;
+        Ok(())
+    }
+}
+
+/// The result of reading one segment.
+struct SegmentScan {
+    /// Records read intact from the segment.
+    records: u64,
+    /// Offset just past the last intact record.
+    good_len: u64,
+    /// Size of the file as found.
+    file_len: u64,
+    /// Why reading stopped before the end of the file, if it did.
+    damage: Option<String>,
+}
+
+/// Reads the intact records of one segment into `out`, stopping at the first
+/// damaged one. Lengths from disk are checked against the bytes actually left
+/// in the file before anything is allocated, so garbage cannot cause a huge
+/// allocation.
+fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(WRITE_BUFFER_BYTES, file);
+    let mut offset = 0u64;
+    let mut records = 0u64;
+    let damage = loop {
+        let remaining = file_len - offset;
+        if remaining == 0 {
+            break None;
+        }
+        if remaining < HEADER_BYTES as u64 {
+            break Some(format!("short header: {remaining} of {HEADER_BYTES} bytes"));
+        }
+        let mut header = [0u8; HEADER_BYTES];
+        reader.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let available = remaining - HEADER_BYTES as u64;
+        if len == 0 {
+            break Some("zero record length".to_string());
+        }
+        if len as usize > MAX_RECORD_BYTES {
+            break Some(format!(
+                "record length {len} exceeds the limit of {MAX_RECORD_BYTES}"
+            ));
+        }
+        if u64::from(len) > available {
+            break Some(format!(
+                "record length {len} but only {available} bytes left in the file"
+            ));
+        }
+        let mut payload = vec![0u8; len as usize];
+        reader.read_exact(&mut payload)?;
+        let actual_crc = crc32c::crc32c(&payload);
+        if actual_crc != stored_crc {
+            break Some(format!(
+                "crc mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"
+            ));
+        }
+        out.push(payload);
+        records += 1;
+        offset += HEADER_BYTES as u64 + u64::from(len);
+    };
+    Ok(SegmentScan {
+        records,
+        good_len: offset,
+        file_len,
+        damage,
+    })
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("wal-{first_seq:020}.log"))
+}
+
+/// Parses `wal-{20 digits}.log`; any other name is not a segment.
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// All segment files in `dir`, sorted by first seq. Other files are ignored.
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(seq) = name.to_str().and_then(parse_segment_name) {
+            segments.push((seq, entry.path()));
+        }
+    }
+    segments.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(segments)
+}
+
+/// Deletes `segments` newest first, syncs the directory, and returns how many
+/// bytes they held. Newest first means an interrupted deletion still leaves a
+/// prefix of the log.
+fn remove_segments(dir: &Path, segments: &[(u64, PathBuf)]) -> io::Result<u64> {
+    let mut bytes = 0;
+    for (_, path) in segments.iter().rev() {
+        bytes += fs::metadata(path)?.len();
+        fs::remove_file(path)?;
+    }
+    if !segments.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(bytes)
+}
+
+fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
+    // `create_new` because a segment with this name can only exist if the
+    // log's bookkeeping is wrong, and appending into it would corrupt it.
+    OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(segment_path(dir, first_seq))
+}
+
+/// Makes file creations and deletions in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Logs a durability failure and aborts the process.
+///
+/// This is deliberate: once a write or `fdatasync` has failed, the records in
+/// flight may or may not be on disk (and after a failed `fdatasync` Linux may
+/// already have dropped the dirty pages), so the node can neither acknowledge
+/// them nor retry safely. Continuing would let the node acknowledge writes it
+/// cannot persist; aborting lets recovery start from what is really on disk.
+fn fatal(what: &str, detail: &dyn std::fmt::Display) -> ! {
+    tracing::error!("wal: {what}: {detail}; aborting because the log can no longer persist");
+    // Also to stderr, in case the tracing subscriber buffers and the abort
+    // below would swallow the message.
+    eprintln!("wal: {what}: {detail}; aborting because the log can no longer persist");
+    std::process::abort();
+}
+
+struct Submission {
+    lsn: u64,
+    record: Vec<u8>,
+}
+
+/// Handle to the group-commit thread that owns a [`Wal`].
+///
+/// Submitted records are appended in submission order; `on_durable(lsn)` is
+/// called after every sync with the highest lsn now durable, which also
+/// covers every lsn submitted before it. Dropping the handle without calling
+/// [`WalWriter::shutdown`] closes the queue; the thread then still syncs what
+/// was queued, but nobody waits for it.
+#[derive(Debug)]
+pub struct WalWriter {
+    tx: mpsc::Sender<Submission>,
+    thread: JoinHandle<()>,
+    stats: Arc<Mutex<WalStats>>,
+}
+
+impl WalWriter {
+    /// Spawns a dedicated thread that owns `wal`. `on_durable(lsn)` is called
+    /// from that thread after every sync with the highest lsn now durable.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the operating system refuses to start a thread.
+    pub fn spawn(wal: Wal, on_durable: Box<dyn Fn(u64) + Send + 'static>) -> WalWriter {
+        let (tx, rx) = mpsc::channel(WAL_QUEUE_RECORDS);
+        let stats = Arc::new(Mutex::new(wal.stats()));
+        let thread_stats = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("pactdb-wal".to_string())
+            .spawn(move || run_writer(wal, rx, on_durable, thread_stats))
+            .expect("failed to spawn the WAL writer thread");
+        WalWriter { tx, thread, stats }
+    }
+
+    /// Queues one record with its lsn; lsns must strictly increase across
+    /// calls. Blocks while the queue holds [`WAL_QUEUE_RECORDS`] records.
+    ///
+    /// Must not be called from inside a tokio runtime (tokio panics on
+    /// blocking there); use [`WalWriter::submit_async`] instead.
+    ///
+    /// An empty or oversized record (see [`validate_record`]) aborts the
+    /// process: skipping it would leave a hole below a later durable lsn,
+    /// which would acknowledge a record that was never written. Callers that
+    /// cannot rule this out should call [`validate_record`] first.
+    pub fn submit(&self, lsn: u64, record: Vec<u8>) {
+        check_submission(lsn, &record);
+        if self.tx.blocking_send(Submission { lsn, record }).is_err() {
+            writer_gone(lsn);
+        }
+    }
+
+    /// Async form of [`WalWriter::submit`] for use inside tokio: waits for
+    /// queue space without blocking the runtime thread.
+    pub async fn submit_async(&self, lsn: u64, record: Vec<u8>) {
+        check_submission(lsn, &record);
+        if self.tx.send(Submission { lsn, record }).await.is_err() {
+            writer_gone(lsn);
+        }
+    }
+
+    /// Counters of the owned [`Wal`], as of the writer's last sync.
+    pub fn stats(&self) -> WalStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the queue, lets the thread append and sync everything already
+    /// queued (calling `on_durable` for it), and joins the thread. This
+    /// blocks; from async code call it via `spawn_blocking`.
+    pub fn shutdown(self) {
+        let WalWriter { tx, thread, .. } = self;
+        drop(tx);
+        if let Err(panic) = thread.join() {
+            // The only way the thread panics is a panic inside `on_durable`;
+            // re-raise it rather than hide a bug in the caller's callback.
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn check_submission(lsn: u64, record: &[u8]) {
+    if let Err(e) = validate_record(record) {
+        fatal(&format!("invalid record submitted for lsn {lsn}"), &e);
+    }
+}
+
+fn writer_gone(lsn: u64) -> ! {
+    // The queue only closes early if the writer thread died, which happens
+    // only when `on_durable` panicked. Nothing submitted can become durable
+    // any more, so this is as fatal as a failed sync.
+    fatal(
+        &format!("cannot submit lsn {lsn}"),
+        &"the writer thread has exited",
+    );
+}
+
+/// The writer thread: block for one record, drain whatever else is already
+/// queued up to the batch limits, append it all, sync once, report.
+fn run_writer(
+    mut wal: Wal,
+    mut rx: mpsc::Receiver<Submission>,
+    on_durable: Box<dyn Fn(u64) + Send + 'static>,
+    stats: Arc<Mutex<WalStats>>,
+) {
+    let mut last_lsn: Option<u64> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch_records = 0usize;
+        let mut batch_bytes = 0usize;
+        let mut max_lsn = first.lsn;
+        let mut next = Some(first);
+        while let Some(sub) = next.take() {
+            if let Some(last) = last_lsn {
+                debug_assert!(
+                    sub.lsn > last,
+                    "wal: lsn {} submitted after lsn {}",
+                    sub.lsn,
+                    last
+                );
+            }
+            last_lsn = Some(sub.lsn);
+            max_lsn = max_lsn.max(sub.lsn);
+            if let Err(e) = wal.append(&sub.record) {
+                fatal(&format!("append of lsn {} failed", sub.lsn), &e);
+            }
+            batch_records += 1;
+            batch_bytes += sub.record.len();
+            if batch_records >= WAL_MAX_BATCH_RECORDS || batch_bytes >= WAL_MAX_BATCH_BYTES {
+                break;
+            }
+            // `try_recv` fails when the queue is empty or closed; either way
+            // the batch is complete and gets synced now.
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = wal.sync() {
+            fatal(&format!("sync up to lsn {max_lsn} failed"), &e);
+        }
+        *stats.lock().unwrap_or_else(|e| e.into_inner()) = wal.stats();
+        on_durable(max_lsn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    fn opts(segment_bytes: u64) -> WalOptions {
+        WalOptions { segment_bytes }
+    }
+
+    /// Deterministic records of varying length, all distinct.
+    fn record(i: usize) -> Vec<u8> {
+        let len = 1 + (i * 7) % 40;
+        let mut r = format!("rec-{i}-").into_bytes();
+        r.extend((0..len).map(|j| (i + j) as u8));
+        r
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        list_segments(dir)
+            .unwrap()
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    fn framed_len(records: &[Vec<u8>]) -> u64 {
+        records
+            .iter()
+            .map(|r| (HEADER_BYTES + r.len()) as u64)
+            .sum()
+    }
+
+    /// Writes `records` into a fresh log with the given segment size and syncs.
+    fn write_log(dir: &Path, segment_bytes: u64, records: &[Vec<u8>]) {
+        let (mut wal, existing) = Wal::open(dir, opts(segment_bytes)).unwrap();
+        assert!(existing.is_empty());
+        for r in records {
+            wal.append(r).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+
+    /// Reopens, appends `extra`, syncs, reopens again, and checks the result
+    /// is `expected_prefix` followed by `extra`.
+    fn assert_appends_after_recovery(dir: &Path, segment_bytes: u64, expected_prefix: &[Vec<u8>]) {
+        let extra: Vec<Vec<u8>> = (1000..1003).map(record).collect();
+        let (mut wal, got) = Wal::open(dir, opts(segment_bytes)).unwrap();
+        assert_eq!(got, expected_prefix);
+        for r in &extra {
+            wal.append(r).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, got) = Wal::open(dir, opts(segment_bytes)).unwrap();
+        let mut expected = expected_prefix.to_vec();
+        expected.extend(extra);
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn empty_dir_creates_first_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nested").join("wal");
+        let (wal, records) = Wal::open(&dir, WalOptions::default()).unwrap();
+        assert!(records.is_empty());
+        assert_eq!(wal.next_seq(), 0);
+        assert_eq!(wal.stats().segments_created, 1);
+        let files = segment_files(&dir);
+        assert_eq!(files.len(), 1);
+        assert_eq!(file_name(&files[0]), "wal-00000000000000000000.log");
+    }
+
+    #[test]
+    fn append_sync_reopen_returns_records_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..100).map(record).collect();
+        let (mut wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        for r in &records {
+            wal.append(r).unwrap();
+        }
+        wal.sync().unwrap();
+        let stats = wal.stats();
+        assert_eq!(stats.records_appended, 100);
+        assert_eq!(stats.bytes_appended, framed_len(&records));
+        assert_eq!(wal.bytes_written(), framed_len(&records));
+        assert_eq!(stats.syncs, 1);
+        // A sync with nothing new to flush is not a group commit.
+        wal.sync().unwrap();
+        assert_eq!(wal.stats().syncs, 1);
+        drop(wal);
+
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records);
+        assert_eq!(wal.next_seq(), 100);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 1);
+        assert_eq!(fs::metadata(&files[0]).unwrap().len(), framed_len(&records));
+    }
+
+    #[test]
+    fn records_span_several_segments_and_survive_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..200).map(record).collect();
+        write_log(tmp.path(), 100, &records);
+
+        let files = segment_files(tmp.path());
+        assert!(
+            files.len() > 5,
+            "expected many segments, got {}",
+            files.len()
+        );
+        // Each segment is named after the seq of its first record.
+        let mut seq = 0usize;
+        for path in &files {
+            assert_eq!(file_name(path), format!("wal-{seq:020}.log"));
+            let mut in_segment = Vec::new();
+            let scan = scan_segment(path, &mut in_segment).unwrap();
+            assert!(scan.damage.is_none());
+            assert!(!in_segment.is_empty());
+            assert_eq!(in_segment, records[seq..seq + in_segment.len()]);
+            seq += in_segment.len();
+        }
+        assert_eq!(seq, records.len());
+
+        // Appending after reopen continues the numbering across more rolls.
+        let (mut wal, got) = Wal::open(tmp.path(), opts(100)).unwrap();
+        assert_eq!(got, records);
+        assert_eq!(wal.next_seq(), 200);
+        let more: Vec<Vec<u8>> = (200..260).map(record).collect();
+        for r in &more {
+            wal.append(r).unwrap();
+        }
+        wal.sync().unwrap();
+        assert!(wal.stats().segments_created > 0);
+        drop(wal);
+        let (wal, got) = Wal::open(tmp.path(), opts(100)).unwrap();
+        let mut all = records.clone();
+        all.extend(more);
+        assert_eq!(got, all);
+        assert_eq!(wal.next_seq(), 260);
+    }
+
+    #[test]
+    fn oversize_and_empty_records_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        wal.append(b"before").unwrap();
+        let big = vec![7u8; MAX_RECORD_BYTES + 1];
+        let err = wal.append(&big).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = wal.append(b"").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        // Rejected input does not poison the log.
+        wal.append(b"after").unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, vec![b"before".to_vec(), b"after".to_vec()]);
+    }
+
+    #[test]
+    fn record_of_exactly_max_size_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let big = vec![0xabu8; MAX_RECORD_BYTES];
+        wal.append(&big).unwrap();
+        wal.append(b"small").unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0] == big);
+        assert_eq!(got[1], b"small");
+    }
+
+    #[test]
+    fn torn_last_record_is_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..5).map(record).collect();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        let seg = segment_files(tmp.path()).remove(0);
+        let full = fs::metadata(&seg).unwrap().len();
+        let good = framed_len(&records[..4]);
+        // Cut into the middle of the last record's payload.
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(full - 3)
+            .unwrap();
+
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records[..4]);
+        assert_eq!(wal.next_seq(), 4);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+        drop(wal);
+        assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
+    }
+
+    #[test]
+    fn torn_header_is_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..5).map(record).collect();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        let seg = segment_files(tmp.path()).remove(0);
+        let good = framed_len(&records[..4]);
+        // Leave only 5 bytes of the last record's 8-byte header.
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(good + 5)
+            .unwrap();
+
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records[..4]);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+        assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
+    }
+
+    #[test]
+    fn garbage_after_last_record_is_cut() {
+        let cases: [&[u8]; 3] = [
+            // A header whose length exceeds MAX_RECORD_BYTES.
+            &[
+                0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5,
+            ],
+            // A plausible length that runs past the end of the file.
+            &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9],
+            // A zero-filled tail, as a crash can leave behind.
+            &[0u8; 4096],
+        ];
+        for garbage in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let records: Vec<Vec<u8>> = (0..5).map(record).collect();
+            write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+            let seg = segment_files(tmp.path()).remove(0);
+            let good = fs::metadata(&seg).unwrap().len();
+            OpenOptions::new()
+                .append(true)
+                .open(&seg)
+                .unwrap()
+                .write_all(garbage)
+                .unwrap();
+
+            let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+            assert_eq!(got, records);
+            assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+            assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_last_record_is_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..5).map(record).collect();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        let seg = segment_files(tmp.path()).remove(0);
+        let good = framed_len(&records[..4]);
+        let mut bytes = fs::read(&seg).unwrap();
+        let idx = good as usize + HEADER_BYTES + 2;
+        bytes[idx] ^= 0x01;
+        fs::write(&seg, &bytes).unwrap();
+
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records[..4]);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+        assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
+    }
+
+    #[test]
+    fn corruption_in_middle_segment_deletes_later_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..10).map(record).collect();
+        // A one-byte segment size puts every record in its own segment.
+        write_log(tmp.path(), 1, &records);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 10);
+
+        // Corrupt the payload of record 4, which lives in segment 4.
+        let mut bytes = fs::read(&files[4]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&files[4], &bytes).unwrap();
+
+        let (wal, got) = Wal::open(tmp.path(), opts(1)).unwrap();
+        assert_eq!(got, records[..4]);
+        assert_eq!(wal.next_seq(), 4);
+        drop(wal);
+        let remaining = segment_files(tmp.path());
+        assert_eq!(remaining, files[..5]);
+        assert_eq!(fs::metadata(&files[4]).unwrap().len(), 0);
+        for gone in &files[5..] {
+            assert!(!gone.exists(), "{} should be deleted", gone.display());
+        }
+        assert_appends_after_recovery(tmp.path(), 1, &records[..4]);
+    }
+
+    #[test]
+    fn missing_middle_segment_ends_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..6).map(record).collect();
+        write_log(tmp.path(), 1, &records);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 6);
+        fs::remove_file(&files[2]).unwrap();
+
+        let (_, got) = Wal::open(tmp.path(), opts(1)).unwrap();
+        assert_eq!(got, records[..2]);
+        assert_eq!(segment_files(tmp.path()), files[..2]);
+        assert_appends_after_recovery(tmp.path(), 1, &records[..2]);
+    }
+
+    #[test]
+    fn unrelated_files_are_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..3).map(record).collect();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        fs::write(tmp.path().join("wal-1.log"), b"junk").unwrap();
+        fs::write(tmp.path().join("notes.txt"), b"junk").unwrap();
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records);
+        assert!(tmp.path().join("wal-1.log").exists());
+    }
+
+    #[test]
+    fn segment_names_parse_strictly() {
+        assert_eq!(parse_segment_name("wal-00000000000000000042.log"), Some(42));
+        assert_eq!(parse_segment_name("wal-42.log"), None);
+        assert_eq!(parse_segment_name("wal-0000000000000000004x.log"), None);
+        assert_eq!(parse_segment_name("wal-00000000000000000042.tmp"), None);
+        assert_eq!(parse_segment_name("wal-99999999999999999999.log"), None);
+    }
+
+    #[test]
+    fn writer_group_commits_10000_records() {
+        const N: u64 = 10_000;
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+
+        let calls = Arc::new(AtomicU64::new(0));
+        let (durable_tx, durable_rx) = std::sync::mpsc::channel::<u64>();
+        let cb_calls = Arc::clone(&calls);
+        let writer = WalWriter::spawn(
+            wal,
+            Box::new(move |lsn| {
+                // Make the first commit slow, as a real disk would be, so the
+                // producer's records pile up and must share later syncs.
+                if cb_calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                durable_tx.send(lsn).unwrap();
+            }),
+        );
+
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for lsn in 1..=N {
+                    writer.submit(lsn, format!("record-{lsn}").into_bytes());
+                }
+            });
+        });
+
+        // on_durable reports strictly increasing lsns and eventually N.
+        let mut last = 0;
+        while last < N {
+            let lsn = durable_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("writer did not report lsn 10000 in time");
+            assert!(lsn > last, "durable lsn went from {last} to {lsn}");
+            last = lsn;
+        }
+        assert_eq!(last, N);
+
+        let stats = writer.stats();
+        writer.shutdown();
+        let syncs = calls.load(Ordering::SeqCst);
+        assert_eq!(stats.records_appended, N);
+        assert_eq!(stats.syncs, syncs, "one on_durable call per sync");
+        assert!(
+            syncs < N,
+            "group commit expected, got {syncs} syncs for {N} records"
+        );
+        assert!(durable_rx.try_recv().is_err(), "no report after lsn {N}");
+
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got.len(), N as usize);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!(r, format!("record-{}", i + 1).as_bytes());
+        }
+    }
+
+    #[test]
+    fn writer_accepts_async_submissions_and_syncs_on_shutdown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(tmp.path(), opts(256)).unwrap();
+        let durable = Arc::new(AtomicU64::new(0));
+        let cb_durable = Arc::clone(&durable);
+        let writer = WalWriter::spawn(
+            wal,
+            Box::new(move |lsn| cb_durable.store(lsn, Ordering::SeqCst)),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for lsn in 1..=500u64 {
+                writer.submit_async(lsn * 10, record(lsn as usize)).await;
+            }
+        });
+        // Shutdown must flush everything queued before it returns.
+        writer.shutdown();
+        assert_eq!(durable.load(Ordering::SeqCst), 5000);
+
+        let (_, got) = Wal::open(tmp.path(), opts(256)).unwrap();
+        let expected: Vec<Vec<u8>> = (1..=500).map(record).collect();
+        assert_eq!(got, expected);
+        assert!(segment_files(tmp.path()).len() > 1);
+    }
+}
