@@ -71,6 +71,10 @@ pub struct Node {
     bootstraps: Vec<BootstrapState>,
     next_refresh_ms: Millis,
     started: bool,
+    /// The WAL lost records at recovery, so this acceptor may have forgotten
+    /// promises it made: it stays silent rather than break the config
+    /// store's safety (a majority of healthy acceptors carries on).
+    acceptor_silenced: bool,
 }
 
 impl Node {
@@ -94,6 +98,7 @@ impl Node {
             bootstraps: Vec::new(),
             next_refresh_ms: 0,
             started: false,
+            acceptor_silenced: false,
             cfg,
         }
     }
@@ -117,6 +122,7 @@ impl Node {
         for r in node.replicas.values_mut() {
             r.finish_replay(wal_was_cut);
         }
+        node.acceptor_silenced = wal_was_cut;
         node
     }
 
@@ -136,6 +142,10 @@ impl Node {
         self.replica_mut(group);
         let r = self.replicas.get_mut(&group).expect("just created");
         f(r, &mut Ctx { out: &mut self.out, rng: &mut self.rng, requests })
+    }
+
+    fn is_acceptor(&self) -> bool {
+        self.cfg.config_members.contains(&self.cfg.id) && !self.acceptor_silenced
     }
 
     pub fn id(&self) -> NodeId {
@@ -263,12 +273,12 @@ impl Node {
         let from = msg.from;
         match msg.body {
             PeerBody::Prepare { key, ballot } => {
-                if self.cfg.config_members.contains(&self.cfg.id) {
+                if self.is_acceptor() {
                     self.acceptor.on_prepare(&mut self.out, from, key, ballot);
                 }
             }
             PeerBody::Accept { key, ballot, value } => {
-                if self.cfg.config_members.contains(&self.cfg.id) {
+                if self.is_acceptor() {
                     self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
                 }
             }
