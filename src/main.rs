@@ -1,1 +1,13 @@
-fn main() {}
+//! The `pactdb` command: run a node, run a local demo cluster, talk to a
+//! cluster (put/get/delete/cas/status), and run the simulator.
+
+mod cli;
+mod demo;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = cli::run(cli);
+    std::process::exit(code);
+}

@@ -1,1 +1,278 @@
+//! pactdb-client: the Front End as an async Rust library.
+//!
+//! It owns connections to the nodes and one task that drives the core's
+//! `FrontEnd` logic (request ids, routing, redirects, retries, back-off).
+//! Callers see plain `get`/`put`/`delete`/`cas` calls; replication stays
+//! hidden. It must never invent a request id for a retry: retries reuse the
+//! id, which is what makes them exactly-once.
 
+use pactdb_core::fe::{FeEffect, FeError, FeTiming, FrontEnd, OpId};
+use pactdb_core::kv::{Op, OpResult, Versioned};
+use pactdb_core::msg::{self, ClientMsg, ClientReply, NodeStatus};
+use pactdb_core::types::{ClusterMap, NodeId, View};
+use pactdb_node::net::FramedConn;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames queued to one node's connection before callers wait.
+const CONN_QUEUE: usize = 4096;
+/// Commands queued to the front-end task before callers wait.
+const CMD_QUEUE: usize = 4096;
+
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("{0}")]
+    Fe(#[from] FeError),
+    #[error("no endpoint answered: {0}")]
+    NoEndpoint(String),
+    #[error("the client was shut down")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+enum Cmd {
+    Op(Op, oneshot::Sender<Result<OpResult, FeError>>),
+    Views(oneshot::Sender<(Option<ClusterMap>, BTreeMap<u32, View>)>),
+}
+
+enum Event {
+    Reply(NodeId, ClientReply),
+    Unreachable(NodeId),
+}
+
+/// A connected front end. Cheap to clone; clones share one client id, and
+/// many operations may run at once.
+#[derive(Clone)]
+pub struct Client {
+    cmds: mpsc::Sender<Cmd>,
+    cluster: ClusterMap,
+}
+
+/// Sends one message to `addr` and waits for one reply (for admin calls).
+pub async fn call(addr: &str, msg: &ClientMsg, timeout: Duration) -> Result<ClientReply, Error> {
+    let fut = async {
+        let mut conn = FramedConn::connect(addr).await.map_err(|e| Error::Other(format!("connect {addr}: {e}")))?;
+        conn.send(&[msg::encode(msg)]).await.map_err(|e| Error::Other(format!("send to {addr}: {e}")))?;
+        let mut buf = Vec::new();
+        conn.recv(&mut buf).await.map_err(|e| Error::Other(format!("receive from {addr}: {e}")))?;
+        msg::decode::<ClientReply>(&buf).map_err(|e| Error::Other(format!("bad reply from {addr}: {e}")))
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Other(format!("{addr} did not answer in time")))?
+}
+
+/// Asks the endpoints in turn for the cluster map and views.
+pub async fn fetch_views(endpoints: &[String]) -> Result<(ClusterMap, Vec<View>), Error> {
+    let mut last = String::from("no endpoints given");
+    for ep in endpoints {
+        match call(ep, &ClientMsg::GetViews, Duration::from_secs(2)).await {
+            Ok(ClientReply::Views { cluster: Some(c), views }) => return Ok((c, views)),
+            Ok(ClientReply::Views { cluster: None, .. }) => last = format!("{ep}: the cluster is not bootstrapped yet"),
+            Ok(other) => last = format!("{ep}: unexpected reply {other:?}"),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::NoEndpoint(last))
+}
+
+impl Client {
+    /// Connects through any of `endpoints` (client addresses of nodes).
+    pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
+        Self::connect_with(endpoints, FeTiming::default()).await
+    }
+
+    pub async fn connect_with(endpoints: &[String], timing: FeTiming) -> Result<Client, Error> {
+        let (cluster, views) = fetch_views(endpoints).await?;
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (std::process::id() as u64).rotate_left(32));
+        let mut fe = FrontEnd::new(&mut rng, cluster.nodes.keys().copied().collect(), timing);
+        fe.on_reply(0, &mut rng, 0, ClientReply::Views { cluster: Some(cluster.clone()), views });
+        let (cmds, cmd_rx) = mpsc::channel(CMD_QUEUE);
+        tokio::spawn(drive(fe, rng, cluster.clone(), cmd_rx));
+        Ok(Client { cmds, cluster })
+    }
+
+    pub fn cluster(&self) -> &ClusterMap {
+        &self.cluster
+    }
+
+    pub async fn execute(&self, op: Op) -> Result<OpResult, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Op(op, tx)).await.map_err(|_| Error::Closed)?;
+        Ok(rx.await.map_err(|_| Error::Closed)??)
+    }
+
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, Error> {
+        match self.execute(Op::Get { key: key.into() }).await? {
+            OpResult::Value(v) => Ok(v),
+            other => Err(Error::Other(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Writes a value; returns its new version.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<u64, Error> {
+        match self.execute(Op::Put { key: key.into(), value: value.into() }).await? {
+            OpResult::Written { version } => Ok(version),
+            other => Err(Error::Other(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Deletes a key; returns whether it existed.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        match self.execute(Op::Delete { key: key.into() }).await? {
+            OpResult::Deleted { existed } => Ok(existed),
+            other => Err(Error::Other(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Sets `value` if the key's version is `expected_version` (0: absent).
+    /// Returns `Ok(Ok(new_version))` or `Ok(Err(current_version))`.
+    pub async fn cas(
+        &self,
+        key: impl Into<Vec<u8>>,
+        expected_version: u64,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Result<u64, u64>, Error> {
+        match self.execute(Op::Cas { key: key.into(), expected_version, value: value.into() }).await? {
+            OpResult::Written { version } => Ok(Ok(version)),
+            OpResult::CasFailed { current_version } => Ok(Err(current_version)),
+            other => Err(Error::Other(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// The cluster map and the views this front end has cached.
+    pub async fn views(&self) -> Result<(Option<ClusterMap>, BTreeMap<u32, View>), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Views(tx)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Every node's status (or why it could not be had).
+    pub async fn status_all(&self) -> Vec<(NodeId, Result<NodeStatus, Error>)> {
+        let mut out = Vec::new();
+        for (&id, addrs) in &self.cluster.nodes {
+            let r = match call(&addrs.client, &ClientMsg::GetStatus, Duration::from_secs(2)).await {
+                Ok(ClientReply::Status(s)) => Ok(s),
+                Ok(other) => Err(Error::Other(format!("unexpected reply {other:?}"))),
+                Err(e) => Err(e),
+            };
+            out.push((id, r));
+        }
+        out
+    }
+}
+
+/// One node's connection: a writer task fed by a queue, and a reader task
+/// that forwards replies to the front-end task.
+fn spawn_conn(node: NodeId, addr: String, events: mpsc::UnboundedSender<Event>) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
+    tokio::spawn(async move {
+        let conn = match tokio::time::timeout(Duration::from_secs(1), FramedConn::connect(&addr)).await {
+            Ok(Ok(c)) => c,
+            _ => {
+                let _ = events.send(Event::Unreachable(node));
+                return;
+            }
+        };
+        let (mut reader, mut writer) = conn.into_split();
+        let ev = events.clone();
+        let read_task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while reader.recv(&mut buf).await.is_ok() {
+                match msg::decode::<ClientReply>(&buf) {
+                    Ok(r) => {
+                        if ev.send(Event::Reply(node, r)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(node, "undecodable reply: {e}"),
+                }
+            }
+            let _ = ev.send(Event::Unreachable(node));
+        });
+        let mut batch = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+                if batch.len() >= 256 {
+                    break;
+                }
+            }
+            if writer.send(&batch).await.is_err() {
+                break;
+            }
+            batch.clear();
+        }
+        read_task.abort();
+        let _ = events.send(Event::Unreachable(node));
+    });
+    tx
+}
+
+async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut cmds: mpsc::Receiver<Cmd>) {
+    let start = Instant::now();
+    let now = |s: Instant| s.elapsed().as_millis() as u64;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let mut conns: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut waiting: HashMap<OpId, oneshot::Sender<Result<OpResult, FeError>>> = HashMap::new();
+    let mut backlog: std::collections::VecDeque<(Op, oneshot::Sender<Result<OpResult, FeError>>)> = Default::default();
+    let mut cmds_open = true;
+    loop {
+        let wake = fe.next_wake_ms().map(|w| w.saturating_sub(now(start)).max(1)).unwrap_or(50);
+        tokio::select! {
+            cmd = cmds.recv(), if cmds_open && backlog.is_empty() => match cmd {
+                Some(Cmd::Op(op, tx)) => backlog.push_back((op, tx)),
+                Some(Cmd::Views(tx)) => { let _ = tx.send((fe.cluster().cloned(), fe.views().clone())); }
+                None => cmds_open = false,
+            },
+            Some(ev) = ev_rx.recv() => match ev {
+                Event::Reply(node, reply) => fe.on_reply(now(start), &mut rng, node, reply),
+                Event::Unreachable(node) => {
+                    conns.remove(&node);
+                    fe.on_unreachable(now(start), &mut rng, node);
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
+        }
+        // Admit queued operations while the exactly-once window allows.
+        while fe.can_submit() {
+            let Some((op, tx)) = backlog.pop_front() else { break };
+            let id = fe.submit(now(start), &mut rng, op);
+            waiting.insert(id, tx);
+        }
+        fe.on_tick(now(start), &mut rng);
+        for effect in fe.take_effects() {
+            match effect {
+                FeEffect::Done { op, result } => {
+                    if let Some(tx) = waiting.remove(&op) {
+                        let _ = tx.send(result);
+                    }
+                }
+                FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&msg)),
+                FeEffect::FetchViews { to } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&ClientMsg::GetViews)),
+            }
+        }
+        if !cmds_open && waiting.is_empty() && backlog.is_empty() {
+            return;
+        }
+    }
+}
+
+fn send(
+    cluster: &ClusterMap,
+    conns: &mut HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    events: &mpsc::UnboundedSender<Event>,
+    to: NodeId,
+    payload: Vec<u8>,
+) {
+    let Some(addrs) = cluster.nodes.get(&to) else { return };
+    let tx = conns.entry(to).or_insert_with(|| spawn_conn(to, addrs.client.clone(), events.clone()));
+    if tx.try_send(payload).is_err() {
+        // A full or dead queue: the attempt times out and is retried.
+        conns.remove(&to);
+    }
+}

@@ -2,4 +2,5 @@
 
 pub mod frame;
 pub mod net;
+pub mod runtime;
 pub mod wal;

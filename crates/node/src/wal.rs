@@ -149,6 +149,8 @@ pub struct Wal {
     dir_dirty: bool,
     /// An earlier I/O error left the log in an unknown state.
     poisoned: bool,
+    /// Recovery cut something off (a gap, a torn or a corrupt record).
+    was_cut: bool,
     stats: WalStats,
 }
 
@@ -168,6 +170,7 @@ impl Wal {
         // The current (last surviving) segment: its first seq, path and length.
         let mut current: Option<(u64, PathBuf, u64)> = None;
         let mut next_seq = 0;
+        let mut was_cut = false;
 
         for (i, (seq, path)) in segments.iter().enumerate() {
             if let Some((_, prev_path, _)) = &current {
@@ -177,6 +180,7 @@ impl Wal {
                     // log ends where the last consistent segment ends.
                     let later = &segments[i..];
                     let later_bytes = remove_segments(dir, later)?;
+                    was_cut = true;
                     tracing::warn!(
                         "wal: segment {} starts at record {} but {} ends at record {}; \
                          deleted it and {} later segments ({} bytes)",
@@ -204,6 +208,7 @@ impl Wal {
                     let f = OpenOptions::new().write(true).open(path)?;
                     f.set_len(scan.good_len)?;
                     f.sync_all()?;
+                    was_cut = true;
                     tracing::warn!(
                         "wal: torn or corrupt tail in {} at offset {} ({}), \
                          cut {} bytes and {} later segments ({} bytes)",
@@ -243,6 +248,7 @@ impl Wal {
             file_dirty: false,
             dir_dirty: false,
             poisoned: false,
+            was_cut,
             stats,
         };
         Ok((wal, records))
@@ -290,6 +296,11 @@ impl Wal {
     }
 
     /// Counters since open.
+    /// Whether `open` had to cut a torn or corrupt part of the log away.
+    pub fn was_cut(&self) -> bool {
+        self.was_cut
+    }
+
     pub fn stats(&self) -> WalStats {
         self.stats
     }

@@ -1,0 +1,147 @@
+//! The node runtime: one event loop that drives the sans-IO core.
+//!
+//! It owns the process's real resources: the WAL (through the group-commit
+//! writer thread), the TCP transport and the clock. It turns them into core
+//! inputs and carries out the core's effects, and nothing else: no protocol
+//! decision is made here. It must never send an effect the core has not
+//! released, and never tell the core a record is durable before the writer
+//! has fsynced it.
+
+use crate::net::{Net, NetConfig, NetEvent};
+use crate::wal::{Wal, WalOptions, WalWriter};
+use anyhow::Context;
+use pactdb_core::msg::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
+use pactdb_core::passive::Bugs;
+use pactdb_core::{Effect, Input, Node, NodeConfig};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Inputs the event loop feeds the core at most per step; a bound on the
+/// batch keeps one step's latency small under a flood.
+pub const MAX_INPUTS_PER_STEP: usize = 4096;
+/// Network events waiting for the event loop (back-pressure beyond this).
+pub const NET_EVENT_QUEUE: usize = 65536;
+/// How often the core gets a tick.
+pub const TICK_MS: u64 = 5;
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub peer_listen: SocketAddr,
+    pub client_listen: SocketAddr,
+    /// Peer addresses of every node, this one included.
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Overrides of the core's defaults (timing, log retention).
+    pub log_retain_entries: Option<u64>,
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.peers.contains_key(&opts.id), "--peers must include this node ({})", opts.id);
+    let wal_dir = opts.data_dir.join("wal");
+    let (wal, raw) = Wal::open(&wal_dir, WalOptions::default())
+        .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
+    let was_cut = wal.was_cut();
+    let mut records = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let rec: WalRecord = msg::decode(r)
+            .map_err(|e| anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display()))?;
+        records.push(rec);
+    }
+    let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());
+    if let Some(n) = opts.log_retain_entries {
+        cfg.log_retain_entries = n;
+    }
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ (std::process::id() as u64) << 32;
+    let n_records = records.len();
+    let mut node = Node::recover(cfg, seed, Bugs::default(), records, was_cut);
+    tracing::info!(node = opts.id, records = n_records, was_cut, "recovered from the WAL");
+
+    let (persisted_tx, mut persisted_rx) = mpsc::unbounded_channel::<u64>();
+    let writer = WalWriter::spawn(
+        wal,
+        Box::new(move |lsn| {
+            let _ = persisted_tx.send(lsn);
+        }),
+    );
+    let (events_tx, mut events_rx) = mpsc::channel(NET_EVENT_QUEUE);
+    let net = Net::start(
+        NetConfig {
+            peer_listen: opts.peer_listen,
+            client_listen: opts.client_listen,
+            peers: opts.peers.iter().filter(|(id, _)| **id != opts.id).map(|(id, a)| (*id, *a)).collect(),
+        },
+        events_tx,
+    )
+    .await?;
+    tracing::info!(node = opts.id, peer = %net.local_peer_addr(), client = %net.local_client_addr(), "listening");
+
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    let mut inputs = Vec::with_capacity(MAX_INPUTS_PER_STEP);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(lsn) = persisted_rx.recv() => {
+                // Only the newest durable lsn matters; older ones are implied.
+                let mut lsn = lsn;
+                while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
+                inputs.push(Input::Persisted { lsn });
+            }
+            Some(ev) = events_rx.recv() => {
+                push_event(&net, &mut inputs, ev);
+                while inputs.len() < MAX_INPUTS_PER_STEP {
+                    match events_rx.try_recv() {
+                        Ok(ev) => push_event(&net, &mut inputs, ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => inputs.push(Input::Tick),
+        }
+        if inputs.is_empty() {
+            continue;
+        }
+        let now = start.elapsed().as_millis() as u64;
+        let effects = node.step_batch(now, inputs.drain(..));
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => net.send_to_peer(to, msg::encode(&msg)),
+                Effect::Reply { token, reply } => net.send_to_client(token, msg::encode(&reply)),
+                Effect::Persist { lsn, record } => writer.submit_async(lsn, msg::encode(&record)).await,
+            }
+        }
+    }
+    tracing::info!(node = opts.id, "shutting down");
+    drop(net);
+    tokio::task::spawn_blocking(move || writer.shutdown()).await?;
+    Ok(())
+}
+
+/// Decodes one network event into a core input. Undecodable peer messages
+/// are logged and dropped; undecodable client messages get a clear error.
+fn push_event(net: &Net, inputs: &mut Vec<Input>, ev: NetEvent) {
+    match ev {
+        NetEvent::Peer { payload } => match msg::decode::<PeerMsg>(&payload) {
+            Ok(m) => inputs.push(Input::Peer(m)),
+            Err(e) => tracing::warn!("dropping an undecodable peer message ({} bytes): {e}", payload.len()),
+        },
+        NetEvent::Client { conn, payload } => match msg::decode::<ClientMsg>(&payload) {
+            Ok(m) => inputs.push(Input::Client { token: conn, msg: m }),
+            Err(e) => {
+                tracing::warn!(conn, "undecodable client message ({} bytes): {e}", payload.len());
+                let reply = ClientReply::ProtocolError { reason: format!("cannot decode the request: {e}") };
+                net.send_to_client(conn, msg::encode(&reply));
+            }
+        },
+        NetEvent::ClientClosed { .. } => {}
+    }
+}

@@ -1,0 +1,291 @@
+//! `pactdb demo`: a local cluster of child processes on 127.0.0.1, and the
+//! `status` report. The demo writes `cluster.json` so that other commands,
+//! tests and scripts find the nodes and know how to restart one.
+
+use anyhow::{bail, Context};
+use pactdb_client::{call, Client};
+use pactdb_core::msg::{ClientMsg, ClientReply};
+use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEMO_PEER_BASE_PORT: u16 = 7000;
+pub const DEMO_CLIENT_BASE_PORT: u16 = 7100;
+
+pub fn peer_port(id: NodeId) -> u16 {
+    DEMO_PEER_BASE_PORT + id as u16
+}
+
+pub fn client_port(id: NodeId) -> u16 {
+    DEMO_CLIENT_BASE_PORT + id as u16
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Where every node keeps its WAL and log, and where cluster.json goes.
+    #[arg(long, default_value = crate::cli::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// How many nodes (1 to 9).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// How many replica groups.
+    #[arg(long, default_value_t = 3)]
+    pub groups: u32,
+    /// Members per group (at most the number of nodes).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// Writes are refused while a group's view has fewer members than this.
+    #[arg(long, default_value_t = 1)]
+    pub min_members: usize,
+    /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+}
+
+/// What `cluster.json` holds for one node.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub pid: u32,
+    pub peer: String,
+    pub client: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// The full command line that (re)starts this node.
+    pub command: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ClusterInfo {
+    pub nodes: Vec<NodeInfo>,
+    pub cluster: ClusterMap,
+}
+
+/// The demo's layout: `groups` groups of `replicas` members, placed round
+/// robin so the leaders (first placed node) spread over the nodes.
+pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, groups: u32, replicas: usize, min_members: usize) -> ClusterMap {
+    let ids: Vec<NodeId> = nodes.keys().copied().collect();
+    let groups = (0..groups)
+        .map(|g| GroupSpec {
+            id: g,
+            mode: Mode::Passive,
+            placement: (0..replicas.min(ids.len())).map(|k| ids[(g as usize + k) % ids.len()]).collect(),
+            min_members,
+        })
+        .collect();
+    ClusterMap { nodes: nodes.clone(), groups }
+}
+
+fn spawn_node(info: &NodeInfo) -> anyhow::Result<Child> {
+    std::fs::create_dir_all(&info.data_dir)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&info.log)?;
+    let child = Command::new(&info.command[0])
+        .args(&info.command[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting node {}", info.id))?;
+    Ok(child)
+}
+
+fn wait_listening(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on {addr} after {timeout:?}")
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    if args.nodes == 0 || args.nodes > 9 {
+        bail!("--nodes must be 1 to 9");
+    }
+    if args.replicas == 0 || args.replicas > args.nodes as usize {
+        bail!("--replicas must be 1 to --nodes");
+    }
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let exe = std::env::current_exe()?.to_string_lossy().to_string();
+    let ids: Vec<NodeId> = (1..=args.nodes).collect();
+    let addrs: BTreeMap<NodeId, NodeAddrs> = ids
+        .iter()
+        .map(|&id| {
+            let off = args.port_offset;
+            let peer = format!("127.0.0.1:{}", peer_port(id) + off);
+            let client = format!("127.0.0.1:{}", client_port(id) + off);
+            (id, NodeAddrs { peer, client })
+        })
+        .collect();
+    let peers = addrs.iter().map(|(id, a)| format!("{id}={}", a.peer)).collect::<Vec<_>>().join(",");
+    let mut nodes = Vec::new();
+    let mut children = Vec::new();
+    for (&id, a) in &addrs {
+        let dir = data_dir.join(format!("node-{id}"));
+        let command = vec![
+            exe.clone(),
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            dir.to_string_lossy().to_string(),
+            "--listen".into(),
+            a.peer.clone(),
+            "--client-listen".into(),
+            a.client.clone(),
+            "--peers".into(),
+            peers.clone(),
+        ];
+        let mut info =
+            NodeInfo { id, pid: 0, peer: a.peer.clone(), client: a.client.clone(), log: dir.join("node.log"), data_dir: dir, command };
+        let child = spawn_node(&info)?;
+        info.pid = child.id();
+        children.push(child);
+        nodes.push(info);
+    }
+    let stop = |children: &mut Vec<Child>| {
+        for c in children.iter() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for c in children.iter_mut() {
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
+    let cluster = layout(&addrs, args.groups, args.replicas, args.min_members);
+    let info = ClusterInfo { nodes: nodes.clone(), cluster: cluster.clone() };
+    if let Err(e) = bootstrap(&info) {
+        stop(&mut children);
+        return Err(e);
+    }
+    let json_path = data_dir.join("cluster.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)?;
+    println!("pactdb demo: {} nodes, {} groups of {} members", args.nodes, args.groups, args.replicas.min(args.nodes as usize));
+    for n in &nodes {
+        println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
+    }
+    println!("cluster description: {}", json_path.display());
+    println!("try:  pactdb put greeting hello; pactdb get greeting; pactdb status");
+    println!("Ctrl-C stops the cluster.");
+    wait_for_signal();
+    println!("stopping the nodes");
+    stop(&mut children);
+    Ok(0)
+}
+
+fn bootstrap(info: &ClusterInfo) -> anyhow::Result<()> {
+    for n in &info.nodes {
+        wait_listening(&n.client, Duration::from_secs(15))
+            .with_context(|| format!("node {} did not start; see {}", n.id, n.log.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        'boot: while Instant::now() < deadline {
+            for n in &info.nodes {
+                match call(&n.client, &ClientMsg::Bootstrap { cluster: info.cluster.clone() }, Duration::from_secs(5)).await {
+                    Ok(ClientReply::Bootstrapped(Ok(()))) => break 'boot,
+                    Ok(ClientReply::Bootstrapped(Err(e))) if e.contains("different map") => bail!("{e}"),
+                    Ok(other) => last = format!("{other:?}"),
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("bootstrap did not complete: {last}");
+        }
+        // Wait until every group has a primary that serves reads.
+        let endpoints: Vec<String> = info.nodes.iter().map(|n| n.client.clone()).collect();
+        let client = Client::connect(&endpoints).await?;
+        for g in &info.cluster.groups {
+            let key = (0u64..).map(|i| format!("probe-{i}")).find(|k| info.cluster.group_of(k.as_bytes()) == g.id).expect("some key maps to every group");
+            let mut ok = false;
+            while Instant::now() < deadline && !ok {
+                ok = client.get(key.clone()).await.is_ok();
+            }
+            if !ok {
+                bail!("group {} has no serving primary", g.id);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn wait_for_signal() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+}
+
+/// Prints every node's view of its groups: a table, or JSON.
+pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
+    let statuses = client.status_all().await;
+    let (_, views) = client.views().await?;
+    if json {
+        let nodes: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|(id, s)| match s {
+                Ok(s) => serde_json::json!({"node": id, "up": true, "replicas": s.replicas.iter().map(|r| serde_json::json!({
+                    "group": r.group, "role": r.role, "epoch": r.view.as_ref().map(|v| v.epoch),
+                    "leader": r.view.as_ref().map(|v| v.leader), "members": r.view.as_ref().map(|v| v.members.clone()),
+                    "last_index": r.last_index, "commit_index": r.commit_index, "applied_index": r.applied_index,
+                    "digest": format!("{:016x}", r.digest), "keys": r.keys,
+                })).collect::<Vec<_>>()}),
+                Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
+            })
+            .collect();
+        let groups: Vec<serde_json::Value> = views
+            .values()
+            .map(|v| serde_json::json!({"group": v.group, "mode": v.mode.to_string(), "epoch": v.epoch, "leader": v.leader, "members": v.members, "min_members": v.min_members}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "groups": groups}))?);
+        return Ok(0);
+    }
+    println!("GROUP  MODE     EPOCH  LEADER  MEMBERS");
+    for v in views.values() {
+        let members = v.members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
+        println!("{:<6} {:<8} {:<6} {:<7} {}", v.group, v.mode.to_string(), v.epoch, v.leader, members);
+    }
+    println!();
+    println!("NODE  GROUP  ROLE        EPOCH  LAST      COMMIT    APPLIED   KEYS     DIGEST");
+    for (id, s) in &statuses {
+        match s {
+            Ok(s) => {
+                for r in &s.replicas {
+                    println!(
+                        "{:<5} {:<6} {:<11} {:<6} {:<9} {:<9} {:<9} {:<8} {:016x}",
+                        id,
+                        r.group,
+                        r.role,
+                        r.view.as_ref().map_or("-".to_string(), |v| v.epoch.to_string()),
+                        r.last_index,
+                        r.commit_index,
+                        r.applied_index,
+                        r.keys,
+                        r.digest
+                    );
+                }
+            }
+            Err(e) => println!("{id:<5} DOWN   {e}"),
+        }
+    }
+    Ok(0)
+}
+
