@@ -1,0 +1,226 @@
+//! A real cluster of `pactdb node` processes on loopback, for scenario tests.
+//! Every node is a child process; `kill` is a real SIGKILL.
+
+#![allow(dead_code)]
+
+use pactdb_client::{call, Client};
+use pactdb_core::msg::{ClientMsg, ClientReply, NodeStatus};
+use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Mode, NodeAddrs, NodeId, View};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestNode {
+    pub id: NodeId,
+    pub peer: String,
+    pub client: String,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub nodes: BTreeMap<NodeId, TestNode>,
+    pub map: ClusterMap,
+    _tmp: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    /// Starts `n` nodes and bootstraps `groups` passive groups of up to 3 members.
+    pub async fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            nodes.insert(
+                id,
+                TestNode {
+                    id,
+                    peer: format!("127.0.0.1:{}", free_port()),
+                    client: format!("127.0.0.1:{}", free_port()),
+                    dir: tmp.path().join(format!("node-{id}")),
+                    args: vec![],
+                    child: None,
+                },
+            );
+        }
+        let peers = nodes.values().map(|t| format!("{}={}", t.id, t.peer)).collect::<Vec<_>>().join(",");
+        for t in nodes.values_mut() {
+            t.args = vec![
+                "node".into(),
+                "--id".into(),
+                t.id.to_string(),
+                "--data-dir".into(),
+                t.dir.to_string_lossy().to_string(),
+                "--listen".into(),
+                t.peer.clone(),
+                "--client-listen".into(),
+                t.client.clone(),
+                "--peers".into(),
+                peers.clone(),
+            ];
+            t.args.extend(extra_args.iter().map(|s| s.to_string()));
+        }
+        let ids: Vec<NodeId> = nodes.keys().copied().collect();
+        let map = ClusterMap {
+            nodes: nodes.values().map(|t| (t.id, NodeAddrs { peer: t.peer.clone(), client: t.client.clone() })).collect(),
+            groups: (0..groups)
+                .map(|g| GroupSpec {
+                    id: g,
+                    mode: Mode::Passive,
+                    placement: (0..3.min(ids.len())).map(|k| ids[(g as usize + k) % ids.len()]).collect(),
+                    min_members: 1,
+                })
+                .collect(),
+        };
+        let mut c = TestCluster { nodes, map, _tmp: tmp };
+        for id in ids {
+            c.restart(id);
+        }
+        c.bootstrap().await;
+        c
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|t| t.client.clone()).collect()
+    }
+
+    /// Starts (or restarts) a node with the same command line as before.
+    pub fn restart(&mut self, id: NodeId) {
+        let t = self.nodes.get_mut(&id).unwrap();
+        std::fs::create_dir_all(&t.dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(t.dir.join("node.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pactdb"))
+            .args(&t.args)
+            .env("PACTDB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        t.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&t.client).is_err() {
+            assert!(Instant::now() < deadline, "node {id} did not start listening");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self, id: NodeId) {
+        let t = self.nodes.get_mut(&id).unwrap();
+        if let Some(mut c) = t.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn log_of(&self, id: NodeId) -> String {
+        std::fs::read_to_string(self.nodes[&id].dir.join("node.log")).unwrap_or_default()
+    }
+
+    async fn bootstrap(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = self.nodes.values().next().unwrap().client.clone();
+        loop {
+            match call(&first, &ClientMsg::Bootstrap { cluster: self.map.clone() }, Duration::from_secs(5)).await {
+                Ok(ClientReply::Bootstrapped(Ok(()))) => break,
+                other => assert!(Instant::now() < deadline, "bootstrap failed: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.endpoints()).await.expect("client connects")
+    }
+
+    pub async fn status(&self, id: NodeId) -> Option<NodeStatus> {
+        match call(&self.nodes[&id].client, &ClientMsg::GetStatus, Duration::from_secs(2)).await {
+            Ok(ClientReply::Status(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The view of a group as the live nodes report it (newest epoch wins).
+    pub async fn view(&self, group: GroupId) -> Option<View> {
+        let mut best: Option<View> = None;
+        for id in self.nodes.keys() {
+            if let Some(s) = self.status(*id).await {
+                for r in s.replicas.into_iter().filter(|r| r.group == group) {
+                    if let Some(v) = r.view {
+                        if best.as_ref().is_none_or(|b| b.epoch < v.epoch) {
+                            best = Some(v);
+                        }
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// A key that routes to `group`, made from `prefix`.
+    pub fn key_in(&self, group: GroupId, prefix: &str) -> String {
+        (0u64..).map(|i| format!("{prefix}-{i}")).find(|k| self.map.group_of(k.as_bytes()) == group).unwrap()
+    }
+
+    /// Waits until every member of every group's view reports the same
+    /// applied index and digest as the group's primary, and `must_be_member`
+    /// is in every view it is placed in.
+    pub async fn wait_converged(&self, must_be_member: Option<NodeId>, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.converged(must_be_member).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last)
+    }
+
+    async fn converged(&self, must_be_member: Option<NodeId>) -> Result<(), String> {
+        let mut statuses = BTreeMap::new();
+        for id in self.nodes.keys() {
+            if self.nodes[id].child.is_some() {
+                statuses.insert(*id, self.status(*id).await.ok_or(format!("node {id} does not answer"))?);
+            }
+        }
+        for g in &self.map.groups {
+            let view = self.view(g.id).await.ok_or(format!("group {} has no view", g.id))?;
+            if let Some(m) = must_be_member {
+                if g.placement.contains(&m) && !view.is_member(m) {
+                    return Err(format!("node {m} is not back in group {}'s view {view:?}", g.id));
+                }
+            }
+            let of = |n: NodeId| statuses.get(&n).and_then(|s| s.replicas.iter().find(|r| r.group == g.id).cloned());
+            let primary = of(view.leader).ok_or(format!("group {} leader {} unknown", g.id, view.leader))?;
+            for m in &view.members {
+                let r = of(*m).ok_or(format!("member {m} of group {} unknown", g.id))?;
+                if r.applied_index != primary.applied_index || r.digest != primary.digest {
+                    return Err(format!(
+                        "group {}: member {m} applied {} digest {:x}, primary {} applied {} digest {:x}",
+                        g.id, r.applied_index, r.digest, view.leader, primary.applied_index, primary.digest
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for t in self.nodes.values_mut() {
+            if let Some(mut c) = t.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
