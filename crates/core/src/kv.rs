@@ -16,12 +16,29 @@ pub type Value = Vec<u8>;
 /// A client operation on one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    Get { key: Key },
-    Put { key: Key, value: Value },
-    Delete { key: Key },
+    Get {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+    },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+    },
     /// Sets `value` only if the key's version equals `expected_version`
     /// (0 means "the key must not exist").
-    Cas { key: Key, expected_version: u64, value: Value },
+    Cas {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        expected_version: u64,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+    },
 }
 
 impl Op {
@@ -55,6 +72,8 @@ impl Op {
 /// write that produced it, so versions only grow and are unique in a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versioned {
+    /// Bytes are encoded as one blob, not element by element.
+    #[serde(with = "serde_bytes")]
     pub value: Value,
     pub version: u64,
 }
@@ -71,8 +90,17 @@ pub enum OpResult {
 /// A state change, shipped from the primary to the backups.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
-    Put { key: Key, value: Value, version: u64 },
-    Delete { key: Key },
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+        version: u64,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+    },
 }
 
 impl Write {

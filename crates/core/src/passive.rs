@@ -67,7 +67,7 @@ impl Default for PassiveTiming {
             lease_ms: 100,
             primary_suspect_ms: 160,
             backup_timeout_ms: 200,
-            retransmit_ms: 100,
+            retransmit_ms: 250,
             join_retry_ms: 100,
         }
     }

@@ -1,0 +1,112 @@
+//! Bad input against real nodes: each gets a clear error (or, for a frame
+//! the transport cannot parse, a closed connection and a log line), and the
+//! cluster keeps serving and loses nothing.
+
+mod common;
+
+use common::TestCluster;
+use pactdb_client::Error;
+use pactdb_core::fe::FeError;
+use pactdb_core::kv::Op;
+use pactdb_core::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use pactdb_core::msg::{self, ClientError, ClientMsg, ClientReply, ClientRequest};
+use pactdb_core::types::RequestId;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes and reports whether the node closed the connection.
+async fn closed_after(addr: &str, bytes: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+fn frame(version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+    f.push(version);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let cluster = TestCluster::start(3, 3, &[]).await;
+    let client = cluster.client().await;
+    for i in 0..100 {
+        client.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let node1 = cluster.nodes[&1].client.clone();
+    let peer1 = cluster.nodes[&1].peer.clone();
+
+    // An unknown wire version: the connection is closed, with a logged reason.
+    let status = msg::encode(&ClientMsg::GetStatus);
+    assert!(closed_after(&node1, &frame(9, &status)).await, "unknown version closes the connection");
+    // A frame claiming 4 GiB: closed without allocating it.
+    assert!(closed_after(&node1, &[0xff, 0xff, 0xff, 0xff, 1]).await, "oversize frame closes the connection");
+    // The same on the peer port.
+    assert!(closed_after(&peer1, &frame(7, b"junk")).await, "peer port refuses unknown versions too");
+
+    // A well-framed message that does not decode: a clear protocol error.
+    let mut s = pactdb_node::net::FramedConn::connect(&node1).await.unwrap();
+    s.send(&[vec![0xee, 0xee, 0xee]]).await.unwrap();
+    let mut buf = Vec::new();
+    s.recv(&mut buf).await.unwrap();
+    match msg::decode::<ClientReply>(&buf).unwrap() {
+        ClientReply::ProtocolError { reason } => assert!(reason.contains("decode"), "{reason}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+
+    // Oversize keys and values are refused with their limits.
+    match client.put("k", vec![b'x'; MAX_VALUE_BYTES + 1]).await {
+        Err(Error::Fe(FeError::Refused(ClientError::ValueTooLarge { len, max }))) => {
+            assert_eq!((len, max), (MAX_VALUE_BYTES + 1, MAX_VALUE_BYTES))
+        }
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    match client.put(vec![b'k'; MAX_KEY_BYTES + 1], "v").await {
+        Err(Error::Fe(FeError::Refused(ClientError::KeyTooLarge { .. }))) => {}
+        other => panic!("expected KeyTooLarge, got {other:?}"),
+    }
+    // The largest allowed value is fine.
+    client.put("big", vec![b'x'; MAX_VALUE_BYTES]).await.unwrap();
+
+    // A request naming a stale epoch is answered with the current view. (A
+    // view may change between reading it and sending; then ask again.)
+    let key = cluster.key_in(0, "stale");
+    let mut answered = false;
+    for attempt in 0..20 {
+        let view = cluster.view(0).await.unwrap();
+        let leader = cluster.nodes[&view.leader].client.clone();
+        let req = ClientRequest {
+            id: RequestId { client: 42, seq: attempt + 1 },
+            group: 0,
+            epoch: view.epoch - 1,
+            op: Op::Put { key: key.clone().into_bytes(), value: b"v".to_vec() },
+        };
+        match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
+            ClientReply::Response { result: Err(ClientError::StaleEpoch { view: current }), .. } => {
+                assert!(current.epoch > view.epoch - 1, "the answer carries a newer view");
+                answered = true;
+                break;
+            }
+            ClientReply::Response { result: Err(ClientError::NotLeader { .. }), .. } => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => panic!("expected StaleEpoch, got {other:?}"),
+        }
+    }
+    assert!(answered, "a stale-epoch request was answered with StaleEpoch");
+
+    // The node said why it closed those connections.
+    let log = cluster.log_of(1);
+    assert!(log.contains("unknown wire version 9"), "the log names the bad version:\n{log}");
+
+    // Nothing was lost and the cluster still serves.
+    for i in 0..100 {
+        assert_eq!(client.get(format!("k{i}")).await.unwrap().unwrap().value, format!("v{i}").into_bytes());
+    }
+    client.put("after", "ok").await.unwrap();
+    assert_eq!(client.get("after").await.unwrap().unwrap().value, b"ok");
+}
