@@ -124,6 +124,8 @@ struct Pending {
     change: Change,
     requester: Requester,
     deadline_ms: Millis,
+    /// Rounds started so far; each one waits twice as long as the last.
+    rounds: u32,
 }
 
 #[derive(Debug)]
@@ -180,7 +182,7 @@ impl Proposer {
 
     /// Starts (or queues) a change. Returns false if the queue is full.
     pub fn propose(&mut self, out: &mut Outbox, key: String, change: Change, requester: Requester) -> bool {
-        let op = Pending { change, requester, deadline_ms: out.now() + self.timing.op_timeout_ms };
+        let op = Pending { change, requester, deadline_ms: out.now() + self.timing.op_timeout_ms, rounds: 0 };
         if self.running.contains_key(&key) {
             let q = self.queued.entry(key).or_default();
             if q.len() >= MAX_CONFIG_QUEUE {
@@ -193,13 +195,33 @@ impl Proposer {
         true
     }
 
-    fn start_round(&mut self, out: &mut Outbox, key: String, op: Pending) {
+    /// How long a phase of the op's current round may take. It doubles with
+    /// every retry (up to 16 rounds' worth): with a fixed length, a cluster
+    /// whose round trip plus fsync exceeds `round_ms` abandons every round
+    /// just before it would finish, and each retry's higher ballot preempts
+    /// the late accepts of the last one (found by the simulator: bootstrap
+    /// never finished with 30 ms links and 60 ms fsyncs).
+    fn phase_ms(round_ms: Millis, op: &Pending) -> Millis {
+        round_ms << op.rounds.saturating_sub(1).min(4)
+    }
+
+    /// A random back-off before the op's next round, growing with the
+    /// rounds it already lost: a fixed window much shorter than a round let
+    /// every node's refresh read keep preempting a view change on slow links
+    /// (found by the simulator: a group stayed without a primary for seconds).
+    fn backoff(timing: &ProposerTiming, op: &Pending, rng: &mut ChaCha8Rng) -> Millis {
+        let window = timing.backoff_ms.max(1) << op.rounds.min(5);
+        rng.gen_range(1..=window)
+    }
+
+    fn start_round(&mut self, out: &mut Outbox, key: String, mut op: Pending) {
+        op.rounds = op.rounds.saturating_add(1);
         self.highest_round_seen += 1;
         let ballot = Ballot { round: self.highest_round_seen, node: out.me() };
         for &a in &self.acceptors {
             out.send(a, PeerBody::Prepare { key: key.clone(), ballot });
         }
-        let round_deadline_ms = out.now() + self.timing.round_ms;
+        let round_deadline_ms = out.now() + Self::phase_ms(self.timing.round_ms, &op);
         self.running.insert(key, Running { op, ballot, phase: Phase::Prepare { promises: BTreeMap::new() }, round_deadline_ms });
     }
 
@@ -230,7 +252,7 @@ impl Proposer {
                     out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone() });
                 }
                 run.phase = Phase::Accept { value, applied, accepted: BTreeSet::new() };
-                run.round_deadline_ms = out.now() + self.timing.round_ms;
+                run.round_deadline_ms = out.now() + Self::phase_ms(self.timing.round_ms, &run.op);
             }
             None => {
                 // An empty register read stays empty: nothing to write back.
@@ -264,7 +286,7 @@ impl Proposer {
             return;
         }
         // Back off a random time so competing proposers stop colliding.
-        let retry_at_ms = out.now() + rng.gen_range(1..=self.timing.backoff_ms.max(1));
+        let retry_at_ms = out.now() + Self::backoff(&self.timing, &run.op, rng);
         run.phase = Phase::Backoff { retry_at_ms };
     }
 
@@ -300,7 +322,7 @@ impl Proposer {
             let retry = match run.phase {
                 Phase::Backoff { retry_at_ms } => now >= retry_at_ms,
                 _ if now >= run.round_deadline_ms => {
-                    run.phase = Phase::Backoff { retry_at_ms: now + rng.gen_range(1..=self.timing.backoff_ms.max(1)) };
+                    run.phase = Phase::Backoff { retry_at_ms: now + Self::backoff(&self.timing, &run.op, rng) };
                     false
                 }
                 _ => false,

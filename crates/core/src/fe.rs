@@ -143,8 +143,12 @@ impl FrontEnd {
     /// Starts an operation and returns its id.
     pub fn submit(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op) -> OpId {
         let seq = self.next_seq;
+        // Judged before `next_seq` moves, so `submit` admits exactly what
+        // `can_submit` promised: checking after the increment refused the
+        // last slot of the window that `can_submit` had just offered.
+        let admissible = self.can_submit();
         self.next_seq += 1;
-        if !self.can_submit() && !self.pending.is_empty() {
+        if !admissible {
             self.effects.push(FeEffect::Done { op: seq, result: Err(FeError::TooManyOutstanding) });
             return seq;
         }

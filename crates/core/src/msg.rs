@@ -224,6 +224,15 @@ pub enum WalRecord {
     Commit { group: GroupId, index: Index },
     /// The group's state was replaced by a snapshot.
     Snapshot { group: GroupId, snapshot: Box<Snapshot> },
+    /// The WAL was cut at a recovery (a damaged record and everything after
+    /// it were lost), so this node may have forgotten entries it acked and
+    /// promises its acceptor made. Written because the cut WAL itself no
+    /// longer shows it: without this record a later clean restart forgot the
+    /// amnesia (found by the simulator). From here on the acceptor stays
+    /// silent, and every replica stays amnesiac until `CaughtUp`.
+    WalCut,
+    /// The group's replica was caught up by a primary after a `WalCut`.
+    CaughtUp { group: GroupId },
 }
 
 fn options() -> impl Options {

@@ -71,10 +71,14 @@ pub struct Node {
     bootstraps: Vec<BootstrapState>,
     next_refresh_ms: Millis,
     started: bool,
-    /// The WAL lost records at recovery, so this acceptor may have forgotten
-    /// promises it made: it stays silent rather than break the config
-    /// store's safety (a majority of healthy acceptors carries on).
+    /// The WAL lost records at some recovery (a durable `WalCut`), so this
+    /// acceptor may have forgotten promises it made: it stays silent rather
+    /// than break the config store's safety (a majority of healthy acceptors
+    /// carries on).
     acceptor_silenced: bool,
+    /// Groups whose replica was caught up since the last `WalCut`; every
+    /// other replica of a node whose WAL was cut is amnesiac.
+    caught_up: BTreeSet<GroupId>,
 }
 
 impl Node {
@@ -99,13 +103,16 @@ impl Node {
             next_refresh_ms: 0,
             started: false,
             acceptor_silenced: false,
+            caught_up: BTreeSet::new(),
             cfg,
         }
     }
 
     /// Rebuilds durable state from the WAL, in order. `wal_was_cut` says the
     /// WAL lost a corrupt part at recovery: replicas then wait to be caught up
-    /// by a primary before they may ever propose themselves.
+    /// by a primary before they may ever propose themselves. The node records
+    /// the cut in its WAL (`WalRecord::WalCut`, its first persist), and the
+    /// runtime must keep passing `wal_was_cut` until that record is durable.
     pub fn recover(cfg: NodeConfig, seed: u64, bugs: Bugs, records: Vec<WalRecord>, wal_was_cut: bool) -> Node {
         let n = records.len() as Lsn;
         let mut node = Node::with_bugs(cfg, seed, bugs);
@@ -117,19 +124,39 @@ impl Node {
                 WalRecord::Truncate { group, index } => node.replica_mut(group).replay_truncate(index),
                 WalRecord::Commit { group, index } => node.replica_mut(group).replay_commit(index),
                 WalRecord::Snapshot { group, snapshot } => node.replica_mut(group).replay_snapshot(*snapshot),
+                WalRecord::WalCut => {
+                    node.acceptor_silenced = true;
+                    node.caught_up.clear();
+                }
+                WalRecord::CaughtUp { group } => {
+                    node.caught_up.insert(group);
+                }
             }
         }
-        for r in node.replicas.values_mut() {
-            r.finish_replay(wal_was_cut);
+        if wal_was_cut {
+            node.out.persist(WalRecord::WalCut);
+            node.acceptor_silenced = true;
+            node.caught_up.clear();
         }
-        node.acceptor_silenced = wal_was_cut;
+        let (cut, caught_up) = (node.acceptor_silenced, &node.caught_up);
+        for (g, r) in node.replicas.iter_mut() {
+            r.finish_replay(cut && !caught_up.contains(g));
+        }
         node
     }
 
     fn replica_mut(&mut self, group: GroupId) -> &mut Replica {
         let (id, timing, retain, bugs) =
             (self.cfg.id, self.cfg.passive.clone(), self.cfg.log_retain_entries, self.bugs);
-        self.replicas.entry(group).or_insert_with(|| Replica::new(group, id, timing, retain, bugs))
+        // A replica first created after a cut may have lost all its records.
+        let amnesiac = self.acceptor_silenced && !self.caught_up.contains(&group);
+        self.replicas.entry(group).or_insert_with(|| {
+            let mut r = Replica::new(group, id, timing, retain, bugs);
+            if amnesiac {
+                r.finish_replay(true);
+            }
+            r
+        })
     }
 
     /// Runs `f` on the group's replica (created if missing) with a context.

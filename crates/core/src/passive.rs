@@ -335,6 +335,10 @@ impl Replica {
         let was_primary = self.is_primary();
         self.view = Some(view.clone());
         self.matched_upto = self.matched_upto.min(self.log.base_index());
+        // A `sent_ms` is a time on the clock of the primary that stamped it.
+        // Echoing the old primary's stamps to a new one would hand it lease
+        // evidence from another clock (possibly far ahead of its own).
+        self.last_sent_ms = 0;
         self.reset_primary_deadline(ctx);
         if self.is_primary() {
             if was_primary {
@@ -357,7 +361,13 @@ impl Replica {
         let view = self.view.clone().expect("a primary has a view");
         self.progress.clear();
         for &m in view.members.iter().filter(|&&m| m != self.me) {
-            self.progress.insert(m, self.fresh_progress(now, false));
+            let mut p = self.fresh_progress(now, false);
+            // Re-stream the inherited uncommitted suffix at once: a backup
+            // holding it acks it in one round trip, one lacking it rejects
+            // and is walked back. Starting past the end left the suffix (and
+            // the retries waiting on it) uncommitted until `retransmit_ms`.
+            p.next_index = self.commit_index + 1;
+            self.progress.insert(m, p);
         }
         // The uncommitted suffix this primary inherited is the truth now: it
         // becomes the overlay new requests execute against, and its request
@@ -486,12 +496,9 @@ impl Replica {
             self.parked_reads.entry(wait_for).or_default().push((token, id, result));
             return;
         }
-        if view.members.len() < view.min_members {
-            return reply(
-                ctx.out,
-                Err(ClientError::BelowMinMembers { members: view.members.len(), min_members: view.min_members }),
-            );
-        }
+        // Retries are looked up before min_members is enforced: a write that
+        // already ran must get its recorded outcome, not a refusal that would
+        // tell the client a committed write did not happen.
         if !self.bugs.skip_dedup {
             match self.sessions.lookup(id) {
                 Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
@@ -502,6 +509,12 @@ impl Replica {
                 self.waiters.entry(index).or_default().push((token, id));
                 return;
             }
+        }
+        if view.members.len() < view.min_members {
+            return reply(
+                ctx.out,
+                Err(ClientError::BelowMinMembers { members: view.members.len(), min_members: view.min_members }),
+            );
         }
         if self.log.last_index() - self.commit_index >= MAX_UNCOMMITTED_ENTRIES || ctx.out.overloaded {
             return reply(ctx.out, Err(ClientError::Busy));
@@ -657,6 +670,12 @@ impl Replica {
         let now = ctx.out.now();
         let Some(p) = self.progress.get_mut(&from) else { return };
         p.last_ack_ms = now;
+        // A log shorter than what the backup acked means it lost acked
+        // entries (its WAL was cut at recovery). Keeping the old match would
+        // probe past its end forever, in a hot reject loop, and stall commit.
+        // (Lowering match never lowers commit_index; at worst a reordered
+        // reject costs a resend.)
+        p.match_index = p.match_index.min(last_index);
         p.next_index = (last_index + 1).max(p.match_index + 1).min(p.next_index);
         p.last_progress_ms = now;
         self.send_appends(ctx, from, true);
@@ -828,9 +847,25 @@ impl Replica {
         if commit > self.commit_index {
             self.commit_index = commit;
             self.apply_committed();
-            self.amnesiac = false;
+        }
+        if self.amnesiac && self.commit_index >= commit_index {
+            self.end_amnesia(ctx, view.epoch);
         }
         self.send_ack(ctx);
+    }
+
+    /// An amnesiac replica is caught up once it has committed everything the
+    /// primary committed, up to an entry of the primary's own epoch: only
+    /// then does it hold every entry an earlier primary may have committed
+    /// (they all precede that entry). Merely advancing its commit index was
+    /// not enough (found by the simulator: a replica cleared its amnesia
+    /// while still missing committed entries, then won a view). The end of
+    /// the amnesia is made durable so a later restart does not repeat it.
+    fn end_amnesia(&mut self, ctx: &mut Ctx, epoch: Epoch) {
+        if self.log.epoch_at(self.commit_index) == Some(epoch) {
+            self.amnesiac = false;
+            ctx.out.persist(WalRecord::CaughtUp { group: self.group });
+        }
     }
 
     fn reject(&mut self, ctx: &mut Ctx, to: NodeId, last_index: Index) {
@@ -868,7 +903,9 @@ impl Replica {
         self.marks.push_back((lsn, snapshot.index));
         self.matched_upto = snapshot.index;
         self.replay_snapshot(snapshot);
-        self.amnesiac = false;
+        if self.amnesiac {
+            self.end_amnesia(ctx, view.epoch);
+        }
         self.send_ack(ctx);
     }
 
@@ -935,8 +972,11 @@ impl Replica {
             Role::Recovering => {
                 // Named leader by a view this incarnation did not win: the
                 // log may have lost unsynced entries that backups hold, so it
-                // must not reuse the epoch. Move to a fresh one first.
-                if view.leader == self.me && !self.view_change_in_flight {
+                // must not reuse the epoch. Move to a fresh one first. An
+                // amnesiac one may also have lost committed entries, so it
+                // waits for a backup to take over and catch it up instead
+                // (found by the simulator: it won the view with a short log).
+                if view.leader == self.me && !self.view_change_in_flight && !self.amnesiac {
                     let next = view.next(self.me, view.members.clone());
                     self.propose_view(ctx, next);
                 }

@@ -1,0 +1,584 @@
+//! A tiny hand-driven cluster for the core's tests: events in, effects out.
+//!
+//! Nothing happens unless the test says so. `step` feeds one input to one
+//! node and returns exactly the effects it produced, after routing them:
+//! `Send`s go into `net` (delivered only by `deliver*`), `Persist`s wait in
+//! `unsynced` (made durable only by `persist*`), `Reply`s are collected in
+//! `replies`. `settle` and `run_for` are the coarse tools for setting a
+//! scene; the assertions of a test use the fine ones.
+#![allow(dead_code)]
+
+use pactdb_core::kv::{Op, OpResult};
+use pactdb_core::msg::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
+use pactdb_core::passive::{Bugs, Replica, Role};
+use pactdb_core::types::{
+    ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View,
+};
+use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The only group of the test clusters.
+pub const GROUP: GroupId = 0;
+
+/// Reads like prose in a scenario: `h.persist(node(2))`.
+pub fn node(id: NodeId) -> NodeId {
+    id
+}
+
+/// One group placed on `ids` (the first one leads epoch 1).
+pub fn cluster_map(ids: &[NodeId], min_members: usize) -> ClusterMap {
+    ClusterMap {
+        nodes: ids
+            .iter()
+            .map(|&n| {
+                (
+                    n,
+                    NodeAddrs {
+                        peer: format!("127.0.0.1:{}", 7000 + n),
+                        client: format!("127.0.0.1:{}", 8000 + n),
+                    },
+                )
+            })
+            .collect(),
+        groups: vec![GroupSpec {
+            id: GROUP,
+            mode: Mode::Passive,
+            placement: ids.to_vec(),
+            min_members,
+        }],
+    }
+}
+
+pub fn rid(client: u64, seq: u64) -> RequestId {
+    RequestId { client, seq }
+}
+
+pub fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+pub fn get(key: &str) -> Op {
+    Op::Get {
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
+    ClientMsg::Request(ClientRequest {
+        id,
+        group: GROUP,
+        epoch,
+        op,
+    })
+}
+
+/// The reply a node gives to a key-value request.
+pub fn response(
+    id: RequestId,
+    result: Result<OpResult, pactdb_core::msg::ClientError>,
+) -> ClientReply {
+    ClientReply::Response { id, result }
+}
+
+pub struct Harness {
+    pub now: Millis,
+    ids: Vec<NodeId>,
+    nodes: BTreeMap<NodeId, Node>,
+    /// Messages sent and not yet delivered, as (to, msg), in send order.
+    pub net: Vec<(NodeId, PeerMsg)>,
+    /// Every message ever sent, as (to, msg): for whole-history checks.
+    pub sent: Vec<(NodeId, PeerMsg)>,
+    /// Records a node asked to persist that are not durable yet.
+    pub unsynced: BTreeMap<NodeId, Vec<(Lsn, WalRecord)>>,
+    /// Durable records per node: what `restart` replays.
+    pub wal: BTreeMap<NodeId, Vec<WalRecord>>,
+    /// Every reply, as (node, token, reply).
+    pub replies: Vec<(NodeId, ClientToken, ClientReply)>,
+    /// Messages to or from these nodes are dropped.
+    isolated: BTreeSet<NodeId>,
+    /// How far each node's local clock is ahead of `now` (clocks are per
+    /// node and unsynchronised; by default they agree).
+    clock_offset: BTreeMap<NodeId, Millis>,
+    next_token: ClientToken,
+    restarts: u64,
+}
+
+impl Harness {
+    /// Fresh nodes with empty disks; nothing bootstrapped.
+    pub fn new(ids: &[NodeId]) -> Harness {
+        let nodes = ids
+            .iter()
+            .map(|&id| (id, Node::new(NodeConfig::new(id, ids.to_vec()), id)))
+            .collect();
+        Harness {
+            now: 0,
+            ids: ids.to_vec(),
+            nodes,
+            net: Vec::new(),
+            sent: Vec::new(),
+            unsynced: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            wal: ids.iter().map(|&id| (id, Vec::new())).collect(),
+            replies: Vec::new(),
+            isolated: BTreeSet::new(),
+            clock_offset: BTreeMap::new(),
+            next_token: 100,
+            restarts: 0,
+        }
+    }
+
+    /// Nodes 1, 2, 3 bootstrapped with `min_members`, up to the moment node 1
+    /// has won epoch 2 (it must not lead epoch 1, which it did not win in
+    /// this incarnation). Node 1 has sent no `Append` yet: its lease is not
+    /// held. Every message is delivered and every record durable.
+    pub fn fresh_primary(min_members: usize) -> Harness {
+        let mut h = Harness::new(&[1, 2, 3]);
+        h.bootstrap(min_members);
+        h
+    }
+
+    /// Bootstraps nodes 1, 2, 3 through node 1 and runs until node 1 leads.
+    pub fn bootstrap(&mut self, min_members: usize) {
+        let (token, _) = self.client(
+            node(1),
+            ClientMsg::Bootstrap {
+                cluster: cluster_map(&[1, 2, 3], min_members),
+            },
+        );
+        self.settle();
+        assert_eq!(self.take_reply(token), ClientReply::Bootstrapped(Ok(())));
+        self.run_until(500, |h| h.replica(node(1)).is_primary());
+        assert_eq!(self.view(node(1)).epoch, 2);
+    }
+
+    /// `fresh_primary(1)`, then one heartbeat round: node 1 is primary of
+    /// epoch 2 holding its lease, 2 and 3 are its backups, all logs empty.
+    pub fn three_nodes() -> Harness {
+        Harness::three_nodes_min(1)
+    }
+
+    pub fn three_nodes_min(min_members: usize) -> Harness {
+        let mut h = Harness::fresh_primary(min_members);
+        h.first_heartbeat();
+        h
+    }
+
+    /// Node 1, freshly primary, heartbeats once and hears every ack.
+    pub fn first_heartbeat(&mut self) {
+        self.advance(1);
+        self.tick_all();
+        self.settle();
+        assert!(
+            self.replica(node(1)).lease_valid(self.local_now(node(1))),
+            "node 1 holds its lease"
+        );
+        for n in [2, 3] {
+            assert_eq!(self.replica(node(n)).role(), Role::Backup);
+            assert_eq!(self.view(node(n)), self.view(node(1)));
+        }
+        self.replies.clear();
+    }
+
+    // ----- Fine-grained driving ------------------------------------------
+
+    /// Feeds one input to node `n` and returns exactly the effects it produced
+    /// (after routing them).
+    pub fn step(&mut self, n: NodeId, input: Input) -> Vec<Effect> {
+        let node = self
+            .nodes
+            .get_mut(&n)
+            .unwrap_or_else(|| panic!("node {n} is down"));
+        let now = self.now + self.clock_offset.get(&n).copied().unwrap_or(0);
+        let effects = node.step(now, input);
+        self.route(n, &effects);
+        effects
+    }
+
+    fn route(&mut self, from: NodeId, effects: &[Effect]) {
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } => {
+                    assert_eq!(msg.from, from, "a node sends as itself");
+                    assert_ne!(*to, from, "sends to self never leave the node");
+                    self.sent.push((*to, msg.clone()));
+                    if !self.isolated.contains(&from) && !self.isolated.contains(to) {
+                        self.net.push((*to, msg.clone()));
+                    }
+                }
+                Effect::Persist { lsn, record } => {
+                    let q = self.unsynced.get_mut(&from).expect("known node");
+                    let last = q.last().map(|(l, _)| *l);
+                    assert!(
+                        last.is_none_or(|l| *lsn == l + 1),
+                        "lsns are issued in order"
+                    );
+                    q.push((*lsn, record.clone()));
+                }
+                Effect::Reply { token, reply } => self.replies.push((from, *token, reply.clone())),
+            }
+        }
+    }
+
+    /// A client message to node `n`, under a fresh token.
+    pub fn client(&mut self, n: NodeId, msg: ClientMsg) -> (ClientToken, Vec<Effect>) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let effects = self.step(n, Input::Client { token, msg });
+        (token, effects)
+    }
+
+    /// A message that `from` never really sent (a delayed or forged one)
+    /// handed straight to `to`.
+    pub fn inject(&mut self, to: NodeId, from: NodeId, body: PeerBody) -> Vec<Effect> {
+        self.step(to, Input::Peer(PeerMsg { from, body }))
+    }
+
+    pub fn tick(&mut self, n: NodeId) -> Vec<Effect> {
+        self.step(n, Input::Tick)
+    }
+
+    pub fn tick_all(&mut self) {
+        for n in self.live() {
+            self.tick(n);
+        }
+    }
+
+    /// Node `n`'s local clock.
+    pub fn local_now(&self, n: NodeId) -> Millis {
+        self.now + self.clock_offset.get(&n).copied().unwrap_or(0)
+    }
+
+    /// Sets node `n`'s local clock `ms` ahead of `now`.
+    pub fn set_clock_ahead(&mut self, n: NodeId, ms: Millis) {
+        self.clock_offset.insert(n, ms);
+    }
+
+    pub fn advance(&mut self, ms: Millis) {
+        self.now += ms;
+    }
+
+    /// Delivers, in send order, the messages in flight that `pick` selects;
+    /// returns the effects of those deliveries.
+    pub fn deliver_if(&mut self, mut pick: impl FnMut(NodeId, &PeerMsg) -> bool) -> Vec<Effect> {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
+            .into_iter()
+            .partition(|(to, m)| pick(*to, m));
+        self.net = later;
+        let mut effects = Vec::new();
+        for (to, msg) in now {
+            if self.nodes.contains_key(&to) {
+                effects.extend(self.step(to, Input::Peer(msg)));
+            }
+        }
+        effects
+    }
+
+    /// Delivers every message in flight from `from` to `to`.
+    pub fn deliver(&mut self, from: NodeId, to: NodeId) -> Vec<Effect> {
+        self.deliver_if(|t, m| t == to && m.from == from)
+    }
+
+    /// Delivers every message in flight to `to`.
+    pub fn deliver_to(&mut self, to: NodeId) -> Vec<Effect> {
+        self.deliver_if(|t, _| t == to)
+    }
+
+    /// Delivers messages until none is in flight (records stay unsynced).
+    pub fn deliver_all(&mut self) {
+        for _ in 0..10_000 {
+            if self.net.is_empty() {
+                return;
+            }
+            self.deliver_if(|_, _| true);
+        }
+        panic!("messages never stop flowing");
+    }
+
+    /// Drops every message in flight that `pick` selects.
+    pub fn drop_if(&mut self, mut pick: impl FnMut(NodeId, &PeerMsg) -> bool) {
+        self.net.retain(|(to, m)| !pick(*to, m));
+    }
+
+    /// Makes every record node `n` issued durable, and tells it.
+    pub fn persist(&mut self, n: NodeId) -> Vec<Effect> {
+        let Some(&(lsn, _)) = self.unsynced[&n].last() else {
+            return Vec::new();
+        };
+        self.persist_upto(n, lsn)
+    }
+
+    /// Makes node `n`'s records up to `lsn` durable, and tells it.
+    pub fn persist_upto(&mut self, n: NodeId, lsn: Lsn) -> Vec<Effect> {
+        let q = self.unsynced.get_mut(&n).expect("known node");
+        let cut = q.iter().position(|(l, _)| *l > lsn).unwrap_or(q.len());
+        let done: Vec<_> = q.drain(..cut).collect();
+        self.wal
+            .get_mut(&n)
+            .expect("known node")
+            .extend(done.into_iter().map(|(_, r)| r));
+        self.step(n, Input::Persisted { lsn })
+    }
+
+    pub fn persist_all(&mut self) {
+        for n in self.live() {
+            self.persist(n);
+        }
+    }
+
+    // ----- Coarse driving -------------------------------------------------
+
+    /// Delivers every message and persists every record until nothing moves.
+    pub fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if !self.net.is_empty() {
+                self.deliver_all();
+            } else if self.live().iter().any(|n| !self.unsynced[n].is_empty()) {
+                self.persist_all();
+            } else {
+                return;
+            }
+        }
+        panic!("the cluster never settles");
+    }
+
+    /// Settles, then lets time pass 1 ms at a time, ticking every live node
+    /// and settling, until `done` holds. Panics after `max_ms`.
+    pub fn run_until(&mut self, max_ms: Millis, mut done: impl FnMut(&Harness) -> bool) {
+        let deadline = self.now + max_ms;
+        loop {
+            self.settle();
+            if done(self) {
+                return;
+            }
+            assert!(
+                self.now < deadline,
+                "condition not reached within {max_ms} ms"
+            );
+            self.advance(1);
+            self.tick_all();
+        }
+    }
+
+    /// Like `run_until`, but checks `done` after every round of deliveries
+    /// and fsyncs, so it stops at the first moment `done` holds, with what
+    /// that moment produced still in flight.
+    pub fn run_rounds_until(&mut self, max_ms: Millis, mut done: impl FnMut(&Harness) -> bool) {
+        let deadline = self.now + max_ms;
+        loop {
+            if done(self) {
+                return;
+            }
+            if !self.net.is_empty() {
+                self.deliver_if(|_, _| true);
+            } else if self.live().iter().any(|n| !self.unsynced[n].is_empty()) {
+                self.persist_all();
+            } else {
+                assert!(
+                    self.now < deadline,
+                    "condition not reached within {max_ms} ms"
+                );
+                self.advance(1);
+                self.tick_all();
+            }
+        }
+    }
+
+    /// Lets `ms` pass, 1 ms at a time, ticking and settling.
+    pub fn run_for(&mut self, ms: Millis) {
+        let end = self.now + ms;
+        self.run_until(ms, |h| h.now >= end);
+    }
+
+    // ----- Faults ---------------------------------------------------------
+
+    /// Cuts `n` off: what it sends and what is sent to it is lost.
+    pub fn isolate(&mut self, n: NodeId) {
+        self.isolated.insert(n);
+        self.net.retain(|(to, m)| *to != n && m.from != n);
+    }
+
+    pub fn heal(&mut self, n: NodeId) {
+        self.isolated.remove(&n);
+    }
+
+    /// Node `n` loses power: its unsynced records and the messages to it are
+    /// gone.
+    pub fn crash(&mut self, n: NodeId) {
+        self.nodes.remove(&n).expect("node is up");
+        self.unsynced.get_mut(&n).expect("known node").clear();
+        self.net.retain(|(to, _)| *to != n);
+    }
+
+    /// Node `n` comes back from its durable records.
+    pub fn restart(&mut self, n: NodeId) {
+        assert!(!self.nodes.contains_key(&n), "crash it first");
+        self.restarts += 1;
+        let cfg = NodeConfig::new(n, self.ids.clone());
+        let records = self.wal[&n].clone();
+        let node = Node::recover(
+            cfg,
+            n + 1000 * self.restarts,
+            Bugs::default(),
+            records,
+            false,
+        );
+        self.nodes.insert(n, node);
+    }
+
+    /// Node `n` comes back, but recovery found its WAL damaged and cut it
+    /// after the first `keep` records (`wal_was_cut`).
+    pub fn restart_with_cut_wal(&mut self, n: NodeId, keep: usize) {
+        assert!(!self.nodes.contains_key(&n), "crash it first");
+        self.restarts += 1;
+        let wal = self.wal.get_mut(&n).expect("known node");
+        wal.truncate(keep);
+        let cfg = NodeConfig::new(n, self.ids.clone());
+        let node = Node::recover(
+            cfg,
+            n + 1000 * self.restarts,
+            Bugs::default(),
+            wal.clone(),
+            true,
+        );
+        self.nodes.insert(n, node);
+    }
+
+    // ----- Looking --------------------------------------------------------
+
+    pub fn live(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn node(&self, n: NodeId) -> &Node {
+        &self.nodes[&n]
+    }
+
+    pub fn replica(&self, n: NodeId) -> &Replica {
+        self.nodes[&n]
+            .replica(GROUP)
+            .unwrap_or_else(|| panic!("node {n} has no replica"))
+    }
+
+    pub fn replica_opt(&self, n: NodeId) -> Option<&Replica> {
+        self.nodes[&n].replica(GROUP)
+    }
+
+    pub fn view(&self, n: NodeId) -> View {
+        self.replica(n)
+            .view()
+            .cloned()
+            .unwrap_or_else(|| panic!("node {n} has no view"))
+    }
+
+    /// The (epoch, index) of every entry in node `n`'s log.
+    pub fn log_ids(&self, n: NodeId) -> Vec<(Epoch, u64)> {
+        let log = self.replica(n).log();
+        log.range(log.base_index() + 1, log.last_index())
+            .map(|e| (e.epoch, e.index))
+            .collect()
+    }
+
+    /// Removes and returns the only reply sent under `token`.
+    pub fn take_reply(&mut self, token: ClientToken) -> ClientReply {
+        let mine: Vec<usize> = (0..self.replies.len())
+            .filter(|&i| self.replies[i].1 == token)
+            .collect();
+        assert_eq!(
+            mine.len(),
+            1,
+            "exactly one reply for token {token}: {:?}",
+            self.replies
+        );
+        self.replies.remove(mine[0]).2
+    }
+
+    /// The replies sent under `token`, left in place.
+    pub fn replies_to(&self, token: ClientToken) -> Vec<ClientReply> {
+        self.replies
+            .iter()
+            .filter(|r| r.1 == token)
+            .map(|r| r.2.clone())
+            .collect()
+    }
+}
+
+// ----- Picking effects apart ----------------------------------------------
+
+/// The messages among `effects`, as (to, body).
+pub fn sends(effects: &[Effect]) -> Vec<(NodeId, PeerBody)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg } => Some((*to, msg.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The records among `effects`, as (lsn, record).
+pub fn persists(effects: &[Effect]) -> Vec<(Lsn, WalRecord)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist { lsn, record } => Some((*lsn, record.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The replies among `effects`, as (token, reply).
+pub fn replies(effects: &[Effect]) -> Vec<(ClientToken, ClientReply)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { token, reply } => Some((*token, reply.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+// ----- Front end ------------------------------------------------------------
+
+pub mod fe {
+    use super::*;
+    use pactdb_core::fe::{FeEffect, FeTiming, FrontEnd};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    pub fn view(epoch: Epoch, leader: NodeId) -> View {
+        View {
+            group: GROUP,
+            epoch,
+            mode: Mode::Passive,
+            leader,
+            members: vec![1, 2, 3],
+            min_members: 1,
+        }
+    }
+
+    /// A front end that knows the cluster map of nodes 1..=3 and `view`.
+    pub fn front_end(view: View) -> (FrontEnd, ChaCha8Rng) {
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let mut fe = FrontEnd::new(&mut rng, vec![1, 2, 3], FeTiming::default());
+        let reply = ClientReply::Views {
+            cluster: Some(cluster_map(&[1, 2, 3], 1)),
+            views: vec![view],
+        };
+        fe.on_reply(0, &mut rng, 1, reply);
+        assert_eq!(fe.take_effects(), vec![]);
+        (fe, rng)
+    }
+
+    /// The request an FE effect sends, if it sends one.
+    pub fn sent_request(e: &FeEffect) -> Option<(NodeId, ClientRequest)> {
+        match e {
+            FeEffect::Send {
+                to,
+                msg: ClientMsg::Request(r),
+            } => Some((*to, r.clone())),
+            _ => None,
+        }
+    }
+}
