@@ -48,6 +48,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load generators: `workload run kv` (against pactdb or etcd) and
+    /// `workload probe` (write unavailability).
+    Workload(crate::workload::WorkloadArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Workload(args) => crate::workload::run(args, endpoints),
         cmd => runtime().block_on(client_command(endpoints, cmd)),
     };
     match result {
@@ -172,7 +176,11 @@ fn init_tracing() {
 fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
     init_tracing();
     let opts = node_options(args)?;
-    runtime().block_on(async move {
+    // One thread runs the event loop and every connection task: the core is
+    // single-threaded anyway, and keeping the transport on the same thread
+    // saves a cross-thread wake-up per message (the WAL has its own thread).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
@@ -216,7 +224,7 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
             }
         },
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
-        Command::Node(_) | Command::Demo(_) => unreachable!("handled in run"),
+        Command::Node(_) | Command::Demo(_) | Command::Workload(_) => unreachable!("handled in run"),
     }
     Ok(0)
 }
