@@ -34,6 +34,14 @@ pub struct DemoArgs {
     /// How many replica groups.
     #[arg(long, default_value_t = 3)]
     pub groups: u32,
+    /// How many of the groups use active replication (the last ones); the
+    /// rest are passive (primary-backup).
+    #[arg(long, default_value_t = 1)]
+    pub active_groups: u32,
+    /// Active groups answer in voting mode: the front end waits for f+1
+    /// identical answers of their 2f+1 members.
+    #[arg(long)]
+    pub voting: bool,
     /// Members per group (at most the number of nodes).
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
@@ -66,14 +74,17 @@ pub struct ClusterInfo {
 
 /// The demo's layout: `groups` groups of `replicas` members, placed round
 /// robin so the leaders (first placed node) spread over the nodes.
-pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, groups: u32, replicas: usize, min_members: usize) -> ClusterMap {
+pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, args: &DemoArgs) -> ClusterMap {
+    let (groups, replicas, min_members) = (args.groups, args.replicas, args.min_members);
+    let first_active = groups.saturating_sub(args.active_groups);
     let ids: Vec<NodeId> = nodes.keys().copied().collect();
     let groups = (0..groups)
         .map(|g| GroupSpec {
             id: g,
-            mode: Mode::Passive,
+            mode: if g >= first_active { Mode::Active } else { Mode::Passive },
             placement: (0..replicas.min(ids.len())).map(|k| ids[(g as usize + k) % ids.len()]).collect(),
             min_members,
+            voting: g >= first_active && args.voting,
         })
         .collect();
     ClusterMap { nodes: nodes.clone(), groups }
@@ -162,7 +173,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
             let _ = c.wait();
         }
     };
-    let cluster = layout(&addrs, args.groups, args.replicas, args.min_members);
+    let cluster = layout(&addrs, &args);
     let info = ClusterInfo { nodes: nodes.clone(), cluster: cluster.clone() };
     if let Err(e) = bootstrap(&info) {
         stop(&mut children);
@@ -170,7 +181,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     }
     let json_path = data_dir.join("cluster.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)?;
-    println!("pactdb demo: {} nodes, {} groups of {} members", args.nodes, args.groups, args.replicas.min(args.nodes as usize));
+    println!(
+        "pactdb demo: {} nodes, {} groups of {} members ({} passive, {} active{})",
+        args.nodes,
+        args.groups,
+        args.replicas.min(args.nodes as usize),
+        args.groups - args.active_groups.min(args.groups),
+        args.active_groups.min(args.groups),
+        if args.voting { ", voting" } else { "" }
+    );
     for n in &nodes {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
     }

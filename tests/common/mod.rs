@@ -33,6 +33,13 @@ fn free_port() -> u16 {
 impl TestCluster {
     /// Starts `n` nodes and bootstraps `groups` passive groups of up to 3 members.
     pub async fn start(n: u64, groups: u32, extra_args: &[&str]) -> TestCluster {
+        Self::start_mixed(n, groups, 0, false, extra_args).await
+    }
+
+    /// Starts `n` nodes with `passive` passive groups followed by `active`
+    /// active groups (voting if `voting`).
+    pub async fn start_mixed(n: u64, passive: u32, active: u32, voting: bool, extra_args: &[&str]) -> TestCluster {
+        let groups = passive + active;
         let tmp = tempfile::tempdir().unwrap();
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
@@ -71,9 +78,10 @@ impl TestCluster {
             groups: (0..groups)
                 .map(|g| GroupSpec {
                     id: g,
-                    mode: Mode::Passive,
+                    mode: if g >= passive { Mode::Active } else { Mode::Passive },
                     placement: (0..3.min(ids.len())).map(|k| ids[(g as usize + k) % ids.len()]).collect(),
                     min_members: 1,
+                    voting: g >= passive && voting,
                 })
                 .collect(),
         };

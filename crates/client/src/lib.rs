@@ -252,6 +252,9 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
                         let _ = tx.send(result);
                     }
                 }
+                FeEffect::Dissent { group, members, .. } => {
+                    tracing::warn!(group, ?members, "members of an active group answered differently from the majority");
+                }
                 FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&msg)),
                 FeEffect::FetchViews { to } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&ClientMsg::GetViews)),
             }

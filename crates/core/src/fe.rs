@@ -10,7 +10,7 @@
 use crate::kv::{Op, OpResult};
 use crate::limits::MAX_SESSION_RESPONSES;
 use crate::msg::{ClientError, ClientMsg, ClientReply, ClientRequest};
-use crate::types::{ClusterMap, GroupId, Millis, NodeId, RequestId, View};
+use crate::types::{ClusterMap, GroupId, Millis, Mode, NodeId, RequestId, View};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -71,6 +71,10 @@ pub enum FeEffect {
     FetchViews { to: NodeId },
     /// The operation finished.
     Done { op: OpId, result: Result<OpResult, FeError> },
+    /// A voting front end saw these members of an active group answer the
+    /// operation differently from the f+1 that agreed (reported just before
+    /// its `Done`).
+    Dissent { op: OpId, group: GroupId, members: Vec<NodeId> },
 }
 
 #[derive(Debug)]
@@ -83,6 +87,8 @@ struct Pending {
     failures: u32,
     deadline_ms: Millis,
     last_error: Option<String>,
+    /// Active groups in voting mode: each member's answer so far.
+    votes: BTreeMap<NodeId, OpResult>,
 }
 
 pub struct FrontEnd {
@@ -163,6 +169,7 @@ impl FrontEnd {
                 failures: 0,
                 deadline_ms: now + self.timing.op_timeout_ms,
                 last_error: None,
+                votes: BTreeMap::new(),
             },
         );
         self.try_send(now, rng, seq);
@@ -196,6 +203,16 @@ impl FrontEnd {
         p.target = Some(target);
         p.in_flight = true;
         p.wake_ms = now + self.timing.attempt_timeout_ms;
+        let spec = cluster.groups.iter().find(|g| g.id == group).expect("group in map");
+        if spec.mode == Mode::Active {
+            // Active replication: the request goes to every member; the
+            // sequencer orders it and every member answers.
+            let members = view.as_ref().map_or(&spec.placement, |v| &v.members);
+            for &m in members {
+                self.effects.push(FeEffect::Send { to: m, msg: ClientMsg::Request(p.request.clone()) });
+            }
+            return;
+        }
         self.effects.push(FeEffect::Send { to: target, msg: ClientMsg::Request(p.request.clone()) });
     }
 
@@ -253,6 +270,14 @@ impl FrontEnd {
                 if id.client != self.client_id {
                     return;
                 }
+                if !self.pending.contains_key(&id.seq) {
+                    return;
+                }
+                if let Ok(r) = &result {
+                    if self.on_vote(id.seq, from, r) {
+                        return;
+                    }
+                }
                 let Some(p) = self.pending.get(&id.seq) else { return };
                 if !p.in_flight || p.target != Some(from) {
                     // An answer to an attempt already given up on; a write's
@@ -272,6 +297,32 @@ impl FrontEnd {
                 }
             }
         }
+    }
+
+    /// Counts an answer of a voting group. Returns true if the vote decided
+    /// the operation's fate (done, or still waiting for agreement).
+    fn on_vote(&mut self, op: OpId, from: NodeId, result: &OpResult) -> bool {
+        let Some(cluster) = &self.cluster else { return false };
+        let group = self.pending[&op].request.group;
+        let Some(spec) = cluster.groups.iter().find(|g| g.id == group) else { return false };
+        if spec.mode != Mode::Active || !spec.voting {
+            return false;
+        }
+        let n = self.views.get(&group).map_or(spec.placement.len(), |v| v.members.len());
+        // 2f+1 members mask f wrong ones: f+1 identical answers decide.
+        let needed = (n.saturating_sub(1)) / 2 + 1;
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.votes.insert(from, result.clone());
+        let agreeing = p.votes.values().filter(|v| *v == result).count();
+        if agreeing < needed {
+            return true;
+        }
+        let dissent: Vec<NodeId> = p.votes.iter().filter(|(_, v)| *v != result).map(|(n, _)| *n).collect();
+        if !dissent.is_empty() {
+            self.effects.push(FeEffect::Dissent { op, group, members: dissent });
+        }
+        self.finish(op, Ok(result.clone()));
+        true
     }
 
     fn on_result(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId, from: NodeId, result: Result<OpResult, ClientError>) {

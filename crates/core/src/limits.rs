@@ -21,6 +21,9 @@ pub const MAX_INFLIGHT_ENTRIES: u64 = 64 * 1024;
 /// Most write requests a primary holds uncommitted at once; beyond this it
 /// answers `Busy` and the front end backs off.
 pub const MAX_UNCOMMITTED_ENTRIES: u64 = 128 * 1024;
+/// Requests an active-group member remembers it must answer once they
+/// execute; the oldest is forgotten first (its client retries).
+pub const MAX_AWAITING: usize = 64 * 1024;
 /// Most reads a primary parks while they wait for a pending write to commit.
 pub const MAX_PARKED_READS: usize = 64 * 1024;
 /// Committed entries a replica keeps in memory to catch backups up from its

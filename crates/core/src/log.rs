@@ -105,6 +105,7 @@ mod tests {
             request_id: RequestId { client: 1, seq: index },
             response: OpResult::Deleted { existed: false },
             effects: vec![],
+            op: None,
         }
     }
 

@@ -23,8 +23,12 @@ pub enum ConfigValue {
     View(View),
 }
 
-/// One entry of a group's replicated log (passive mode): the request, the
-/// response the primary computed, and the state change it made.
+/// One entry of a group's replicated log.
+///
+/// Passive mode: the request id, the response the primary computed, and the
+/// state change it made (`op` is `None`). Active mode: the request id and the
+/// request itself (`op`), which every member executes once the entry is
+/// stable; `response` and `effects` are then unused (`Value(None)`, empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub epoch: Epoch,
@@ -32,12 +36,20 @@ pub struct Entry {
     pub request_id: RequestId,
     pub response: OpResult,
     pub effects: Vec<Write>,
+    pub op: Option<Op>,
 }
 
 impl Entry {
     /// Bytes of payload, for batch limits.
     pub fn payload_bytes(&self) -> usize {
-        self.effects
+        let op_bytes = match &self.op {
+            Some(Op::Put { key, value }) | Some(Op::Cas { key, value, .. }) => key.len() + value.len(),
+            Some(Op::Get { key }) | Some(Op::Delete { key }) => key.len(),
+            None => 0,
+        };
+        op_bytes
+            + self
+                .effects
             .iter()
             .map(|w| match w {
                 Write::Put { key, value, .. } => key.len() + value.len(),

@@ -12,7 +12,7 @@ use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
 use crate::msg::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
 use crate::passive::{Bugs, Ctx, PassiveTiming, Replica, Requests};
 use crate::types::{ClusterMap, GroupId, Millis, NodeId, View};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -70,6 +70,8 @@ pub struct Node {
     replicas: BTreeMap<GroupId, Replica>,
     bootstraps: Vec<BootstrapState>,
     next_refresh_ms: Millis,
+    /// When groups with no view may next be read eagerly.
+    next_eager_ms: Millis,
     started: bool,
     /// The WAL lost records at some recovery (a durable `WalCut`), so this
     /// acceptor may have forgotten promises it made: it stays silent rather
@@ -101,6 +103,7 @@ impl Node {
             replicas: BTreeMap::new(),
             bootstraps: Vec::new(),
             next_refresh_ms: 0,
+            next_eager_ms: 0,
             started: false,
             acceptor_silenced: false,
             caught_up: BTreeSet::new(),
@@ -265,8 +268,14 @@ impl Node {
         if now >= self.next_refresh_ms {
             self.next_refresh_ms = now + self.cfg.refresh_ms;
             self.refresh();
-        } else {
-            // Groups with no view at all are refreshed eagerly.
+        } else if now >= self.next_eager_ms {
+            // Groups with no view at all are refreshed eagerly, but about
+            // once a round, not every tick: each read's prepare preempts a
+            // proposal in flight, so every node re-reading an empty register
+            // each tick starved the bootstrap's own `InitView` (found by the
+            // simulator). The jitter keeps nodes from reading in lockstep.
+            let round = self.cfg.proposer.round_ms.max(2);
+            self.next_eager_ms = now + self.rng.gen_range(round / 2..=round * 3 / 2);
             let missing: Vec<GroupId> =
                 self.replicas.values().filter(|r| r.view().is_none()).map(|r| r.group()).collect();
             for g in missing {

@@ -12,11 +12,12 @@ use crate::config::Change;
 use crate::io::{ClientToken, Lsn, Outbox};
 use crate::kv::{execute, Dedup, Key, KvStore, OpResult, Sessions, Versioned, Write};
 use crate::limits::{
-    MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS, MAX_UNCOMMITTED_ENTRIES,
+    MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_AWAITING, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS,
+    MAX_UNCOMMITTED_ENTRIES,
 };
 use crate::log::Log;
 use crate::msg::{ClientError, ClientReply, ClientRequest, Entry, PeerBody, ReplicaStatus, Snapshot, WalRecord};
-use crate::types::{Epoch, GroupId, Index, Millis, NodeId, RequestId, View};
+use crate::types::{Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,6 +39,12 @@ pub struct Bugs {
     pub read_without_lease: bool,
     /// A backup keeps entries the new primary's log contradicts.
     pub keep_divergent_suffix: bool,
+    /// An active-group member executes entries as soon as it holds them,
+    /// before every member holds them (before they are stable).
+    pub execute_before_stable: bool,
+    /// This member's state silently goes wrong: every value it writes while
+    /// executing an active-group request is altered.
+    pub diverge_state: bool,
 }
 
 /// Timeouts of the passive protocol, in milliseconds of local time.
@@ -84,6 +91,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name in the design's words for `mode`.
+    pub fn name(&self, mode: Mode) -> &'static str {
+        match (self, mode) {
+            (Role::Primary, Mode::Active) => "sequencer",
+            (Role::Backup, Mode::Active) => "member",
+            _ => self.as_str(),
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Role::Recovering => "recovering",
@@ -157,6 +173,14 @@ pub struct Replica {
     /// Uncommitted state: the newest pending write of each key and its index.
     overlay: HashMap<Key, (Option<Versioned>, Index)>,
     parked_reads: BTreeMap<Index, Vec<(ClientToken, RequestId, OpResult)>>,
+    /// Active mode, any member: clients waiting for this member's own answer
+    /// to a request, by request id (answered when it executes).
+    awaiting: HashMap<RequestId, Vec<ClientToken>>,
+    /// Insertion order of `awaiting`, to forget the oldest beyond its bound.
+    awaiting_order: VecDeque<RequestId>,
+    /// Active mode, sequencer: the commit index last sent to the members,
+    /// who answer clients only once they learn an entry is stable.
+    commit_sent: Index,
     parked_count: usize,
     next_heartbeat_ms: Millis,
     dirty: bool,
@@ -165,9 +189,21 @@ pub struct Replica {
     /// A learner being added to the view: counted for commit from the moment
     /// its admission is proposed, so it holds everything committed.
     admitting: Option<NodeId>,
+    /// A learner whose admission proposal gave up without an answer: it may
+    /// still be chosen later (another proposer's read completes it), making
+    /// the learner a member that can take over. Until a later proposal
+    /// settles the register, the lease needs this learner's acks too.
+    unresolved_admission: Option<NodeId>,
     // Backup state.
     primary_deadline_ms: Millis,
     next_join_ms: Millis,
+    /// When this replica last sent an ack, which may have extended another
+    /// primary's read lease; `None` if not yet in this incarnation (a
+    /// previous one may have, just before it stopped).
+    lease_granted_ms: Option<Millis>,
+    /// A new primary serves clients only from this time on (see
+    /// `become_primary`).
+    serve_after_ms: Millis,
 }
 
 impl Replica {
@@ -197,13 +233,19 @@ impl Replica {
             pending_ids: HashMap::new(),
             overlay: HashMap::new(),
             parked_reads: BTreeMap::new(),
+            awaiting: HashMap::new(),
+            awaiting_order: VecDeque::new(),
+            commit_sent: 0,
             parked_count: 0,
             next_heartbeat_ms: 0,
             dirty: false,
             view_change_in_flight: false,
             admitting: None,
+            unresolved_admission: None,
             primary_deadline_ms: 0,
             next_join_ms: 0,
+            lease_granted_ms: None,
+            serve_after_ms: 0,
         }
     }
 
@@ -244,7 +286,7 @@ impl Replica {
         self.durable_index = self.log.last_index();
         self.commit_index = self.persisted_commit.min(self.log.last_index()).max(self.commit_index);
         self.amnesiac = amnesiac;
-        self.apply_committed();
+        self.apply_committed(None);
     }
 
     // ----- Queries --------------------------------------------------------
@@ -270,6 +312,11 @@ impl Replica {
             Some(v) if v.is_member(self.me) => Role::Backup,
             Some(_) => Role::Joining,
         }
+    }
+
+    /// The group's replication mode (passive until a view says otherwise).
+    pub fn mode(&self) -> Mode {
+        self.view.as_ref().map_or(Mode::Passive, |v| v.mode)
     }
 
     pub fn is_primary(&self) -> bool {
@@ -300,7 +347,7 @@ impl Replica {
         ReplicaStatus {
             group: self.group,
             view: self.view.clone(),
-            role: self.role().as_str().to_string(),
+            role: self.role().name(self.mode()).to_string(),
             last_index: self.log.last_index(),
             commit_index: self.commit_index,
             applied_index: self.applied_index,
@@ -310,13 +357,19 @@ impl Replica {
     }
 
     /// Whether the primary may serve a read alone at `now`: every other
-    /// member acked an `Append` sent less than `lease_ms` ago.
+    /// member acked an `Append` sent less than `lease_ms` ago. A learner
+    /// this primary proposed to admit counts as a member until the proposal
+    /// is settled: the new view may be chosen without this primary learning
+    /// it, and the learner could then take over without ever having granted
+    /// a lease (found by the simulator: a sole primary kept serving reads
+    /// after the member it admitted had taken over and served writes).
     pub fn lease_valid(&self, now: Millis) -> bool {
         let Some(view) = &self.view else { return false };
         if !self.is_primary() {
             return false;
         }
-        view.members.iter().filter(|&&m| m != self.me).all(|m| {
+        let admitted = self.admitting.iter().chain(self.unresolved_admission.iter());
+        view.members.iter().chain(admitted).filter(|&&m| m != self.me).all(|m| {
             self.progress
                 .get(m)
                 .and_then(|p| p.lease_sent_ms)
@@ -329,10 +382,12 @@ impl Replica {
     /// Adopts `view` if it is newer than the one held.
     pub fn adopt_view(&mut self, ctx: &mut Ctx, view: View) {
         assert_eq!(view.group, self.group);
-        if self.view.as_ref().is_some_and(|cur| view.epoch <= cur.epoch) {
+        if self.view.as_ref().is_some_and(|cur| view.epoch <= cur.epoch) || view.epoch < self.log.last_epoch() {
             return;
         }
         let was_primary = self.is_primary();
+        // A newer view settles any admission this replica left unresolved.
+        self.unresolved_admission = None;
         self.view = Some(view.clone());
         self.matched_upto = self.matched_upto.min(self.log.base_index());
         // A `sent_ms` is a time on the clock of the primary that stamped it.
@@ -380,6 +435,15 @@ impl Replica {
         }
         self.next_heartbeat_ms = now;
         self.dirty = true;
+        // An old primary may still hold a read lease this replica granted
+        // with its last ack. Serving before that lease runs out would let it
+        // answer reads that miss this primary's writes (found by the
+        // simulator: a backup kept acking a resumed primary while its own
+        // view change was in flight, then won and served while the old
+        // primary still served reads). `primary_suspect_ms` exceeds
+        // `lease_ms` plus drift, so waiting it out from the last ack is safe.
+        let granted = self.lease_granted_ms.unwrap_or(now);
+        self.serve_after_ms = granted + self.timing.primary_suspect_ms;
     }
 
     fn fresh_progress(&self, now: Millis, learner: bool) -> Progress {
@@ -442,6 +506,9 @@ impl Replica {
     pub fn on_view_change_outcome(&mut self, ctx: &mut Ctx, applied: bool, current: Option<View>) {
         self.view_change_in_flight = false;
         let admitting = self.admitting.take();
+        // A proposal that completed settled the register either way; one
+        // that gave up may still be chosen later.
+        self.unresolved_admission = if current.is_some() { None } else { admitting.or(self.unresolved_admission) };
         if let Some(v) = current {
             if applied && v.leader == self.me {
                 self.led_epoch = Some(v.epoch);
@@ -464,6 +531,10 @@ impl Replica {
     pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let id = req.id;
         let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result });
+        let active = self.mode() == Mode::Active;
+        if active && !self.is_primary() {
+            return self.on_member_request(ctx, token, req);
+        }
         if !self.is_primary() {
             return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
         }
@@ -471,11 +542,15 @@ impl Replica {
         if req.epoch != view.epoch {
             return reply(ctx.out, Err(ClientError::StaleEpoch { view }));
         }
+        if !active && ctx.out.now() < self.serve_after_ms {
+            let reason = "a new primary is waiting out its predecessor's read lease".to_string();
+            return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
         if let Err(e) = req.op.validate() {
             return reply(ctx.out, Err(e));
         }
         let now = ctx.out.now();
-        if req.op.is_read() {
+        if req.op.is_read() && !active {
             if !self.bugs.read_without_lease && !self.lease_valid(now) {
                 return reply(ctx.out, Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }));
             }
@@ -506,11 +581,15 @@ impl Replica {
                 Dedup::New => {}
             }
             if let Some(&index) = self.pending_ids.get(&id) {
-                self.waiters.entry(index).or_default().push((token, id));
+                if active {
+                    self.await_answer(token, id);
+                } else {
+                    self.waiters.entry(index).or_default().push((token, id));
+                }
                 return;
             }
         }
-        if view.members.len() < view.min_members {
+        if view.members.len() < view.min_members && !req.op.is_read() {
             return reply(
                 ctx.out,
                 Err(ClientError::BelowMinMembers { members: view.members.len(), min_members: view.min_members }),
@@ -520,17 +599,66 @@ impl Replica {
             return reply(ctx.out, Err(ClientError::Busy));
         }
         let index = self.log.last_index() + 1;
+        if active {
+            self.await_answer(token, id);
+            // Sequencing only: the request is executed by every member,
+            // this one included, once every member holds it durably.
+            let entry = Entry {
+                epoch: view.epoch,
+                index,
+                request_id: id,
+                response: OpResult::Value(None),
+                effects: Vec::new(),
+                op: Some(req.op),
+            };
+            self.note_pending(&entry);
+            self.append_local(ctx, entry);
+            self.dirty = true;
+            return;
+        }
         let key = req.op.key();
         let current = match self.overlay.get(key) {
             Some((v, _)) => v.clone(),
             None => self.kv.get(key).cloned(),
         };
         let (response, effects) = execute(&req.op, index, current.as_ref());
-        let entry = Entry { epoch: view.epoch, index, request_id: id, response, effects };
+        let entry = Entry { epoch: view.epoch, index, request_id: id, response, effects, op: None };
         self.note_pending(&entry);
         self.waiters.entry(index).or_default().push((token, id));
         self.append_local(ctx, entry);
         self.dirty = true;
+    }
+
+    /// Active mode, a member that is not the sequencer: it answers a request
+    /// only by executing it, so it remembers who asked. A retry of a request
+    /// it already executed gets the recorded answer at once.
+    fn on_member_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
+        if req.op.validate().is_err() {
+            // The sequencer answers with the error; members stay silent.
+            return;
+        }
+        match self.sessions.lookup(req.id) {
+            Dedup::Done(r) => {
+                let result = Ok(r.clone());
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+            }
+            Dedup::Expired => {}
+            Dedup::New => self.await_answer(token, req.id),
+        }
+    }
+
+    fn await_answer(&mut self, token: ClientToken, id: RequestId) {
+        let tokens = self.awaiting.entry(id).or_default();
+        if tokens.is_empty() {
+            self.awaiting_order.push_back(id);
+        }
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+        while self.awaiting_order.len() > MAX_AWAITING {
+            let old = self.awaiting_order.pop_front().expect("non-empty");
+            self.awaiting.remove(&old);
+        }
     }
 
     /// Appends to this replica's own log and queues the WAL record.
@@ -723,7 +851,8 @@ impl Replica {
         let to = self.commit_index;
         let entries: Vec<Entry> = self.log.range(from, to).cloned().collect();
         for e in entries {
-            self.apply_entry(&e);
+            let response = self.apply_entry(&e);
+            self.answer_awaiting(ctx.out, e.request_id, &response);
             self.pending_ids.remove(&e.request_id);
             for w in &e.effects {
                 if self.overlay.get(w.key()).is_some_and(|(_, i)| *i == e.index) {
@@ -732,7 +861,7 @@ impl Replica {
             }
             if let Some(ws) = self.waiters.remove(&e.index) {
                 for (token, id) in ws {
-                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(e.response.clone()) });
+                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
                 }
             }
         }
@@ -749,19 +878,62 @@ impl Replica {
         self.compact();
     }
 
-    fn apply_entry(&mut self, e: &Entry) {
+    /// Applies the next entry and returns its response. A passive entry
+    /// carries its effects and response; an active entry carries the request,
+    /// which is executed here, in log order, against this member's state.
+    fn apply_entry(&mut self, e: &Entry) -> OpResult {
         assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
-        for w in &e.effects {
-            self.kv.apply(w);
-        }
-        self.sessions.record(e.request_id, e.index, e.response.clone());
+        let response = match &e.op {
+            None => {
+                for w in &e.effects {
+                    self.kv.apply(w);
+                }
+                e.response.clone()
+            }
+            Some(op) => {
+                let (response, mut effects) = execute(op, e.index, self.kv.get(op.key()));
+                if self.bugs.diverge_state {
+                    for w in effects.iter_mut() {
+                        if let Write::Put { value, .. } = w {
+                            value.push(b'!');
+                        }
+                    }
+                }
+                for w in &effects {
+                    self.kv.apply(w);
+                }
+                response
+            }
+        };
+        self.sessions.record(e.request_id, e.index, response.clone());
         self.applied_index = e.index;
+        response
     }
 
-    fn apply_committed(&mut self) {
-        let entries: Vec<Entry> = self.log.range(self.applied_index + 1, self.commit_index).cloned().collect();
+    /// Active mode: this member answers every client that asked it.
+    fn answer_awaiting(&mut self, out: &mut Outbox, id: RequestId, response: &OpResult) {
+        if let Some(tokens) = self.awaiting.remove(&id) {
+            for token in tokens {
+                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+            }
+        }
+    }
+
+    /// Applies committed entries (or, with the `execute_before_stable` bug,
+    /// everything held), answering waiting clients when `out` is given (it is
+    /// not during WAL replay).
+    fn apply_committed(&mut self, mut out: Option<&mut Outbox>) {
+        let upto = if self.bugs.execute_before_stable && self.mode() == Mode::Active {
+            self.log.last_index()
+        } else {
+            self.commit_index
+        };
+        let entries: Vec<Entry> = self.log.range(self.applied_index + 1, upto).cloned().collect();
         for e in entries {
-            self.apply_entry(&e);
+            let response = self.apply_entry(&e);
+            if let Some(out) = out.as_deref_mut() {
+                self.answer_awaiting(out, e.request_id, &response);
+            }
         }
         self.compact();
     }
@@ -784,6 +956,15 @@ impl Replica {
                 ctx.out.send(from, PeerBody::StaleEpoch { view: cur.clone() });
                 return false;
             }
+        }
+        // The log's own entries prove a view at least as new as their epoch
+        // exists, even when a restarted replica has not relearned the view
+        // yet: a primary of an older epoch is stale, and its entries must
+        // not truncate (possibly committed) newer ones (found by the
+        // simulator: a restarted sole member of epoch 3 took appends from
+        // the partitioned primary of epoch 2 and cut committed entries).
+        if view.epoch < self.log.last_epoch() {
+            return false;
         }
         self.adopt_view(ctx, view.clone());
         // A primary only streams after winning its view, so the sender leads it.
@@ -846,7 +1027,9 @@ impl Replica {
         let commit = commit_index.min(self.matched_upto);
         if commit > self.commit_index {
             self.commit_index = commit;
-            self.apply_committed();
+            self.apply_committed(Some(ctx.out));
+        } else if self.bugs.execute_before_stable {
+            self.apply_committed(Some(ctx.out));
         }
         if self.amnesiac && self.commit_index >= commit_index {
             self.end_amnesia(ctx, view.epoch);
@@ -881,6 +1064,7 @@ impl Replica {
         let durable = if self.bugs.ack_before_fsync { self.log.last_index() } else { self.durable_index };
         let match_index = durable.min(self.matched_upto);
         self.acked_index = match_index;
+        self.lease_granted_ms = Some(ctx.out.now());
         ctx.out.send(
             view.leader,
             PeerBody::AppendAck { group: self.group, epoch: view.epoch, match_index, sent_ms: self.last_sent_ms },
@@ -941,6 +1125,13 @@ impl Replica {
                 // Forget learners that went quiet.
                 let timeout = self.timing.backup_timeout_ms;
                 self.progress.retain(|id, p| !p.learner || Some(*id) == self.admitting || now < p.last_ack_ms + timeout * 10);
+                if self.unresolved_admission.is_some() && !self.view_change_in_flight {
+                    // Settle the register: a new epoch with the same members
+                    // either wins (the old admission can no longer be chosen)
+                    // or reports the view that did.
+                    let next = view.next(self.me, view.members.clone());
+                    self.propose_view(ctx, next);
+                }
                 if !self.view_change_in_flight {
                     let dead: Vec<NodeId> = view
                         .members
@@ -1002,6 +1193,16 @@ impl Replica {
             self.advance_commit(ctx);
         }
         self.dirty = false;
+        if self.is_primary() && self.mode() == Mode::Active && self.commit_index > self.commit_sent {
+            // Members answer clients only once they learn an entry is
+            // stable, so the sequencer tells them at once rather than at the
+            // next heartbeat.
+            self.commit_sent = self.commit_index;
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for p in peers {
+                self.send_appends(ctx, p, true);
+            }
+        }
         if self.commit_index > self.persisted_commit {
             self.persisted_commit = self.commit_index;
             ctx.out.persist(WalRecord::Commit { group: self.group, index: self.commit_index });

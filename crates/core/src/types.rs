@@ -25,7 +25,7 @@ pub struct RequestId {
 pub enum Mode {
     /// Primary-backup: the primary executes and ships effects.
     Passive,
-    /// Total-order multicast: every member executes (not built yet).
+    /// Total-order multicast: the sequencer orders, every member executes.
     Active,
 }
 
@@ -88,6 +88,10 @@ pub struct GroupSpec {
     pub mode: Mode,
     pub placement: Vec<NodeId>,
     pub min_members: usize,
+    /// Active groups only: the front end returns an answer only when f+1 of
+    /// the 2f+1 members gave it, which masks a member whose state went wrong.
+    #[serde(default)]
+    pub voting: bool,
 }
 
 /// The cluster map, stored in the config store's `cluster` register.

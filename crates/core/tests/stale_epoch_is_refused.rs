@@ -57,6 +57,7 @@ fn an_append_from_an_old_epoch_gets_the_current_view() {
         request_id: rid(7, 1),
         response: OpResult::Deleted { existed: false },
         effects: vec![],
+        op: None,
     };
     let fx = h.inject(
         node(2),

@@ -45,6 +45,7 @@ pub fn cluster_map(ids: &[NodeId], min_members: usize) -> ClusterMap {
             mode: Mode::Passive,
             placement: ids.to_vec(),
             min_members,
+            voting: false,
         }],
     }
 }
