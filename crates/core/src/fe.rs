@@ -248,10 +248,35 @@ impl FrontEnd {
         self.effects.push(FeEffect::Done { op, result });
     }
 
-    /// Learns a view if it is newer than the cached one.
-    pub fn learn_view(&mut self, view: View) {
+    /// Learns a view if it is newer than the cached one; says whether it was.
+    pub fn learn_view(&mut self, view: View) -> bool {
         if self.views.get(&view.group).is_none_or(|v| v.epoch < view.epoch) {
             self.views.insert(view.group, view);
+            return true;
+        }
+        false
+    }
+
+    /// A group got a new view: operations backing off after a failover go
+    /// now, and attempts in flight to someone who no longer leads are resent
+    /// to the new leader (same request id, so at most once), instead of
+    /// waiting out a back-off or an attempt timeout.
+    fn retry_on_new_views(&mut self, now: Millis, rng: &mut ChaCha8Rng, groups: &[GroupId]) {
+        if groups.is_empty() {
+            return;
+        }
+        let ops: Vec<OpId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| groups.contains(&p.request.group))
+            .filter(|(_, p)| {
+                let leader = self.views.get(&p.request.group).map(|v| v.leader);
+                !p.in_flight || p.target != leader
+            })
+            .map(|(&o, _)| o)
+            .collect();
+        for op in ops {
+            self.try_send(now, rng, op);
         }
     }
 
@@ -262,9 +287,14 @@ impl FrontEnd {
                 if let Some(c) = cluster {
                     self.cluster = Some(c);
                 }
+                let mut changed = Vec::new();
                 for v in views {
-                    self.learn_view(v);
+                    let group = v.group;
+                    if self.learn_view(v) {
+                        changed.push(group);
+                    }
                 }
+                self.retry_on_new_views(now, rng, &changed);
             }
             ClientReply::Response { id, result } => {
                 if id.client != self.client_id {
@@ -308,8 +338,14 @@ impl FrontEnd {
         if spec.mode != Mode::Active || !spec.voting {
             return false;
         }
-        let n = self.views.get(&group).map_or(spec.placement.len(), |v| v.members.len());
-        // 2f+1 members mask f wrong ones: f+1 identical answers decide.
+        // 2f+1 members mask f wrong ones: f+1 identical answers decide. f
+        // comes from the group's placement, not the current view: a view
+        // shrinks when a member crashes, and counting its members made a
+        // 2-member view of a 3-node group take the first answer, which could
+        // come from the member whose state went wrong (found by an
+        // active-group core test). Fewer than f+1 agreeing members left
+        // means no answer, never a wrong one.
+        let n = spec.placement.len();
         let needed = (n.saturating_sub(1)) / 2 + 1;
         let p = self.pending.get_mut(&op).expect("pending");
         p.votes.insert(from, result.clone());
