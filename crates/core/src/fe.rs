@@ -311,7 +311,16 @@ impl FrontEnd {
                 let Some(p) = self.pending.get(&id.seq) else { return };
                 if !p.in_flight || p.target != Some(from) {
                     // An answer to an attempt already given up on; a write's
-                    // outcome is still the same, so accept successes.
+                    // outcome is still the same, so accept successes. A
+                    // refusal from elsewhere (in an active group, the new
+                    // sequencer while the old one is silent) still teaches a
+                    // newer view, and whatever waits on it is resent.
+                    if let Err(ClientError::StaleEpoch { view } | ClientError::NotLeader { view: Some(view) }) = &result {
+                        let group = view.group;
+                        if self.learn_view(view.clone()) {
+                            self.retry_on_new_views(now, rng, &[group]);
+                        }
+                    }
                     if result.is_err() {
                         return;
                     }
