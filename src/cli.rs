@@ -51,6 +51,10 @@ pub enum Command {
     /// Load generators: `workload run kv` (against pactdb or etcd) and
     /// `workload probe` (write unavailability).
     Workload(crate::workload::WorkloadArgs),
+    /// Deterministic simulation: every protocol under faults, from seeds,
+    /// with checkers (linearizability, durability, convergence, leadership,
+    /// liveness). Prints `N passed, M failed`; exit 0 iff none failed.
+    Sim(pactdb_sim::SimArgs),
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -152,6 +156,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Node(args) => run_node(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Workload(args) => crate::workload::run(args, endpoints),
+        Command::Sim(args) => Ok(pactdb_sim::run_cli(args)),
         cmd => runtime().block_on(client_command(endpoints, cmd)),
     };
     match result {
@@ -224,7 +229,9 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
             }
         },
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
-        Command::Node(_) | Command::Demo(_) | Command::Workload(_) => unreachable!("handled in run"),
+        Command::Node(_) | Command::Demo(_) | Command::Workload(_) | Command::Sim(_) => {
+            unreachable!("handled in run")
+        }
     }
     Ok(0)
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod workload;
 
 use clap::Parser;
 

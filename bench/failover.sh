@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Measures write unavailability when the primary of a replica group dies.
+#
+# Builds pactdb in release, starts a 3-node `pactdb demo` (3 groups of 3) on
+# loopback, and runs a background write workload (`pactdb workload run kv`)
+# plus a probe (`pactdb workload probe`): one client writing one key of
+# GROUP in a tight loop, printing every gap between successful writes. Then,
+# KILLS times: finds GROUP's primary with `pactdb status --json`, `kill -9`s
+# it, waits until another node leads the group, restarts the killed node
+# with its command from cluster.json, and waits until `pactdb status --json`
+# shows it back in the views of all its groups (not joining or recovering).
+# The write-unavailability window of a kill is the probe's gap between the
+# last successful write before the primary died and the first one after it
+# (the longest gap that ends after the kill and starts at most 200 ms after
+# `kill -9` returned). Prints each kill, then
+#
+#   failover write-unavailability median = X ms
+#   failover write-unavailability max = Y ms
+#
+# Traffic goes to 127.0.0.1 only; everything lives in a temp dir removed at
+# the end (KEEP=1 keeps it); every process started here is stopped on exit;
+# a watchdog bounds the run (TIME_LIMIT seconds after the build).
+#
+# Knobs (environment): KILLS (5), GROUP (0), CLIENTS (16, background
+# workload), SETTLE (3: seconds of normal writes before each kill),
+# GAP_MS (10: the probe reports gaps from this long), PACTDB_PORT_OFFSET
+# (650), TIME_LIMIT (600), KEEP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+KILLS=${KILLS:-5}
+GROUP=${GROUP:-0}
+CLIENTS=${CLIENTS:-16}
+SETTLE=${SETTLE:-3}
+GAP_MS=${GAP_MS:-10}
+PACTDB_PORT_OFFSET=${PACTDB_PORT_OFFSET:-650}
+TIME_LIMIT=${TIME_LIMIT:-600}
+
+log() { echo "[failover $(date +%H:%M:%S)] $*" >&2; }
+
+log "building pactdb (release)"
+cargo build --release --bin pactdb >&2
+PACTDB=$ROOT/target/release/pactdb
+
+TMP=$(mktemp -d /tmp/pactdb-failover.XXXXXX)
+JSON=$TMP/pactdb/cluster.json
+DEMO_PID=
+WORKLOAD_PID=
+PROBE_PID=
+WATCHDOG_PID=
+declare -A NODE_PID=()
+STARTED_HERE=()
+
+stop_pids() { # TERM, then KILL whatever is left after 5 s
+    local pids=("$@") p i
+    [ ${#pids[@]} -eq 0 ] && return 0
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for i in $(seq 50); do
+        local alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive -eq 0 ] && break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    local procs=()
+    [ -n "$PROBE_PID" ] && procs+=("$PROBE_PID")
+    [ -n "$WORKLOAD_PID" ] && procs+=("$WORKLOAD_PID")
+    stop_pids "${procs[@]}"
+    # Nodes restarted here are not the demo's children: stop them ourselves.
+    stop_pids "${STARTED_HERE[@]}"
+    [ -n "$DEMO_PID" ] && stop_pids "$DEMO_PID"
+    for p in "${NODE_PID[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    [ -n "$WATCHDOG_PID" ] && kill "$WATCHDOG_PID" 2>/dev/null
+    if [ -n "${KEEP:-}" ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+watchdog() {
+    sleep "$TIME_LIMIT" &
+    local s=$!
+    trap 'kill $s 2>/dev/null; exit 0' TERM
+    wait $s
+    log "time limit of ${TIME_LIMIT}s reached, stopping"
+    kill -TERM $$
+}
+watchdog &
+WATCHDOG_PID=$!
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for i in 1 2 3; do
+    for q in $((7000 + PACTDB_PORT_OFFSET + i)) $((7100 + PACTDB_PORT_OFFSET + i)); do
+        port_free "$q" || { echo "port $q is in use; set PACTDB_PORT_OFFSET" >&2; exit 1; }
+    done
+done
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo) GiB memory; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "pactdb $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes')"
+
+# --- the cluster ----------------------------------------------------------------
+"$PACTDB" demo --data-dir "$TMP/pactdb" --port-offset "$PACTDB_PORT_OFFSET" >"$TMP/demo.log" 2>&1 &
+DEMO_PID=$!
+log "waiting for the pactdb demo"
+for _ in $(seq 300); do
+    [ -f "$JSON" ] && break
+    kill -0 "$DEMO_PID" 2>/dev/null || { echo "pactdb demo exited:" >&2; cat "$TMP/demo.log" >&2; exit 1; }
+    sleep 0.2
+done
+[ -f "$JSON" ] || { echo "pactdb demo did not start:" >&2; cat "$TMP/demo.log" >&2; exit 1; }
+
+info() { python3 -c "import json,sys; c=json.load(open(sys.argv[1])); $1" "$JSON" "${@:2}"; }
+EP=$(info 'print(",".join(n["client"] for n in c["nodes"]))')
+while read -r id pid; do NODE_PID[$id]=$pid; done < <(info 'print("\n".join("%d %d" % (n["id"], n["pid"]) for n in c["nodes"]))')
+echo "cluster: nodes at $EP; killing the primary of group $GROUP $KILLS times"
+
+status_json() { timeout 10 "$PACTDB" --endpoints "$EP" status --json 2>/dev/null; }
+
+leader_of_group() {
+    status_json | python3 -c '
+import json, sys
+g = int(sys.argv[1])
+print(next((v["leader"] for v in json.load(sys.stdin)["groups"] if v["group"] == g), ""))' "$GROUP" 2>/dev/null || true
+}
+
+# Up, and a full member (not joining or recovering) of the view of every
+# group placed on it.
+rejoined() {
+    status_json | python3 -c '
+import json, sys
+n, placed = int(sys.argv[1]), [int(g) for g in sys.argv[2].split(",") if g]
+s = json.load(sys.stdin)
+node = next(x for x in s["nodes"] if x["node"] == n)
+views = {v["group"]: v for v in s["groups"]}
+ok = node["up"] and all(g in views and n in views[g]["members"] for g in placed)
+hosted = {r["group"]: r for r in node.get("replicas", [])}
+ok = ok and all(g in hosted and hosted[g]["role"] not in ("joining", "recovering") and n in (hosted[g]["members"] or []) for g in placed)
+sys.exit(0 if ok else 1)' "$1" "$(info 'print(",".join(str(g["id"]) for g in c["cluster"]["groups"] if int(sys.argv[2]) in g["placement"]))' "$1")" 2>/dev/null
+}
+
+now_ms() { date +%s%3N; }
+
+# --- the load -------------------------------------------------------------------
+"$PACTDB" --endpoints "$EP" workload run kv --clients "$CLIENTS" --duration "${TIME_LIMIT}s" --json \
+    >"$TMP/workload.json" 2>"$TMP/workload.log" &
+WORKLOAD_PID=$!
+"$PACTDB" --endpoints "$EP" workload probe --group "$GROUP" --gap-ms "$GAP_MS" --duration "${TIME_LIMIT}s" \
+    >"$TMP/probe.log" 2>"$TMP/probe.err" &
+PROBE_PID=$!
+
+# --- the kills ------------------------------------------------------------------
+: >"$TMP/kills"
+for k in $(seq "$KILLS"); do
+    sleep "$SETTLE"
+    kill -0 "$PROBE_PID" 2>/dev/null || { echo "the probe died:" >&2; cat "$TMP/probe.err" >&2; exit 1; }
+    victim=$(leader_of_group)
+    [ -n "$victim" ] || { echo "cannot find the primary of group $GROUP" >&2; exit 1; }
+    pid=${NODE_PID[$victim]}
+    kill -KILL "$pid"
+    t_kill=$(now_ms)
+    wait "$pid" 2>/dev/null || true
+    log "kill $k: kill -9 node $victim (pid $pid), primary of group $GROUP"
+    # Wait (at most 30 s) until another node leads the group.
+    new_leader=
+    while [ $(($(now_ms) - t_kill)) -lt 30000 ]; do
+        l=$(leader_of_group)
+        if [ -n "$l" ] && [ "$l" != "$victim" ]; then new_leader=$l; break; fi
+        sleep 0.05
+    done
+    t_elected=$(now_ms)
+    if [ -z "$new_leader" ]; then
+        echo "group $GROUP has no new primary 30 s after the kill; status:" >&2
+        timeout 10 "$PACTDB" --endpoints "$EP" status >&2 || true
+        exit 1
+    fi
+    # Restart the node with its command from cluster.json.
+    mapfile -d '' -t cmd < <(info 'n = next(n for n in c["nodes"] if n["id"] == int(sys.argv[2])); print("\0".join(n["command"]), end="")' "$victim")
+    node_log=$(info 'print(next(n["log"] for n in c["nodes"] if n["id"] == int(sys.argv[2])))' "$victim")
+    t_restart=$(now_ms)
+    "${cmd[@]}" >>"$node_log" 2>&1 &
+    NODE_PID[$victim]=$!
+    STARTED_HERE+=($!)
+    back=0
+    while [ $(($(now_ms) - t_restart)) -lt 60000 ]; do
+        if rejoined "$victim"; then back=1; break; fi
+        sleep 0.1
+    done
+    t_back=$(now_ms)
+    if [ $back -eq 0 ]; then
+        echo "node $victim did not rejoin within 60 s; status:" >&2
+        timeout 10 "$PACTDB" --endpoints "$EP" status >&2 || true
+        echo "its log:" >&2
+        tail -n 20 "$node_log" >&2
+        exit 1
+    fi
+    log "kill $k: node $new_leader leads group $GROUP; node $victim restarted and rejoined in $((t_back - t_restart)) ms"
+    echo "$k $victim $t_kill $new_leader $((t_elected - t_kill)) $((t_back - t_restart))" >>"$TMP/kills"
+done
+sleep 1
+
+# --- results --------------------------------------------------------------------
+stop_pids "$PROBE_PID" "$WORKLOAD_PID"
+PROBE_PID=
+WORKLOAD_PID=
+python3 - "$TMP" "$GROUP" "$GAP_MS" "$CLIENTS" <<'EOF'
+import json, re, statistics, sys
+
+tmp, group, gap_ms, clients = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+gaps = []
+done = ""
+for line in open(f"{tmp}/probe.log"):
+    m = re.match(r"gap from=(\d+) to=(\d+) ms=([\d.]+) errors=(\d+)", line)
+    if m:
+        gaps.append((int(m[1]), int(m[2]), float(m[3]), int(m[4])))
+    elif line.startswith("probe done"):
+        done = line.strip()
+windows = []
+print()
+for line in open(f"{tmp}/kills"):
+    k, victim, t_kill, new_leader, elected_ms, rejoin_ms = line.split()
+    t_kill = int(t_kill)
+    # t_kill is taken just after `kill -9` returned, so the process is dead
+    # or about to be: the kill's gap is the longest one that ends after it
+    # and starts at most 200 ms after it (normal gaps are a few ms).
+    hit = sorted((g for g in gaps if g[1] >= t_kill and t_kill - 1000 <= g[0] <= t_kill + 200), key=lambda g: -g[2])
+    if hit:
+        w = hit[0][2]
+        desc = f"{w:.1f} ms" + (f" ({hit[0][3]} failed writes)" if hit[0][3] else "")
+    else:
+        w = gap_ms  # no gap of GAP_MS or more around the kill: at most that
+        desc = f"< {gap_ms:.0f} ms"
+    windows.append(w)
+    print(f"kill {k}: node {victim} (primary of group {group}): writes unavailable {desc}; "
+          f"polled status showed node {new_leader} leading {int(elected_ms)} ms after the kill; restarted node rejoined in {int(rejoin_ms)} ms")
+try:
+    r = json.load(open(f"{tmp}/workload.json"))
+    l = r["latency_ms"]
+    print(f"background workload ({clients} clients, all groups): {r['ops']} writes in {r['elapsed_s']:.1f} s "
+          f"({r['ops_per_sec']:.0f}/s), {r['errors']} errors, p50 {l['p50']:.3f} ms, p99 {l['p99']:.3f} ms, max {l['max']:.3f} ms")
+    for e, n in r["error_kinds"].items():
+        print(f"  error x{n}: {e}")
+except (OSError, ValueError) as e:
+    print(f"background workload: no result ({e})")
+if done:
+    print(done)
+if windows:
+    print(f"failover write-unavailability median = {statistics.median(windows):.1f} ms")
+    print(f"failover write-unavailability max = {max(windows):.1f} ms")
+EOF

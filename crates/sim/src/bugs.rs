@@ -1,0 +1,52 @@
+//! The names of the bugs the simulator can inject, and their mapping onto the
+//! core's `Bugs` struct. This is the only place outside the core that builds
+//! a `Bugs` value other than the default; a node binary never links it.
+
+use pactdb_core::passive::Bugs;
+
+/// Every injectable bug, by its command-line name.
+const BUGS: [&str; 6] = [
+    "reply-before-replicated",
+    "ack-before-fsync",
+    "promote-without-cas",
+    "skip-dedup",
+    "read-without-lease",
+    "keep-divergent-suffix",
+];
+
+/// The names accepted by `--inject-bug`, in a stable order.
+pub fn bug_names() -> &'static [&'static str] {
+    &BUGS
+}
+
+/// The `Bugs` value for one named bug, or `None` for an unknown name.
+pub fn parse_bug(name: &str) -> Option<Bugs> {
+    let mut bugs = Bugs::default();
+    match name {
+        "reply-before-replicated" => bugs.reply_before_replicated = true,
+        "ack-before-fsync" => bugs.ack_before_fsync = true,
+        "promote-without-cas" => bugs.promote_without_cas = true,
+        "skip-dedup" => bugs.skip_dedup = true,
+        "read-without-lease" => bugs.read_without_lease = true,
+        "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
+        _ => return None,
+    }
+    Some(bugs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_to_a_distinct_bug() {
+        let all: Vec<Bugs> = bug_names().iter().map(|n| parse_bug(n).expect("known")).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert_ne!(*a, Bugs::default());
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(parse_bug("no-such-bug").is_none());
+    }
+}

@@ -1,0 +1,104 @@
+//! pactdb-sim: a deterministic simulation tester for the very same sans-IO
+//! core (`pactdb-core`) that a real node runs.
+//!
+//! # What this crate owns
+//!
+//! One simulated world per seed: 3 or 5 nodes, several front ends, a network,
+//! a disk per node, a clock per node and a fault schedule, all driven by a
+//! single-threaded discrete-event loop. Every choice (message delay, which
+//! node crashes, what a client does next) comes from one seeded PRNG, so a
+//! seed is a complete, replayable description of a run; a hash of the event
+//! trace proves it. After the run, the checkers in [`check`] read the
+//! recorded client history, the observations made during the run and the
+//! final state of every replica, and report every property that was violated.
+//!
+//! It must never reach into the protocols' internals to make a run pass: the
+//! nodes only ever see `Node::step` inputs, and the front ends only ever see
+//! the calls a real client library makes. Bugs are injected solely through
+//! the core's `Bugs` struct, which production code never constructs.
+//!
+//! # Fault model
+//!
+//! The design (DESIGN.md, section 7) claims: an acknowledged write is never
+//! lost while fewer than all members of its group's view fail; histories are
+//! linearizable per key; at most one leader per epoch, and no read from a
+//! primary whose lease may have lapsed; a retried request runs at most once.
+//! The simulator injects every fault those claims say the system survives,
+//! and nothing beyond them, so a clean run is genuinely expected to pass:
+//!
+//! * **Network** (peer links): per-message delay with jitter and occasional
+//!   long tails (which also reorders), drop, duplication, and extra
+//!   reordering delay; partitions that isolate one node, split the cluster
+//!   into a majority and a minority, cut links in one direction only
+//!   (asymmetric), or cut a single link. A partition also cuts messages
+//!   already in flight, and is healed later; some seeds hold every partition
+//!   at least a second, long enough for a complete failover. Client links
+//!   (front end to node) are TCP-like: delayed, and a reply may be lost with
+//!   its connection, which makes the front end retry the same request id.
+//!   The network carries at most a million log entries at once and drops
+//!   further appends beyond that, like an overloaded network.
+//! * **Process**: crash at any moment (everything not yet fsynced may be
+//!   lost), restart later through `Node::recover` with exactly the records
+//!   that survived on disk, and pause (a stopped process whose inputs queue
+//!   up; its clock keeps running). Any number of nodes may be down at once:
+//!   a crash alone never loses fsynced data, so safety must hold regardless.
+//! * **Disk**: `Input::Persisted` is given only after the simulated fsync
+//!   covering the record completed. At a crash, a prefix of the unsynced
+//!   records may have reached the disk anyway, and the last of them may be
+//!   torn (partially written): recovery cuts the torn record. Nothing that
+//!   was acknowledged is lost by a torn tail, so such a recovery passes
+//!   `wal_was_cut = false`. Separately, a *durable* record may be corrupt at
+//!   restart on a fixed minority of nodes chosen per seed; recovery then cuts
+//!   the log at that record and passes `wal_was_cut = true`. A corrupt disk
+//!   is a failed member, so it is injected only when the claim still covers
+//!   it: for every group placed on the node, another up node that is not
+//!   itself recovering from corruption holds every entry ever seen
+//!   committed, and at most one node is recovering from corruption at a time
+//!   (it counts as recovered once its replicas reach the highest commit index
+//!   seen when it was corrupted).
+//! * **Clock**: every node's clock runs at its own rate, within a bounded
+//!   drift (at most 4%, so the lease margin `primary_suspect_ms > lease_ms`
+//!   holds with room to spare), from its own random offset. Clocks are
+//!   monotonic; they never jump.
+//!
+//! Each seed picks its own mix (swarm testing): every fault kind is switched
+//! on or off and given its own rate, so some seeds hammer one mechanism while
+//! others combine many. Half of all crashes, pauses and partitions target a
+//! node that is currently a primary, where failures hurt the most.
+//!
+//! The workload is several clients, each a real front end doing one
+//! operation at a time (get, put, cas, delete) on one to four keys, so that
+//! operations collide; some clients only read, as read-heavy clients do
+//! (they stay with whichever primary keeps answering them).
+//!
+//! After the fault phase comes a quiet phase: every partition is healed, the
+//! network stops dropping and duplicating, paused nodes resume and crashed
+//! nodes restart. The cluster then has ample simulated time to converge, and
+//! the liveness checker requires every client operation to complete.
+//!
+//! Every run is bounded: at most five million events and thirty million log
+//! entries sent (a clean run needs a few percent of either); a run past a
+//! bound stops and fails as "bounded work", so a seed always finishes.
+//!
+//! # Debugging a seed
+//!
+//! `pactdb sim --seed S [--inject-bug B]` replays one seed and prints its
+//! plan, a timeline of faults and role changes, and every violation. With
+//! `PACTDB_SIM_TRACE=1` it also prints every input each node receives, and
+//! the client history, to stderr.
+
+pub mod bugs;
+pub mod check;
+pub mod cli;
+pub mod disk;
+pub mod history;
+pub mod net;
+pub mod observe;
+pub mod plan;
+pub mod sim;
+pub mod workload;
+
+pub use bugs::{bug_names, parse_bug};
+pub use check::Violation;
+pub use cli::{run_cli, run_seeds, SeedOutcome, SimArgs};
+pub use sim::{quiet_panics, run_seed, RunReport};

@@ -1,0 +1,189 @@
+//! What an omniscient observer notes about the replicas while the run goes
+//! on: who was primary of which epoch and since when, which view each
+//! replica held for each epoch, the state digest at every applied index,
+//! which entry was committed at every index, and which reads were served.
+//!
+//! It owns these records and the cheap consistency checks that are best done
+//! as they are made (a digest or committed entry that differs from the one
+//! seen before). It only reads replicas through the core's public
+//! introspection (`role`, `view`, `applied_index`, `commit_index`, `log`,
+//! `kv`), never changes them, and keeps every record bounded by the run's
+//! length.
+
+use crate::history::Micros;
+use pactdb_core::node::Node;
+use pactdb_core::passive::Role;
+use pactdb_core::types::{Epoch, GroupId, Index, NodeId, View};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most inconsistencies kept per kind; one is enough to fail a seed.
+const MAX_NOTES: usize = 8;
+
+/// A read a primary answered from its own state.
+#[derive(Clone, Debug)]
+pub struct ReadServed {
+    pub node: NodeId,
+    pub group: GroupId,
+    /// The epoch of the view the primary served it under.
+    pub epoch: Epoch,
+    /// When the primary decided to serve it (a read waiting for a pending
+    /// write is decided when it arrives and answered when the write commits).
+    pub at: Micros,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    applied: Index,
+    commit: Index,
+    primary_epoch: Option<Epoch>,
+    view_epoch: Option<Epoch>,
+}
+
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// Every node that was primary of (group, epoch), with when it first was.
+    pub primaries: BTreeMap<(GroupId, Epoch), Vec<(NodeId, Micros)>>,
+    /// Every node that answered a client successfully as primary of (group,
+    /// epoch), with when it first did: from then on an older primary's read
+    /// may miss what it did.
+    pub served: BTreeMap<(GroupId, Epoch), Vec<(NodeId, Micros)>>,
+    /// The first view seen for each (group, epoch), by whom.
+    pub views: BTreeMap<(GroupId, Epoch), (View, NodeId)>,
+    /// Every view some proposer asked acceptors to accept: any of them may
+    /// become chosen later, even after its proposer gave up or crashed.
+    pub proposed: BTreeMap<(GroupId, Epoch), Vec<View>>,
+    /// Two replicas held different views for the same epoch.
+    pub view_conflicts: Vec<String>,
+    /// The state digest first seen at each applied index.
+    digests: HashMap<(GroupId, Index), (u64, NodeId, Micros)>,
+    /// Two replicas had different states at the same applied index.
+    pub divergences: Vec<String>,
+    /// The epoch of the entry committed at each index (position `i - 1`);
+    /// zero where no replica still held the entry when it was seen committed.
+    pub committed: BTreeMap<GroupId, Vec<Epoch>>,
+    /// Two replicas committed different entries at the same index.
+    pub commit_conflicts: Vec<String>,
+    pub reads: Vec<ReadServed>,
+    /// Messages that vouched for state that was not yet durable.
+    pub premature_acks: Vec<String>,
+    seen: BTreeMap<(NodeId, GroupId), Seen>,
+}
+
+impl Observations {
+    /// The highest index any replica of `group` was ever seen to commit.
+    pub fn max_commit(&self, group: GroupId) -> Index {
+        self.committed.get(&group).map_or(0, |c| c.len() as Index)
+    }
+
+    /// The node restarted: its in-memory state starts over, so changes are
+    /// tracked from scratch (the records made so far stay).
+    pub fn forget_node(&mut self, node: NodeId) {
+        self.seen.retain(|(n, _), _| *n != node);
+    }
+
+    /// Notes every change in `node`'s replicas after one of its steps.
+    pub fn after_step(&mut self, at: Micros, node: &Node) {
+        let id = node.id();
+        for r in node.replicas() {
+            let g = r.group();
+            let before = self.seen.get(&(id, g)).copied().unwrap_or_default();
+            let mut now = before;
+            now.view_epoch = r.view().map(|v| v.epoch);
+            if now.view_epoch != before.view_epoch {
+                if let Some(v) = r.view() {
+                    self.note_view(id, v);
+                }
+            }
+            now.primary_epoch = (r.role() == Role::Primary).then(|| r.view().map_or(0, |v| v.epoch));
+            if let Some(e) = now.primary_epoch {
+                if before.primary_epoch != Some(e) {
+                    let who = self.primaries.entry((g, e)).or_default();
+                    if !who.iter().any(|(n, _)| *n == id) {
+                        who.push((id, at));
+                    }
+                }
+            }
+            now.applied = r.applied_index();
+            if now.applied != before.applied {
+                let digest = r.kv().digest();
+                let first = *self.digests.entry((g, now.applied)).or_insert((digest, id, at));
+                if first.0 != digest && self.divergences.len() < MAX_NOTES {
+                    self.divergences.push(format!(
+                        "group {g} at applied index {}: node {id} has digest {digest:016x} at {}us, \
+                         node {} had {:016x} at {}us",
+                        now.applied, at, first.1, first.0, first.2
+                    ));
+                }
+            }
+            now.commit = r.commit_index();
+            if now.commit > before.commit {
+                let committed = self.committed.entry(g).or_default();
+                for i in before.commit + 1..=now.commit {
+                    let epoch = r.log().epoch_at(i).unwrap_or(0);
+                    let slot = i as usize - 1;
+                    if committed.len() <= slot {
+                        committed.resize(slot + 1, 0);
+                    }
+                    if committed[slot] == 0 {
+                        committed[slot] = epoch;
+                    } else if epoch != 0 && committed[slot] != epoch && self.commit_conflicts.len() < MAX_NOTES {
+                        self.commit_conflicts.push(format!(
+                            "group {g} index {i}: node {id} committed an entry of epoch {epoch}, \
+                             another replica one of epoch {}",
+                            committed[slot]
+                        ));
+                    }
+                }
+            }
+            self.seen.insert((id, g), now);
+        }
+    }
+
+    /// A proposer sent `view` to the acceptors.
+    pub fn note_proposed(&mut self, view: &View) {
+        let all = self.proposed.entry((view.group, view.epoch)).or_default();
+        if !all.contains(view) {
+            all.push(view.clone());
+        }
+    }
+
+    /// The views of `group` that are or may become current: the newest one
+    /// a replica holds, and every newer or equal one a proposer sent out.
+    pub fn candidate_views(&self, group: GroupId) -> Vec<View> {
+        let newest = self.views.range((group, 0)..=(group, Epoch::MAX)).next_back().map(|(_, (v, _))| v.clone());
+        let from = newest.as_ref().map_or(0, |v| v.epoch);
+        let proposed = self.proposed.range((group, from)..=(group, Epoch::MAX)).flat_map(|(_, vs)| vs.iter().cloned());
+        newest.into_iter().chain(proposed).collect()
+    }
+
+    /// `node` sent a message vouching for state its disk has not made
+    /// durable yet.
+    pub fn note_premature(&mut self, what: String) {
+        if self.premature_acks.len() < MAX_NOTES {
+            self.premature_acks.push(what);
+        }
+    }
+
+    /// `node` answered a client successfully as primary of `epoch`.
+    pub fn note_served(&mut self, at: Micros, node: NodeId, group: GroupId, epoch: Epoch) {
+        let who = self.served.entry((group, epoch)).or_default();
+        if !who.iter().any(|(n, _)| *n == node) {
+            who.push((node, at));
+        }
+    }
+
+    fn note_view(&mut self, node: NodeId, v: &View) {
+        match self.views.get(&(v.group, v.epoch)) {
+            None => {
+                self.views.insert((v.group, v.epoch), (v.clone(), node));
+            }
+            Some((first, by)) if first != v && self.view_conflicts.len() < MAX_NOTES => {
+                self.view_conflicts.push(format!(
+                    "group {} epoch {}: node {node} holds {v:?}, node {by} held {first:?}",
+                    v.group, v.epoch
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The per-seed plan: cluster shape, workload and fault mix, drawn from the
+//! seed before the run starts (swarm testing: each seed switches every fault
+//! kind on or off and picks its own rates).
+//!
+//! It owns only the drawing of parameters; it never schedules anything. The
+//! ranges here are the fault model of the crate docs made concrete: change
+//! them only together with those docs.
+
+use pactdb_core::types::NodeId;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Network behaviour of peer links.
+#[derive(Clone, Debug)]
+pub struct NetProfile {
+    pub delay_min_us: u64,
+    pub delay_max_us: u64,
+    /// Probability that a message takes a long tail delay instead.
+    pub tail_p: f64,
+    pub tail_max_us: u64,
+    pub drop_p: f64,
+    pub dup_p: f64,
+    /// Probability of an extra delay that reorders a message past later ones.
+    pub reorder_p: f64,
+    pub reorder_max_us: u64,
+}
+
+impl NetProfile {
+    /// The healed network of the quiet phase: delays only.
+    pub fn calm(&self) -> NetProfile {
+        NetProfile {
+            delay_min_us: 100,
+            delay_max_us: 2_000,
+            tail_p: 0.0,
+            tail_max_us: 0,
+            drop_p: 0.0,
+            dup_p: 0.0,
+            reorder_p: 0.0,
+            reorder_max_us: 0,
+        }
+    }
+}
+
+/// The shapes a partition can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionKind {
+    /// One node cut off from every other node, both directions.
+    Isolate,
+    /// A majority and a minority, both directions.
+    Split,
+    /// Like `Split`, but only messages from one side to the other are cut.
+    Asymmetric,
+    /// One link cut, in one direction or both.
+    Link,
+}
+
+#[derive(Clone, Debug)]
+pub struct PartitionPlan {
+    pub kinds: Vec<PartitionKind>,
+    pub mean_gap_ms: u64,
+    /// Some seeds hold every partition long enough for a full failover.
+    pub min_len_ms: u64,
+    pub max_len_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct CrashPlan {
+    pub mean_gap_ms: u64,
+    pub max_down_ms: u64,
+    /// Probability that unsynced records partly reached the disk at a crash.
+    pub unsynced_survive_p: f64,
+    /// Probability that the last surviving unsynced record is torn.
+    pub torn_p: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PausePlan {
+    pub mean_gap_ms: u64,
+    pub max_len_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct CorruptPlan {
+    /// The nodes whose disks may ever hold a corrupt record: a minority.
+    pub nodes: Vec<NodeId>,
+    /// Probability that a restart of such a node finds a corrupt record.
+    pub p: f64,
+}
+
+/// Relative weights of the operations clients issue.
+#[derive(Clone, Debug)]
+pub struct OpMix {
+    pub get: u32,
+    pub put: u32,
+    pub cas: u32,
+    pub delete: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct GroupPlan {
+    pub placement: Vec<NodeId>,
+    pub min_members: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub nodes: Vec<NodeId>,
+    pub groups: Vec<GroupPlan>,
+    pub clients: usize,
+    /// How many of the clients only read (they stay with whichever primary
+    /// keeps answering them, as read-heavy clients do).
+    pub readers: usize,
+    pub keys: usize,
+    pub mix: OpMix,
+    pub think_max_ms: u64,
+    pub fault_ms: u64,
+    pub quiet_ms: u64,
+    pub net: NetProfile,
+    pub client_delay_max_us: u64,
+    /// Probability that a reply to a client is lost with its connection.
+    pub reply_loss_p: f64,
+    pub partitions: Option<PartitionPlan>,
+    pub crashes: Option<CrashPlan>,
+    pub pauses: Option<PausePlan>,
+    pub corruption: Option<CorruptPlan>,
+    /// Largest clock rate deviation, in parts per million.
+    pub drift_ppm_max: u64,
+    pub fsync_min_us: u64,
+    pub fsync_max_us: u64,
+}
+
+/// Longest simulated time the quiet phase gives the cluster to converge.
+pub const QUIET_MS: u64 = 8_000;
+
+impl Plan {
+    pub fn draw(rng: &mut ChaCha8Rng) -> Plan {
+        let n = if rng.gen_bool(0.5) { 3 } else { 5 };
+        let nodes: Vec<NodeId> = (1..=n as NodeId).collect();
+        let groups = (0..rng.gen_range(1..=3))
+            .map(|_| {
+                let size = rng.gen_range(2..=3);
+                let placement = pick(rng, &nodes, size);
+                // Mostly the default; sometimes refuse writes below two members.
+                let min_members = if rng.gen_bool(0.15) { 2 } else { 1 };
+                GroupPlan { placement, min_members }
+            })
+            .collect();
+        let mix = OpMix {
+            get: rng.gen_range(1..=6),
+            put: rng.gen_range(1..=6),
+            cas: rng.gen_range(0..=4),
+            delete: rng.gen_range(0..=2),
+        };
+        let delay_max_us = [1_000, 3_000, 10_000, 30_000][rng.gen_range(0..4)];
+        let net = NetProfile {
+            delay_min_us: rng.gen_range(50..=500),
+            delay_max_us,
+            tail_p: if rng.gen_bool(0.5) { rng.gen_range(0.001..0.05) } else { 0.0 },
+            tail_max_us: rng.gen_range(20_000..=300_000),
+            drop_p: if rng.gen_bool(0.5) { rng.gen_range(0.001..0.15) } else { 0.0 },
+            dup_p: if rng.gen_bool(0.4) { rng.gen_range(0.001..0.1) } else { 0.0 },
+            reorder_p: if rng.gen_bool(0.4) { rng.gen_range(0.001..0.1) } else { 0.0 },
+            reorder_max_us: rng.gen_range(1_000..=50_000),
+        };
+        let kinds: Vec<PartitionKind> =
+            [PartitionKind::Isolate, PartitionKind::Split, PartitionKind::Asymmetric, PartitionKind::Link]
+                .into_iter()
+                .filter(|_| rng.gen_bool(0.6))
+                .collect();
+        let partitions = (rng.gen_bool(0.6) && !kinds.is_empty()).then(|| {
+            let min_len_ms = [50, 300, 1_000][rng.gen_range(0..3)];
+            PartitionPlan {
+                kinds,
+                mean_gap_ms: rng.gen_range(200..=2_000),
+                min_len_ms,
+                max_len_ms: min_len_ms + rng.gen_range(100..=3_000),
+            }
+        });
+        let crashes = rng.gen_bool(0.6).then(|| CrashPlan {
+            mean_gap_ms: rng.gen_range(200..=2_000),
+            max_down_ms: rng.gen_range(50..=3_000),
+            unsynced_survive_p: rng.gen_range(0.0..1.0),
+            torn_p: rng.gen_range(0.0..0.8),
+        });
+        let pauses = rng
+            .gen_bool(0.4)
+            .then(|| PausePlan { mean_gap_ms: rng.gen_range(300..=3_000), max_len_ms: rng.gen_range(20..=1_000) });
+        // A minority of nodes may ever see a corrupt record: one of three,
+        // up to two of five. It takes a crash to find one.
+        let corruption = (crashes.is_some() && rng.gen_bool(0.5)).then(|| {
+            let count = if n == 5 { rng.gen_range(1..=2) } else { 1 };
+            CorruptPlan { nodes: pick(rng, &nodes, count), p: rng.gen_range(0.2..=1.0) }
+        });
+        let fsync_min_us = rng.gen_range(50..=500);
+        let fsync_max_us = [1_000, 5_000, 20_000, 60_000][rng.gen_range(0..4)];
+        let clients = rng.gen_range(2..=5);
+        Plan {
+            nodes,
+            groups,
+            clients,
+            readers: rng.gen_range(0..=(clients - 1).min(2)),
+            keys: rng.gen_range(1..=4),
+            mix,
+            think_max_ms: [0, 2, 10, 30][rng.gen_range(0..4)],
+            fault_ms: rng.gen_range(3_000..=10_000),
+            quiet_ms: QUIET_MS,
+            net,
+            client_delay_max_us: rng.gen_range(200..=3_000),
+            reply_loss_p: if rng.gen_bool(0.4) { rng.gen_range(0.005..0.1) } else { 0.0 },
+            partitions,
+            crashes,
+            pauses,
+            corruption,
+            drift_ppm_max: [0, 1_000, 10_000, 40_000][rng.gen_range(0..4)],
+            fsync_min_us,
+            fsync_max_us,
+        }
+    }
+
+    /// One line naming the faults this seed switched on.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!(
+            "{} nodes, {} groups {:?}, {} clients ({} read-only) on {} keys",
+            self.nodes.len(),
+            self.groups.len(),
+            self.groups.iter().map(|g| g.placement.clone()).collect::<Vec<_>>(),
+            self.clients,
+            self.readers,
+            self.keys
+        )];
+        let n = &self.net;
+        parts.push(format!(
+            "delay {}..{}us tail {:.3} drop {:.3} dup {:.3} reorder {:.3}",
+            n.delay_min_us, n.delay_max_us, n.tail_p, n.drop_p, n.dup_p, n.reorder_p
+        ));
+        if let Some(p) = &self.partitions {
+            parts.push(format!(
+                "partitions {:?} every ~{}ms for {}..{}ms",
+                p.kinds, p.mean_gap_ms, p.min_len_ms, p.max_len_ms
+            ));
+        }
+        if let Some(c) = &self.crashes {
+            parts.push(format!(
+                "crashes every ~{}ms down up to {}ms torn {:.2}",
+                c.mean_gap_ms, c.max_down_ms, c.torn_p
+            ));
+        }
+        if let Some(p) = &self.pauses {
+            parts.push(format!("pauses every ~{}ms up to {}ms", p.mean_gap_ms, p.max_len_ms));
+        }
+        if let Some(c) = &self.corruption {
+            parts.push(format!("corruption on {:?} p {:.2}", c.nodes, c.p));
+        }
+        parts.push(format!(
+            "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",
+            self.drift_ppm_max, self.fsync_min_us, self.fsync_max_us, self.reply_loss_p, self.fault_ms
+        ));
+        parts.join("; ")
+    }
+}
+
+/// `count` distinct elements of `from`, in random order.
+pub fn pick(rng: &mut ChaCha8Rng, from: &[NodeId], count: usize) -> Vec<NodeId> {
+    let mut all = from.to_vec();
+    for i in (1..all.len()).rev() {
+        all.swap(i, rng.gen_range(0..=i));
+    }
+    all.truncate(count);
+    all
+}
+
+/// A random gap with the given mean, at least 1 ms. Uniform rather than
+/// exponential: `f64::ln` may round differently on another platform, and a
+/// seed must replay the same everywhere.
+pub fn gap_ms(rng: &mut ChaCha8Rng, mean_ms: u64) -> u64 {
+    rng.gen_range(1..=mean_ms.max(1) * 2)
+}

@@ -1,0 +1,1143 @@
+//! The simulated world of one seed and the script it runs: start the nodes,
+//! bootstrap the cluster, run the workload under faults, heal everything,
+//! let the cluster converge, and hand what happened to the checkers.
+//!
+//! It owns the event loop, the clocks, the client connections and the fault
+//! schedule. Everything happens on one thread in simulated time, and every
+//! choice is drawn from the seed's PRNG in a fixed order, so one seed always
+//! produces the same run (the trace hash proves it). It never changes a
+//! node's state except through `Node::step` and `Node::recover`, and it
+//! delivers `Input::Persisted` only for records its disk made durable.
+
+use crate::check::{self, FinalReplica, Violation};
+use crate::disk::Disk;
+use crate::history::{History, Micros};
+use crate::net::Net;
+use crate::observe::{Observations, ReadServed};
+use crate::plan::{gap_ms, OpMix, Plan};
+use crate::workload::Client;
+use pactdb_core::io::{ClientToken, Effect, Input};
+use pactdb_core::msg::{ClientMsg, ClientReply, ConfigValue, PeerBody, PeerMsg, WalRecord};
+use pactdb_core::node::{Node, NodeConfig};
+use pactdb_core::passive::{Bugs, Role};
+use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Index, Mode, NodeAddrs, NodeId};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::panic::AssertUnwindSafe;
+use xxhash_rust::xxh3::Xxh3;
+
+/// A run that processes more events than this is stuck in a loop; it fails
+/// rather than running forever. Clean runs stay below 200 thousand.
+const MAX_EVENTS: u64 = 5_000_000;
+/// Most log entries (in `Append` messages) in flight at once. Past it the
+/// network is overloaded and drops further appends, which bounds the
+/// simulator's memory whatever the core does; clean runs stay far below.
+const MAX_INFLIGHT_ENTRIES: u64 = 1_000_000;
+/// Most log entries the nodes may put into messages over a whole run; a
+/// clean run sends well under a million. Past it the run is stopped and
+/// fails: a protocol that resends without bound is a bug too, and the
+/// simulator must finish every seed in bounded time.
+const MAX_SENT_ENTRIES: u64 = 30_000_000;
+/// The cluster must be bootstrapped and have a primary per group by then.
+const BOOTSTRAP_DEADLINE_US: Micros = 15_000_000;
+/// How often the front ends are ticked and clients consider a new operation.
+const CLIENT_TICK_US: Micros = 2_000;
+/// Most timeline lines kept for a verbose run.
+const MAX_TIMELINE: usize = 2_000;
+
+/// What one seed did and which properties it violated.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub violations: Vec<Violation>,
+    /// xxh3 of the whole event trace: same seed, same hash.
+    pub trace_hash: u64,
+    pub events: u64,
+    pub ops: usize,
+    pub ops_ok: usize,
+    pub sim_ms: u64,
+    /// The seed's cluster shape and fault mix.
+    pub plan: String,
+    /// Notable events (faults, phases); filled only for verbose runs.
+    pub timeline: Vec<String>,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a seed, with the location of the last
+    /// panic inside it (see `quiet_panics`).
+    static IN_SEED: RefCell<Option<Option<String>>> = const { RefCell::new(None) };
+}
+
+/// Makes panics inside a seed silent: `run_seed` reports them as violations
+/// (with the location this hook records), so printing them as well would
+/// only interleave backtraces from parallel runs. Panics anywhere else go to
+/// the previous hook as usual.
+pub fn quiet_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_seed = IN_SEED.with(|s| {
+            let mut s = s.borrow_mut();
+            let inside = s.is_some();
+            if inside {
+                *s = Some(info.location().map(|l| format!("{}:{}", l.file(), l.line())));
+            }
+            inside
+        });
+        if !in_seed {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs one seed to the end and checks it. A panic inside the core (or the
+/// simulator) is reported as a violation, not propagated.
+pub fn run_seed(seed: u64, bugs: Bugs, verbose: bool) -> RunReport {
+    let mut world = World::new(seed, bugs, verbose);
+    IN_SEED.with(|s| *s.borrow_mut() = Some(None));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| world.run_script()));
+    let location = IN_SEED.with(|s| s.borrow_mut().take()).flatten();
+    if let Err(panic) = outcome {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let at = location.map_or(String::new(), |l| format!(" ({l})"));
+        world.violations.push(Violation::new("no panic", format!("panicked at {}us: {msg}{at}", world.now)));
+    }
+    world.report()
+}
+
+#[derive(Debug)]
+enum What {
+    Tick { node: NodeId, inc: u64 },
+    Fsync { node: NodeId, inc: u64, upto: u64 },
+    Peer { to: NodeId, msg: PeerMsg },
+    ToNode { to: NodeId, token: ClientToken, msg: ClientMsg },
+    ToClient { client: usize, from: NodeId, reply: ClientReply },
+    Unreachable { client: usize, node: NodeId },
+    AdminReply { reply: ClientReply },
+    ClientTick { client: usize },
+    NextPartition,
+    HealPartition,
+    NextCrash,
+    Restart { node: NodeId },
+    NextPause,
+    Resume { node: NodeId, inc: u64 },
+}
+
+impl What {
+    fn tag(&self) -> u64 {
+        match self {
+            What::Tick { .. } => 1,
+            What::Fsync { .. } => 2,
+            What::Peer { .. } => 3,
+            What::ToNode { .. } => 4,
+            What::ToClient { .. } => 5,
+            What::Unreachable { .. } => 6,
+            What::AdminReply { .. } => 7,
+            What::ClientTick { .. } => 8,
+            What::NextPartition => 9,
+            What::HealPartition => 10,
+            What::NextCrash => 11,
+            What::Restart { .. } => 12,
+            What::NextPause => 13,
+            What::Resume { .. } => 14,
+        }
+    }
+}
+
+struct Scheduled {
+    at: Micros,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed, so the `BinaryHeap` pops the earliest event first; ties go
+    /// to the event scheduled first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One node's process, disk and clock.
+struct Slot {
+    cfg: NodeConfig,
+    node: Option<Node>,
+    /// Bumped at every crash, so events of a dead incarnation are ignored.
+    inc: u64,
+    disk: Disk,
+    /// Clock rate deviation in parts per million, and start offset.
+    drift_ppm: i64,
+    offset_us: u64,
+    tick_ms: u64,
+    paused: bool,
+    /// Inputs that arrived while paused, delivered in order on resume.
+    held: Vec<Input>,
+    /// Recovery must pass `wal_was_cut`: a corrupt record was cut, and the
+    /// node's own `WalCut` record of it is not durable yet. A runtime keeps
+    /// this knowledge outside the log (the cut removed the evidence from it)
+    /// until the node's record is on disk; the simulator does the same.
+    cut_unrecorded: bool,
+    /// The lsn of the `WalCut` record the node persists after a cut.
+    cut_record_lsn: Option<u64>,
+}
+
+impl Slot {
+    /// The node's local monotonic clock in ms at global time `now`.
+    fn local_ms(&self, now: Micros) -> u64 {
+        let t = now as i128;
+        let local = self.offset_us as i128 + t + t * self.drift_ppm as i128 / 1_000_000;
+        (local / 1_000) as u64
+    }
+
+    /// Forgets a cut once the node's record of it is durable.
+    fn note_durable(&mut self) {
+        if self.cut_record_lsn.is_some_and(|lsn| self.disk.durable_len() as u64 >= lsn) {
+            self.cut_unrecorded = false;
+            self.cut_record_lsn = None;
+        }
+    }
+
+    /// Global time between two ticks.
+    fn tick_us(&self) -> Micros {
+        let local = self.tick_ms as i128 * 1_000;
+        (local - local * self.drift_ppm as i128 / 1_000_000) as Micros
+    }
+}
+
+/// Who a client connection belongs to.
+#[derive(Clone, Copy, Debug)]
+enum Conn {
+    /// `group` is the group a request addressed, if it carried one.
+    Client {
+        client: usize,
+        node: NodeId,
+        group: Option<GroupId>,
+    },
+    Admin {
+        node: NodeId,
+    },
+}
+
+impl Conn {
+    fn node(&self) -> NodeId {
+        match self {
+            Conn::Client { node, .. } | Conn::Admin { node } => *node,
+        }
+    }
+}
+
+struct World {
+    seed: u64,
+    bugs: Bugs,
+    rng: ChaCha8Rng,
+    plan: Plan,
+    cluster: ClusterMap,
+    now: Micros,
+    queue: BinaryHeap<Scheduled>,
+    seq: u64,
+    slots: BTreeMap<NodeId, Slot>,
+    clients: Vec<Client>,
+    net: Net,
+    conns: BTreeMap<ClientToken, Conn>,
+    next_token: ClientToken,
+    /// Reads a primary accepted but answers later (waiting for a write).
+    parked_reads: BTreeMap<ClientToken, ReadServed>,
+    history: History,
+    obs: Observations,
+    trace: Xxh3,
+    events: u64,
+    verbose: bool,
+    /// Print every input to stderr (`PACTDB_SIM_TRACE=1` with `--seed`).
+    trace_inputs: bool,
+    timeline: Vec<String>,
+    faults_on: bool,
+    /// Set when the run exceeded a work bound; it stops there and fails.
+    runaway: Option<String>,
+    sent_entries: u64,
+    inflight_entries: u64,
+    overloaded: bool,
+    partitioned: bool,
+    quiet: bool,
+    bootstrapped: bool,
+    admin_waiting: bool,
+    heal_at: Micros,
+    violations: Vec<Violation>,
+}
+
+impl World {
+    fn new(seed: u64, bugs: Bugs, verbose: bool) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let plan = Plan::draw(&mut rng);
+        let cluster = ClusterMap {
+            nodes: plan
+                .nodes
+                .iter()
+                .map(|&n| (n, NodeAddrs { peer: format!("sim-{n}:7000"), client: format!("sim-{n}:7001") }))
+                .collect(),
+            groups: plan
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| GroupSpec {
+                    id: i as GroupId,
+                    mode: Mode::Passive,
+                    placement: g.placement.clone(),
+                    min_members: g.min_members,
+                    voting: false,
+                })
+                .collect(),
+        };
+        let net = Net::new(plan.net.clone());
+        World {
+            seed,
+            bugs,
+            rng,
+            plan,
+            cluster,
+            now: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            slots: BTreeMap::new(),
+            clients: Vec::new(),
+            net,
+            conns: BTreeMap::new(),
+            next_token: 1,
+            parked_reads: BTreeMap::new(),
+            history: History::default(),
+            obs: Observations::default(),
+            trace: Xxh3::new(),
+            events: 0,
+            verbose,
+            trace_inputs: verbose && std::env::var_os("PACTDB_SIM_TRACE").is_some(),
+            timeline: Vec::new(),
+            faults_on: false,
+            runaway: None,
+            sent_entries: 0,
+            inflight_entries: 0,
+            overloaded: false,
+            partitioned: false,
+            quiet: false,
+            bootstrapped: false,
+            admin_waiting: false,
+            heal_at: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    // ----- The script -------------------------------------------------------
+
+    fn run_script(&mut self) {
+        let summary = self.plan.summary();
+        self.note(format!("plan: {summary}"));
+        self.start_nodes();
+        if !self.bootstrap() {
+            self.violations.push(Violation::new(
+                "liveness",
+                "the cluster did not bootstrap (with a primary per group) within 15s without faults",
+            ));
+            return;
+        }
+        self.start_clients();
+        self.start_faults();
+        self.run_for_ms(self.plan.fault_ms);
+        self.heal_everything();
+        self.run_for_ms(self.plan.quiet_ms - check::liveness::DRAIN_MS);
+        self.stop_clients();
+        self.run_for_ms(check::liveness::DRAIN_MS);
+        if let Some(why) = self.runaway.take() {
+            // The run was cut short: the final state means nothing.
+            self.violations.push(Violation::new("bounded work", why));
+            return;
+        }
+        self.check();
+    }
+
+    fn start_nodes(&mut self) {
+        let nodes = self.plan.nodes.clone();
+        let drift = self.plan.drift_ppm_max as i64;
+        for &id in &nodes {
+            let drift_ppm = if drift == 0 { 0 } else { self.rng.gen_range(-drift..=drift) };
+            let slot = Slot {
+                cfg: NodeConfig::new(id, nodes.clone()),
+                node: Some(Node::with_bugs(NodeConfig::new(id, nodes.clone()), self.rng.gen(), self.bugs)),
+                inc: 0,
+                disk: Disk::default(),
+                drift_ppm,
+                offset_us: self.rng.gen_range(0..1_000_000_000),
+                tick_ms: self.rng.gen_range(5..=10),
+                paused: false,
+                held: Vec::new(),
+                cut_unrecorded: false,
+                cut_record_lsn: None,
+            };
+            let first_tick = self.rng.gen_range(0..slot.tick_us());
+            self.slots.insert(id, slot);
+            self.schedule(first_tick, What::Tick { node: id, inc: 0 });
+        }
+    }
+
+    /// Sends the cluster map to a random node until it is stored, then waits
+    /// for every group to have a primary. Faults are not on yet.
+    fn bootstrap(&mut self) -> bool {
+        let mut next_try = 0;
+        while self.now < BOOTSTRAP_DEADLINE_US {
+            if !self.bootstrapped && !self.admin_waiting && self.now >= next_try {
+                let node = self.plan.nodes[self.rng.gen_range(0..self.plan.nodes.len())];
+                let token = self.new_token(Conn::Admin { node });
+                let msg = ClientMsg::Bootstrap { cluster: self.cluster.clone() };
+                self.schedule(500, What::ToNode { to: node, token, msg });
+                self.note(format!("bootstrap sent to node {node}"));
+                self.admin_waiting = true;
+                next_try = self.now + 3_000_000;
+            }
+            self.run_for_ms(50);
+            if self.bootstrapped && self.every_group_has_primary() {
+                self.note("bootstrapped".to_string());
+                return true;
+            }
+            if self.admin_waiting && self.now >= next_try {
+                // No answer in time: the admin's connection is abandoned.
+                self.admin_waiting = false;
+            }
+        }
+        false
+    }
+
+    fn every_group_has_primary(&self) -> bool {
+        self.cluster.groups.iter().all(|g| {
+            self.slots
+                .values()
+                .any(|s| s.node.as_ref().and_then(|n| n.replica(g.id)).is_some_and(|r| r.role() == Role::Primary))
+        })
+    }
+
+    fn start_clients(&mut self) {
+        for i in 0..self.plan.clients {
+            let read_only = OpMix { get: 1, put: 0, cas: 0, delete: 0 };
+            let mix = if i < self.plan.readers { read_only } else { self.plan.mix.clone() };
+            let c =
+                Client::new(i, self.rng.gen(), self.plan.nodes.clone(), self.plan.keys, mix, self.plan.think_max_ms);
+            self.clients.push(c);
+            let first = self.rng.gen_range(0..CLIENT_TICK_US);
+            self.schedule(first, What::ClientTick { client: i });
+        }
+    }
+
+    fn start_faults(&mut self) {
+        self.faults_on = true;
+        self.note("faults on".to_string());
+        if let Some(p) = &self.plan.partitions {
+            let gap = gap_ms(&mut self.rng, p.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextPartition);
+        }
+        if let Some(c) = &self.plan.crashes {
+            let gap = gap_ms(&mut self.rng, c.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextCrash);
+        }
+        if let Some(p) = &self.plan.pauses {
+            let gap = gap_ms(&mut self.rng, p.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextPause);
+        }
+    }
+
+    /// The quiet phase begins: no new faults, every partition healed, the
+    /// network calm, every paused node resumed and every crashed node back.
+    fn heal_everything(&mut self) {
+        self.faults_on = false;
+        self.quiet = true;
+        self.heal_at = self.now;
+        self.net.heal();
+        self.partitioned = false;
+        self.net.profile = self.net.profile.calm();
+        self.note("heal: quiet phase begins".to_string());
+        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        for id in ids {
+            let slot = &self.slots[&id];
+            if slot.node.is_none() {
+                self.restart(id);
+            } else if slot.paused {
+                self.resume(id);
+            }
+        }
+    }
+
+    fn stop_clients(&mut self) {
+        for c in &mut self.clients {
+            c.stopped = true;
+        }
+    }
+
+    fn check(&mut self) {
+        let mut finals = Vec::new();
+        for slot in self.slots.values() {
+            let node = slot.node.as_ref().expect("every node is up after the quiet phase");
+            for r in node.replicas() {
+                finals.push(FinalReplica {
+                    node: node.id(),
+                    group: r.group(),
+                    role: r.role(),
+                    view: r.view().cloned(),
+                    commit: r.commit_index(),
+                    applied: r.applied_index(),
+                    digest: r.kv().digest(),
+                    kv: r.kv().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                });
+            }
+        }
+        let facts = check::Facts {
+            cluster: &self.cluster,
+            history: &self.history,
+            obs: &self.obs,
+            finals: &finals,
+            heal_at: self.heal_at,
+            end_at: self.now,
+        };
+        if self.trace_inputs {
+            for o in &self.history.ops {
+                eprintln!("HIST {o:?}");
+            }
+        }
+        let found = check::check_all(&facts);
+        self.violations.extend(found);
+    }
+
+    fn report(&mut self) -> RunReport {
+        let ops_ok = self.history.ops.iter().filter(|o| o.result().is_some()).count();
+        RunReport {
+            seed: self.seed,
+            violations: std::mem::take(&mut self.violations),
+            trace_hash: self.trace.digest(),
+            events: self.events,
+            ops: self.history.ops.len(),
+            ops_ok,
+            sim_ms: self.now / 1_000,
+            plan: self.plan.summary(),
+            timeline: std::mem::take(&mut self.timeline),
+        }
+    }
+
+    // ----- The event loop ---------------------------------------------------
+
+    fn schedule(&mut self, delay_us: Micros, what: What) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at: self.now + delay_us, seq: self.seq, what });
+    }
+
+    /// Runs events for `ms` of simulated time, unless the run has exceeded
+    /// its work bounds (then it does nothing more).
+    fn run_for_ms(&mut self, ms: u64) {
+        let until = self.now + ms * 1_000;
+        while self.runaway.is_none() && self.queue.peek().is_some_and(|e| e.at <= until) {
+            let ev = self.queue.pop().expect("peeked");
+            self.now = ev.at;
+            self.events += 1;
+            self.hash(&[ev.at, ev.what.tag()]);
+            self.dispatch(ev.what);
+            if self.events > MAX_EVENTS {
+                self.runaway = Some(format!("more than {MAX_EVENTS} events by {}us", self.now));
+            } else if self.sent_entries > MAX_SENT_ENTRIES {
+                self.runaway = Some(format!("nodes sent more than {MAX_SENT_ENTRIES} log entries by {}us", self.now));
+            }
+        }
+        self.now = until;
+    }
+
+    fn dispatch(&mut self, what: What) {
+        match what {
+            What::Tick { node, inc } => self.on_tick(node, inc),
+            What::Fsync { node, inc, upto } => self.on_fsync(node, inc, upto),
+            What::Peer { to, msg } => {
+                self.inflight_entries -= entries_in(&msg.body);
+                let up = self.slots[&to].node.is_some();
+                if up && !self.net.is_cut(msg.from, to) {
+                    self.deliver(to, Input::Peer(msg));
+                }
+            }
+            What::ToNode { to, token, msg } => {
+                // A connection broken by a crash carries nothing further.
+                if self.conns.contains_key(&token) {
+                    self.deliver(to, Input::Client { token, msg });
+                }
+            }
+            What::ToClient { client, from, reply } => {
+                let now_ms = self.now / 1_000;
+                let c = &mut self.clients[client];
+                c.fe.on_reply(now_ms, &mut c.rng, from, reply);
+                self.drain_client(client);
+            }
+            What::Unreachable { client, node } => {
+                let now_ms = self.now / 1_000;
+                let c = &mut self.clients[client];
+                c.fe.on_unreachable(now_ms, &mut c.rng, node);
+                self.drain_client(client);
+            }
+            What::AdminReply { reply } => {
+                self.note(format!("bootstrap answered: {reply:?}"));
+                self.admin_waiting = false;
+                if matches!(reply, ClientReply::Bootstrapped(Ok(()))) {
+                    self.bootstrapped = true;
+                }
+            }
+            What::ClientTick { client } => {
+                let now_ms = self.now / 1_000;
+                let c = &mut self.clients[client];
+                c.fe.on_tick(now_ms, &mut c.rng);
+                self.drain_client(client);
+                self.schedule(CLIENT_TICK_US, What::ClientTick { client });
+            }
+            What::NextPartition => self.next_partition(),
+            What::HealPartition => {
+                if self.partitioned {
+                    self.net.heal();
+                    self.partitioned = false;
+                    self.note("partition healed".to_string());
+                }
+            }
+            What::NextCrash => self.next_crash(),
+            What::Restart { node } => {
+                if self.slots[&node].node.is_none() {
+                    self.restart(node);
+                }
+            }
+            What::NextPause => self.next_pause(),
+            What::Resume { node, inc } => {
+                let s = &self.slots[&node];
+                if s.inc == inc && s.paused {
+                    self.resume(node);
+                }
+            }
+        }
+    }
+
+    // ----- Nodes ------------------------------------------------------------
+
+    fn on_tick(&mut self, id: NodeId, inc: u64) {
+        let slot = &self.slots[&id];
+        if slot.inc != inc || slot.node.is_none() {
+            return;
+        }
+        let (next, paused) = (slot.tick_us(), slot.paused);
+        self.schedule(next, What::Tick { node: id, inc });
+        // A paused process misses its ticks; its clock keeps running.
+        if !paused {
+            self.step(id, Input::Tick);
+        }
+    }
+
+    fn on_fsync(&mut self, id: NodeId, inc: u64, upto: u64) {
+        if self.slots[&id].inc != inc {
+            return;
+        }
+        let slot = self.slots.get_mut(&id).expect("slot");
+        slot.disk.fsync_done(upto);
+        slot.note_durable();
+        self.deliver(id, Input::Persisted { lsn: upto });
+        self.start_fsync(id);
+    }
+
+    fn start_fsync(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        if let Some(upto) = slot.disk.start_fsync() {
+            let inc = slot.inc;
+            let latency = self.rng.gen_range(self.plan.fsync_min_us..=self.plan.fsync_max_us);
+            self.schedule(latency, What::Fsync { node: id, inc, upto });
+        }
+    }
+
+    /// Hands an input to a live node, or holds it while the node is paused.
+    fn deliver(&mut self, id: NodeId, input: Input) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        if slot.node.is_none() {
+            return;
+        }
+        if slot.paused {
+            slot.held.push(input);
+            return;
+        }
+        self.step(id, input);
+    }
+
+    fn step(&mut self, id: NodeId, input: Input) {
+        if self.trace_inputs {
+            eprintln!("{:>12}us node {id} <- {input:?}", self.now);
+        }
+        let read = match &input {
+            Input::Client { token, msg: ClientMsg::Request(r) } if r.op.is_read() => Some((*token, r.group)),
+            _ => None,
+        };
+        let before = if self.verbose { self.roles(id) } else { Vec::new() };
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let now_ms = slot.local_ms(self.now);
+        let node = slot.node.as_mut().expect("stepping a live node");
+        let effects = node.step(now_ms, input);
+        self.hash(&[id, now_ms, effects.len() as u64]);
+        let mut read_answered = false;
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } => self.send_peer(id, to, msg),
+                Effect::Reply { token, reply } => {
+                    if read.is_some_and(|(t, _)| t == token) {
+                        read_answered = true;
+                        if matches!(reply, ClientReply::Response { result: Ok(_), .. }) {
+                            let (_, group) = read.expect("checked");
+                            let served = self.read_served(id, group);
+                            self.obs.reads.extend(served);
+                        }
+                    }
+                    self.reply(id, token, reply);
+                }
+                Effect::Persist { lsn, record } => {
+                    self.hash(&[lsn]);
+                    self.slots.get_mut(&id).expect("slot").disk.append(lsn, record);
+                }
+            }
+        }
+        if let Some((token, group)) = read.filter(|_| !read_answered) {
+            // Parked behind a pending write: decided now, answered later.
+            if let Some(r) = self.read_served(id, group) {
+                self.parked_reads.insert(token, r);
+            }
+        }
+        self.start_fsync(id);
+        let node = self.slots[&id].node.as_ref().expect("live");
+        self.obs.after_step(self.now, node);
+        if self.verbose {
+            let after = self.roles(id);
+            for a in after.iter().filter(|a| !before.contains(a)) {
+                self.detail(format!("node {id} group {}: {} of epoch {} (commit {})", a.0, a.1, a.2, a.3));
+            }
+        }
+    }
+
+    /// Each replica's (group, role, view epoch, commit index), for the
+    /// verbose timeline.
+    fn roles(&self, id: NodeId) -> Vec<(GroupId, &'static str, u64, Index)> {
+        let Some(n) = self.slots[&id].node.as_ref() else { return Vec::new() };
+        n.replicas()
+            .map(|r| (r.group(), r.role().as_str(), r.view().map_or(0, |v| v.epoch), r.commit_index()))
+            .map(|(g, role, e, c)| (g, role, e, if role == "primary" { 0 } else { c }))
+            .collect()
+    }
+
+    /// What, if anything, `body` vouches for that `from`'s disk has not made
+    /// durable: an ack covers every entry up to its match index; a promise
+    /// needs a durable promise at least as high, an accept answer a durable
+    /// accepted ballot at least as high.
+    fn vouches_for_unsynced(&self, from: NodeId, body: &PeerBody) -> Option<String> {
+        let disk = &self.slots[&from].disk;
+        let unsynced = disk.unsynced();
+        let durable_register = |key: &str| {
+            disk.durable().iter().rev().find_map(|r| match r {
+                WalRecord::Acceptor { key: k, promised, accepted } if k == key => {
+                    Some((*promised, accepted.as_ref().map(|(b, _)| *b)))
+                }
+                _ => None,
+            })
+        };
+        match body {
+            PeerBody::AppendAck { group, match_index, .. } => unsynced.iter().find_map(|r| match r {
+                WalRecord::Entry { group: g, entry } if g == group && entry.index <= *match_index => {
+                    Some(format!("acked group {group} up to {match_index}, entry {} not yet durable", entry.index))
+                }
+                WalRecord::Snapshot { group: g, snapshot } if g == group && snapshot.index <= *match_index => {
+                    Some(format!("acked group {group} up to {match_index}, snapshot not yet durable"))
+                }
+                _ => None,
+            }),
+            PeerBody::Promise { key, ballot, .. } => {
+                let durable = durable_register(key).is_some_and(|(promised, _)| promised >= *ballot);
+                (!durable).then(|| format!("promised {ballot:?} for register {key:?} before that promise was durable"))
+            }
+            PeerBody::Accepted { key, ballot } => {
+                let durable = durable_register(key).is_some_and(|(_, accepted)| accepted >= Some(*ballot));
+                (!durable).then(|| format!("accepted {ballot:?} for register {key:?} before that was durable"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The read `id` serves for `group` now, if it is primary of it.
+    fn read_served(&self, id: NodeId, group: GroupId) -> Option<ReadServed> {
+        let r = self.slots[&id].node.as_ref()?.replica(group)?;
+        let epoch = r.view()?.epoch;
+        (r.role() == Role::Primary).then_some(ReadServed { node: id, group, epoch, at: self.now })
+    }
+
+    fn send_peer(&mut self, from: NodeId, to: NodeId, msg: PeerMsg) {
+        self.hash(&[from, to, body_tag(&msg.body)]);
+        if let PeerBody::Accept { value: ConfigValue::View(v), .. } = &msg.body {
+            self.obs.note_proposed(v);
+        }
+        if let Some(what) = self.vouches_for_unsynced(from, &msg.body) {
+            self.obs.note_premature(format!("at {}us node {from} told node {to}: {what}", self.now));
+        }
+        let delays = self.net.fate(&mut self.rng, from, to);
+        let entries = entries_in(&msg.body);
+        self.sent_entries += entries;
+        if entries > 0 && self.inflight_entries + entries * delays.len() as u64 > MAX_INFLIGHT_ENTRIES {
+            if !self.overloaded {
+                self.overloaded = true;
+                self.note(format!(
+                    "network overloaded: over {MAX_INFLIGHT_ENTRIES} entries in flight, dropping appends"
+                ));
+            }
+            return;
+        }
+        self.inflight_entries += entries * delays.len() as u64;
+        if let Some((&last, rest)) = delays.split_last() {
+            for &d in rest {
+                self.schedule(d, What::Peer { to, msg: msg.clone() });
+            }
+            self.schedule(last, What::Peer { to, msg });
+        }
+    }
+
+    /// A node answers on a client connection.
+    fn reply(&mut self, node: NodeId, token: ClientToken, reply: ClientReply) {
+        self.hash(&[node, token]);
+        let parked = self.parked_reads.remove(&token);
+        let Some(conn) = self.conns.remove(&token) else { return };
+        if let (Some(r), ClientReply::Response { result: Ok(_), .. }) = (parked, &reply) {
+            self.obs.reads.push(r);
+        }
+        if let (Conn::Client { group: Some(g), .. }, ClientReply::Response { result: Ok(_), .. }) = (conn, &reply) {
+            if let Some(served) = self.read_served(node, g) {
+                self.obs.note_served(self.now, node, g, served.epoch);
+            }
+        }
+        let delay = self.client_delay();
+        match conn {
+            Conn::Admin { .. } => self.schedule(delay, What::AdminReply { reply }),
+            Conn::Client { client, .. } => {
+                let lose = !self.quiet
+                    && self.plan.reply_loss_p > 0.0
+                    && matches!(reply, ClientReply::Response { .. })
+                    && self.rng.gen_bool(self.plan.reply_loss_p);
+                if !lose {
+                    self.schedule(delay, What::ToClient { client, from: node, reply });
+                } else if self.rng.gen_bool(0.5) {
+                    // The connection reset: the front end notices at once.
+                    self.schedule(delay, What::Unreachable { client, node });
+                }
+                // Otherwise the reply vanished and the attempt times out.
+            }
+        }
+    }
+
+    fn client_delay(&mut self) -> Micros {
+        self.rng.gen_range(100..=self.plan.client_delay_max_us)
+    }
+
+    fn new_token(&mut self, conn: Conn) -> ClientToken {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.conns.insert(token, conn);
+        token
+    }
+
+    // ----- Clients ----------------------------------------------------------
+
+    /// Carries out what a front end asked for, until it asks nothing more.
+    fn drain_client(&mut self, client: usize) {
+        loop {
+            let now = self.now;
+            let c = &mut self.clients[client];
+            c.maybe_start(now, &mut self.history);
+            let effects = c.fe.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for e in effects {
+                match e {
+                    pactdb_core::fe::FeEffect::Send { to, msg } => self.client_send(client, to, msg),
+                    pactdb_core::fe::FeEffect::FetchViews { to } => self.client_send(client, to, ClientMsg::GetViews),
+                    pactdb_core::fe::FeEffect::Dissent { .. } => {}
+                    pactdb_core::fe::FeEffect::Done { op, result } => {
+                        let result = result.map_err(|e| e.to_string());
+                        self.clients[client].on_done(now, op, result, &mut self.history);
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_send(&mut self, client: usize, to: NodeId, msg: ClientMsg) {
+        let delay = self.client_delay();
+        self.hash(&[client as u64, to]);
+        if self.slots[&to].node.is_none() {
+            // Connection refused.
+            self.schedule(delay, What::Unreachable { client, node: to });
+            return;
+        }
+        let group = match &msg {
+            ClientMsg::Request(r) => Some(r.group),
+            _ => None,
+        };
+        let token = self.new_token(Conn::Client { client, node: to, group });
+        self.schedule(delay, What::ToNode { to, token, msg });
+    }
+
+    // ----- Faults -----------------------------------------------------------
+
+    fn next_partition(&mut self) {
+        let Some(p) = self.plan.partitions.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        if !self.partitioned {
+            let kind = p.kinds[self.rng.gen_range(0..p.kinds.len())];
+            let nodes = self.plan.nodes.clone();
+            let all = nodes.clone();
+            let target = self.pick_target(&all).filter(|_| self.rng.gen_bool(0.5));
+            let what = self.net.partition(&mut self.rng, &nodes, kind, target);
+            self.partitioned = true;
+            let len = self.rng.gen_range(p.min_len_ms..=p.max_len_ms);
+            self.note(format!("partition: {what} for {len}ms"));
+            self.schedule(len * 1_000, What::HealPartition);
+        }
+        let gap = gap_ms(&mut self.rng, p.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextPartition);
+    }
+
+    fn next_crash(&mut self) {
+        let Some(c) = self.plan.crashes.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        let up: Vec<NodeId> = self.slots.iter().filter(|(_, s)| s.node.is_some()).map(|(&id, _)| id).collect();
+        if let Some(id) = self.pick_target(&up) {
+            self.crash(id, &c);
+            let down = self.rng.gen_range(10..=c.max_down_ms.max(10));
+            self.schedule(down * 1_000, What::Restart { node: id });
+        }
+        let gap = gap_ms(&mut self.rng, c.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextCrash);
+    }
+
+    /// A node of `among` to hit with a fault: half the time a current
+    /// primary (where failures hurt the most), otherwise any.
+    fn pick_target(&mut self, among: &[NodeId]) -> Option<NodeId> {
+        if among.is_empty() {
+            return None;
+        }
+        let primaries: Vec<NodeId> = among
+            .iter()
+            .copied()
+            .filter(|id| self.slots[id].node.as_ref().is_some_and(|n| n.replicas().any(|r| r.role() == Role::Primary)))
+            .collect();
+        if !primaries.is_empty() && self.rng.gen_bool(0.5) {
+            return Some(primaries[self.rng.gen_range(0..primaries.len())]);
+        }
+        Some(among[self.rng.gen_range(0..among.len())])
+    }
+
+    fn crash(&mut self, id: NodeId, plan: &crate::plan::CrashPlan) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        slot.node.take().expect("crashing a live node");
+        slot.inc += 1;
+        slot.paused = false;
+        slot.held.clear();
+        let damage = slot.disk.crash(&mut self.rng, plan.unsynced_survive_p, plan.torn_p);
+        slot.note_durable();
+        slot.cut_record_lsn = None;
+        let corruptible = self.plan.corruption.clone().filter(|c| c.nodes.contains(&id));
+        let mut corrupt = String::new();
+        if let Some(c) = corruptible {
+            if self.rng.gen_bool(c.p) && self.corruption_allowed(id) {
+                let slot = self.slots.get_mut(&id).expect("slot");
+                if let Some(cut) = slot.disk.corrupt(&mut self.rng) {
+                    slot.cut_unrecorded = true;
+                    corrupt = format!(", corrupt record: {cut} records cut");
+                }
+            }
+        }
+        // Every connection to the dead process breaks.
+        let broken: Vec<(ClientToken, Conn)> =
+            self.conns.iter().filter(|(_, c)| c.node() == id).map(|(&t, &c)| (t, c)).collect();
+        for (token, conn) in broken {
+            self.conns.remove(&token);
+            self.parked_reads.remove(&token);
+            match conn {
+                Conn::Client { client, node, .. } => {
+                    let delay = self.client_delay();
+                    self.schedule(delay, What::Unreachable { client, node });
+                }
+                Conn::Admin { .. } => self.admin_waiting = false,
+            }
+        }
+        self.obs.forget_node(id);
+        self.hash(&[id, damage.lost as u64, damage.torn as u64]);
+        let torn = if damage.torn { ", torn tail" } else { "" };
+        self.note(format!("crash node {id} ({} unsynced records lost{torn}{corrupt})", damage.lost));
+    }
+
+    /// Whether corrupting `id`'s disk stays within the fault model: no other
+    /// node is still amnesiac from a cut, and for every group placed on
+    /// `id`, every view that is or may become current has another member
+    /// that is up, not amnesiac, and holds every entry seen committed.
+    fn corruption_allowed(&self, id: NodeId) -> bool {
+        if self.slots.keys().any(|&n| n != id && self.amnesiac(n)) {
+            return false;
+        }
+        let groups = self.cluster.groups.iter().filter(|g| g.placement.contains(&id));
+        groups.clone().count() > 0
+            && groups.into_iter().all(|g| {
+                let candidates = self.obs.candidate_views(g.id);
+                !candidates.is_empty()
+                    && candidates
+                        .iter()
+                        .all(|v| v.members.iter().any(|&m| m != id && self.holds_all_committed(m, g.id)))
+            })
+    }
+
+    /// Whether `m` is up, not amnesiac, and holds every entry of `group`
+    /// seen committed (as committed, or with the committed entry's epoch).
+    fn holds_all_committed(&self, m: NodeId, group: GroupId) -> bool {
+        if self.amnesiac(m) {
+            return false;
+        }
+        let Some(r) = self.slots[&m].node.as_ref().and_then(|n| n.replica(group)) else { return false };
+        let committed = self.obs.committed.get(&group);
+        (r.commit_index() + 1..=self.obs.max_commit(group)).all(|i| {
+            let e = committed.map_or(0, |c| c[i as usize - 1]);
+            e != 0 && r.log().epoch_at(i) == Some(e)
+        })
+    }
+
+    /// Whether `id` may still be missing data after a cut, exactly as the
+    /// core sees it: a cut not yet recorded, or a `WalCut` record not yet
+    /// followed by a `CaughtUp` for every group placed on the node.
+    fn amnesiac(&self, id: NodeId) -> bool {
+        let slot = &self.slots[&id];
+        if slot.cut_unrecorded {
+            return true;
+        }
+        let mut caught_up = Vec::new();
+        for r in slot.disk.records().rev() {
+            match r {
+                WalRecord::CaughtUp { group } => caught_up.push(*group),
+                WalRecord::WalCut => {
+                    return self.cluster.groups.iter().any(|g| g.placement.contains(&id) && !caught_up.contains(&g.id));
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        let seed = self.rng.gen();
+        let slot = self.slots.get_mut(&id).expect("slot");
+        let records = slot.disk.recover();
+        let cut = slot.cut_unrecorded;
+        let n = records.len();
+        slot.cut_record_lsn = cut.then_some(n as u64 + 1);
+        slot.node = Some(Node::recover(slot.cfg.clone(), seed, self.bugs, records, cut));
+        let (inc, tick) = (slot.inc, slot.tick_us());
+        self.schedule(tick, What::Tick { node: id, inc });
+        self.hash(&[id, n as u64]);
+        self.note(format!("restart node {id} from {n} records{}", if cut { " (wal was cut)" } else { "" }));
+    }
+
+    fn next_pause(&mut self) {
+        let Some(p) = self.plan.pauses.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        let candidates: Vec<NodeId> =
+            self.slots.iter().filter(|(_, s)| s.node.is_some() && !s.paused).map(|(&id, _)| id).collect();
+        if let Some(id) = self.pick_target(&candidates) {
+            let len = self.rng.gen_range(5..=p.max_len_ms.max(5));
+            let slot = self.slots.get_mut(&id).expect("slot");
+            slot.paused = true;
+            let inc = slot.inc;
+            self.note(format!("pause node {id} for {len}ms"));
+            self.schedule(len * 1_000, What::Resume { node: id, inc });
+        }
+        let gap = gap_ms(&mut self.rng, p.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextPause);
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        let slot = self.slots.get_mut(&id).expect("slot");
+        slot.paused = false;
+        let held = std::mem::take(&mut slot.held);
+        self.note(format!("resume node {id} ({} inputs waiting)", held.len()));
+        for input in held {
+            self.step(id, input);
+        }
+    }
+
+    // ----- Trace --------------------------------------------------------------
+
+    fn hash(&mut self, words: &[u64]) {
+        for w in words {
+            self.trace.update(&w.to_le_bytes());
+        }
+    }
+
+    /// A notable event: part of the trace, and of a verbose timeline.
+    fn note(&mut self, line: String) {
+        self.hash(&[xxhash_rust::xxh3::xxh3_64(line.as_bytes())]);
+        self.detail(line);
+    }
+
+    /// A line only a verbose run shows; never hashed, so `--seed S` replays
+    /// the trace hash of the batch run that found the seed.
+    fn detail(&mut self, line: String) {
+        if self.verbose && self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push(format!("{:>9.3}ms {line}", self.now as f64 / 1_000.0));
+        }
+    }
+}
+
+/// How many log entries a message carries, for the network's bound.
+fn entries_in(body: &PeerBody) -> u64 {
+    match body {
+        PeerBody::Append { entries, .. } => entries.len() as u64,
+        _ => 0,
+    }
+}
+
+/// A small fingerprint of a peer message for the trace hash.
+fn body_tag(body: &PeerBody) -> u64 {
+    match body {
+        PeerBody::Prepare { ballot, .. } => 1 | ballot.round << 8,
+        PeerBody::Promise { ballot, .. } => 2 | ballot.round << 8,
+        PeerBody::Accept { ballot, .. } => 3 | ballot.round << 8,
+        PeerBody::Accepted { ballot, .. } => 4 | ballot.round << 8,
+        PeerBody::Reject { ballot, .. } => 5 | ballot.round << 8,
+        PeerBody::ViewAnnounce { view } => 6 | view.epoch << 8,
+        PeerBody::Append { prev_index, entries, commit_index, .. } => {
+            7 | prev_index << 8 | (entries.len() as u64) << 32 | commit_index << 44
+        }
+        PeerBody::AppendAck { match_index, .. } => 8 | match_index << 8,
+        PeerBody::AppendReject { last_index, .. } => 9 | last_index << 8,
+        PeerBody::InstallSnapshot { snapshot, .. } => 10 | snapshot.index << 8,
+        PeerBody::Join { last_index, .. } => 11 | last_index << 8,
+        PeerBody::StaleEpoch { view } => 12 | view.epoch << 8,
+    }
+}
