@@ -28,7 +28,7 @@ pub const MAX_AWAITING: usize = 64 * 1024;
 pub const MAX_PARKED_READS: usize = 64 * 1024;
 /// Committed entries a replica keeps in memory to catch backups up from its
 /// log; older ones are dropped and a lagging member gets a snapshot instead.
-pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 200_000;
+pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 50_000;
 /// Responses a replica remembers per client for exactly-once retries. A
 /// front end never has more than this many requests outstanding per client id.
 pub const MAX_SESSION_RESPONSES: usize = 128;
