@@ -201,6 +201,14 @@ pub struct Replica {
     /// alone after its admission proposal gave up; the admission was chosen
     /// anyway, and the admitted node took over without that entry).
     unresolved_admission: Option<NodeId>,
+    /// This incarnation holds a view at least as new as one it read from the
+    /// config store. An amnesiac replica acks nothing before that: its cut
+    /// log may have lost the only evidence (entries of newer epochs) that a
+    /// primary streaming to it is stale, and its acks would let that
+    /// primary commit in a superseded epoch (found by the simulator: a
+    /// partitioned sequencer of epoch 5 committed entries that conflicted
+    /// with epoch 7's, acked by a member whose corrupt WAL lost epochs 6-8).
+    view_confirmed: bool,
     // Backup state.
     primary_deadline_ms: Millis,
     next_join_ms: Millis,
@@ -249,6 +257,7 @@ impl Replica {
             view_change_in_flight: false,
             admitting: None,
             unresolved_admission: None,
+            view_confirmed: false,
             primary_deadline_ms: 0,
             next_join_ms: 0,
             lease_granted_ms: None,
@@ -388,11 +397,18 @@ impl Replica {
 
     /// Adopts `view` if it is newer than the one held.
     pub fn adopt_view(&mut self, ctx: &mut Ctx, view: View) {
+        let was_primary = self.is_primary();
+        self.adopt_view_as(ctx, view, was_primary);
+    }
+
+    /// Adopts `view`; `was_primary` is whether this replica served as
+    /// primary of the view it held before (judged by the caller when it has
+    /// already recorded winning the new one).
+    fn adopt_view_as(&mut self, ctx: &mut Ctx, view: View, was_primary: bool) {
         assert_eq!(view.group, self.group);
         if self.view.as_ref().is_some_and(|cur| view.epoch <= cur.epoch) || view.epoch < self.log.last_epoch() {
             return;
         }
-        let was_primary = self.is_primary();
         // A newer view settles any admission this replica left unresolved.
         self.unresolved_admission = None;
         self.view = Some(view.clone());
@@ -517,13 +533,17 @@ impl Replica {
         // that gave up may still be chosen later.
         self.unresolved_admission = if current.is_some() { None } else { admitting.or(self.unresolved_admission) };
         if let Some(v) = current {
+            // Judged before `led_epoch` moves: a primary that changed its own
+            // view (removed or admitted a member) keeps serving, rather than
+            // starting over as a new primary that waits out a lease.
+            let was_primary = self.is_primary();
             if applied && v.leader == self.me {
                 self.led_epoch = Some(v.epoch);
                 if let Some(n) = admitting {
                     debug_assert!(v.is_member(n));
                 }
             }
-            self.adopt_view(ctx, v);
+            self.adopt_view_as(ctx, v, was_primary);
         }
     }
 

@@ -25,11 +25,11 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
         request_id: rid(7, 1),
         response: OpResult::Written { version: 1 },
         effects: vec![Write::Put {
-        op: None,
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             version: 1,
         }],
+        op: None,
     };
     let entry_lsn = match &fx[..] {
         [Effect::Persist {

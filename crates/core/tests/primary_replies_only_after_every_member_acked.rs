@@ -23,11 +23,11 @@ fn primary_replies_only_after_every_member_acked() {
         request_id: id,
         response: OpResult::Written { version: 1 },
         effects: vec![Write::Put {
-        op: None,
             key: b"k".to_vec(),
             value: b"v".to_vec(),
             version: 1,
         }],
+        op: None,
     };
     match &fx[..] {
         [Effect::Persist {

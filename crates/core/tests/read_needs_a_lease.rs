@@ -21,13 +21,31 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     let epoch = h.view(node(1)).epoch;
     assert!(!h.replica(node(1)).lease_valid(h.now));
 
-    // Just won its epoch, nothing acked: refused.
-    let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
+    // Just won its epoch: it first waits out any read lease its predecessor
+    // may still hold (`lease_wait_ms` from winning, in a new incarnation),
+    // refusing every request meanwhile, up to its last millisecond.
+    for wait in [0, lease_wait_ms() - 1] {
+        h.advance(wait);
+        let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
+        assert_eq!(
+            fx,
+            vec![Effect::Reply {
+                token,
+                reply: response(rid(7, 1), Err(waiting_out_lease()))
+            }]
+        );
+    }
+
+    // The wait is over before its first heartbeat went out (no node ticked):
+    // it serves now, but nothing is acked, so a read is refused.
+    h.advance(1);
+    assert!(!h.replica(node(1)).lease_valid(h.now));
+    let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
     assert_eq!(
         fx,
         vec![Effect::Reply {
             token,
-            reply: response(rid(7, 1), no_lease())
+            reply: response(rid(7, 2), no_lease())
         }]
     );
 
@@ -49,24 +67,24 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     // Backup 2 acks; backup 3's ack is still on its way: refused.
     h.deliver_to(node(2));
     h.deliver(node(2), node(1));
-    let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
+    let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
     assert_eq!(
         fx,
         vec![Effect::Reply {
             token,
-            reply: response(rid(7, 2), no_lease())
+            reply: response(rid(7, 3), no_lease())
         }]
     );
 
     // Backup 3 acks too: served.
     h.deliver_to(node(3));
     h.deliver(node(3), node(1));
-    let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
+    let (token, fx) = h.client(node(1), request(rid(7, 4), epoch, get("k")));
     assert_eq!(
         fx,
         vec![Effect::Reply {
             token,
-            reply: response(rid(7, 3), Ok(OpResult::Value(None)))
+            reply: response(rid(7, 4), Ok(OpResult::Value(None)))
         }]
     );
 }

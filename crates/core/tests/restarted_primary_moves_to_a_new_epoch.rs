@@ -106,6 +106,21 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
         }
     }
 
+    // Having just won in a new incarnation, it cannot know whom its previous
+    // incarnation last granted a read lease (by acking as a backup), so it
+    // first waits out any such lease from the moment it won: a write is
+    // refused meanwhile, and nothing is written.
+    let (token, fx) = h.client(node(1), request(rid(9, 1), view.epoch, put("d", "4")));
+    assert_eq!(
+        fx,
+        vec![Effect::Reply {
+            token,
+            reply: response(rid(9, 1), Err(waiting_out_lease()))
+        }]
+    );
+    h.wait_out_predecessor_lease();
+    assert_eq!(h.log_ids(1), vec![(e2, 1)]);
+
     // Its first write takes index 2 in epoch 3; the backups' unacknowledged
     // index 2 of epoch 2 is cut, not confused with it.
     let (token, fx) = h.client(node(1), request(rid(9, 1), view.epoch, put("d", "4")));

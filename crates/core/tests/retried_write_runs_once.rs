@@ -125,7 +125,11 @@ fn a_retry_at_the_new_primary_after_failover_runs_once() {
 
     // The FE retries there with the same id: not executed again (no record,
     // no Append), and answered with the original response once the inherited
-    // entry commits, one round trip later.
+    // entry commits, one round trip later. (No Unavailable first: a new
+    // primary waits out its predecessor's read lease until `lease_wait_ms`
+    // after its own last ack, here sent when the old primary's last Append
+    // arrived; it suspected that primary at least that long after, so the
+    // wait is already over when it wins.)
     let (retry, fx) = h.client(node(p), request(id, view.epoch, put("k", "v")));
     assert_eq!(fx, vec![], "the retry waits for the inherited entry");
     // Deliveries and fsyncs only, no time passing: the new primary

@@ -134,15 +134,26 @@ fn a_deposed_primary_learns_the_new_view_and_steps_down() {
     h.heal(node(1));
     h.advance(20);
     h.tick(node(1));
+    // It streams to both old backups in epoch 2: a heartbeat each, then the
+    // write's entry again (that stream has made no progress for longer than
+    // `retransmit_ms`: it has been idle since node 1 won epoch 2).
     let appends: Vec<_> = h
         .net
         .iter()
         .filter(|(_, m)| m.from == 1 && matches!(m.body, PeerBody::Append { .. }))
-        .cloned()
+        .map(|(to, m)| match &m.body {
+            PeerBody::Append {
+                view,
+                prev_index: 0,
+                entries,
+                ..
+            } if view.epoch == 2 => (*to, entries.iter().map(|e| e.index).collect::<Vec<_>>()),
+            other => panic!("expected an Append of epoch 2 after index 0, got {other:?}"),
+        })
         .collect();
     assert_eq!(
-        appends.len(),
-        2,
+        appends,
+        vec![(2, vec![]), (3, vec![]), (2, vec![1]), (3, vec![1])],
         "it streams to both old backups: {:#?}",
         h.net
     );
@@ -150,16 +161,17 @@ fn a_deposed_primary_learns_the_new_view_and_steps_down() {
         let fx = h.deliver_if(|to, m| {
             to == b && m.from == 1 && matches!(m.body, PeerBody::Append { .. })
         });
+        let stale = Effect::Send {
+            to: 1,
+            msg: PeerMsg {
+                from: b,
+                body: PeerBody::StaleEpoch { view: new.clone() },
+            },
+        };
         assert_eq!(
             fx,
-            vec![Effect::Send {
-                to: 1,
-                msg: PeerMsg {
-                    from: b,
-                    body: PeerBody::StaleEpoch { view: new.clone() }
-                }
-            }],
-            "backup {b} refuses the old epoch"
+            vec![stale.clone(), stale],
+            "backup {b} refuses the old epoch, every time"
         );
     }
     // Node 1 learns the view: the waiting client is told who leads now.

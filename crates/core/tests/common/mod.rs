@@ -9,8 +9,10 @@
 #![allow(dead_code)]
 
 use pactdb_core::kv::{Op, OpResult};
-use pactdb_core::msg::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
-use pactdb_core::passive::{Bugs, Replica, Role};
+use pactdb_core::msg::{
+    ClientMsg, ClientReply, ClientRequest, Entry, PeerBody, PeerMsg, WalRecord,
+};
+use pactdb_core::passive::{Bugs, PassiveTiming, Replica, Role};
 use pactdb_core::types::{
     ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View,
 };
@@ -20,13 +22,34 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The only group of the test clusters.
 pub const GROUP: GroupId = 0;
 
+/// How long a new passive primary refuses clients at most (from its last ack
+/// as a backup, or from winning in a new incarnation): `primary_suspect_ms`
+/// of the default timing, which the nodes of the harness run with.
+pub fn lease_wait_ms() -> Millis {
+    PassiveTiming::default().primary_suspect_ms
+}
+
+/// The answer of a new passive primary that is still waiting out its
+/// predecessor's read lease.
+pub fn waiting_out_lease() -> pactdb_core::msg::ClientError {
+    pactdb_core::msg::ClientError::Unavailable {
+        reason: "a new primary is waiting out its predecessor's read lease".into(),
+    }
+}
+
 /// Reads like prose in a scenario: `h.persist(node(2))`.
 pub fn node(id: NodeId) -> NodeId {
     id
 }
 
-/// One group placed on `ids` (the first one leads epoch 1).
+/// One passive group placed on `ids` (the first one leads epoch 1).
 pub fn cluster_map(ids: &[NodeId], min_members: usize) -> ClusterMap {
+    group_map(ids, min_members, Mode::Passive, false)
+}
+
+/// One group of `mode` placed on `ids` (the first one leads epoch 1);
+/// `voting` matters to front ends of active groups only.
+pub fn group_map(ids: &[NodeId], min_members: usize, mode: Mode, voting: bool) -> ClusterMap {
     ClusterMap {
         nodes: ids
             .iter()
@@ -42,10 +65,10 @@ pub fn cluster_map(ids: &[NodeId], min_members: usize) -> ClusterMap {
             .collect(),
         groups: vec![GroupSpec {
             id: GROUP,
-            mode: Mode::Passive,
+            mode,
             placement: ids.to_vec(),
             min_members,
-            voting: false,
+            voting,
         }],
     }
 }
@@ -74,6 +97,19 @@ pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
         epoch,
         op,
     })
+}
+
+/// An active group's log entry: the request `op`, sequenced at `index` and
+/// not executed (no response, no effects).
+pub fn sequenced(epoch: Epoch, index: u64, id: RequestId, op: Op) -> Entry {
+    Entry {
+        epoch,
+        index,
+        request_id: id,
+        response: OpResult::Value(None),
+        effects: Vec::new(),
+        op: Some(op),
+    }
 }
 
 /// The reply a node gives to a key-value request.
@@ -110,9 +146,22 @@ pub struct Harness {
 impl Harness {
     /// Fresh nodes with empty disks; nothing bootstrapped.
     pub fn new(ids: &[NodeId]) -> Harness {
+        Harness::with_bugs(ids, &[])
+    }
+
+    /// Like `new`, but the nodes named in `bugs` run with those bugs on.
+    pub fn with_bugs(ids: &[NodeId], bugs: &[(NodeId, Bugs)]) -> Harness {
+        let bugs_of = |id: NodeId| {
+            bugs.iter()
+                .find(|(n, _)| *n == id)
+                .map_or(Bugs::default(), |(_, b)| *b)
+        };
         let nodes = ids
             .iter()
-            .map(|&id| (id, Node::new(NodeConfig::new(id, ids.to_vec()), id)))
+            .map(|&id| {
+                let cfg = NodeConfig::new(id, ids.to_vec());
+                (id, Node::with_bugs(cfg, id, bugs_of(id)))
+            })
             .collect();
         Harness {
             now: 0,
@@ -133,7 +182,9 @@ impl Harness {
     /// Nodes 1, 2, 3 bootstrapped with `min_members`, up to the moment node 1
     /// has won epoch 2 (it must not lead epoch 1, which it did not win in
     /// this incarnation). Node 1 has sent no `Append` yet: its lease is not
-    /// held. Every message is delivered and every record durable.
+    /// held, and it still refuses clients until `lease_wait_ms()` have passed
+    /// (see `wait_out_predecessor_lease`). Every message is delivered and
+    /// every record durable.
     pub fn fresh_primary(min_members: usize) -> Harness {
         let mut h = Harness::new(&[1, 2, 3]);
         h.bootstrap(min_members);
@@ -142,35 +193,68 @@ impl Harness {
 
     /// Bootstraps nodes 1, 2, 3 through node 1 and runs until node 1 leads.
     pub fn bootstrap(&mut self, min_members: usize) {
-        let (token, _) = self.client(
-            node(1),
-            ClientMsg::Bootstrap {
-                cluster: cluster_map(&[1, 2, 3], min_members),
-            },
-        );
+        self.bootstrap_map(cluster_map(&[1, 2, 3], min_members));
+    }
+
+    /// Bootstraps `cluster` (one group placed on 1, 2, 3) through node 1 and
+    /// runs until node 1 leads epoch 2.
+    pub fn bootstrap_map(&mut self, cluster: ClusterMap) {
+        let (token, _) = self.client(node(1), ClientMsg::Bootstrap { cluster });
         self.settle();
         assert_eq!(self.take_reply(token), ClientReply::Bootstrapped(Ok(())));
         self.run_until(500, |h| h.replica(node(1)).is_primary());
         assert_eq!(self.view(node(1)).epoch, 2);
     }
 
-    /// `fresh_primary(1)`, then one heartbeat round: node 1 is primary of
-    /// epoch 2 holding its lease, 2 and 3 are its backups, all logs empty.
+    /// `fresh_primary(1)`, after it waited out its predecessor's lease and
+    /// then one more heartbeat round: node 1 is primary of epoch 2 serving
+    /// clients and holding its lease (from a heartbeat sent and acked at
+    /// `now`), 2 and 3 are its backups, all logs empty.
     pub fn three_nodes() -> Harness {
         Harness::three_nodes_min(1)
     }
 
     pub fn three_nodes_min(min_members: usize) -> Harness {
         let mut h = Harness::fresh_primary(min_members);
+        h.wait_out_predecessor_lease();
         h.first_heartbeat();
         h
     }
 
-    /// Node 1, freshly primary, heartbeats once and hears every ack.
+    /// Nodes 1, 2, 3 holding one active group (with `voting` for its front
+    /// ends), after one heartbeat round: node 1 is the sequencer of epoch 2,
+    /// 2 and 3 are members, all logs empty.
+    pub fn active(voting: bool) -> Harness {
+        Harness::active_with_bugs(voting, &[])
+    }
+
+    /// `active`, with the nodes named in `bugs` running those bugs.
+    pub fn active_with_bugs(voting: bool, bugs: &[(NodeId, Bugs)]) -> Harness {
+        let mut h = Harness::with_bugs(&[1, 2, 3], bugs);
+        h.bootstrap_map(group_map(&[1, 2, 3], 1, Mode::Active, voting));
+        h.first_heartbeat();
+        assert_eq!(h.view(node(1)).mode, Mode::Active);
+        h
+    }
+
+    /// Node 1, primary, heartbeats once (at the first tick its heartbeat
+    /// is due; for a fresh primary, the very next one) and hears every ack.
     pub fn first_heartbeat(&mut self) {
-        self.advance(1);
-        self.tick_all();
-        self.settle();
+        let deadline = self.now + PassiveTiming::default().heartbeat_ms;
+        loop {
+            assert!(self.now < deadline, "node 1 sends no heartbeat");
+            self.advance(1);
+            let heartbeat = sends(&self.tick(node(1)))
+                .iter()
+                .any(|(_, b)| matches!(b, PeerBody::Append { .. }));
+            for n in self.live().into_iter().filter(|&n| n != 1) {
+                self.tick(n);
+            }
+            self.settle();
+            if heartbeat {
+                break;
+            }
+        }
         assert!(
             self.replica(node(1)).lease_valid(self.local_now(node(1))),
             "node 1 holds its lease"
@@ -392,6 +476,15 @@ impl Harness {
         self.run_until(ms, |h| h.now >= end);
     }
 
+    /// Runs (`run_for`) until a passive primary that won its epoch at or
+    /// before `now` serves clients. It first waits out any read lease its
+    /// predecessor may hold: until `lease_wait_ms()` after its last ack as a
+    /// backup, or after winning if it sent none in this incarnation; either
+    /// moment is no later than the win.
+    pub fn wait_out_predecessor_lease(&mut self) {
+        self.run_for(lease_wait_ms());
+    }
+
     // ----- Faults ---------------------------------------------------------
 
     /// Cuts `n` off: what it sends and what is sent to it is lost.
@@ -559,12 +652,25 @@ pub mod fe {
         }
     }
 
+    /// The view of the active group on nodes 1..=3.
+    pub fn active_view(epoch: Epoch, leader: NodeId) -> View {
+        View {
+            mode: Mode::Active,
+            ..view(epoch, leader)
+        }
+    }
+
     /// A front end that knows the cluster map of nodes 1..=3 and `view`.
     pub fn front_end(view: View) -> (FrontEnd, ChaCha8Rng) {
+        front_end_of(cluster_map(&[1, 2, 3], 1), view)
+    }
+
+    /// A front end that knows `cluster` and `view`.
+    pub fn front_end_of(cluster: ClusterMap, view: View) -> (FrontEnd, ChaCha8Rng) {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let mut fe = FrontEnd::new(&mut rng, vec![1, 2, 3], FeTiming::default());
         let reply = ClientReply::Views {
-            cluster: Some(cluster_map(&[1, 2, 3], 1)),
+            cluster: Some(cluster),
             views: vec![view],
         };
         fe.on_reply(0, &mut rng, 1, reply);
