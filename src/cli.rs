@@ -100,7 +100,8 @@ fn parse_peers(list: &[String]) -> anyhow::Result<BTreeMap<NodeId, SocketAddr>> 
     for p in list {
         let (id, addr) = p.split_once('=').with_context(|| format!("peer `{p}` is not of the form ID=HOST:PORT"))?;
         let id: NodeId = id.trim().parse().with_context(|| format!("peer id `{id}` is not a number"))?;
-        let addr: SocketAddr = addr.trim().parse().with_context(|| format!("peer address `{addr}` is not HOST:PORT"))?;
+        let addr: SocketAddr =
+            addr.trim().parse().with_context(|| format!("peer address `{addr}` is not HOST:PORT"))?;
         if peers.insert(id, addr).is_some() {
             bail!("peer {id} is listed twice");
         }
@@ -127,7 +128,10 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
     peers.entry(id).or_insert(listen);
     Ok(pactdb_node::runtime::NodeOptions {
         id,
-        data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(format!("{DEFAULT_DATA_DIR}/node-{id}"))),
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(format!("{DEFAULT_DATA_DIR}/node-{id}"))),
         peer_listen: listen,
         client_listen: args.client_listen.or(file.client_listen).context("--client-listen is required")?,
         peers,
@@ -187,7 +191,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -199,9 +204,9 @@ fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
 }
 
 async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<i32> {
-    let client = Client::connect(&endpoints).await.with_context(|| {
-        format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(","))
-    })?;
+    let client = Client::connect(&endpoints)
+        .await
+        .with_context(|| format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(",")))?;
     match cmd {
         Command::Put { key, value } => {
             let version = client.put(key, value).await?;

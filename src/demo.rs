@@ -153,8 +153,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
             "--peers".into(),
             peers.clone(),
         ];
-        let mut info =
-            NodeInfo { id, pid: 0, peer: a.peer.clone(), client: a.client.clone(), log: dir.join("node.log"), data_dir: dir, command };
+        let mut info = NodeInfo {
+            id,
+            pid: 0,
+            peer: a.peer.clone(),
+            client: a.client.clone(),
+            log: dir.join("node.log"),
+            data_dir: dir,
+            command,
+        };
         let child = spawn_node(&info)?;
         info.pid = child.id();
         children.push(child);
@@ -213,7 +220,9 @@ fn bootstrap(info: &ClusterInfo) -> anyhow::Result<()> {
         let mut last = String::new();
         'boot: while Instant::now() < deadline {
             for n in &info.nodes {
-                match call(&n.client, &ClientMsg::Bootstrap { cluster: info.cluster.clone() }, Duration::from_secs(5)).await {
+                match call(&n.client, &ClientMsg::Bootstrap { cluster: info.cluster.clone() }, Duration::from_secs(5))
+                    .await
+                {
                     Ok(ClientReply::Bootstrapped(Ok(()))) => break 'boot,
                     Ok(ClientReply::Bootstrapped(Err(e))) if e.contains("different map") => bail!("{e}"),
                     Ok(other) => last = format!("{other:?}"),
@@ -229,7 +238,10 @@ fn bootstrap(info: &ClusterInfo) -> anyhow::Result<()> {
         let endpoints: Vec<String> = info.nodes.iter().map(|n| n.client.clone()).collect();
         let client = Client::connect(&endpoints).await?;
         for g in &info.cluster.groups {
-            let key = (0u64..).map(|i| format!("probe-{i}")).find(|k| info.cluster.group_of(k.as_bytes()) == g.id).expect("some key maps to every group");
+            let key = (0u64..)
+                .map(|i| format!("probe-{i}"))
+                .find(|k| info.cluster.group_of(k.as_bytes()) == g.id)
+                .expect("some key maps to every group");
             let mut ok = false;
             while Instant::now() < deadline && !ok {
                 ok = client.get(key.clone()).await.is_ok();
@@ -245,7 +257,8 @@ fn bootstrap(info: &ClusterInfo) -> anyhow::Result<()> {
 fn wait_for_signal() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -261,12 +274,14 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
         let nodes: Vec<serde_json::Value> = statuses
             .iter()
             .map(|(id, s)| match s {
-                Ok(s) => serde_json::json!({"node": id, "up": true, "replicas": s.replicas.iter().map(|r| serde_json::json!({
+                Ok(s) => {
+                    serde_json::json!({"node": id, "up": true, "replicas": s.replicas.iter().map(|r| serde_json::json!({
                     "group": r.group, "role": r.role, "epoch": r.view.as_ref().map(|v| v.epoch),
                     "leader": r.view.as_ref().map(|v| v.leader), "members": r.view.as_ref().map(|v| v.members.clone()),
                     "last_index": r.last_index, "commit_index": r.commit_index, "applied_index": r.applied_index,
                     "digest": format!("{:016x}", r.digest), "keys": r.keys,
-                })).collect::<Vec<_>>()}),
+                })).collect::<Vec<_>>()})
+                }
                 Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
             })
             .collect();
@@ -307,4 +322,3 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
-

@@ -84,7 +84,10 @@ async fn active_group_survives_member_and_sequencer_kills() {
         assert!(killed_at.elapsed() < Duration::from_secs(20), "writes never resumed");
     }
     acked.lock().unwrap().insert(probe_key.clone(), "after-sequencer-kill".into());
-    eprintln!("FIGURE active group: client-visible gap after kill -9 of the sequencer: {} ms", killed_at.elapsed().as_millis());
+    eprintln!(
+        "FIGURE active group: client-visible gap after kill -9 of the sequencer: {} ms",
+        killed_at.elapsed().as_millis()
+    );
 
     // Every acknowledged write is readable.
     let acked = acked.lock().unwrap().clone();

@@ -91,7 +91,10 @@ async fn kill_primary_lose_nothing_and_rejoin() {
         .wait_converged(Some(victim), Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("node {victim} did not rejoin: {e}\n{}", cluster.log_of(victim)));
-    eprintln!("FIGURE rejoin of node {victim} (restart to digest match in every group): {} ms", restarted_at.elapsed().as_millis());
+    eprintln!(
+        "FIGURE rejoin of node {victim} (restart to digest match in every group): {} ms",
+        restarted_at.elapsed().as_millis()
+    );
 
     // And the cluster keeps taking writes.
     client.put(probe_key.clone(), "final").await.unwrap();

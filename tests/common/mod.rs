@@ -74,7 +74,10 @@ impl TestCluster {
         }
         let ids: Vec<NodeId> = nodes.keys().copied().collect();
         let map = ClusterMap {
-            nodes: nodes.values().map(|t| (t.id, NodeAddrs { peer: t.peer.clone(), client: t.client.clone() })).collect(),
+            nodes: nodes
+                .values()
+                .map(|t| (t.id, NodeAddrs { peer: t.peer.clone(), client: t.client.clone() }))
+                .collect(),
             groups: (0..groups)
                 .map(|g| GroupSpec {
                     id: g,

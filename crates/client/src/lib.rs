@@ -86,7 +86,8 @@ impl Client {
 
     pub async fn connect_with(endpoints: &[String], timing: FeTiming) -> Result<Client, Error> {
         let (cluster, views) = fetch_views(endpoints).await?;
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (std::process::id() as u64).rotate_left(32));
         let mut fe = FrontEnd::new(&mut rng, cluster.nodes.keys().copied().collect(), timing);
         fe.on_reply(0, &mut rng, 0, ClientReply::Views { cluster: Some(cluster.clone()), views });
@@ -253,10 +254,16 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
                     }
                 }
                 FeEffect::Dissent { group, members, .. } => {
-                    tracing::warn!(group, ?members, "members of an active group answered differently from the majority");
+                    tracing::warn!(
+                        group,
+                        ?members,
+                        "members of an active group answered differently from the majority"
+                    );
                 }
                 FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&msg)),
-                FeEffect::FetchViews { to } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&ClientMsg::GetViews)),
+                FeEffect::FetchViews { to } => {
+                    send(&cluster, &mut conns, &ev_tx, to, msg::encode(&ClientMsg::GetViews))
+                }
             }
         }
         if !cmds_open && waiting.is_empty() && backlog.is_empty() {

@@ -7,7 +7,7 @@
 //! newest accepted value a majority reports, so competing changes to the same
 //! register serialise and, for views, exactly one proposal per epoch wins.
 
-use crate::io::Outbox;
+use crate::io::{Lsn, Outbox};
 use crate::limits::MAX_CONFIG_QUEUE;
 use crate::msg::{Ballot, ConfigValue, PeerBody, WalRecord};
 use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeId, View};
@@ -44,7 +44,9 @@ impl Change {
             (Change::InitCluster(m), Some(cur)) => (Some(cur.clone()), *cur == ConfigValue::Cluster(m.clone())),
             (Change::InitView(v), None) => (Some(ConfigValue::View(v.clone())), true),
             (Change::InitView(_), Some(cur)) => (Some(cur.clone()), false),
-            (Change::ReplaceView { expect_epoch, view }, Some(ConfigValue::View(cur))) if cur.epoch == *expect_epoch => {
+            (Change::ReplaceView { expect_epoch, view }, Some(ConfigValue::View(cur)))
+                if cur.epoch == *expect_epoch =>
+            {
                 assert_eq!(view.epoch, expect_epoch + 1, "a view change moves exactly one epoch");
                 (Some(ConfigValue::View(view.clone())), true)
             }
@@ -72,6 +74,9 @@ pub struct ConfigOutcome {
     pub value: Option<ConfigValue>,
     /// False when the proposal gave up (no majority answered in time).
     pub completed: bool,
+    /// The ballot of the proposal's last round: for a completed proposal
+    /// that wrote `value`, a majority of acceptors accepted it at this ballot.
+    pub ballot: Ballot,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -106,6 +111,28 @@ impl Acceptor {
         out.send_durable(from, PeerBody::Promise { key, ballot, accepted });
     }
 
+    /// Relearns a register after a WAL cut. An acceptor whose WAL was cut may
+    /// have forgotten promises and accepts, so it stays silent for every
+    /// register until it relearns it; making the silence last for good (as a
+    /// durable cut does) would let ordinary torn tails, which the WAL cannot
+    /// tell from corruption, silence a majority over time. `value` was just
+    /// accepted at `ballot` by a majority of other acceptors, in a proposal
+    /// of this node that completed while it stayed silent. So `value`
+    /// reflects every value chosen before, and `ballot` exceeds every promise
+    /// this acceptor forgot that a proposer could still use: such a promise
+    /// only counts with a majority, which shares an acceptor with that round
+    /// (other than this one), and that acceptor would have refused `ballot`.
+    /// Adopting it, keeping any newer state still held, is therefore as safe
+    /// as having taken part in that round.
+    pub fn relearn(&mut self, out: &mut Outbox, key: String, ballot: Ballot, value: ConfigValue) {
+        let reg = self.registers.entry(key.clone()).or_default();
+        reg.promised = reg.promised.max(ballot);
+        if reg.accepted.as_ref().is_none_or(|(b, _)| *b < ballot) {
+            reg.accepted = Some((ballot, value));
+        }
+        out.persist(WalRecord::Acceptor { key, promised: reg.promised, accepted: reg.accepted.clone() });
+    }
+
     pub fn on_accept(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot, value: ConfigValue) {
         let reg = self.registers.entry(key.clone()).or_default();
         if ballot < reg.promised {
@@ -131,9 +158,17 @@ struct Pending {
 #[derive(Debug)]
 enum Phase {
     /// Waiting `retry_at_ms` before a new round (after a conflict or timeout).
-    Backoff { retry_at_ms: Millis },
-    Prepare { promises: BTreeMap<NodeId, Option<(Ballot, ConfigValue)>> },
-    Accept { value: Option<ConfigValue>, applied: bool, accepted: BTreeSet<NodeId> },
+    Backoff {
+        retry_at_ms: Millis,
+    },
+    Prepare {
+        promises: BTreeMap<NodeId, Option<(Ballot, ConfigValue)>>,
+    },
+    Accept {
+        value: Option<ConfigValue>,
+        applied: bool,
+        accepted: BTreeSet<NodeId>,
+    },
 }
 
 #[derive(Debug)]
@@ -155,12 +190,19 @@ pub struct ProposerTiming {
     pub backoff_ms: Millis,
 }
 
+/// Ballot rounds a proposer reserves with one durable record.
+const ROUND_RESERVATION: u64 = 4096;
+
 /// Runs this node's proposals, one at a time per register (later ones queue).
 #[derive(Debug)]
 pub struct Proposer {
     acceptors: Vec<NodeId>,
     timing: ProposerTiming,
     highest_round_seen: u64,
+    /// Rounds up to this are reserved by a `ProposerRounds` record, which
+    /// becomes durable at `reserved_lsn`.
+    reserved_upto: u64,
+    reserved_lsn: Lsn,
     running: BTreeMap<String, Running>,
     queued: BTreeMap<String, VecDeque<Pending>>,
 }
@@ -168,7 +210,21 @@ pub struct Proposer {
 impl Proposer {
     pub fn new(acceptors: Vec<NodeId>, timing: ProposerTiming) -> Proposer {
         assert!(!acceptors.is_empty(), "the config store needs acceptors");
-        Proposer { acceptors, timing, highest_round_seen: 0, running: BTreeMap::new(), queued: BTreeMap::new() }
+        Proposer {
+            acceptors,
+            timing,
+            highest_round_seen: 0,
+            reserved_upto: 0,
+            reserved_lsn: 0,
+            running: BTreeMap::new(),
+            queued: BTreeMap::new(),
+        }
+    }
+
+    /// Recovery: an earlier incarnation reserved rounds up to `upto`.
+    pub fn recover_rounds(&mut self, upto: u64) {
+        self.highest_round_seen = self.highest_round_seen.max(upto);
+        self.reserved_upto = self.reserved_upto.max(upto);
     }
 
     fn majority(&self) -> usize {
@@ -218,11 +274,31 @@ impl Proposer {
         op.rounds = op.rounds.saturating_add(1);
         self.highest_round_seen += 1;
         let ballot = Ballot { round: self.highest_round_seen, node: out.me() };
+        // A ballot must never be used twice, not even by a later incarnation
+        // of this node, whose round counter starts over: acceptors would take
+        // the old round's accepted value (and late `Accepted`s) for the new
+        // round's, and a stale value would outrank a chosen one (found by the
+        // simulator: a restarted node reused its ballot and wrote an old view
+        // back over a newer one, so one epoch got two views). Rounds are
+        // therefore reserved durably, in blocks, before they are used.
+        if ballot.round > self.reserved_upto {
+            self.reserved_upto = ballot.round + ROUND_RESERVATION;
+            self.reserved_lsn = out.persist(WalRecord::ProposerRounds { upto: self.reserved_upto });
+        }
+        let reserved = out.durable_lsn() >= self.reserved_lsn;
         for &a in &self.acceptors {
-            out.send(a, PeerBody::Prepare { key: key.clone(), ballot });
+            let prepare = PeerBody::Prepare { key: key.clone(), ballot };
+            if reserved {
+                out.send(a, prepare);
+            } else {
+                out.send_durable(a, prepare);
+            }
         }
         let round_deadline_ms = out.now() + Self::phase_ms(self.timing.round_ms, &op);
-        self.running.insert(key, Running { op, ballot, phase: Phase::Prepare { promises: BTreeMap::new() }, round_deadline_ms });
+        self.running.insert(
+            key,
+            Running { op, ballot, phase: Phase::Prepare { promises: BTreeMap::new() }, round_deadline_ms },
+        );
     }
 
     pub fn on_promise(
@@ -257,13 +333,19 @@ impl Proposer {
             None => {
                 // An empty register read stays empty: nothing to write back.
                 let run = self.running.remove(&key).expect("running");
-                self.finish(out, key, run.op, None, applied, true);
+                self.finish(out, key, run.op, run.ballot, Some((None, applied)));
             }
         }
     }
 
     /// Returns the outcome when this accept completes the proposal.
-    pub fn on_accepted(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) -> Option<ConfigOutcome> {
+    pub fn on_accepted(
+        &mut self,
+        out: &mut Outbox,
+        from: NodeId,
+        key: String,
+        ballot: Ballot,
+    ) -> Option<ConfigOutcome> {
         let majority = self.majority();
         let run = self.running.get_mut(&key)?;
         if run.ballot != ballot {
@@ -276,7 +358,7 @@ impl Proposer {
         }
         let run = self.running.remove(&key).expect("running");
         let Phase::Accept { value, applied, .. } = run.phase else { unreachable!("checked above") };
-        Some(self.finish(out, key, run.op, value, applied, true))
+        Some(self.finish(out, key, run.op, run.ballot, Some((value, applied))))
     }
 
     pub fn on_reject(&mut self, out: &mut Outbox, rng: &mut ChaCha8Rng, key: String, ballot: Ballot, promised: Ballot) {
@@ -290,16 +372,27 @@ impl Proposer {
         run.phase = Phase::Backoff { retry_at_ms };
     }
 
+    /// Ends a proposal. `result` is the register's value and whether the
+    /// change took effect, or `None` if the proposal gave up.
     fn finish(
         &mut self,
         out: &mut Outbox,
         key: String,
         op: Pending,
-        value: Option<ConfigValue>,
-        applied: bool,
-        completed: bool,
+        ballot: Ballot,
+        result: Option<(Option<ConfigValue>, bool)>,
     ) -> ConfigOutcome {
-        let outcome = ConfigOutcome { key: key.clone(), requester: op.requester, change: op.change, applied, value, completed };
+        let completed = result.is_some();
+        let (value, applied) = result.unwrap_or((None, false));
+        let outcome = ConfigOutcome {
+            key: key.clone(),
+            requester: op.requester,
+            change: op.change,
+            applied,
+            value,
+            completed,
+            ballot,
+        };
         if let Some(next) = self.queued.get_mut(&key).and_then(|q| q.pop_front()) {
             self.start_round(out, key, next);
         }
@@ -316,7 +409,7 @@ impl Proposer {
             let run = self.running.get_mut(&key).expect("listed");
             if now >= run.op.deadline_ms {
                 let run = self.running.remove(&key).expect("listed");
-                gave_up.push(self.finish(out, key, run.op, None, false, false));
+                gave_up.push(self.finish(out, key, run.op, run.ballot, None));
                 continue;
             }
             let retry = match run.phase {
@@ -395,13 +488,24 @@ mod tests {
         let mut accs: BTreeMap<NodeId, (Acceptor, Outbox)> =
             (1..=3).map(|i| (i, (Acceptor::default(), Outbox::new(i, 1)))).collect();
         for (_, (acc, out)) in accs.iter_mut() {
-            acc.replay(view_key(0), Ballot::default(), Some((Ballot { round: 1, node: 1 }, ConfigValue::View(view(4, 1)))));
+            acc.replay(
+                view_key(0),
+                Ballot::default(),
+                Some((Ballot { round: 1, node: 1 }, ConfigValue::View(view(4, 1)))),
+            );
             out.on_persisted(0);
         }
-        let mut props: BTreeMap<NodeId, (Proposer, Outbox)> =
-            [2, 3].into_iter().map(|i| (i, (Proposer::new(vec![1, 2, 3], timing.clone()), Outbox::new(i, 1)))).collect();
+        let mut props: BTreeMap<NodeId, (Proposer, Outbox)> = [2, 3]
+            .into_iter()
+            .map(|i| (i, (Proposer::new(vec![1, 2, 3], timing.clone()), Outbox::new(i, 1))))
+            .collect();
         for (&i, (p, out)) in props.iter_mut() {
-            p.propose(out, view_key(0), Change::ReplaceView { expect_epoch: 4, view: view(5, i) }, Requester::Replica(0));
+            p.propose(
+                out,
+                view_key(0),
+                Change::ReplaceView { expect_epoch: 4, view: view(5, i) },
+                Requester::Replica(0),
+            );
         }
         let mut outcomes = Vec::new();
         let mut queue: VecDeque<(NodeId, crate::msg::PeerMsg)> = VecDeque::new();
@@ -409,6 +513,11 @@ mod tests {
             for (&from, (p, out)) in props.iter_mut() {
                 out.now = now;
                 outcomes.extend(p.on_tick(out, &mut rng));
+                // Proposers persist their ballot-round reservations.
+                let last = out.last_lsn();
+                if last > out.durable_lsn() {
+                    out.on_persisted(last);
+                }
                 for e in out.take_effects() {
                     if let Effect::Send { to, msg } = e {
                         queue.push_back((to, msg));

@@ -315,7 +315,8 @@ impl FrontEnd {
                     // refusal from elsewhere (in an active group, the new
                     // sequencer while the old one is silent) still teaches a
                     // newer view, and whatever waits on it is resent.
-                    if let Err(ClientError::StaleEpoch { view } | ClientError::NotLeader { view: Some(view) }) = &result {
+                    if let Err(ClientError::StaleEpoch { view } | ClientError::NotLeader { view: Some(view) }) = &result
+                    {
                         let group = view.group;
                         if self.learn_view(view.clone()) {
                             self.retry_on_new_views(now, rng, &[group]);
@@ -329,8 +330,12 @@ impl FrontEnd {
             }
             ClientReply::Status(_) | ClientReply::Bootstrapped(_) => {}
             ClientReply::ProtocolError { reason } => {
-                let ops: Vec<OpId> =
-                    self.pending.iter().filter(|(_, p)| p.in_flight && p.target == Some(from)).map(|(&o, _)| o).collect();
+                let ops: Vec<OpId> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, p)| p.in_flight && p.target == Some(from))
+                    .map(|(&o, _)| o)
+                    .collect();
                 for op in ops {
                     self.finish(op, Err(FeError::Refused(ClientError::Malformed { reason: reason.clone() })));
                 }
@@ -370,7 +375,14 @@ impl FrontEnd {
         true
     }
 
-    fn on_result(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: OpId, from: NodeId, result: Result<OpResult, ClientError>) {
+    fn on_result(
+        &mut self,
+        now: Millis,
+        rng: &mut ChaCha8Rng,
+        op: OpId,
+        from: NodeId,
+        result: Result<OpResult, ClientError>,
+    ) {
         match result {
             Ok(r) => self.finish(op, Ok(r)),
             Err(e) => match e {
@@ -430,7 +442,8 @@ impl FrontEnd {
     /// Retries timed-out attempts, resumes backed-off ones, and fails
     /// operations past their deadline.
     pub fn on_tick(&mut self, now: Millis, rng: &mut ChaCha8Rng) {
-        let due: Vec<OpId> = self.pending.iter().filter(|(_, p)| now >= p.wake_ms || now >= p.deadline_ms).map(|(&o, _)| o).collect();
+        let due: Vec<OpId> =
+            self.pending.iter().filter(|(_, p)| now >= p.wake_ms || now >= p.deadline_ms).map(|(&o, _)| o).collect();
         for op in due {
             let p = &self.pending[&op];
             if now >= p.deadline_ms {

@@ -20,17 +20,31 @@ pub enum Input {
     /// Time passed; the runtime sends one every few milliseconds.
     Tick,
     Peer(PeerMsg),
-    Client { token: ClientToken, msg: ClientMsg },
+    Client {
+        token: ClientToken,
+        msg: ClientMsg,
+    },
     /// Every record up to and including `lsn` is durable on this node's disk.
-    Persisted { lsn: Lsn },
+    Persisted {
+        lsn: Lsn,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    Send { to: NodeId, msg: PeerMsg },
-    Reply { token: ClientToken, reply: ClientReply },
+    Send {
+        to: NodeId,
+        msg: PeerMsg,
+    },
+    Reply {
+        token: ClientToken,
+        reply: ClientReply,
+    },
     /// Append `record` to the WAL and fsync; answer with `Input::Persisted`.
-    Persist { lsn: Lsn, record: WalRecord },
+    Persist {
+        lsn: Lsn,
+        record: WalRecord,
+    },
 }
 
 /// Collects effects during one step. Effects queued "durable" are released

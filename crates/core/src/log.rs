@@ -79,7 +79,11 @@ impl Log {
     pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &Entry> {
         let start = from.max(self.base_index + 1);
         let end = to.min(self.last_index());
-        let (s, e) = if start > end { (0, 0) } else { ((start - self.base_index - 1) as usize, (end - self.base_index) as usize) };
+        let (s, e) = if start > end {
+            (0, 0)
+        } else {
+            ((start - self.base_index - 1) as usize, (end - self.base_index) as usize)
+        };
         self.entries.range(s..e)
     }
 

@@ -50,12 +50,12 @@ impl Entry {
         op_bytes
             + self
                 .effects
-            .iter()
-            .map(|w| match w {
-                Write::Put { key, value, .. } => key.len() + value.len(),
-                Write::Delete { key } => key.len(),
-            })
-            .sum::<usize>()
+                .iter()
+                .map(|w| match w {
+                    Write::Put { key, value, .. } => key.len() + value.len(),
+                    Write::Delete { key } => key.len(),
+                })
+                .sum::<usize>()
             + 32
     }
 }
@@ -79,14 +79,34 @@ pub struct PeerMsg {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerBody {
     // Config store (CASPaxos).
-    Prepare { key: String, ballot: Ballot },
-    Promise { key: String, ballot: Ballot, accepted: Option<(Ballot, ConfigValue)> },
-    Accept { key: String, ballot: Ballot, value: ConfigValue },
-    Accepted { key: String, ballot: Ballot },
+    Prepare {
+        key: String,
+        ballot: Ballot,
+    },
+    Promise {
+        key: String,
+        ballot: Ballot,
+        accepted: Option<(Ballot, ConfigValue)>,
+    },
+    Accept {
+        key: String,
+        ballot: Ballot,
+        value: ConfigValue,
+    },
+    Accepted {
+        key: String,
+        ballot: Ballot,
+    },
     /// The acceptor has promised a higher ballot; the proposer retries above it.
-    Reject { key: String, ballot: Ballot, promised: Ballot },
+    Reject {
+        key: String,
+        ballot: Ballot,
+        promised: Ballot,
+    },
     /// A view won in the config store, told to everyone so caches refresh fast.
-    ViewAnnounce { view: View },
+    ViewAnnounce {
+        view: View,
+    },
 
     // Passive replication.
     /// Entries from the primary of `view`, following `(prev_epoch, prev_index)`.
@@ -100,41 +120,78 @@ pub enum PeerBody {
     },
     /// The backup holds, durably, every entry up to `match_index` as the
     /// primary's log has them. Echoes `sent_ms` to extend the primary's lease.
-    AppendAck { group: GroupId, epoch: Epoch, match_index: Index, sent_ms: Millis },
+    AppendAck {
+        group: GroupId,
+        epoch: Epoch,
+        match_index: Index,
+        sent_ms: Millis,
+    },
     /// The backup's log does not contain `(prev_epoch, prev_index)`; `last_index`
     /// is a hint where to resume.
-    AppendReject { group: GroupId, epoch: Epoch, last_index: Index },
+    AppendReject {
+        group: GroupId,
+        epoch: Epoch,
+        last_index: Index,
+    },
     /// The whole state, for a member too far behind the primary's log.
-    InstallSnapshot { view: View, snapshot: Box<Snapshot>, sent_ms: Millis },
+    InstallSnapshot {
+        view: View,
+        snapshot: Box<Snapshot>,
+        sent_ms: Millis,
+    },
     /// A node placed in the group but not in its view asks to be caught up and
     /// re-admitted.
-    Join { group: GroupId, last_index: Index },
+    Join {
+        group: GroupId,
+        last_index: Index,
+    },
     /// The sender is behind: here is the current view.
-    StaleEpoch { view: View },
+    StaleEpoch {
+        view: View,
+    },
 }
 
 /// Why a client request failed. Each is a clear, actionable condition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientError {
     /// This node does not lead the group; `view` says who does, if known.
-    NotLeader { view: Option<View> },
+    NotLeader {
+        view: Option<View>,
+    },
     /// The request named an epoch that is not the group's current one.
-    StaleEpoch { view: View },
-    KeyTooLarge { len: usize, max: usize },
-    ValueTooLarge { len: usize, max: usize },
+    StaleEpoch {
+        view: View,
+    },
+    KeyTooLarge {
+        len: usize,
+        max: usize,
+    },
+    ValueTooLarge {
+        len: usize,
+        max: usize,
+    },
     /// The view has fewer members than the group's `min_members`.
-    BelowMinMembers { members: usize, min_members: usize },
+    BelowMinMembers {
+        members: usize,
+        min_members: usize,
+    },
     /// The request id was forgotten by the session table, so whether it ran
     /// cannot be told; it is not run again.
     SessionExpired,
     /// The node is overloaded; retry after a back-off.
     Busy,
     /// The group is not known to this node (yet).
-    UnknownGroup { group: GroupId },
+    UnknownGroup {
+        group: GroupId,
+    },
     /// The operation could not be completed, for the reason given.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
     /// The request could not be decoded.
-    Malformed { reason: String },
+    Malformed {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ClientError {
@@ -186,7 +243,9 @@ pub enum ClientMsg {
     GetStatus,
     /// Store the cluster map and initial views in the config store (only if
     /// the cluster has none yet).
-    Bootstrap { cluster: ClusterMap },
+    Bootstrap {
+        cluster: ClusterMap,
+    },
 }
 
 /// Per-group status of one replica.
@@ -211,13 +270,21 @@ pub struct NodeStatus {
 /// Everything a node sends back to a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientReply {
-    Response { id: RequestId, result: Result<OpResult, ClientError> },
-    Views { cluster: Option<ClusterMap>, views: Vec<View> },
+    Response {
+        id: RequestId,
+        result: Result<OpResult, ClientError>,
+    },
+    Views {
+        cluster: Option<ClusterMap>,
+        views: Vec<View>,
+    },
     Status(NodeStatus),
     Bootstrapped(Result<(), String>),
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
-    ProtocolError { reason: String },
+    ProtocolError {
+        reason: String,
+    },
 }
 
 /// What a node writes to its WAL. Replaying these in order rebuilds the
@@ -245,6 +312,10 @@ pub enum WalRecord {
     WalCut,
     /// The group's replica was caught up by a primary after a `WalCut`.
     CaughtUp { group: GroupId },
+    /// This node's proposer may use ballot rounds up to `upto`; after a
+    /// restart it starts above them, so it never reuses a ballot (see
+    /// `config::Proposer::start_round`).
+    ProposerRounds { upto: u64 },
 }
 
 fn options() -> impl Options {

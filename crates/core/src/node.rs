@@ -76,8 +76,11 @@ pub struct Node {
     /// The WAL lost records at some recovery (a durable `WalCut`), so this
     /// acceptor may have forgotten promises it made: it stays silent rather
     /// than break the config store's safety (a majority of healthy acceptors
-    /// carries on).
+    /// carries on), for each register until it relearns it.
     acceptor_silenced: bool,
+    /// Registers the acceptor relearned since the last `WalCut` (see
+    /// `Acceptor::relearn`); it answers for these again.
+    relearned: BTreeSet<String>,
     /// Groups whose replica was caught up since the last `WalCut`; every
     /// other replica of a node whose WAL was cut is amnesiac.
     caught_up: BTreeSet<GroupId>,
@@ -107,6 +110,7 @@ impl Node {
             started: false,
             acceptor_silenced: false,
             caught_up: BTreeSet::new(),
+            relearned: BTreeSet::new(),
             cfg,
         }
     }
@@ -122,7 +126,14 @@ impl Node {
         node.out = Outbox::new(node.cfg.id, n + 1);
         for r in records {
             match r {
-                WalRecord::Acceptor { key, promised, accepted } => node.acceptor.replay(key, promised, accepted),
+                WalRecord::Acceptor { key, promised, accepted } => {
+                    // After a cut, the acceptor writes a register only once
+                    // it relearned it.
+                    if node.acceptor_silenced {
+                        node.relearned.insert(key.clone());
+                    }
+                    node.acceptor.replay(key, promised, accepted)
+                }
                 WalRecord::Entry { group, entry } => node.replica_mut(group).replay_entry(entry),
                 WalRecord::Truncate { group, index } => node.replica_mut(group).replay_truncate(index),
                 WalRecord::Commit { group, index } => node.replica_mut(group).replay_commit(index),
@@ -130,16 +141,19 @@ impl Node {
                 WalRecord::WalCut => {
                     node.acceptor_silenced = true;
                     node.caught_up.clear();
+                    node.relearned.clear();
                 }
                 WalRecord::CaughtUp { group } => {
                     node.caught_up.insert(group);
                 }
+                WalRecord::ProposerRounds { upto } => node.proposer.recover_rounds(upto),
             }
         }
         if wal_was_cut {
             node.out.persist(WalRecord::WalCut);
             node.acceptor_silenced = true;
             node.caught_up.clear();
+            node.relearned.clear();
         }
         let (cut, caught_up) = (node.acceptor_silenced, &node.caught_up);
         for (g, r) in node.replicas.iter_mut() {
@@ -174,8 +188,9 @@ impl Node {
         f(r, &mut Ctx { out: &mut self.out, rng: &mut self.rng, requests })
     }
 
-    fn is_acceptor(&self) -> bool {
-        self.cfg.config_members.contains(&self.cfg.id) && !self.acceptor_silenced
+    /// Whether this node's acceptor answers for register `key`.
+    fn is_acceptor(&self, key: &str) -> bool {
+        self.cfg.config_members.contains(&self.cfg.id) && (!self.acceptor_silenced || self.relearned.contains(key))
     }
 
     pub fn id(&self) -> NodeId {
@@ -244,6 +259,7 @@ impl Node {
                         applied: false,
                         value: None,
                         completed: false,
+                        ballot: Default::default(),
                     };
                     self.on_outcome(requests, outcome);
                 }
@@ -309,12 +325,12 @@ impl Node {
         let from = msg.from;
         match msg.body {
             PeerBody::Prepare { key, ballot } => {
-                if self.is_acceptor() {
+                if self.is_acceptor(&key) {
                     self.acceptor.on_prepare(&mut self.out, from, key, ballot);
                 }
             }
             PeerBody::Accept { key, ballot, value } => {
-                if self.is_acceptor() {
+                if self.is_acceptor(&key) {
                     self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
                 }
             }
@@ -329,7 +345,7 @@ impl Node {
             PeerBody::Reject { key, ballot, promised } => {
                 self.proposer.on_reject(&mut self.out, &mut self.rng, key, ballot, promised);
             }
-            PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view),
+            PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view, false),
             PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms } => {
                 self.note_view(&view);
                 self.with_replica(view.group, requests, |r, ctx| {
@@ -338,11 +354,19 @@ impl Node {
             }
             PeerBody::InstallSnapshot { view, snapshot, sent_ms } => {
                 self.note_view(&view);
-                self.with_replica(view.group, requests, |r, ctx| r.on_install_snapshot(ctx, from, view, *snapshot, sent_ms));
+                self.with_replica(view.group, requests, |r, ctx| {
+                    r.on_install_snapshot(ctx, from, view, *snapshot, sent_ms)
+                });
             }
             PeerBody::AppendAck { group, epoch, match_index, sent_ms } => {
                 if let Some(r) = self.replicas.get_mut(&group) {
-                    r.on_append_ack(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, epoch, match_index, sent_ms);
+                    r.on_append_ack(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests),
+                        from,
+                        epoch,
+                        match_index,
+                        sent_ms,
+                    );
                 }
             }
             PeerBody::AppendReject { group, epoch, last_index } => {
@@ -367,14 +391,23 @@ impl Node {
     }
 
     /// Caches a view and hands it to this node's replica of the group.
-    fn learn_view(&mut self, requests: &mut Requests, view: View) {
+    /// `from_store` says the view was just read from the config store (not
+    /// relayed by a peer, which may be stale).
+    fn learn_view(&mut self, requests: &mut Requests, view: View, from_store: bool) {
         self.note_view(&view);
         let placed = view.is_member(self.cfg.id)
-            || self.cluster.as_ref().is_some_and(|c| {
-                c.groups.iter().any(|g| g.id == view.group && g.placement.contains(&self.cfg.id))
-            });
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.groups.iter().any(|g| g.id == view.group && g.placement.contains(&self.cfg.id)));
         if placed || self.replicas.contains_key(&view.group) {
-            self.with_replica(view.group, requests, |r, ctx| r.adopt_view(ctx, view));
+            self.with_replica(view.group, requests, |r, ctx| {
+                if from_store {
+                    r.confirm_view(ctx, view)
+                } else {
+                    r.adopt_view(ctx, view)
+                }
+            });
         }
     }
 
@@ -395,6 +428,14 @@ impl Node {
     }
 
     fn on_outcome(&mut self, requests: &mut Requests, outcome: ConfigOutcome) {
+        let relearn = outcome.completed
+            && self.acceptor_silenced
+            && self.cfg.config_members.contains(&self.cfg.id)
+            && !self.relearned.contains(&outcome.key);
+        if let (true, Some(value)) = (relearn, &outcome.value) {
+            self.acceptor.relearn(&mut self.out, outcome.key.clone(), outcome.ballot, value.clone());
+            self.relearned.insert(outcome.key.clone());
+        }
         if outcome.applied {
             if let Some(ConfigValue::View(v)) = &outcome.value {
                 if !matches!(outcome.change, Change::Read) {
@@ -417,7 +458,7 @@ impl Node {
             }
             Requester::Refresh => match outcome.value {
                 Some(ConfigValue::Cluster(c)) => self.learn_cluster(c),
-                Some(ConfigValue::View(v)) => self.learn_view(requests, v),
+                Some(ConfigValue::View(v)) => self.learn_view(requests, v, true),
                 None => {}
             },
             Requester::Bootstrap { token } => self.on_bootstrap_outcome(requests, token, outcome),
@@ -452,7 +493,7 @@ impl Node {
             self.bootstraps[pos].pending.remove(&outcome.key);
             if let Some(ConfigValue::View(v)) = outcome.value {
                 self.announce(&v);
-                self.learn_view(requests, v);
+                self.learn_view(requests, v, true);
             }
         }
         if self.bootstraps[pos].pending.is_empty() {
@@ -474,7 +515,8 @@ impl Node {
                 }
             },
             ClientMsg::GetViews => {
-                let reply = ClientReply::Views { cluster: self.cluster.clone(), views: self.views.values().cloned().collect() };
+                let reply =
+                    ClientReply::Views { cluster: self.cluster.clone(), views: self.views.values().cloned().collect() };
                 self.out.reply(token, reply);
             }
             ClientMsg::GetStatus => {

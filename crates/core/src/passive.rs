@@ -12,8 +12,7 @@ use crate::config::Change;
 use crate::io::{ClientToken, Lsn, Outbox};
 use crate::kv::{execute, Dedup, Key, KvStore, OpResult, Sessions, Versioned, Write};
 use crate::limits::{
-    MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_AWAITING, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS,
-    MAX_UNCOMMITTED_ENTRIES,
+    MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_AWAITING, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS, MAX_UNCOMMITTED_ENTRIES,
 };
 use crate::log::Log;
 use crate::msg::{ClientError, ClientReply, ClientRequest, Entry, PeerBody, ReplicaStatus, Snapshot, WalRecord};
@@ -386,14 +385,22 @@ impl Replica {
         }
         let admitted = self.admitting.iter().chain(self.unresolved_admission.iter());
         view.members.iter().chain(admitted).filter(|&&m| m != self.me).all(|m| {
-            self.progress
-                .get(m)
-                .and_then(|p| p.lease_sent_ms)
-                .is_some_and(|sent| now < sent + self.timing.lease_ms)
+            self.progress.get(m).and_then(|p| p.lease_sent_ms).is_some_and(|sent| now < sent + self.timing.lease_ms)
         })
     }
 
     // ----- Views ------------------------------------------------------------
+
+    /// Adopts `view`, just read from the config store (so no view of the
+    /// group was newer when the read began), and notes that this replica's
+    /// view is now confirmed.
+    pub fn confirm_view(&mut self, ctx: &mut Ctx, view: View) {
+        let epoch = view.epoch;
+        self.adopt_view(ctx, view);
+        if self.view.as_ref().is_some_and(|v| v.epoch >= epoch) {
+            self.view_confirmed = true;
+        }
+    }
 
     /// Adopts `view` if it is newer than the one held.
     pub fn adopt_view(&mut self, ctx: &mut Ctx, view: View) {
@@ -499,12 +506,18 @@ impl Replica {
         let view = self.view.clone();
         for (_, ws) in std::mem::take(&mut self.waiters) {
             for (token, id) in ws {
-                ctx.out.reply(token, ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) });
+                ctx.out.reply(
+                    token,
+                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                );
             }
         }
         for (_, rs) in std::mem::take(&mut self.parked_reads) {
             for (token, id, _) in rs {
-                ctx.out.reply(token, ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) });
+                ctx.out.reply(
+                    token,
+                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                );
             }
         }
         self.parked_count = 0;
@@ -544,6 +557,8 @@ impl Replica {
                 }
             }
             self.adopt_view_as(ctx, v, was_primary);
+            // The outcome carries the register's value as the store holds it.
+            self.view_confirmed = true;
         }
     }
 
@@ -579,7 +594,10 @@ impl Replica {
         let now = ctx.out.now();
         if req.op.is_read() && !active {
             if !self.bugs.read_without_lease && !self.lease_valid(now) {
-                return reply(ctx.out, Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }));
+                return reply(
+                    ctx.out,
+                    Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }),
+                );
             }
             let key = req.op.key();
             let (result, wait_for) = match self.overlay.get(key) {
@@ -790,7 +808,14 @@ impl Replica {
             let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
             ctx.out.send(
                 to,
-                PeerBody::Append { view, prev_index, prev_epoch, entries: Vec::new(), commit_index: commit, sent_ms: now },
+                PeerBody::Append {
+                    view,
+                    prev_index,
+                    prev_epoch,
+                    entries: Vec::new(),
+                    commit_index: commit,
+                    sent_ms: now,
+                },
             );
         }
     }
@@ -1082,10 +1107,14 @@ impl Replica {
     /// then does it hold every entry an earlier primary may have committed
     /// (they all precede that entry). Merely advancing its commit index was
     /// not enough (found by the simulator: a replica cleared its amnesia
-    /// while still missing committed entries, then won a view). The end of
+    /// while still missing committed entries, then won a view). And the
+    /// primary must lead a view this replica confirmed with the config
+    /// store: catching up with a stale primary proves nothing (found by the
+    /// simulator: a member whose cut WAL lost epochs 6-7 "caught up" with the
+    /// partitioned primary of epoch 5 and renewed its lease). The end of
     /// the amnesia is made durable so a later restart does not repeat it.
     fn end_amnesia(&mut self, ctx: &mut Ctx, epoch: Epoch) {
-        if self.log.epoch_at(self.commit_index) == Some(epoch) {
+        if self.view_confirmed && self.log.epoch_at(self.commit_index) == Some(epoch) {
             self.amnesiac = false;
             ctx.out.persist(WalRecord::CaughtUp { group: self.group });
         }
@@ -1098,7 +1127,7 @@ impl Replica {
 
     fn send_ack(&mut self, ctx: &mut Ctx) {
         let Some(view) = &self.view else { return };
-        if view.leader == self.me {
+        if view.leader == self.me || (self.amnesiac && !self.view_confirmed) {
             return;
         }
         let durable = if self.bugs.ack_before_fsync { self.log.last_index() } else { self.durable_index };
@@ -1111,7 +1140,14 @@ impl Replica {
         );
     }
 
-    pub fn on_install_snapshot(&mut self, ctx: &mut Ctx, from: NodeId, view: View, snapshot: Snapshot, sent_ms: Millis) {
+    pub fn on_install_snapshot(
+        &mut self,
+        ctx: &mut Ctx,
+        from: NodeId,
+        view: View,
+        snapshot: Snapshot,
+        sent_ms: Millis,
+    ) {
         if !self.check_epoch(ctx, from, &view) {
             return;
         }
@@ -1165,7 +1201,8 @@ impl Replica {
                 // Forget learners that went quiet.
                 let timeout = self.timing.backup_timeout_ms;
                 let admitted = [self.admitting, self.unresolved_admission];
-                self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
+                self.progress
+                    .retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
                 if self.unresolved_admission.is_some() && !self.view_change_in_flight {
                     // Settle the register: a new epoch with the same members
                     // either wins (the old admission can no longer be chosen)

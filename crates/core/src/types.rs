@@ -119,14 +119,7 @@ impl ClusterMap {
                 let mut members = g.placement.clone();
                 let leader = members[0];
                 members.sort_unstable();
-                View {
-                    group: g.id,
-                    epoch: 1,
-                    mode: g.mode,
-                    leader,
-                    members,
-                    min_members: g.min_members,
-                }
+                View { group: g.id, epoch: 1, mode: g.mode, leader, members, min_members: g.min_members }
             })
             .collect()
     }

@@ -13,42 +13,17 @@ use pactdb_core::Effect;
 const KEY: &str = "test/register";
 
 fn value(epoch: u64) -> ConfigValue {
-    ConfigValue::View(View {
-        group: 9,
-        epoch,
-        mode: Mode::Passive,
-        leader: 3,
-        members: vec![2, 3],
-        min_members: 1,
-    })
+    ConfigValue::View(View { group: 9, epoch, mode: Mode::Passive, leader: 3, members: vec![2, 3], min_members: 1 })
 }
 
 #[test]
 fn promise_is_held_until_persisted() {
     let mut h = Harness::three_nodes();
-    let ballot = Ballot {
-        round: 1000,
-        node: 3,
-    };
+    let ballot = Ballot { round: 1000, node: 3 };
 
-    let fx = h.inject(
-        node(2),
-        node(3),
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot,
-        },
-    );
+    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
     let lsn = match &fx[..] {
-        [Effect::Persist {
-            lsn,
-            record:
-                WalRecord::Acceptor {
-                    key,
-                    promised,
-                    accepted: None,
-                },
-        }] => {
+        [Effect::Persist { lsn, record: WalRecord::Acceptor { key, promised, accepted: None } }] => {
             assert_eq!((key.as_str(), *promised), (KEY, ballot));
             *lsn
         }
@@ -57,32 +32,14 @@ fn promise_is_held_until_persisted() {
 
     // The same Prepare again (a duplicate): no new record, and no Promise
     // either, because the first one is not durable yet.
-    let fx = h.inject(
-        node(2),
-        node(3),
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot,
-        },
-    );
-    assert_eq!(
-        fx,
-        vec![],
-        "nothing may leave before the promise is durable"
-    );
+    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
+    assert_eq!(fx, vec![], "nothing may leave before the promise is durable");
 
     // Durable: both Promises go out, and nothing else.
     let fx = h.persist_upto(node(2), lsn);
     let promise = Effect::Send {
         to: 3,
-        msg: PeerMsg {
-            from: 2,
-            body: PeerBody::Promise {
-                key: KEY.into(),
-                ballot,
-                accepted: None,
-            },
-        },
+        msg: PeerMsg { from: 2, body: PeerBody::Promise { key: KEY.into(), ballot, accepted: None } },
     };
     assert_eq!(fx, vec![promise.clone(), promise]);
 }
@@ -90,43 +47,14 @@ fn promise_is_held_until_persisted() {
 #[test]
 fn accepted_is_held_until_persisted() {
     let mut h = Harness::three_nodes();
-    let ballot = Ballot {
-        round: 1000,
-        node: 3,
-    };
-    h.inject(
-        node(2),
-        node(3),
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot,
-        },
-    );
+    let ballot = Ballot { round: 1000, node: 3 };
+    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
     h.persist(node(2));
 
-    let fx = h.inject(
-        node(2),
-        node(3),
-        PeerBody::Accept {
-            key: KEY.into(),
-            ballot,
-            value: value(5),
-        },
-    );
+    let fx = h.inject(node(2), node(3), PeerBody::Accept { key: KEY.into(), ballot, value: value(5) });
     let lsn = match &fx[..] {
-        [Effect::Persist {
-            lsn,
-            record:
-                WalRecord::Acceptor {
-                    key,
-                    promised,
-                    accepted: Some((b, v)),
-                },
-        }] => {
-            assert_eq!(
-                (key.as_str(), *promised, *b, v),
-                (KEY, ballot, ballot, &value(5))
-            );
+        [Effect::Persist { lsn, record: WalRecord::Acceptor { key, promised, accepted: Some((b, v)) } }] => {
+            assert_eq!((key.as_str(), *promised, *b, v), (KEY, ballot, ballot, &value(5)));
             *lsn
         }
         other => panic!("expected only the acceptor's record, got {other:#?}"),
@@ -135,31 +63,12 @@ fn accepted_is_held_until_persisted() {
     let fx = h.persist_upto(node(2), lsn);
     assert_eq!(
         fx,
-        vec![Effect::Send {
-            to: 3,
-            msg: PeerMsg {
-                from: 2,
-                body: PeerBody::Accepted {
-                    key: KEY.into(),
-                    ballot
-                }
-            }
-        }]
+        vec![Effect::Send { to: 3, msg: PeerMsg { from: 2, body: PeerBody::Accepted { key: KEY.into(), ballot } } }]
     );
 
     // A later Prepare learns the accepted value, again only once durable.
-    let higher = Ballot {
-        round: 1001,
-        node: 1,
-    };
-    let fx = h.inject(
-        node(2),
-        node(1),
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot: higher,
-        },
-    );
+    let higher = Ballot { round: 1001, node: 1 };
+    let fx = h.inject(node(2), node(1), PeerBody::Prepare { key: KEY.into(), ballot: higher });
     assert!(matches!(&fx[..], [Effect::Persist { .. }]), "{fx:#?}");
     let fx = h.persist(node(2));
     assert_eq!(
@@ -168,11 +77,7 @@ fn accepted_is_held_until_persisted() {
             to: 1,
             msg: PeerMsg {
                 from: 2,
-                body: PeerBody::Promise {
-                    key: KEY.into(),
-                    ballot: higher,
-                    accepted: Some((ballot, value(5)))
-                }
+                body: PeerBody::Promise { key: KEY.into(), ballot: higher, accepted: Some((ballot, value(5))) }
             }
         }]
     );
@@ -181,48 +86,21 @@ fn accepted_is_held_until_persisted() {
 #[test]
 fn a_refusal_promises_nothing_and_needs_no_fsync() {
     let mut h = Harness::three_nodes();
-    let high = Ballot {
-        round: 1000,
-        node: 3,
-    };
-    h.inject(
-        node(2),
-        node(3),
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot: high,
-        },
-    );
+    let high = Ballot { round: 1000, node: 3 };
+    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot: high });
     h.persist(node(2));
 
-    let low = Ballot {
-        round: 999,
-        node: 1,
-    };
+    let low = Ballot { round: 999, node: 1 };
     for body in [
-        PeerBody::Prepare {
-            key: KEY.into(),
-            ballot: low,
-        },
-        PeerBody::Accept {
-            key: KEY.into(),
-            ballot: low,
-            value: value(5),
-        },
+        PeerBody::Prepare { key: KEY.into(), ballot: low },
+        PeerBody::Accept { key: KEY.into(), ballot: low, value: value(5) },
     ] {
         let fx = h.inject(node(2), node(1), body);
         assert_eq!(
             fx,
             vec![Effect::Send {
                 to: 1,
-                msg: PeerMsg {
-                    from: 2,
-                    body: PeerBody::Reject {
-                        key: KEY.into(),
-                        ballot: low,
-                        promised: high
-                    }
-                }
+                msg: PeerMsg { from: 2, body: PeerBody::Reject { key: KEY.into(), ballot: low, promised: high } }
             }]
         );
     }
@@ -235,11 +113,8 @@ fn a_view_change_completes_only_after_a_majority_persisted() {
     let mut h = Harness::three_nodes();
     h.isolate(node(1));
     // Node 2 stops hearing from the primary and proposes itself.
-    let proposes = |h: &Harness| {
-        h.net
-            .iter()
-            .any(|(_, m)| matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0"))
-    };
+    let proposes =
+        |h: &Harness| h.net.iter().any(|(_, m)| matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0"));
     for _ in 0..400 {
         h.advance(1);
         h.tick(node(2));
@@ -269,18 +144,12 @@ fn a_view_change_completes_only_after_a_majority_persisted() {
         h.persist(node(2));
     }
     assert!(h.net.is_empty());
-    assert!(
-        !h.replica(node(2)).is_primary(),
-        "won without a durable majority"
-    );
+    assert!(!h.replica(node(2)).is_primary(), "won without a durable majority");
     // Node 3 promised and accepted nothing before its fsync. It may refuse
     // a ballot lower than one it promised earlier at once: a Reject reveals
     // only a promise that is already durable.
-    let answers: Vec<&PeerBody> = h.sent[mark..]
-        .iter()
-        .filter(|(to, m)| *to == 2 && m.from == 3)
-        .map(|(_, m)| &m.body)
-        .collect();
+    let answers: Vec<&PeerBody> =
+        h.sent[mark..].iter().filter(|(to, m)| *to == 2 && m.from == 3).map(|(_, m)| &m.body).collect();
     for body in &answers {
         match body {
             PeerBody::Reject { key, promised, .. } => assert!(
@@ -299,10 +168,7 @@ fn a_view_change_completes_only_after_a_majority_persisted() {
     let fx = h.persist(node(3));
     let released = sends(&fx);
     assert!(
-        released.iter().all(|(to, _)| *to == 2)
-            && released
-                .iter()
-                .any(|(_, b)| matches!(b, PeerBody::Promise { .. })),
+        released.iter().all(|(to, _)| *to == 2) && released.iter().any(|(_, b)| matches!(b, PeerBody::Promise { .. })),
         "{fx:#?}"
     );
     h.settle();

@@ -24,22 +24,11 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
         index: 1,
         request_id: rid(7, 1),
         response: OpResult::Written { version: 1 },
-        effects: vec![Write::Put {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-            version: 1,
-        }],
+        effects: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
         op: None,
     };
     let entry_lsn = match &fx[..] {
-        [Effect::Persist {
-            lsn,
-            record:
-                WalRecord::Entry {
-                    group: GROUP,
-                    entry,
-                },
-        }, Effect::Send { to: 1, msg }] => {
+        [Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }, Effect::Send { to: 1, msg }] => {
             assert_eq!(entry, &expected_entry);
             assert!(
                 matches!(msg.body, PeerBody::AppendAck { group: GROUP, epoch, match_index: 0, .. } if epoch == view.epoch),
@@ -54,48 +43,25 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
     h.advance(20);
     h.tick(node(1));
     let fx = h.deliver(node(1), node(2));
-    assert!(
-        persists(&fx).is_empty(),
-        "a heartbeat persists nothing: {fx:#?}"
-    );
+    assert!(persists(&fx).is_empty(), "a heartbeat persists nothing: {fx:#?}");
     match &sends(&fx)[..] {
-        [(
-            1,
-            PeerBody::AppendAck {
-                match_index: 0,
-                sent_ms,
-                ..
-            },
-        )] => assert_eq!(*sent_ms, h.now),
+        [(1, PeerBody::AppendAck { match_index: 0, sent_ms, .. })] => assert_eq!(*sent_ms, h.now),
         other => panic!("the heartbeat is answered without acking index 1: {other:#?}"),
     }
 
     // A `Persisted` below the entry's lsn does not cover it.
     if entry_lsn > 1 {
         let fx = h.persist_upto(node(2), entry_lsn - 1);
-        assert!(
-            sends(&fx)
-                .iter()
-                .all(|(_, b)| !matches!(b, PeerBody::AppendAck { match_index: 1, .. })),
-            "{fx:#?}"
-        );
+        assert!(sends(&fx).iter().all(|(_, b)| !matches!(b, PeerBody::AppendAck { match_index: 1, .. })), "{fx:#?}");
     }
 
     // The covering `Persisted`: exactly one ack, of index 1, to the primary.
     let fx = h.persist_upto(node(2), entry_lsn);
     match &fx[..] {
         [Effect::Send { to: 1, msg }] => match &msg.body {
-            PeerBody::AppendAck {
-                group: GROUP,
-                epoch,
-                match_index: 1,
-                sent_ms,
-            } => {
+            PeerBody::AppendAck { group: GROUP, epoch, match_index: 1, sent_ms } => {
                 assert_eq!(*epoch, view.epoch);
-                assert_eq!(
-                    *sent_ms, h.now,
-                    "echoes the newest heartbeat's time for the lease"
-                );
+                assert_eq!(*sent_ms, h.now, "echoes the newest heartbeat's time for the lease");
             }
             other => panic!("expected AppendAck(1), got {other:?}"),
         },
@@ -111,10 +77,7 @@ fn a_batch_is_acked_up_to_the_persisted_prefix_only() {
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(1)).epoch;
     for seq in 1..=3 {
-        h.client(
-            node(1),
-            request(rid(7, seq), epoch, put(&format!("k{seq}"), "v")),
-        );
+        h.client(node(1), request(rid(7, seq), epoch, put(&format!("k{seq}"), "v")));
     }
     let fx = h.deliver(node(1), node(2));
     let lsns: Vec<_> = persists(&fx)
@@ -125,28 +88,14 @@ fn a_batch_is_acked_up_to_the_persisted_prefix_only() {
         })
         .collect();
     assert_eq!(lsns.len(), 3, "one record per entry: {fx:#?}");
-    assert!(
-        sends(&fx)
-            .iter()
-            .all(|(_, b)| matches!(b, PeerBody::AppendAck { match_index: 0, .. })),
-        "{fx:#?}"
-    );
+    assert!(sends(&fx).iter().all(|(_, b)| matches!(b, PeerBody::AppendAck { match_index: 0, .. })), "{fx:#?}");
 
     // Durable up to the second entry: ack says 2, not 3.
     let fx = h.persist_upto(node(2), lsns[1]);
     assert!(
-        matches!(
-            &sends(&fx)[..],
-            [(1, PeerBody::AppendAck { match_index: 2, .. })]
-        ),
+        matches!(&sends(&fx)[..], [(1, PeerBody::AppendAck { match_index: 2, .. })]),
         "ack covers exactly the durable prefix: {fx:#?}"
     );
     let fx = h.persist_upto(node(2), lsns[2]);
-    assert!(
-        matches!(
-            &sends(&fx)[..],
-            [(1, PeerBody::AppendAck { match_index: 3, .. })]
-        ),
-        "{fx:#?}"
-    );
+    assert!(matches!(&sends(&fx)[..], [(1, PeerBody::AppendAck { match_index: 3, .. })]), "{fx:#?}");
 }

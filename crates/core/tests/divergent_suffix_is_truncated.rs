@@ -52,26 +52,10 @@ fn a_backup_cuts_the_old_epochs_suffix_the_new_primary_lacks() {
     let (token, _) = h.client(node(3), request(rid(8, 1), e3, put("c", "3")));
     let fx = h.deliver(node(3), node(2));
     match &fx[..] {
-        [Effect::Persist {
-            lsn: cut_lsn,
-            record:
-                WalRecord::Truncate {
-                    group: GROUP,
-                    index: 1,
-                },
-        }, Effect::Persist {
-            lsn,
-            record:
-                WalRecord::Entry {
-                    group: GROUP,
-                    entry,
-                },
-        }, Effect::Send { to: 3, msg }] => {
+        [Effect::Persist { lsn: cut_lsn, record: WalRecord::Truncate { group: GROUP, index: 1 } }, Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }, Effect::Send { to: 3, msg }] =>
+        {
             assert_eq!(*lsn, cut_lsn + 1);
-            assert_eq!(
-                (entry.epoch, entry.index, entry.request_id),
-                (e3, 2, rid(8, 1))
-            );
+            assert_eq!((entry.epoch, entry.index, entry.request_id), (e3, 2, rid(8, 1)));
             assert!(
                 matches!(msg.body, PeerBody::AppendAck { epoch, match_index: 1, .. } if epoch == e3),
                 "acks only the durable common prefix: {msg:?}"
@@ -83,40 +67,26 @@ fn a_backup_cuts_the_old_epochs_suffix_the_new_primary_lacks() {
 
     // Once durable, the backup acks index 2; it ends with the primary's log.
     let fx = h.persist(node(2));
-    assert!(
-        matches!(
-            &sends(&fx)[..],
-            [(3, PeerBody::AppendAck { match_index: 2, .. })]
-        ),
-        "{fx:#?}"
-    );
+    assert!(matches!(&sends(&fx)[..], [(3, PeerBody::AppendAck { match_index: 2, .. })]), "{fx:#?}");
     h.run_until(1_000, |h| !h.replies_to(token).is_empty());
-    assert_eq!(
-        h.take_reply(token),
-        response(rid(8, 1), Ok(OpResult::Written { version: 2 }))
-    );
+    assert_eq!(h.take_reply(token), response(rid(8, 1), Ok(OpResult::Written { version: 2 })));
     h.run_for(30);
     assert_eq!(h.log_ids(2), h.log_ids(3));
-    assert_eq!(
-        h.replica(node(2)).kv().digest(),
-        h.replica(node(3)).kv().digest()
+    assert_eq!(h.replica(node(2)).kv().digest(), h.replica(node(3)).kv().digest());
+    assert_eq!(h.replica(node(2)).kv().get(b"b"), None, "the cut write never took effect");
+    assert!(
+        h.replies
+            .iter()
+            .all(|(_, _, r)| !matches!(r, pactdb_core::msg::ClientReply::Response { id, .. } if *id == rid(7, 2))),
+        "the cut write was never acknowledged"
     );
-    assert_eq!(
-        h.replica(node(2)).kv().get(b"b"),
-        None,
-        "the cut write never took effect"
-    );
-    assert!(h.replies.iter().all(|(_, _, r)| !matches!(r, pactdb_core::msg::ClientReply::Response { id, .. } if *id == rid(7, 2))), "the cut write was never acknowledged");
 
     // The WAL says the same: replaying node 2's records gives the same log.
     let wal = &h.wal[&2];
-    let cut = wal
+    let cut = wal.iter().position(|r| matches!(r, WalRecord::Truncate { index: 1, .. })).expect("truncate persisted");
+    assert!(wal[cut + 1..]
         .iter()
-        .position(|r| matches!(r, WalRecord::Truncate { index: 1, .. }))
-        .expect("truncate persisted");
-    assert!(wal[cut + 1..].iter().any(
-        |r| matches!(r, WalRecord::Entry { entry, .. } if entry.epoch == e3 && entry.index == 2)
-    ));
+        .any(|r| matches!(r, WalRecord::Entry { entry, .. } if entry.epoch == e3 && entry.index == 2)));
     h.crash(node(2));
     h.restart(node(2));
     assert_eq!(h.log_ids(2), h.log_ids(3));
@@ -133,63 +103,29 @@ fn a_backup_whose_prev_entry_is_of_an_old_epoch_rejects_and_is_walked_back() {
     let fx = h.deliver(node(3), node(2));
     match &fx[..] {
         [Effect::Send { to: 3, msg }] => match &msg.body {
-            PeerBody::AppendReject {
-                group: GROUP,
-                epoch,
-                last_index: 1,
-            } => assert_eq!(*epoch, e3),
+            PeerBody::AppendReject { group: GROUP, epoch, last_index: 1 } => assert_eq!(*epoch, e3),
             other => panic!("expected AppendReject(hint 1), got {other:?}"),
         },
         other => panic!("expected one AppendReject and nothing persisted, got {other:#?}"),
     }
-    assert_eq!(
-        h.log_ids(2),
-        vec![(e2, 1), (e2, 2)],
-        "a reject changes nothing"
-    );
+    assert_eq!(h.log_ids(2), vec![(e2, 1), (e2, 2)], "a reject changes nothing");
 
     // The primary resends from the hint: prev = (1, epoch 2), which matches.
     let fx = h.deliver(node(2), node(3));
     match &sends(&fx)[..] {
-        [(
-            2,
-            PeerBody::Append {
-                prev_index: 1,
-                prev_epoch,
-                entries,
-                ..
-            },
-        )] => {
+        [(2, PeerBody::Append { prev_index: 1, prev_epoch, entries, .. })] => {
             assert_eq!(*prev_epoch, e2);
-            assert_eq!(
-                entries
-                    .iter()
-                    .map(|e| (e.epoch, e.index))
-                    .collect::<Vec<_>>(),
-                vec![(e3, 2), (e3, 3)]
-            );
+            assert_eq!(entries.iter().map(|e| (e.epoch, e.index)).collect::<Vec<_>>(), vec![(e3, 2), (e3, 3)]);
         }
         other => panic!("expected a resend from index 2, got {other:#?}"),
     }
     let fx = h.deliver(node(3), node(2));
     let records: Vec<_> = persists(&fx).into_iter().map(|(_, r)| r).collect();
-    assert!(
-        matches!(
-            records[0],
-            WalRecord::Truncate {
-                group: GROUP,
-                index: 1
-            }
-        ),
-        "{records:#?}"
-    );
+    assert!(matches!(records[0], WalRecord::Truncate { group: GROUP, index: 1 }), "{records:#?}");
     assert_eq!(records.len(), 3, "the cut, then two entries: {records:#?}");
 
     h.run_until(1_000, |h| !h.replies_to(token).is_empty());
-    assert_eq!(
-        h.take_reply(token),
-        response(rid(8, 2), Ok(OpResult::Written { version: 3 }))
-    );
+    assert_eq!(h.take_reply(token), response(rid(8, 2), Ok(OpResult::Written { version: 3 })));
     h.run_for(30);
     assert_eq!(h.log_ids(3), vec![(e2, 1), (e3, 2), (e3, 3)]);
     assert_eq!(h.log_ids(2), h.log_ids(3));

@@ -15,79 +15,27 @@ fn stale_epoch_and_not_leader_redirect_with_the_same_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let id = rid(fe.client_id(), op);
-    let req = |epoch| {
-        ClientMsg::Request(ClientRequest {
-            id,
-            group: GROUP,
-            epoch,
-            op: put("k", "v"),
-        })
-    };
-    assert_eq!(
-        fe.take_effects(),
-        vec![FeEffect::Send { to: 1, msg: req(2) }]
-    );
+    let req = |epoch| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op: put("k", "v") });
+    assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(2) }]);
 
     // Node 1 says epoch 3 is led by node 2: straight there, same id.
-    fe.on_reply(
-        1,
-        &mut rng,
-        1,
-        response(id, Err(ClientError::StaleEpoch { view: view(3, 2) })),
-    );
-    assert_eq!(
-        fe.take_effects(),
-        vec![FeEffect::Send { to: 2, msg: req(3) }]
-    );
+    fe.on_reply(1, &mut rng, 1, response(id, Err(ClientError::StaleEpoch { view: view(3, 2) })));
+    assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 2, msg: req(3) }]);
 
     // Node 2 no longer leads (epoch 4, node 3): straight there, same id.
-    fe.on_reply(
-        2,
-        &mut rng,
-        2,
-        response(
-            id,
-            Err(ClientError::NotLeader {
-                view: Some(view(4, 3)),
-            }),
-        ),
-    );
-    assert_eq!(
-        fe.take_effects(),
-        vec![FeEffect::Send { to: 3, msg: req(4) }]
-    );
+    fe.on_reply(2, &mut rng, 2, response(id, Err(ClientError::NotLeader { view: Some(view(4, 3)) })));
+    assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 3, msg: req(4) }]);
 
     // A late refusal from an earlier attempt changes nothing.
-    fe.on_reply(
-        3,
-        &mut rng,
-        1,
-        response(id, Err(ClientError::StaleEpoch { view: view(3, 2) })),
-    );
+    fe.on_reply(3, &mut rng, 1, response(id, Err(ClientError::StaleEpoch { view: view(3, 2) })));
     assert_eq!(fe.take_effects(), vec![]);
 
-    fe.on_reply(
-        4,
-        &mut rng,
-        3,
-        response(id, Ok(OpResult::Written { version: 9 })),
-    );
-    assert_eq!(
-        fe.take_effects(),
-        vec![FeEffect::Done {
-            op,
-            result: Ok(OpResult::Written { version: 9 })
-        }]
-    );
+    fe.on_reply(4, &mut rng, 3, response(id, Ok(OpResult::Written { version: 9 })));
+    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Ok(OpResult::Written { version: 9 }) }]);
     assert_eq!(fe.outstanding(), 0);
 
     // A duplicate answer for a finished op is ignored.
-    fe.on_reply(
-        5,
-        &mut rng,
-        3,
-        response(id, Ok(OpResult::Written { version: 9 })),
-    );
+    fe.on_reply(5, &mut rng, 3, response(id, Ok(OpResult::Written { version: 9 })));
     assert_eq!(fe.take_effects(), vec![]);
 }
 
@@ -99,22 +47,8 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let id = rid(fe.client_id(), op);
     fe.take_effects();
-    fe.on_reply(
-        1,
-        &mut rng,
-        1,
-        response(
-            id,
-            Err(ClientError::NotLeader {
-                view: Some(view(2, 1)),
-            }),
-        ),
-    );
-    assert_eq!(
-        fe.take_effects(),
-        vec![],
-        "no hot loop against a node that is not serving"
-    );
+    fe.on_reply(1, &mut rng, 1, response(id, Err(ClientError::NotLeader { view: Some(view(2, 1)) })));
+    assert_eq!(fe.take_effects(), vec![], "no hot loop against a node that is not serving");
     let wake = fe.next_wake_ms().expect("the op waits");
     assert!(wake > 1, "a back-off, not an immediate retry");
     fe.on_tick(wake - 1, &mut rng);
@@ -122,18 +56,7 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
     fe.on_tick(wake, &mut rng);
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(
-            sent_request(e),
-            Some((
-                1,
-                ClientRequest {
-                    id,
-                    group: GROUP,
-                    epoch: 2,
-                    op: put("k", "v")
-                }
-            ))
-        ),
+        [e] => assert_eq!(sent_request(e), Some((1, ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") }))),
         other => panic!("expected one resend, got {other:?}"),
     }
 }
@@ -144,44 +67,17 @@ fn an_unknown_leader_means_asking_for_views_then_retrying_the_same_id() {
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let id = rid(fe.client_id(), op);
     fe.take_effects();
-    fe.on_reply(
-        1,
-        &mut rng,
-        1,
-        response(id, Err(ClientError::NotLeader { view: None })),
-    );
+    fe.on_reply(1, &mut rng, 1, response(id, Err(ClientError::NotLeader { view: None })));
     let effects = fe.take_effects();
-    assert!(
-        matches!(&effects[..], [FeEffect::FetchViews { .. }]),
-        "{effects:?}"
-    );
+    assert!(matches!(&effects[..], [FeEffect::FetchViews { .. }]), "{effects:?}");
     let backoff_ends = fe.next_wake_ms().expect("the op waits");
     assert!(backoff_ends > 2, "the op backs off: {backoff_ends}");
     // The views arrive: epoch 3, node 3 leads. The op goes there at once
     // (no waiting out its back-off), under the same id.
-    fe.on_reply(
-        2,
-        &mut rng,
-        2,
-        ClientReply::Views {
-            cluster: None,
-            views: vec![view(3, 3)],
-        },
-    );
+    fe.on_reply(2, &mut rng, 2, ClientReply::Views { cluster: None, views: vec![view(3, 3)] });
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(
-            sent_request(e),
-            Some((
-                3,
-                ClientRequest {
-                    id,
-                    group: GROUP,
-                    epoch: 3,
-                    op: put("k", "v")
-                }
-            ))
-        ),
+        [e] => assert_eq!(sent_request(e), Some((3, ClientRequest { id, group: GROUP, epoch: 3, op: put("k", "v") }))),
         other => panic!("expected one resend to node 3, got {other:?}"),
     }
 }
@@ -190,30 +86,13 @@ fn an_unknown_leader_means_asking_for_views_then_retrying_the_same_id() {
 fn refusals_that_a_retry_cannot_fix_end_the_op() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     for error in [
-        ClientError::KeyTooLarge {
-            len: 5000,
-            max: 4096,
-        },
-        ClientError::BelowMinMembers {
-            members: 1,
-            min_members: 2,
-        },
+        ClientError::KeyTooLarge { len: 5000, max: 4096 },
+        ClientError::BelowMinMembers { members: 1, min_members: 2 },
         ClientError::SessionExpired,
     ] {
         let op = fe.submit(0, &mut rng, put("k", "v"));
         fe.take_effects();
-        fe.on_reply(
-            1,
-            &mut rng,
-            1,
-            response(rid(fe.client_id(), op), Err(error.clone())),
-        );
-        assert_eq!(
-            fe.take_effects(),
-            vec![FeEffect::Done {
-                op,
-                result: Err(FeError::Refused(error))
-            }]
-        );
+        fe.on_reply(1, &mut rng, 1, response(rid(fe.client_id(), op), Err(error.clone())));
+        assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Err(FeError::Refused(error)) }]);
     }
 }

@@ -37,12 +37,7 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
         now = timeout_at;
         fe.on_tick(now, &mut rng);
         effects = fe.take_effects();
-        assert!(
-            effects
-                .iter()
-                .all(|e| matches!(e, FeEffect::FetchViews { .. })),
-            "no resend at once: {effects:?}"
-        );
+        assert!(effects.iter().all(|e| matches!(e, FeEffect::FetchViews { .. })), "no resend at once: {effects:?}");
         // The back-off, then the next attempt.
         let wake = fe.next_wake_ms().unwrap();
         if wake >= t.op_timeout_ms {
@@ -58,11 +53,7 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
     // Gap k lies in [cap/2, cap] with cap = min(base * 2^k, max).
     for (k, gap) in gaps.iter().enumerate() {
         let cap = (t.backoff_base_ms << (k + 1)).min(t.backoff_max_ms);
-        assert!(
-            (cap / 2..=cap).contains(gap),
-            "back-off {k}: {gap} ms not in [{}, {cap}]",
-            cap / 2
-        );
+        assert!((cap / 2..=cap).contains(gap), "back-off {k}: {gap} ms not in [{}, {cap}]", cap / 2);
     }
     assert!(gaps.len() >= 6, "reaches the cap: {gaps:?}");
     assert!(gaps[5..].iter().all(|g| *g <= t.backoff_max_ms));
@@ -72,17 +63,8 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
     fe.on_tick(t.op_timeout_ms, &mut rng);
     let effects = fe.take_effects();
     assert_eq!(
-        effects
-            .iter()
-            .filter(|e| matches!(e, FeEffect::Done { .. }))
-            .cloned()
-            .collect::<Vec<_>>(),
-        vec![FeEffect::Done {
-            op,
-            result: Err(FeError::Timeout {
-                last_error: Some("no answer in time".into())
-            })
-        }]
+        effects.iter().filter(|e| matches!(e, FeEffect::Done { .. })).cloned().collect::<Vec<_>>(),
+        vec![FeEffect::Done { op, result: Err(FeError::Timeout { last_error: Some("no answer in time".into()) }) }]
     );
     assert_eq!(fe.outstanding(), 0);
     assert_eq!(fe.next_wake_ms(), None);
@@ -101,11 +83,7 @@ fn busy_answers_back_off_exponentially_up_to_the_cap() {
         assert_eq!(fe.take_effects(), vec![], "no immediate retry after Busy");
         let gap = fe.next_wake_ms().unwrap() - now;
         let cap = (t.backoff_base_ms << k).min(t.backoff_max_ms);
-        assert!(
-            (cap / 2..=cap).contains(&gap),
-            "after {k} Busy: {gap} ms not in [{}, {cap}]",
-            cap / 2
-        );
+        assert!((cap / 2..=cap).contains(&gap), "after {k} Busy: {gap} ms not in [{}, {cap}]", cap / 2);
         now += gap;
         fe.on_tick(now, &mut rng);
         let effects = fe.take_effects();

@@ -23,19 +23,13 @@ fn a_view_below_min_members_refuses_writes() {
     // With every member present, writes go through.
     let (t, _) = h.client(node(1), request(rid(7, 1), epoch, put("k", "v")));
     h.settle();
-    assert_eq!(
-        h.take_reply(t),
-        response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(h.take_reply(t), response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
 
     // Backup 3 dies; the primary removes it from the view.
     h.crash(node(3));
     h.run_until(1_000, |h| h.view(node(1)).epoch == epoch + 1);
     let view = h.view(node(1));
-    assert_eq!(
-        (view.leader, view.members.clone(), view.min_members),
-        (1, vec![1, 2], 3)
-    );
+    assert_eq!((view.leader, view.members.clone(), view.min_members), (1, vec![1, 2], 3));
     assert!(h.replica(node(1)).is_primary());
     wait_after_own_view_change(&mut h);
 
@@ -43,11 +37,7 @@ fn a_view_below_min_members_refuses_writes() {
     let writes = [
         put("k", "v2"),
         pactdb_core::kv::Op::Delete { key: b"k".to_vec() },
-        pactdb_core::kv::Op::Cas {
-            key: b"k".to_vec(),
-            expected_version: 1,
-            value: b"v3".to_vec(),
-        },
+        pactdb_core::kv::Op::Cas { key: b"k".to_vec(), expected_version: 1, value: b"v3".to_vec() },
     ];
     for (seq, op) in (2..).zip(writes) {
         let (token, fx) = h.client(node(1), request(rid(7, seq), view.epoch, op));
@@ -55,13 +45,7 @@ fn a_view_below_min_members_refuses_writes() {
             fx,
             vec![Effect::Reply {
                 token,
-                reply: response(
-                    rid(7, seq),
-                    Err(ClientError::BelowMinMembers {
-                        members: 2,
-                        min_members: 3
-                    })
-                )
+                reply: response(rid(7, seq), Err(ClientError::BelowMinMembers { members: 2, min_members: 3 }))
             }]
         );
     }
@@ -73,10 +57,7 @@ fn a_view_below_min_members_refuses_writes() {
     let (token, fx) = h.client(node(1), request(rid(7, 9), view.epoch, get("k")));
     match &replies(&fx)[..] {
         [(t, reply)] if *t == token => match reply {
-            pactdb_core::msg::ClientReply::Response {
-                result: Ok(OpResult::Value(Some(v))),
-                ..
-            } => {
+            pactdb_core::msg::ClientReply::Response { result: Ok(OpResult::Value(Some(v))), .. } => {
                 assert_eq!((v.value.as_slice(), v.version), (&b"v"[..], 1));
             }
             other => panic!("expected the committed value, got {other:?}"),
@@ -98,15 +79,9 @@ fn a_view_at_min_members_still_writes() {
     assert_eq!(view.members, vec![1, 2]);
     wait_after_own_view_change(&mut h);
     let (token, fx) = h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
-    assert!(
-        replies(&fx).is_empty() && persists(&fx).len() == 1,
-        "{fx:#?}"
-    );
+    assert!(replies(&fx).is_empty() && persists(&fx).len() == 1, "{fx:#?}");
     h.settle();
-    assert_eq!(
-        h.take_reply(token),
-        response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(h.take_reply(token), response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
 }
 
 /// A write that already ran is not refused when retried: the retry learns
@@ -120,10 +95,7 @@ fn a_retry_of_a_committed_write_gets_its_outcome_below_min_members() {
     h.settle();
     // The answer is lost on the way to the client, which will retry.
     let ok = h.take_reply(first);
-    assert_eq!(
-        ok,
-        response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(ok, response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
 
     h.crash(node(3));
     h.run_until(1_000, |h| h.view(node(1)).epoch == epoch + 1);
@@ -132,11 +104,5 @@ fn a_retry_of_a_committed_write_gets_its_outcome_below_min_members() {
     wait_after_own_view_change(&mut h);
 
     let (retry, fx) = h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token: retry,
-            reply: ok
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token: retry, reply: ok }]);
 }

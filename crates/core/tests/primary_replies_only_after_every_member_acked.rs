@@ -22,33 +22,16 @@ fn primary_replies_only_after_every_member_acked() {
         index: 1,
         request_id: id,
         response: OpResult::Written { version: 1 },
-        effects: vec![Write::Put {
-            key: b"k".to_vec(),
-            value: b"v".to_vec(),
-            version: 1,
-        }],
+        effects: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
         op: None,
     };
     match &fx[..] {
-        [Effect::Persist {
-            record:
-                WalRecord::Entry {
-                    group: GROUP,
-                    entry,
-                },
-            ..
-        }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] => {
+        [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] =>
+        {
             assert_eq!(entry, &expected);
             for m in [m2, m3] {
                 match &m.body {
-                    PeerBody::Append {
-                        view: v,
-                        prev_index: 0,
-                        prev_epoch: 0,
-                        entries,
-                        commit_index: 0,
-                        ..
-                    } => {
+                    PeerBody::Append { view: v, prev_index: 0, prev_epoch: 0, entries, commit_index: 0, .. } => {
                         assert_eq!(v, &view);
                         assert_eq!(entries, &vec![expected.clone()]);
                     }
@@ -63,10 +46,7 @@ fn primary_replies_only_after_every_member_acked() {
     h.deliver(node(1), node(2));
     h.persist(node(2));
     let fx = h.deliver(node(2), node(1));
-    assert!(
-        replies(&fx).is_empty(),
-        "one backup is not every member: {fx:#?}"
-    );
+    assert!(replies(&fx).is_empty(), "one backup is not every member: {fx:#?}");
     assert!(persists(&fx).is_empty(), "nothing is committed: {fx:#?}");
 
     // The primary's own fsync: still backup 3 missing.
@@ -84,24 +64,15 @@ fn primary_replies_only_after_every_member_acked() {
     h.persist(node(3));
     let fx = h.deliver(node(3), node(1));
     match &fx[..] {
-        [Effect::Reply { token: t, reply }, Effect::Persist {
-            record:
-                WalRecord::Commit {
-                    group: GROUP,
-                    index: 1,
-                },
-            ..
-        }] => {
+        [Effect::Reply { token: t, reply }, Effect::Persist { record: WalRecord::Commit { group: GROUP, index: 1 }, .. }] =>
+        {
             assert_eq!(*t, token);
             assert_eq!(reply, &response(id, Ok(OpResult::Written { version: 1 })));
         }
         other => panic!("expected [Reply, Persist(commit 1)], got {other:#?}"),
     }
     assert_eq!(h.replica(node(1)).commit_index(), 1);
-    assert_eq!(
-        h.replica(node(1)).kv().get(b"k").map(|v| v.version),
-        Some(1)
-    );
+    assert_eq!(h.replica(node(1)).kv().get(b"k").map(|v| v.version), Some(1));
 
     // Nothing more is ever answered for it.
     h.run_for(50);
@@ -117,23 +88,14 @@ fn the_primary_own_fsync_is_needed_too() {
         h.deliver(node(1), node(b));
         h.persist(node(b));
         let fx = h.deliver(node(b), node(1));
-        assert!(
-            replies(&fx).is_empty(),
-            "the primary has not persisted yet: {fx:#?}"
-        );
+        assert!(replies(&fx).is_empty(), "the primary has not persisted yet: {fx:#?}");
     }
     assert_eq!(h.replica(node(1)).commit_index(), 0);
     let fx = h.persist(node(1));
     match &fx[..] {
-        [Effect::Reply { token: t, reply }, Effect::Persist {
-            record: WalRecord::Commit { index: 1, .. },
-            ..
-        }] => {
+        [Effect::Reply { token: t, reply }, Effect::Persist { record: WalRecord::Commit { index: 1, .. }, .. }] => {
             assert_eq!(*t, token);
-            assert_eq!(
-                reply,
-                &response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-            );
+            assert_eq!(reply, &response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
         }
         other => panic!("expected [Reply, Persist(commit 1)], got {other:#?}"),
     }

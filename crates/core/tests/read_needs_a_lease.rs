@@ -10,9 +10,7 @@ use pactdb_core::msg::{ClientError, PeerBody};
 use pactdb_core::Effect;
 
 fn no_lease() -> Result<OpResult, ClientError> {
-    Err(ClientError::Unavailable {
-        reason: "the primary's lease is not held".into(),
-    })
+    Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() })
 }
 
 #[test]
@@ -27,13 +25,7 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     for wait in [0, lease_wait_ms() - 1] {
         h.advance(wait);
         let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
-        assert_eq!(
-            fx,
-            vec![Effect::Reply {
-                token,
-                reply: response(rid(7, 1), Err(waiting_out_lease()))
-            }]
-        );
+        assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), Err(waiting_out_lease())) }]);
     }
 
     // The wait is over before its first heartbeat went out (no node ticked):
@@ -41,52 +33,29 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     h.advance(1);
     assert!(!h.replica(node(1)).lease_valid(h.now));
     let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 2), no_lease())
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 2), no_lease()) }]);
 
     // The first heartbeat goes out: one empty Append per backup.
     h.advance(1);
     let fx = h.tick(node(1));
-    let appends: Vec<_> = sends(&fx)
-        .into_iter()
-        .filter(|(_, b)| matches!(b, PeerBody::Append { .. }))
-        .collect();
+    let appends: Vec<_> = sends(&fx).into_iter().filter(|(_, b)| matches!(b, PeerBody::Append { .. })).collect();
     assert_eq!(appends.len(), 2, "{fx:#?}");
     for (to, body) in &appends {
         assert!([2, 3].contains(to));
-        assert!(
-            matches!(body, PeerBody::Append { entries, sent_ms, .. } if entries.is_empty() && *sent_ms == h.now)
-        );
+        assert!(matches!(body, PeerBody::Append { entries, sent_ms, .. } if entries.is_empty() && *sent_ms == h.now));
     }
 
     // Backup 2 acks; backup 3's ack is still on its way: refused.
     h.deliver_to(node(2));
     h.deliver(node(2), node(1));
     let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 3), no_lease())
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), no_lease()) }]);
 
     // Backup 3 acks too: served.
     h.deliver_to(node(3));
     h.deliver(node(3), node(1));
     let (token, fx) = h.client(node(1), request(rid(7, 4), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 4), Ok(OpResult::Value(None)))
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 4), Ok(OpResult::Value(None))) }]);
 }
 
 #[test]
@@ -94,13 +63,7 @@ fn a_lapsed_lease_serves_no_reads() {
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(1)).epoch;
     let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 1), Ok(OpResult::Value(None)))
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), Ok(OpResult::Value(None))) }]);
 
     // The backups go silent. The lease is counted from when the acked
     // heartbeat was sent, so it ends `lease_ms` after that, not after the ack.
@@ -109,22 +72,10 @@ fn a_lapsed_lease_serves_no_reads() {
     let lease_ms = pactdb_core::passive::PassiveTiming::default().lease_ms;
     h.now = sent + lease_ms - 1;
     let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 2), Ok(OpResult::Value(None)))
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 2), Ok(OpResult::Value(None))) }]);
     h.now = sent + lease_ms;
     let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 3), no_lease())
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), no_lease()) }]);
 }
 
 #[test]
@@ -138,19 +89,10 @@ fn a_read_of_an_uncommitted_write_waits_for_its_commit() {
     assert_eq!(fx, vec![]);
     h.settle();
     let written = h.take_reply(wtoken);
-    assert_eq!(
-        written,
-        response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(written, response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
     match h.take_reply(rtoken) {
-        pactdb_core::msg::ClientReply::Response {
-            id,
-            result: Ok(OpResult::Value(Some(v))),
-        } => {
-            assert_eq!(
-                (id, v.value.as_slice(), v.version),
-                (rid(8, 1), &b"v"[..], 1)
-            );
+        pactdb_core::msg::ClientReply::Response { id, result: Ok(OpResult::Value(Some(v))) } => {
+            assert_eq!((id, v.value.as_slice(), v.version), (rid(8, 1), &b"v"[..], 1));
         }
         other => panic!("expected the written value, got {other:?}"),
     }
@@ -169,8 +111,7 @@ fn a_new_primary_does_not_take_the_old_primarys_clock_as_its_lease() {
     h.crash(node(1));
 
     // A backup takes over and heartbeats; the other one acks.
-    let leads =
-        |h: &Harness, n| h.replica(n).is_primary() && h.replica(n).lease_valid(h.local_now(n));
+    let leads = |h: &Harness, n| h.replica(n).is_primary() && h.replica(n).lease_valid(h.local_now(n));
     h.run_until(2_000, |h| leads(h, 2) || leads(h, 3));
     let p = if leads(&h, 2) { 2 } else { 3 };
     let epoch = h.view(node(p)).epoch;
@@ -179,34 +120,20 @@ fn a_new_primary_does_not_take_the_old_primarys_clock_as_its_lease() {
         .sent
         .iter()
         .filter_map(|(to, m)| match &m.body {
-            PeerBody::AppendAck {
-                epoch: e, sent_ms, ..
-            } if *to == p && *e == epoch => Some(*sent_ms),
+            PeerBody::AppendAck { epoch: e, sent_ms, .. } if *to == p && *e == epoch => Some(*sent_ms),
             _ => None,
         })
         .collect();
     assert!(!acks.is_empty());
     for sent_ms in acks {
-        assert!(
-            sent_ms <= h.local_now(p),
-            "node {p} was echoed a time it never stamped: {sent_ms}"
-        );
+        assert!(sent_ms <= h.local_now(p), "node {p} was echoed a time it never stamped: {sent_ms}");
     }
 
     // The new primary is cut off. Its lease must lapse `lease_ms` after its
     // last acked heartbeat, on its own clock.
     h.isolate(node(p));
     h.run_for(500);
-    assert!(
-        !h.replica(node(p)).lease_valid(h.local_now(p)),
-        "lease still held after 500 ms without acks"
-    );
+    assert!(!h.replica(node(p)).lease_valid(h.local_now(p)), "lease still held after 500 ms without acks");
     let (token, fx) = h.client(node(p), request(rid(7, 1), epoch, get("k")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 1), no_lease())
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), no_lease()) }]);
 }

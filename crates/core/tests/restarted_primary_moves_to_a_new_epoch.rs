@@ -21,19 +21,14 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     // but the primary crashes before its own fsync: its WAL lacks it.
     let (t1, _) = h.client(node(1), request(rid(7, 1), e2, put("a", "1")));
     h.settle();
-    assert!(matches!(
-        h.take_reply(t1),
-        pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }
-    ));
+    assert!(matches!(h.take_reply(t1), pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }));
     h.client(node(1), request(rid(7, 2), e2, put("b", "2")));
     h.deliver_if(|_, m| m.from == 1);
     h.persist(node(2));
     h.persist(node(3));
     h.crash(node(1));
     h.net.clear();
-    assert!(!h.wal[&1]
-        .iter()
-        .any(|r| matches!(r, WalRecord::Entry { entry, .. } if entry.index == 2)));
+    assert!(!h.wal[&1].iter().any(|r| matches!(r, WalRecord::Entry { entry, .. } if entry.index == 2)));
 
     h.restart(node(1));
     assert_eq!(h.log_ids(1), vec![(e2, 1)]);
@@ -45,10 +40,7 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     let (token, fx) = h.client(node(1), request(rid(7, 3), e2, put("c", "3")));
     assert_eq!(
         fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 3), Err(ClientError::NotLeader { view: None }))
-        }]
+        vec![Effect::Reply { token, reply: response(rid(7, 3), Err(ClientError::NotLeader { view: None })) }]
     );
     let mut saw_old_view = false;
     for _ in 0..1_000 {
@@ -57,22 +49,13 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
         h.settle();
         if h.replica(node(1)).view().is_some_and(|v| v.epoch == e2) && !saw_old_view {
             saw_old_view = true;
-            assert_eq!(
-                h.replica(node(1)).role(),
-                Role::Recovering,
-                "named leader of epoch 2, but did not win it"
-            );
+            assert_eq!(h.replica(node(1)).role(), Role::Recovering, "named leader of epoch 2, but did not win it");
             let (token, fx) = h.client(node(1), request(rid(7, 4), e2, put("c", "3")));
             assert_eq!(
                 fx,
                 vec![Effect::Reply {
                     token,
-                    reply: response(
-                        rid(7, 4),
-                        Err(ClientError::NotLeader {
-                            view: Some(old_view.clone())
-                        })
-                    )
+                    reply: response(rid(7, 4), Err(ClientError::NotLeader { view: Some(old_view.clone()) }))
                 }]
             );
         }
@@ -80,14 +63,8 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
             break;
         }
     }
-    assert!(
-        saw_old_view,
-        "it learned the old view before winning the new one"
-    );
-    assert!(
-        h.replica(node(1)).is_primary(),
-        "the restarted node leads again"
-    );
+    assert!(saw_old_view, "it learned the old view before winning the new one");
+    assert!(h.replica(node(1)).is_primary(), "the restarted node leads again");
     let view = h.view(node(1));
     assert_eq!(view.epoch, e2 + 1, "in a new epoch");
     assert_eq!((view.leader, view.members.clone()), (1, vec![1, 2, 3]));
@@ -95,13 +72,8 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     // Nothing it sent since the restart streamed in epoch 2.
     for (to, m) in &h.sent[mark..] {
         if m.from == 1 {
-            if let PeerBody::Append { view, .. } | PeerBody::InstallSnapshot { view, .. } = &m.body
-            {
-                assert_eq!(
-                    view.epoch,
-                    e2 + 1,
-                    "streamed to {to} in the old epoch: {m:?}"
-                );
+            if let PeerBody::Append { view, .. } | PeerBody::InstallSnapshot { view, .. } = &m.body {
+                assert_eq!(view.epoch, e2 + 1, "streamed to {to} in the old epoch: {m:?}");
             }
         }
     }
@@ -111,13 +83,7 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     // first waits out any such lease from the moment it won: a write is
     // refused meanwhile, and nothing is written.
     let (token, fx) = h.client(node(1), request(rid(9, 1), view.epoch, put("d", "4")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(9, 1), Err(waiting_out_lease()))
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(9, 1), Err(waiting_out_lease())) }]);
     h.wait_out_predecessor_lease();
     assert_eq!(h.log_ids(1), vec![(e2, 1)]);
 
@@ -131,18 +97,11 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
         other => panic!("expected one entry record, got {other:#?}"),
     }
     h.run_until(1_000, |h| !h.replies_to(token).is_empty());
-    assert_eq!(
-        h.take_reply(token),
-        response(rid(9, 1), Ok(OpResult::Written { version: 2 }))
-    );
+    assert_eq!(h.take_reply(token), response(rid(9, 1), Ok(OpResult::Written { version: 2 })));
     h.run_for(30);
     for n in [1, 2, 3] {
         assert_eq!(h.log_ids(n), vec![(e2, 1), (view.epoch, 2)], "node {n}");
-        assert_eq!(
-            h.replica(n).kv().get(b"b"),
-            None,
-            "the lost write never took effect on node {n}"
-        );
+        assert_eq!(h.replica(n).kv().get(b"b"), None, "the lost write never took effect on node {n}");
     }
 }
 

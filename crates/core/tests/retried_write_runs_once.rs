@@ -31,37 +31,18 @@ fn the_same_request_id_twice_makes_one_entry_and_one_answer() {
     h.persist(node(3));
     let fx = h.deliver(node(3), node(1));
     let ok = response(id, Ok(OpResult::Written { version: 1 }));
-    assert_eq!(
-        replies(&fx),
-        vec![(first, ok.clone()), (second, ok.clone())]
-    );
+    assert_eq!(replies(&fx), vec![(first, ok.clone()), (second, ok.clone())]);
 
     // A retry after commit is answered from the session table at once.
     let (third, fx) = h.client(node(1), request(id, epoch, put("k", "v3")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token: third,
-            reply: ok
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token: third, reply: ok }]);
 
     h.run_for(30); // a heartbeat tells the backups the commit index
     for n in [1, 2, 3] {
-        assert_eq!(
-            h.log_ids(n),
-            vec![(epoch, 1)],
-            "node {n} has exactly one entry"
-        );
-        assert_eq!(
-            h.replica(n).kv().get(b"k").map(|v| v.value.clone()),
-            Some(b"v1".to_vec())
-        );
+        assert_eq!(h.log_ids(n), vec![(epoch, 1)], "node {n} has exactly one entry");
+        assert_eq!(h.replica(n).kv().get(b"k").map(|v| v.value.clone()), Some(b"v1".to_vec()));
     }
-    let entries = h.wal[&1]
-        .iter()
-        .filter(|r| matches!(r, WalRecord::Entry { .. }))
-        .count();
+    let entries = h.wal[&1].iter().filter(|r| matches!(r, WalRecord::Entry { .. })).count();
     assert_eq!(entries, 1, "one entry record in the primary's WAL");
 }
 
@@ -70,26 +51,13 @@ fn a_non_idempotent_retry_is_not_rerun() {
     // A CAS retried after it ran would fail the second time if re-executed.
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(1)).epoch;
-    let cas = Op::Cas {
-        key: b"k".to_vec(),
-        expected_version: 0,
-        value: b"v".to_vec(),
-    };
+    let cas = Op::Cas { key: b"k".to_vec(), expected_version: 0, value: b"v".to_vec() };
     let (t1, _) = h.client(node(1), request(rid(7, 1), epoch, cas.clone()));
     h.settle();
     let first = h.take_reply(t1);
-    assert_eq!(
-        first,
-        response(rid(7, 1), Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(first, response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
     let (t2, fx) = h.client(node(1), request(rid(7, 1), epoch, cas));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token: t2,
-            reply: first
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token: t2, reply: first }]);
 }
 
 #[test]
@@ -110,18 +78,10 @@ fn a_retry_at_the_new_primary_after_failover_runs_once() {
     // A new primary takes over; stop the moment it has won, before its
     // first Appends of epoch 3 are delivered.
     h.run_rounds_until(2_000, |h| [2, 3].iter().any(|&n| h.replica(n).is_primary()));
-    let p = if h.replica(node(2)).is_primary() {
-        2
-    } else {
-        3
-    };
+    let p = if h.replica(node(2)).is_primary() { 2 } else { 3 };
     let view = h.view(node(p));
     assert_eq!(view.epoch, epoch + 1);
-    assert_eq!(
-        h.replica(node(p)).commit_index(),
-        0,
-        "the inherited entry is not committed yet"
-    );
+    assert_eq!(h.replica(node(p)).commit_index(), 0, "the inherited entry is not committed yet");
 
     // The FE retries there with the same id: not executed again (no record,
     // no Append), and answered with the original response once the inherited
@@ -135,26 +95,13 @@ fn a_retry_at_the_new_primary_after_failover_runs_once() {
     // Deliveries and fsyncs only, no time passing: the new primary
     // re-streams its suffix without waiting for a retransmit timer.
     h.settle();
-    assert_eq!(
-        h.take_reply(retry),
-        response(id, Ok(OpResult::Written { version: 1 }))
-    );
+    assert_eq!(h.take_reply(retry), response(id, Ok(OpResult::Written { version: 1 })));
 
     // And a retry after that is answered from the session table.
     let (again, fx) = h.client(node(p), request(id, view.epoch, put("k", "v")));
-    assert_eq!(
-        fx,
-        vec![Effect::Reply {
-            token: again,
-            reply: response(id, Ok(OpResult::Written { version: 1 }))
-        }]
-    );
+    assert_eq!(fx, vec![Effect::Reply { token: again, reply: response(id, Ok(OpResult::Written { version: 1 })) }]);
     h.run_for(30);
     for n in [2, 3] {
-        assert_eq!(
-            h.log_ids(n),
-            vec![(epoch, 1)],
-            "node {n}: still exactly one entry"
-        );
+        assert_eq!(h.log_ids(n), vec![(epoch, 1)], "node {n}: still exactly one entry");
     }
 }

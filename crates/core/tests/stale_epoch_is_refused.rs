@@ -21,10 +21,7 @@ fn a_client_request_with_an_old_epoch_gets_the_current_view() {
             fx,
             vec![Effect::Reply {
                 token,
-                reply: response(
-                    rid(7, 1),
-                    Err(ClientError::StaleEpoch { view: view.clone() })
-                )
+                reply: response(rid(7, 1), Err(ClientError::StaleEpoch { view: view.clone() }))
             }]
         );
     }
@@ -32,13 +29,7 @@ fn a_client_request_with_an_old_epoch_gets_the_current_view() {
     let (token, fx) = h.client(node(1), request(rid(7, 2), 3, put("k", "v")));
     assert_eq!(
         fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(
-                rid(7, 2),
-                Err(ClientError::StaleEpoch { view: view.clone() })
-            )
-        }]
+        vec![Effect::Reply { token, reply: response(rid(7, 2), Err(ClientError::StaleEpoch { view: view.clone() })) }]
     );
     assert!(h.unsynced[&1].is_empty(), "nothing was written");
     assert_eq!(h.replica(node(1)).last_index(), 0);
@@ -73,19 +64,9 @@ fn an_append_from_an_old_epoch_gets_the_current_view() {
     );
     assert_eq!(
         fx,
-        vec![Effect::Send {
-            to: 1,
-            msg: PeerMsg {
-                from: 2,
-                body: PeerBody::StaleEpoch { view: view.clone() }
-            }
-        }]
+        vec![Effect::Send { to: 1, msg: PeerMsg { from: 2, body: PeerBody::StaleEpoch { view: view.clone() } } }]
     );
-    assert_eq!(
-        h.replica(node(2)).last_index(),
-        0,
-        "the stale entry was not taken"
-    );
+    assert_eq!(h.replica(node(2)).last_index(), 0, "the stale entry was not taken");
     assert_eq!(h.replica(node(2)).commit_index(), 0);
     assert_eq!(h.view(node(2)), view);
 }
@@ -120,12 +101,7 @@ fn a_deposed_primary_learns_the_new_view_and_steps_down() {
         replies(&fx),
         vec![(
             token,
-            response(
-                rid(7, 1),
-                Err(ClientError::Unavailable {
-                    reason: "the primary's lease is not held".into()
-                })
-            )
+            response(rid(7, 1), Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }))
         )]
     );
 
@@ -142,12 +118,9 @@ fn a_deposed_primary_learns_the_new_view_and_steps_down() {
         .iter()
         .filter(|(_, m)| m.from == 1 && matches!(m.body, PeerBody::Append { .. }))
         .map(|(to, m)| match &m.body {
-            PeerBody::Append {
-                view,
-                prev_index: 0,
-                entries,
-                ..
-            } if view.epoch == 2 => (*to, entries.iter().map(|e| e.index).collect::<Vec<_>>()),
+            PeerBody::Append { view, prev_index: 0, entries, .. } if view.epoch == 2 => {
+                (*to, entries.iter().map(|e| e.index).collect::<Vec<_>>())
+            }
             other => panic!("expected an Append of epoch 2 after index 0, got {other:?}"),
         })
         .collect();
@@ -158,44 +131,21 @@ fn a_deposed_primary_learns_the_new_view_and_steps_down() {
         h.net
     );
     for b in [2, 3] {
-        let fx = h.deliver_if(|to, m| {
-            to == b && m.from == 1 && matches!(m.body, PeerBody::Append { .. })
-        });
-        let stale = Effect::Send {
-            to: 1,
-            msg: PeerMsg {
-                from: b,
-                body: PeerBody::StaleEpoch { view: new.clone() },
-            },
-        };
-        assert_eq!(
-            fx,
-            vec![stale.clone(), stale],
-            "backup {b} refuses the old epoch, every time"
-        );
+        let fx = h.deliver_if(|to, m| to == b && m.from == 1 && matches!(m.body, PeerBody::Append { .. }));
+        let stale = Effect::Send { to: 1, msg: PeerMsg { from: b, body: PeerBody::StaleEpoch { view: new.clone() } } };
+        assert_eq!(fx, vec![stale.clone(), stale], "backup {b} refuses the old epoch, every time");
     }
     // Node 1 learns the view: the waiting client is told who leads now.
     let fx = h.deliver_if(|to, m| to == 1 && matches!(m.body, PeerBody::StaleEpoch { .. }));
     assert_eq!(
         replies(&fx),
-        vec![(
-            wtoken,
-            response(
-                rid(7, 2),
-                Err(ClientError::NotLeader {
-                    view: Some(new.clone())
-                })
-            )
-        )]
+        vec![(wtoken, response(rid(7, 2), Err(ClientError::NotLeader { view: Some(new.clone()) })))]
     );
     assert_eq!(h.view(node(1)), new);
     assert_eq!(h.replica(node(1)).role(), Role::Joining);
     let (token, fx) = h.client(node(1), request(rid(7, 3), 3, put("k", "v")));
     assert_eq!(
         fx,
-        vec![Effect::Reply {
-            token,
-            reply: response(rid(7, 3), Err(ClientError::NotLeader { view: Some(new) }))
-        }]
+        vec![Effect::Reply { token, reply: response(rid(7, 3), Err(ClientError::NotLeader { view: Some(new) })) }]
     );
 }

@@ -15,9 +15,9 @@ fn views_seen(h: &Harness) -> Vec<View> {
         .sent
         .iter()
         .filter_map(|(_, m)| match &m.body {
-            PeerBody::ViewAnnounce { view }
-            | PeerBody::StaleEpoch { view }
-            | PeerBody::Append { view, .. } => Some(view.clone()),
+            PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } | PeerBody::Append { view, .. } => {
+                Some(view.clone())
+            }
             _ => None,
         })
         .collect();
@@ -39,9 +39,10 @@ fn two_backups_propose_and_exactly_one_becomes_primary() {
         h.advance(1);
         for n in [2, 3] {
             h.tick(n);
-            let prepares = h.net.iter().any(|(_, m)| {
-                m.from == n && matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0")
-            });
+            let prepares = h
+                .net
+                .iter()
+                .any(|(_, m)| m.from == n && matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0"));
             if prepares && !proposed.contains(&n) {
                 proposed.push(n);
             }
@@ -56,10 +57,7 @@ fn two_backups_propose_and_exactly_one_becomes_primary() {
     h.run_until(5_000, |h| [2, 3].iter().any(|&n| h.replica(n).is_primary()));
     h.run_for(500);
 
-    let primaries: Vec<_> = [2, 3]
-        .into_iter()
-        .filter(|&n| h.replica(n).is_primary())
-        .collect();
+    let primaries: Vec<_> = [2, 3].into_iter().filter(|&n| h.replica(n).is_primary()).collect();
     assert_eq!(primaries.len(), 1, "exactly one primary: {primaries:?}");
     let winner = primaries[0];
     let loser = 5 - winner;
@@ -83,12 +81,7 @@ fn competing_proposals_in_lockstep_still_have_one_winner() {
     let e = h.view(node(1)).epoch;
     h.crash(node(1));
     let mut t = 0;
-    while h
-        .net
-        .iter()
-        .filter(|(_, m)| matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0"))
-        .count()
-        < 2
+    while h.net.iter().filter(|(_, m)| matches!(&m.body, PeerBody::Prepare { key, .. } if key == "group/0")).count() < 2
     {
         t += 1;
         assert!(t < 1_000);
@@ -109,10 +102,7 @@ fn competing_proposals_in_lockstep_still_have_one_winner() {
         h.tick(node(3));
     }
     h.run_for(300);
-    let primaries: Vec<_> = [2, 3]
-        .into_iter()
-        .filter(|&n| h.replica(n).is_primary())
-        .collect();
+    let primaries: Vec<_> = [2, 3].into_iter().filter(|&n| h.replica(n).is_primary()).collect();
     assert_eq!(primaries.len(), 1, "{primaries:?}");
     assert_eq!(h.view(2), h.view(3));
     assert_eq!(h.view(2).epoch, e + 1);

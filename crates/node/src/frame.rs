@@ -56,10 +56,7 @@ impl FrameError {
     /// True when the remote side sent bytes that violate the framing (as opposed to the
     /// connection simply ending or failing); such a connection should be closed and logged.
     pub fn is_malformed(&self) -> bool {
-        matches!(
-            self,
-            FrameError::TooLarge { .. } | FrameError::UnknownVersion(_) | FrameError::Empty
-        )
+        matches!(self, FrameError::TooLarge { .. } | FrameError::UnknownVersion(_) | FrameError::Empty)
     }
 }
 
@@ -100,10 +97,7 @@ pub fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) {
 ///
 /// This function is not cancellation safe: dropping the future part way through a frame loses
 /// the bytes already consumed, leaving the stream out of step.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-) -> Result<(), FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), FrameError> {
     let mut header = [0u8; 4];
     let mut filled = 0;
     while filled < header.len() {
@@ -113,10 +107,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             return Err(if filled == 0 {
                 FrameError::Closed
             } else {
-                FrameError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "stream ended inside a frame header",
-                ))
+                FrameError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended inside a frame header"))
             });
         }
         filled += n;
@@ -128,10 +119,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::Empty);
     }
     if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_FRAME_BYTES,
-        });
+        return Err(FrameError::TooLarge { len, max: MAX_FRAME_BYTES });
     }
 
     let version = r.read_u8().await?;
@@ -186,10 +174,7 @@ mod tests {
             read_frame(&mut r, &mut buf).await.unwrap();
             assert_eq!(buf, payload_for(i), "frame {i}");
         }
-        assert!(matches!(
-            read_frame(&mut r, &mut buf).await,
-            Err(FrameError::Closed)
-        ));
+        assert!(matches!(read_frame(&mut r, &mut buf).await, Err(FrameError::Closed)));
     }
 
     #[tokio::test]
@@ -210,10 +195,7 @@ mod tests {
             assert_eq!(buf, payload_for(i), "frame {i}");
         }
         writer.await.unwrap();
-        assert!(matches!(
-            read_frame(&mut r, &mut buf).await,
-            Err(FrameError::Closed)
-        ));
+        assert!(matches!(read_frame(&mut r, &mut buf).await, Err(FrameError::Closed)));
     }
 
     #[tokio::test]
@@ -221,23 +203,7 @@ mod tests {
         let mut wire = Vec::new();
         encode_frame(&mut wire, b"ab");
         encode_frame(&mut wire, b"");
-        assert_eq!(
-            wire,
-            [
-                0,
-                0,
-                0,
-                3,
-                WIRE_VERSION,
-                b'a',
-                b'b',
-                0,
-                0,
-                0,
-                1,
-                WIRE_VERSION
-            ]
-        );
+        assert_eq!(wire, [0, 0, 0, 3, WIRE_VERSION, b'a', b'b', 0, 0, 0, 1, WIRE_VERSION]);
     }
 
     #[tokio::test]
@@ -253,11 +219,7 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert!(err.is_malformed());
-        assert_eq!(
-            buf.capacity(),
-            0,
-            "nothing may be allocated for a rejected frame"
-        );
+        assert_eq!(buf.capacity(), 0, "nothing may be allocated for a rejected frame");
 
         // One byte over the bound is already too much.
         let over = u32::try_from(MAX_FRAME_BYTES + 1).unwrap().to_be_bytes();
@@ -268,10 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_claim_that_stalls_costs_only_what_arrived() {
-        let mut wire = u32::try_from(MAX_FRAME_BYTES)
-            .unwrap()
-            .to_be_bytes()
-            .to_vec();
+        let mut wire = u32::try_from(MAX_FRAME_BYTES).unwrap().to_be_bytes().to_vec();
         wire.push(WIRE_VERSION);
         wire.extend_from_slice(&[7; 10]);
         let mut buf = Vec::new();
@@ -280,11 +239,7 @@ mod tests {
             FrameError::Io(e) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
             other => panic!("expected Io(UnexpectedEof), got {other:?}"),
         }
-        assert!(
-            buf.capacity() <= INITIAL_RESERVE,
-            "allocated {} bytes for 10 received",
-            buf.capacity()
-        );
+        assert!(buf.capacity() <= INITIAL_RESERVE, "allocated {} bytes for 10 received", buf.capacity());
     }
 
     #[tokio::test]
@@ -294,10 +249,7 @@ mod tests {
         let err = read_frame(&mut &wire[..], &mut buf).await.unwrap_err();
         assert!(matches!(err, FrameError::UnknownVersion(9)), "{err:?}");
         assert!(err.is_malformed());
-        assert_eq!(
-            err.to_string(),
-            format!("unknown wire version 9 (this node speaks {WIRE_VERSION})")
-        );
+        assert_eq!(err.to_string(), format!("unknown wire version 9 (this node speaks {WIRE_VERSION})"));
     }
 
     #[tokio::test]

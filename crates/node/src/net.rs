@@ -130,38 +130,20 @@ impl Net {
     /// readers wait, which pushes back on the remote senders through TCP.
     pub async fn start(cfg: NetConfig, events: mpsc::Sender<NetEvent>) -> anyhow::Result<Net> {
         let peer_listener = TcpListener::bind(cfg.peer_listen).await.with_context(|| {
-            format!(
-                "cannot bind the peer listener on {} (is another process using that port?)",
-                cfg.peer_listen
-            )
+            format!("cannot bind the peer listener on {} (is another process using that port?)", cfg.peer_listen)
         })?;
-        let client_listener = TcpListener::bind(cfg.client_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot bind the client listener on {} (is another process using that port?)",
-                    cfg.client_listen
-                )
-            })?;
-        let local_peer_addr = peer_listener
-            .local_addr()
-            .context("reading the peer listener's bound address")?;
-        let local_client_addr = client_listener
-            .local_addr()
-            .context("reading the client listener's bound address")?;
+        let client_listener = TcpListener::bind(cfg.client_listen).await.with_context(|| {
+            format!("cannot bind the client listener on {} (is another process using that port?)", cfg.client_listen)
+        })?;
+        let local_peer_addr = peer_listener.local_addr().context("reading the peer listener's bound address")?;
+        let local_client_addr = client_listener.local_addr().context("reading the client listener's bound address")?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(());
         let mut peers = HashMap::with_capacity(cfg.peers.len());
         let mut writers = Vec::with_capacity(cfg.peers.len());
         for (&id, &addr) in &cfg.peers {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-            peers.insert(
-                id,
-                PeerLink {
-                    queue: tx,
-                    dropped: AtomicU64::new(0),
-                },
-            );
+            peers.insert(id, PeerLink { queue: tx, dropped: AtomicU64::new(0) });
             writers.push((id, addr, rx));
         }
         let inner = Arc::new(Inner {
@@ -176,18 +158,10 @@ impl Net {
         for (id, addr, rx) in writers {
             spawn_until_shutdown(&shutdown_rx, peer_writer(id, addr, rx));
         }
+        spawn_until_shutdown(&shutdown_rx, accept_peers(peer_listener, events.clone(), shutdown_rx.clone()));
         spawn_until_shutdown(
             &shutdown_rx,
-            accept_peers(peer_listener, events.clone(), shutdown_rx.clone()),
-        );
-        spawn_until_shutdown(
-            &shutdown_rx,
-            accept_clients(
-                client_listener,
-                events,
-                Arc::downgrade(&inner),
-                shutdown_rx.clone(),
-            ),
+            accept_clients(client_listener, events, Arc::downgrade(&inner), shutdown_rx.clone()),
         );
         tracing::info!(
             peer_addr = %local_peer_addr,
@@ -206,10 +180,7 @@ impl Net {
     /// retransmits, so shedding load here is safe and keeps memory bounded.
     pub fn send_to_peer(&self, to: u64, payload: Vec<u8>) {
         let Some(link) = self.inner.peers.get(&to) else {
-            tracing::warn!(
-                peer = to,
-                "dropping a frame for a peer that is not configured"
-            );
+            tracing::warn!(peer = to, "dropping a frame for a peer that is not configured");
             return;
         };
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -259,10 +230,7 @@ impl Net {
     /// How many frames for peer `to` were dropped because its queue was full (or the payload was
     /// too large). Zero for peers that are not configured.
     pub fn peer_frames_dropped(&self, to: u64) -> u64 {
-        self.inner
-            .peers
-            .get(&to)
-            .map_or(0, |link| link.dropped.load(Ordering::Relaxed))
+        self.inner.peers.get(&to).map_or(0, |link| link.dropped.load(Ordering::Relaxed))
     }
 
     /// The address the peer listener is actually bound to (useful when configured with port 0).
@@ -370,11 +338,7 @@ async fn write_batch(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> io::Result<(
     result
 }
 
-async fn accept_peers(
-    listener: TcpListener,
-    events: mpsc::Sender<NetEvent>,
-    shutdown: watch::Receiver<()>,
-) {
+async fn accept_peers(listener: TcpListener, events: mpsc::Sender<NetEvent>, shutdown: watch::Receiver<()>) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -433,28 +397,13 @@ async fn accept_clients(
                 return;
             };
             let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-            inner.clients().insert(
-                conn,
-                ClientLink {
-                    queue: queue_tx,
-                    _kill: kill_tx,
-                    remote,
-                },
-            );
+            inner.clients().insert(conn, ClientLink { queue: queue_tx, _kill: kill_tx, remote });
             conn
         };
         tracing::debug!(%remote, conn, "accepted client connection");
         spawn_until_shutdown(
             &shutdown,
-            serve_client(
-                conn,
-                stream,
-                remote,
-                queue_rx,
-                kill_rx,
-                events.clone(),
-                inner.clone(),
-            ),
+            serve_client(conn, stream, remote, queue_rx, kill_rx, events.clone(), inner.clone()),
         );
     }
 }
@@ -484,12 +433,7 @@ async fn serve_client(
     let _ = events.send(NetEvent::ClientClosed { conn }).await;
 }
 
-async fn read_client(
-    conn: ConnId,
-    rd: OwnedReadHalf,
-    remote: SocketAddr,
-    events: &mpsc::Sender<NetEvent>,
-) {
+async fn read_client(conn: ConnId, rd: OwnedReadHalf, remote: SocketAddr, events: &mpsc::Sender<NetEvent>) {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     loop {
         let mut payload = Vec::new();
@@ -497,22 +441,13 @@ async fn read_client(
             log_read_end("client", remote, &e);
             return;
         }
-        if events
-            .send(NetEvent::Client { conn, payload })
-            .await
-            .is_err()
-        {
+        if events.send(NetEvent::Client { conn, payload }).await.is_err() {
             return;
         }
     }
 }
 
-async fn write_client(
-    conn: ConnId,
-    mut wr: OwnedWriteHalf,
-    remote: SocketAddr,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-) {
+async fn write_client(conn: ConnId, mut wr: OwnedWriteHalf, remote: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
     let mut out = Vec::new();
     while let Some(payload) = queue.recv().await {
         encode_frame(&mut out, &payload);
@@ -666,13 +601,8 @@ impl FramedConn {
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         Ok(FramedConn {
-            reader: FrameReader {
-                inner: BufReader::with_capacity(READ_BUFFER_BYTES, rd),
-            },
-            writer: FrameWriter {
-                inner: wr,
-                out: Vec::new(),
-            },
+            reader: FrameReader { inner: BufReader::with_capacity(READ_BUFFER_BYTES, rd) },
+            writer: FrameWriter { inner: wr, out: Vec::new() },
         })
     }
 
@@ -714,16 +644,10 @@ impl FrameWriter {
     /// Sends all `payloads`, in order, as one batched write. Fails with `InvalidInput`, before
     /// writing anything, if any payload exceeds the frame limit.
     pub async fn send<P: AsRef<[u8]>>(&mut self, payloads: &[P]) -> io::Result<()> {
-        if let Some(p) = payloads
-            .iter()
-            .find(|p| p.as_ref().len() > MAX_PAYLOAD_BYTES)
-        {
+        if let Some(p) = payloads.iter().find(|p| p.as_ref().len() > MAX_PAYLOAD_BYTES) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "payload of {} bytes exceeds the frame limit of {MAX_PAYLOAD_BYTES}",
-                    p.as_ref().len()
-                ),
+                format!("payload of {} bytes exceeds the frame limit of {MAX_PAYLOAD_BYTES}", p.as_ref().len()),
             ));
         }
         for p in payloads {
@@ -752,24 +676,14 @@ mod tests {
         l.local_addr().unwrap()
     }
 
-    async fn start_net(
-        peer_listen: SocketAddr,
-        peers: HashMap<u64, SocketAddr>,
-    ) -> (Net, mpsc::Receiver<NetEvent>) {
+    async fn start_net(peer_listen: SocketAddr, peers: HashMap<u64, SocketAddr>) -> (Net, mpsc::Receiver<NetEvent>) {
         let (tx, rx) = mpsc::channel(1024);
-        let cfg = NetConfig {
-            peer_listen,
-            client_listen: any_local(),
-            peers,
-        };
+        let cfg = NetConfig { peer_listen, client_listen: any_local(), peers };
         (Net::start(cfg, tx).await.unwrap(), rx)
     }
 
     async fn next_event(rx: &mut mpsc::Receiver<NetEvent>) -> NetEvent {
-        timeout(WAIT, rx.recv())
-            .await
-            .expect("timed out waiting for an event")
-            .expect("event channel closed")
+        timeout(WAIT, rx.recv()).await.expect("timed out waiting for an event").expect("event channel closed")
     }
 
     async fn next_peer_payload(rx: &mut mpsc::Receiver<NetEvent>) -> Vec<u8> {
@@ -802,10 +716,7 @@ mod tests {
     fn spawn_echo(
         net: Net,
         mut events: mpsc::Receiver<NetEvent>,
-    ) -> (
-        mpsc::UnboundedReceiver<ConnId>,
-        mpsc::UnboundedReceiver<Vec<u8>>,
-    ) {
+    ) -> (mpsc::UnboundedReceiver<ConnId>, mpsc::UnboundedReceiver<Vec<u8>>) {
         let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let (peer_tx, peer_rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -829,10 +740,7 @@ mod tests {
         conn.send(&payloads).await.unwrap();
         let mut buf = Vec::new();
         for expected in payloads {
-            timeout(WAIT, conn.recv(&mut buf))
-                .await
-                .expect("timed out waiting for an echo")
-                .unwrap();
+            timeout(WAIT, conn.recv(&mut buf)).await.expect("timed out waiting for an echo").unwrap();
             assert_eq!(&buf[..], expected);
         }
     }
@@ -895,11 +803,7 @@ mod tests {
             let mut attempt = 0;
             loop {
                 let (tx, rx) = mpsc::channel(16);
-                let cfg = NetConfig {
-                    peer_listen: b_addr,
-                    client_listen: any_local(),
-                    peers: HashMap::new(),
-                };
+                let cfg = NetConfig { peer_listen: b_addr, client_listen: any_local(), peers: HashMap::new() };
                 match Net::start(cfg, tx).await {
                     Ok(net) => break (net, rx),
                     Err(e) if attempt < 50 => {
@@ -969,9 +873,7 @@ mod tests {
 
         // On the client port.
         let mut bad = TcpStream::connect(net.local_client_addr()).await.unwrap();
-        bad.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, WIRE_VERSION, 1, 2, 3])
-            .await
-            .unwrap();
+        bad.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, WIRE_VERSION, 1, 2, 3]).await.unwrap();
         expect_closed_by_server(&mut bad).await;
         timeout(WAIT, closed_rx.recv()).await.unwrap().unwrap();
         echo_round_trip(&mut good, &["still here"]).await;
@@ -1051,21 +953,13 @@ mod tests {
         let taken_addr = taken.local_addr().unwrap();
 
         let (tx, _rx) = mpsc::channel(1);
-        let cfg = NetConfig {
-            peer_listen: taken_addr,
-            client_listen: any_local(),
-            peers: HashMap::new(),
-        };
+        let cfg = NetConfig { peer_listen: taken_addr, client_listen: any_local(), peers: HashMap::new() };
         let err = Net::start(cfg, tx.clone()).await.unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("peer listener"), "{msg}");
         assert!(msg.contains(&taken_addr.to_string()), "{msg}");
 
-        let cfg = NetConfig {
-            peer_listen: any_local(),
-            client_listen: taken_addr,
-            peers: HashMap::new(),
-        };
+        let cfg = NetConfig { peer_listen: any_local(), client_listen: taken_addr, peers: HashMap::new() };
         let msg = format!("{:#}", Net::start(cfg, tx).await.unwrap_err());
         assert!(msg.contains("client listener"), "{msg}");
     }

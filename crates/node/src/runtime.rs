@@ -48,8 +48,9 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let was_cut = wal.was_cut();
     let mut records = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
-        let rec: WalRecord = msg::decode(r)
-            .map_err(|e| anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display()))?;
+        let rec: WalRecord = msg::decode(r).map_err(|e| {
+            anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display())
+        })?;
         records.push(rec);
     }
     let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());

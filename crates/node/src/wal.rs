@@ -81,9 +81,7 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            segment_bytes: DEFAULT_SEGMENT_BYTES,
-        }
+        WalOptions { segment_bytes: DEFAULT_SEGMENT_BYTES }
     }
 }
 
@@ -106,19 +104,12 @@ pub fn validate_record(record: &[u8]) -> io::Result<()> {
     if record.is_empty() {
         // See the module documentation: an empty record would be
         // indistinguishable from a zero-filled tail left behind by a crash.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "wal: empty records are not allowed",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "wal: empty records are not allowed"));
     }
     if record.len() > MAX_RECORD_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "wal: record of {} bytes exceeds the limit of {} bytes",
-                record.len(),
-                MAX_RECORD_BYTES
-            ),
+            format!("wal: record of {} bytes exceeds the limit of {} bytes", record.len(), MAX_RECORD_BYTES),
         ));
     }
     Ok(())
@@ -270,8 +261,7 @@ impl Wal {
         // The length fits in u32 because validate_record capped it at 64 MiB.
         let len = record.len() as u32;
         self.buf.extend_from_slice(&len.to_le_bytes());
-        self.buf
-            .extend_from_slice(&crc32c::crc32c(record).to_le_bytes());
+        self.buf.extend_from_slice(&crc32c::crc32c(record).to_le_bytes());
         self.buf.extend_from_slice(record);
         let framed = (HEADER_BYTES + record.len()) as u64;
         self.seg_len += framed;
@@ -427,33 +417,22 @@ fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> 
             break Some("zero record length".to_string());
         }
         if len as usize > MAX_RECORD_BYTES {
-            break Some(format!(
-                "record length {len} exceeds the limit of {MAX_RECORD_BYTES}"
-            ));
+            break Some(format!("record length {len} exceeds the limit of {MAX_RECORD_BYTES}"));
         }
         if u64::from(len) > available {
-            break Some(format!(
-                "record length {len} but only {available} bytes left in the file"
-            ));
+            break Some(format!("record length {len} but only {available} bytes left in the file"));
         }
         let mut payload = vec![0u8; len as usize];
         reader.read_exact(&mut payload)?;
         let actual_crc = crc32c::crc32c(&payload);
         if actual_crc != stored_crc {
-            break Some(format!(
-                "crc mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"
-            ));
+            break Some(format!("crc mismatch: stored {stored_crc:#010x}, computed {actual_crc:#010x}"));
         }
         out.push(payload);
         records += 1;
         offset += HEADER_BYTES as u64 + u64::from(len);
     };
-    Ok(SegmentScan {
-        records,
-        good_len: offset,
-        file_len,
-        damage,
-    })
+    Ok(SegmentScan { records, good_len: offset, file_len, damage })
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -501,10 +480,7 @@ fn remove_segments(dir: &Path, segments: &[(u64, PathBuf)]) -> io::Result<u64> {
 fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
     // `create_new` because a segment with this name can only exist if the
     // log's bookkeeping is wrong, and appending into it would corrupt it.
-    OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(segment_path(dir, first_seq))
+    OpenOptions::new().append(true).create_new(true).open(segment_path(dir, first_seq))
 }
 
 /// Makes file creations and deletions in `dir` durable.
@@ -513,9 +489,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// Logs a durability failure and aborts the process.
@@ -625,10 +599,7 @@ fn writer_gone(lsn: u64) -> ! {
     // The queue only closes early if the writer thread died, which happens
     // only when `on_durable` panicked. Nothing submitted can become durable
     // any more, so this is as fatal as a failed sync.
-    fatal(
-        &format!("cannot submit lsn {lsn}"),
-        &"the writer thread has exited",
-    );
+    fatal(&format!("cannot submit lsn {lsn}"), &"the writer thread has exited");
 }
 
 /// The writer thread: block for one record, drain whatever else is already
@@ -647,12 +618,7 @@ fn run_writer(
         let mut next = Some(first);
         while let Some(sub) = next.take() {
             if let Some(last) = last_lsn {
-                debug_assert!(
-                    sub.lsn > last,
-                    "wal: lsn {} submitted after lsn {}",
-                    sub.lsn,
-                    last
-                );
+                debug_assert!(sub.lsn > last, "wal: lsn {} submitted after lsn {}", sub.lsn, last);
             }
             last_lsn = Some(sub.lsn);
             max_lsn = max_lsn.max(sub.lsn);
@@ -695,18 +661,11 @@ mod tests {
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        list_segments(dir)
-            .unwrap()
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
+        list_segments(dir).unwrap().into_iter().map(|(_, p)| p).collect()
     }
 
     fn framed_len(records: &[Vec<u8>]) -> u64 {
-        records
-            .iter()
-            .map(|r| (HEADER_BYTES + r.len()) as u64)
-            .sum()
+        records.iter().map(|r| (HEADER_BYTES + r.len()) as u64).sum()
     }
 
     /// Writes `records` into a fresh log with the given segment size and syncs.
@@ -783,11 +742,7 @@ mod tests {
         write_log(tmp.path(), 100, &records);
 
         let files = segment_files(tmp.path());
-        assert!(
-            files.len() > 5,
-            "expected many segments, got {}",
-            files.len()
-        );
+        assert!(files.len() > 5, "expected many segments, got {}", files.len());
         // Each segment is named after the seq of its first record.
         let mut seq = 0usize;
         for path in &files {
@@ -861,12 +816,7 @@ mod tests {
         let full = fs::metadata(&seg).unwrap().len();
         let good = framed_len(&records[..4]);
         // Cut into the middle of the last record's payload.
-        OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(full - 3)
-            .unwrap();
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(full - 3).unwrap();
 
         let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         assert_eq!(got, records[..4]);
@@ -884,12 +834,7 @@ mod tests {
         let seg = segment_files(tmp.path()).remove(0);
         let good = framed_len(&records[..4]);
         // Leave only 5 bytes of the last record's 8-byte header.
-        OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(good + 5)
-            .unwrap();
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(good + 5).unwrap();
 
         let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         assert_eq!(got, records[..4]);
@@ -901,9 +846,7 @@ mod tests {
     fn garbage_after_last_record_is_cut() {
         let cases: [&[u8]; 3] = [
             // A header whose length exceeds MAX_RECORD_BYTES.
-            &[
-                0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5,
-            ],
+            &[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5],
             // A plausible length that runs past the end of the file.
             &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9],
             // A zero-filled tail, as a crash can leave behind.
@@ -915,12 +858,7 @@ mod tests {
             write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
             let seg = segment_files(tmp.path()).remove(0);
             let good = fs::metadata(&seg).unwrap().len();
-            OpenOptions::new()
-                .append(true)
-                .open(&seg)
-                .unwrap()
-                .write_all(garbage)
-                .unwrap();
+            OpenOptions::new().append(true).open(&seg).unwrap().write_all(garbage).unwrap();
 
             let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
             assert_eq!(got, records);
@@ -1043,9 +981,8 @@ mod tests {
         // on_durable reports strictly increasing lsns and eventually N.
         let mut last = 0;
         while last < N {
-            let lsn = durable_rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("writer did not report lsn 10000 in time");
+            let lsn =
+                durable_rx.recv_timeout(Duration::from_secs(60)).expect("writer did not report lsn 10000 in time");
             assert!(lsn > last, "durable lsn went from {last} to {lsn}");
             last = lsn;
         }
@@ -1056,10 +993,7 @@ mod tests {
         let syncs = calls.load(Ordering::SeqCst);
         assert_eq!(stats.records_appended, N);
         assert_eq!(stats.syncs, syncs, "one on_durable call per sync");
-        assert!(
-            syncs < N,
-            "group commit expected, got {syncs} syncs for {N} records"
-        );
+        assert!(syncs < N, "group commit expected, got {syncs} syncs for {N} records");
         assert!(durable_rx.try_recv().is_err(), "no report after lsn {N}");
 
         let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
@@ -1075,13 +1009,8 @@ mod tests {
         let (wal, _) = Wal::open(tmp.path(), opts(256)).unwrap();
         let durable = Arc::new(AtomicU64::new(0));
         let cb_durable = Arc::clone(&durable);
-        let writer = WalWriter::spawn(
-            wal,
-            Box::new(move |lsn| cb_durable.store(lsn, Ordering::SeqCst)),
-        );
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let writer = WalWriter::spawn(wal, Box::new(move |lsn| cb_durable.store(lsn, Ordering::SeqCst)));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             for lsn in 1..=500u64 {
                 writer.submit_async(lsn * 10, record(lsn as usize)).await;

@@ -1,17 +1,23 @@
 //! The names of the bugs the simulator can inject, and their mapping onto the
 //! core's `Bugs` struct. This is the only place outside the core that builds
-//! a `Bugs` value other than the default; a node binary never links it.
+//! a `Bugs` value other than the default; no flag, environment variable or
+//! config of a node reaches it. Every node runs with the injected bug,
+//! except `diverge-state`, which models one faulty member (see
+//! `sim::World::bugs_for`).
 
 use pactdb_core::passive::Bugs;
 
-/// Every injectable bug, by its command-line name.
-const BUGS: [&str; 6] = [
+/// Every injectable bug, by its command-line name. The last two concern
+/// active groups only.
+const BUGS: [&str; 8] = [
     "reply-before-replicated",
     "ack-before-fsync",
     "promote-without-cas",
     "skip-dedup",
     "read-without-lease",
     "keep-divergent-suffix",
+    "execute-before-stable",
+    "diverge-state",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -29,6 +35,8 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "skip-dedup" => bugs.skip_dedup = true,
         "read-without-lease" => bugs.read_without_lease = true,
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
+        "execute-before-stable" => bugs.execute_before_stable = true,
+        "diverge-state" => bugs.diverge_state = true,
         _ => return None,
     }
     Some(bugs)

@@ -7,7 +7,8 @@
 //! `N passed, M failed`; the exit code is 0 exactly when nothing failed.
 
 use crate::bugs::{bug_names, parse_bug};
-use crate::sim::{run_seed, RunReport};
+use crate::plan::{Shape, SimMode};
+use crate::sim::{run_seed_with, RunReport, SimOptions};
 use pactdb_core::passive::Bugs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -35,6 +36,10 @@ pub struct SimArgs {
     /// List the bugs `--inject-bug` accepts.
     #[arg(long)]
     pub list_bugs: bool,
+    /// Which replication modes the groups use: all passive, all active, or
+    /// mixed (each group's mode drawn from the seed).
+    #[arg(long, value_enum, default_value_t = SimMode::Mixed)]
+    pub mode: SimMode,
 }
 
 /// Runs the command and returns the process exit code.
@@ -56,25 +61,27 @@ pub fn run_cli(args: SimArgs) -> i32 {
         },
     };
     let bug = args.inject_bug.as_deref();
+    let mode = args.mode;
+    let opts = SimOptions { bugs, shape: Shape { mode, voting: None }, diverge_one: false };
     crate::sim::quiet_panics();
     if let Some(seed) = args.seed {
-        let report = run_seed(seed, bugs, true);
+        let report = run_seed_with(seed, opts, true);
         println!("seed {seed}: {}", report.plan);
         for line in &report.timeline {
             println!("  {line}");
         }
         println!(
-            "seed {seed}: {} events, {} simulated ms, {} ops ({} succeeded), trace hash {:016x}",
-            report.events, report.sim_ms, report.ops, report.ops_ok, report.trace_hash
+            "seed {seed}: {} events, {} simulated ms, {} ops ({} succeeded), {} dissenting answers, trace hash {:016x}",
+            report.events, report.sim_ms, report.ops, report.ops_ok, report.dissents, report.trace_hash
         );
-        print_failure(&report, bug);
+        print_failure(&report, bug, mode);
         let failed = usize::from(!report.passed());
         println!("{} passed, {failed} failed", 1 - failed);
         return i32::from(failed > 0);
     }
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let reports = run_seeds(args.first_seed, args.seeds, bugs, threads, false, |r| print_failure(r, bug));
+    let reports = run_seeds_with(args.first_seed, args.seeds, opts, threads, false, |r| print_failure(r, bug, mode));
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -87,14 +94,19 @@ pub fn run_cli(args: SimArgs) -> i32 {
 }
 
 /// The command that replays one seed.
-pub fn replay_command(seed: u64, bug: Option<&str>) -> String {
+pub fn replay_command(seed: u64, bug: Option<&str>, mode: SimMode) -> String {
+    let mode = match mode {
+        SimMode::Mixed => "",
+        SimMode::Passive => " --mode passive",
+        SimMode::Active => " --mode active",
+    };
     match bug {
-        Some(b) => format!("pactdb sim --seed {seed} --inject-bug {b}"),
-        None => format!("pactdb sim --seed {seed}"),
+        Some(b) => format!("pactdb sim --seed {seed}{mode} --inject-bug {b}"),
+        None => format!("pactdb sim --seed {seed}{mode}"),
     }
 }
 
-fn print_failure(report: &RunReport, bug: Option<&str>) {
+fn print_failure(report: &RunReport, bug: Option<&str>, mode: SimMode) {
     if report.passed() {
         return;
     }
@@ -102,7 +114,7 @@ fn print_failure(report: &RunReport, bug: Option<&str>) {
     for v in &report.violations {
         text.push_str(&format!("  {v}\n"));
     }
-    text.push_str(&format!("  replay: {}", replay_command(report.seed, bug)));
+    text.push_str(&format!("  replay: {}", replay_command(report.seed, bug, mode)));
     println!("{text}");
 }
 
@@ -114,6 +126,18 @@ pub fn run_seeds(
     first: u64,
     count: u64,
     bugs: Bugs,
+    threads: usize,
+    stop_at_failure: bool,
+    on_done: impl Fn(&RunReport) + Sync,
+) -> Vec<RunReport> {
+    run_seeds_with(first, count, SimOptions::with_bugs(bugs), threads, stop_at_failure, on_done)
+}
+
+/// `run_seeds` with every option.
+pub fn run_seeds_with(
+    first: u64,
+    count: u64,
+    opts: SimOptions,
     threads: usize,
     stop_at_failure: bool,
     on_done: impl Fn(&RunReport) + Sync,
@@ -132,7 +156,7 @@ pub fn run_seeds(
                 if seed >= end {
                     return;
                 }
-                let report = run_seed(seed, bugs, false);
+                let report = run_seed_with(seed, opts, false);
                 if !report.passed() && stop_at_failure {
                     stop.store(true, Ordering::SeqCst);
                 }

@@ -66,10 +66,23 @@
 //! others combine many. Half of all crashes, pauses and partitions target a
 //! node that is currently a primary, where failures hurt the most.
 //!
-//! The workload is several clients, each a real front end doing one
-//! operation at a time (get, put, cas, delete) on one to four keys, so that
-//! operations collide; some clients only read, as read-heavy clients do
-//! (they stay with whichever primary keeps answering them).
+//! The cluster has one to three groups of two or three members each, passive
+//! or active (active groups of three may vote). The workload is several
+//! clients, each a real front end doing one operation at a time (get, put,
+//! cas, delete) on one to four keys, so that operations collide; some
+//! clients only read, as read-heavy clients do (they stay with whichever
+//! primary keeps answering them). `--mode passive|active|mixed` narrows the
+//! groups to one mode (the default, mixed, draws each group's mode from the
+//! seed). Active groups run under the same faults and the same checkers; in
+//! them the sequencer is the primary (one per epoch), and reads go through
+//! the log, so the lease check applies to passive primaries only.
+//!
+//! The divergence demonstration (`SimOptions::diverge_one`, used by the
+//! tests) gives one member of an active group a state that silently goes
+//! wrong. That member is known to be faulty, so the state checks
+//! (convergence, durability) leave it out, while the client history is
+//! checked as always: a voting front end must still never return a wrong
+//! value; a first-answer front end does.
 //!
 //! After the fault phase comes a quiet phase: every partition is healed, the
 //! network stops dropping and duplicating, paused nodes resume and crashed
@@ -82,8 +95,9 @@
 //!
 //! # Debugging a seed
 //!
-//! `pactdb sim --seed S [--inject-bug B]` replays one seed and prints its
-//! plan, a timeline of faults and role changes, and every violation. With
+//! `pactdb sim --seed S [--mode M] [--inject-bug B]` replays one seed and
+//! prints its plan, a timeline of faults and role changes, and every
+//! violation (use the `--mode` the failing run had). With
 //! `PACTDB_SIM_TRACE=1` it also prints every input each node receives, and
 //! the client history, to stderr.
 
@@ -100,5 +114,6 @@ pub mod workload;
 
 pub use bugs::{bug_names, parse_bug};
 pub use check::Violation;
-pub use cli::{run_cli, run_seeds, SeedOutcome, SimArgs};
-pub use sim::{quiet_panics, run_seed, RunReport};
+pub use cli::{run_cli, run_seeds, run_seeds_with, SeedOutcome, SimArgs};
+pub use plan::{Shape, SimMode};
+pub use sim::{quiet_panics, run_seed, run_seed_with, RunReport, SimOptions};

@@ -43,9 +43,9 @@ struct Seen {
 pub struct Observations {
     /// Every node that was primary of (group, epoch), with when it first was.
     pub primaries: BTreeMap<(GroupId, Epoch), Vec<(NodeId, Micros)>>,
-    /// Every node that answered a client successfully as primary of (group,
-    /// epoch), with when it first did: from then on an older primary's read
-    /// may miss what it did.
+    /// Every node that, as primary of (group, epoch), committed an entry of
+    /// that epoch, with when it first did: from then on an older primary's
+    /// read may miss that write.
     pub served: BTreeMap<(GroupId, Epoch), Vec<(NodeId, Micros)>>,
     /// The first view seen for each (group, epoch), by whom.
     pub views: BTreeMap<(GroupId, Epoch), (View, NodeId)>,
@@ -66,6 +66,9 @@ pub struct Observations {
     pub reads: Vec<ReadServed>,
     /// Messages that vouched for state that was not yet durable.
     pub premature_acks: Vec<String>,
+    /// A member known to be faulty (the divergence demonstration): its
+    /// state is expected to differ, so its digests are not compared.
+    pub faulty: Option<NodeId>,
     seen: BTreeMap<(NodeId, GroupId), Seen>,
 }
 
@@ -104,7 +107,7 @@ impl Observations {
                 }
             }
             now.applied = r.applied_index();
-            if now.applied != before.applied {
+            if now.applied != before.applied && self.faulty != Some(id) {
                 let digest = r.kv().digest();
                 let first = *self.digests.entry((g, now.applied)).or_insert((digest, id, at));
                 if first.0 != digest && self.divergences.len() < MAX_NOTES {
@@ -116,6 +119,11 @@ impl Observations {
                 }
             }
             now.commit = r.commit_index();
+            if let Some(e) = now.primary_epoch.filter(|_| now.commit > before.commit) {
+                if r.log().epoch_at(now.commit) == Some(e) {
+                    self.note_served(at, id, g, e);
+                }
+            }
             if now.commit > before.commit {
                 let committed = self.committed.entry(g).or_default();
                 for i in before.commit + 1..=now.commit {
@@ -164,7 +172,7 @@ impl Observations {
         }
     }
 
-    /// `node` answered a client successfully as primary of `epoch`.
+    /// `node` committed an entry of its own `epoch` as primary.
     pub fn note_served(&mut self, at: Micros, node: NodeId, group: GroupId, epoch: Epoch) {
         let who = self.served.entry((group, epoch)).or_default();
         if !who.iter().any(|(n, _)| *n == node) {

@@ -96,10 +96,35 @@ pub struct OpMix {
     pub delete: u32,
 }
 
+/// Which replication modes a seed's groups use (`--mode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimMode {
+    /// Passive groups only.
+    Passive,
+    /// Active groups only.
+    Active,
+    /// Each group's mode drawn from the seed, so most seeds run both.
+    #[default]
+    Mixed,
+}
+
+/// What the caller fixes about the cluster shape; the seed draws the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub mode: SimMode,
+    /// Every group has three members, and active groups vote (`true`) or
+    /// take the first answer (`false`); `None` draws both from the seed.
+    pub voting: Option<bool>,
+}
+
 #[derive(Clone, Debug)]
 pub struct GroupPlan {
     pub placement: Vec<NodeId>,
     pub min_members: usize,
+    /// Active replication instead of passive.
+    pub active: bool,
+    /// Active groups of three or more: the front end votes (f+1 answers).
+    pub voting: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -133,16 +158,27 @@ pub struct Plan {
 pub const QUIET_MS: u64 = 8_000;
 
 impl Plan {
-    pub fn draw(rng: &mut ChaCha8Rng) -> Plan {
+    pub fn draw(rng: &mut ChaCha8Rng, shape: Shape) -> Plan {
         let n = if rng.gen_bool(0.5) { 3 } else { 5 };
         let nodes: Vec<NodeId> = (1..=n as NodeId).collect();
         let groups = (0..rng.gen_range(1..=3))
             .map(|_| {
-                let size = rng.gen_range(2..=3);
+                let drawn_size = rng.gen_range(2..=3);
+                let size = if shape.voting.is_some() { 3 } else { drawn_size };
                 let placement = pick(rng, &nodes, size);
                 // Mostly the default; sometimes refuse writes below two members.
                 let min_members = if rng.gen_bool(0.15) { 2 } else { 1 };
-                GroupPlan { placement, min_members }
+                // Both drawn whatever the mode, so that the rest of a seed's
+                // plan does not depend on `--mode`.
+                let drawn_active = rng.gen_bool(0.4);
+                let drawn_voting = rng.gen_bool(0.5);
+                let active = match shape.mode {
+                    SimMode::Passive => false,
+                    SimMode::Active => true,
+                    SimMode::Mixed => drawn_active,
+                };
+                let voting = active && size >= 3 && shape.voting.unwrap_or(drawn_voting);
+                GroupPlan { placement, min_members, active, voting }
             })
             .collect();
         let mix = OpMix {
@@ -223,7 +259,20 @@ impl Plan {
             "{} nodes, {} groups {:?}, {} clients ({} read-only) on {} keys",
             self.nodes.len(),
             self.groups.len(),
-            self.groups.iter().map(|g| g.placement.clone()).collect::<Vec<_>>(),
+            self.groups
+                .iter()
+                .map(|g| format!(
+                    "{}{:?}",
+                    if g.voting {
+                        "voting "
+                    } else if g.active {
+                        "active "
+                    } else {
+                        ""
+                    },
+                    g.placement
+                ))
+                .collect::<Vec<_>>(),
             self.clients,
             self.readers,
             self.keys

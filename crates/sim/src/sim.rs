@@ -14,7 +14,7 @@ use crate::disk::Disk;
 use crate::history::{History, Micros};
 use crate::net::Net;
 use crate::observe::{Observations, ReadServed};
-use crate::plan::{gap_ms, OpMix, Plan};
+use crate::plan::{gap_ms, OpMix, Plan, Shape};
 use crate::workload::Client;
 use pactdb_core::io::{ClientToken, Effect, Input};
 use pactdb_core::msg::{ClientMsg, ClientReply, ConfigValue, PeerBody, PeerMsg, WalRecord};
@@ -59,6 +59,9 @@ pub struct RunReport {
     pub ops: usize,
     pub ops_ok: usize,
     pub sim_ms: u64,
+    /// Answers a voting front end outvoted (`FeEffect::Dissent`), counted
+    /// per dissenting member.
+    pub dissents: usize,
     /// The seed's cluster shape and fault mix.
     pub plan: String,
     /// Notable events (faults, phases); filled only for verbose runs.
@@ -98,10 +101,37 @@ pub fn quiet_panics() {
     }));
 }
 
-/// Runs one seed to the end and checks it. A panic inside the core (or the
-/// simulator) is reported as a violation, not propagated.
+/// How a seed runs, beyond the seed itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// The injected bugs (see `World::bugs_for` for who runs them).
+    pub bugs: Bugs,
+    /// What the caller fixes about the cluster shape (`--mode`).
+    pub shape: Shape,
+    /// The divergence demonstration: one member of group 0 (its first placed
+    /// node) runs with `Bugs::diverge_state`, a known faulty member whose
+    /// state silently goes wrong. The state checks (convergence, durability)
+    /// leave that member out, since it is expected to differ; the client
+    /// history is checked exactly as always.
+    pub diverge_one: bool,
+}
+
+impl SimOptions {
+    pub fn with_bugs(bugs: Bugs) -> SimOptions {
+        SimOptions { bugs, ..SimOptions::default() }
+    }
+}
+
+/// Runs one seed to the end and checks it, with mixed groups. A panic
+/// inside the core (or the simulator) is reported as a violation, not
+/// propagated.
 pub fn run_seed(seed: u64, bugs: Bugs, verbose: bool) -> RunReport {
-    let mut world = World::new(seed, bugs, verbose);
+    run_seed_with(seed, SimOptions::with_bugs(bugs), verbose)
+}
+
+/// `run_seed` with every option.
+pub fn run_seed_with(seed: u64, opts: SimOptions, verbose: bool) -> RunReport {
+    let mut world = World::new(seed, opts, verbose);
     IN_SEED.with(|s| *s.borrow_mut() = Some(None));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| world.run_script()));
     let location = IN_SEED.with(|s| s.borrow_mut().take()).flatten();
@@ -230,15 +260,8 @@ impl Slot {
 /// Who a client connection belongs to.
 #[derive(Clone, Copy, Debug)]
 enum Conn {
-    /// `group` is the group a request addressed, if it carried one.
-    Client {
-        client: usize,
-        node: NodeId,
-        group: Option<GroupId>,
-    },
-    Admin {
-        node: NodeId,
-    },
+    Client { client: usize, node: NodeId },
+    Admin { node: NodeId },
 }
 
 impl Conn {
@@ -252,6 +275,9 @@ impl Conn {
 struct World {
     seed: u64,
     bugs: Bugs,
+    /// The one member whose state is known to go wrong, if any
+    /// (`SimOptions::diverge_one`).
+    faulty: Option<NodeId>,
     rng: ChaCha8Rng,
     plan: Plan,
     cluster: ClusterMap,
@@ -284,13 +310,16 @@ struct World {
     bootstrapped: bool,
     admin_waiting: bool,
     heal_at: Micros,
+    dissents: usize,
     violations: Vec<Violation>,
 }
 
 impl World {
-    fn new(seed: u64, bugs: Bugs, verbose: bool) -> World {
+    fn new(seed: u64, opts: SimOptions, verbose: bool) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let plan = Plan::draw(&mut rng);
+        let plan = Plan::draw(&mut rng, opts.shape);
+        let faulty = opts.diverge_one.then(|| plan.groups[0].placement[0]);
+        let bugs = opts.bugs;
         let cluster = ClusterMap {
             nodes: plan
                 .nodes
@@ -303,10 +332,10 @@ impl World {
                 .enumerate()
                 .map(|(i, g)| GroupSpec {
                     id: i as GroupId,
-                    mode: Mode::Passive,
+                    mode: if g.active { Mode::Active } else { Mode::Passive },
                     placement: g.placement.clone(),
                     min_members: g.min_members,
-                    voting: false,
+                    voting: g.voting,
                 })
                 .collect(),
         };
@@ -314,6 +343,7 @@ impl World {
         World {
             seed,
             bugs,
+            faulty,
             rng,
             plan,
             cluster,
@@ -327,7 +357,11 @@ impl World {
             next_token: 1,
             parked_reads: BTreeMap::new(),
             history: History::default(),
-            obs: Observations::default(),
+            obs: {
+                let mut obs = Observations::default();
+                obs.faulty = faulty;
+                obs
+            },
             trace: Xxh3::new(),
             events: 0,
             verbose,
@@ -343,6 +377,7 @@ impl World {
             bootstrapped: false,
             admin_waiting: false,
             heal_at: 0,
+            dissents: 0,
             violations: Vec::new(),
         }
     }
@@ -382,7 +417,7 @@ impl World {
             let drift_ppm = if drift == 0 { 0 } else { self.rng.gen_range(-drift..=drift) };
             let slot = Slot {
                 cfg: NodeConfig::new(id, nodes.clone()),
-                node: Some(Node::with_bugs(NodeConfig::new(id, nodes.clone()), self.rng.gen(), self.bugs)),
+                node: Some(Node::with_bugs(NodeConfig::new(id, nodes.clone()), self.rng.gen(), self.bugs_for(id))),
                 inc: 0,
                 disk: Disk::default(),
                 drift_ppm,
@@ -512,6 +547,7 @@ impl World {
             history: &self.history,
             obs: &self.obs,
             finals: &finals,
+            faulty: self.faulty,
             heal_at: self.heal_at,
             end_at: self.now,
         };
@@ -534,6 +570,7 @@ impl World {
             ops: self.history.ops.len(),
             ops_ok,
             sim_ms: self.now / 1_000,
+            dissents: self.dissents,
             plan: self.plan.summary(),
             timeline: std::mem::take(&mut self.timeline),
         }
@@ -684,8 +721,12 @@ impl World {
         if self.trace_inputs {
             eprintln!("{:>12}us node {id} <- {input:?}", self.now);
         }
+        // Reads a passive primary serves on its own lease. (An active group
+        // orders reads through its log, so no lease is involved.)
         let read = match &input {
-            Input::Client { token, msg: ClientMsg::Request(r) } if r.op.is_read() => Some((*token, r.group)),
+            Input::Client { token, msg: ClientMsg::Request(r) } if r.op.is_read() && self.is_passive(r.group) => {
+                Some((*token, r.group))
+            }
             _ => None,
         };
         let before = if self.verbose { self.roles(id) } else { Vec::new() };
@@ -779,6 +820,10 @@ impl World {
         }
     }
 
+    fn is_passive(&self, group: GroupId) -> bool {
+        self.cluster.groups.iter().any(|g| g.id == group && g.mode == Mode::Passive)
+    }
+
     /// The read `id` serves for `group` now, if it is primary of it.
     fn read_served(&self, id: NodeId, group: GroupId) -> Option<ReadServed> {
         let r = self.slots[&id].node.as_ref()?.replica(group)?;
@@ -822,11 +867,6 @@ impl World {
         let Some(conn) = self.conns.remove(&token) else { return };
         if let (Some(r), ClientReply::Response { result: Ok(_), .. }) = (parked, &reply) {
             self.obs.reads.push(r);
-        }
-        if let (Conn::Client { group: Some(g), .. }, ClientReply::Response { result: Ok(_), .. }) = (conn, &reply) {
-            if let Some(served) = self.read_served(node, g) {
-                self.obs.note_served(self.now, node, g, served.epoch);
-            }
         }
         let delay = self.client_delay();
         match conn {
@@ -874,7 +914,7 @@ impl World {
                 match e {
                     pactdb_core::fe::FeEffect::Send { to, msg } => self.client_send(client, to, msg),
                     pactdb_core::fe::FeEffect::FetchViews { to } => self.client_send(client, to, ClientMsg::GetViews),
-                    pactdb_core::fe::FeEffect::Dissent { .. } => {}
+                    pactdb_core::fe::FeEffect::Dissent { members, .. } => self.dissents += members.len(),
                     pactdb_core::fe::FeEffect::Done { op, result } => {
                         let result = result.map_err(|e| e.to_string());
                         self.clients[client].on_done(now, op, result, &mut self.history);
@@ -892,11 +932,7 @@ impl World {
             self.schedule(delay, What::Unreachable { client, node: to });
             return;
         }
-        let group = match &msg {
-            ClientMsg::Request(r) => Some(r.group),
-            _ => None,
-        };
-        let token = self.new_token(Conn::Client { client, node: to, group });
+        let token = self.new_token(Conn::Client { client, node: to });
         self.schedule(delay, What::ToNode { to, token, msg });
     }
 
@@ -1048,6 +1084,14 @@ impl World {
         false
     }
 
+    /// The bugs node `id` runs with: the injected ones, except that a state
+    /// that silently goes wrong is one faulty member (node 1, or the chosen
+    /// one of the divergence demonstration), not all.
+    fn bugs_for(&self, id: NodeId) -> Bugs {
+        let diverge = (self.bugs.diverge_state && id == 1) || self.faulty == Some(id);
+        Bugs { diverge_state: diverge, ..self.bugs }
+    }
+
     fn restart(&mut self, id: NodeId) {
         let seed = self.rng.gen();
         let slot = self.slots.get_mut(&id).expect("slot");
@@ -1055,7 +1099,9 @@ impl World {
         let cut = slot.cut_unrecorded;
         let n = records.len();
         slot.cut_record_lsn = cut.then_some(n as u64 + 1);
-        slot.node = Some(Node::recover(slot.cfg.clone(), seed, self.bugs, records, cut));
+        let bugs = self.bugs_for(id);
+        let slot = self.slots.get_mut(&id).expect("slot");
+        slot.node = Some(Node::recover(slot.cfg.clone(), seed, bugs, records, cut));
         let (inc, tick) = (slot.inc, slot.tick_us());
         self.schedule(tick, What::Tick { node: id, inc });
         self.hash(&[id, n as u64]);

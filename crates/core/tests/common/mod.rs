@@ -9,13 +9,9 @@
 #![allow(dead_code)]
 
 use pactdb_core::kv::{Op, OpResult};
-use pactdb_core::msg::{
-    ClientMsg, ClientReply, ClientRequest, Entry, PeerBody, PeerMsg, WalRecord,
-};
+use pactdb_core::msg::{ClientMsg, ClientReply, ClientRequest, Entry, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::passive::{Bugs, PassiveTiming, Replica, Role};
-use pactdb_core::types::{
-    ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View,
-};
+use pactdb_core::types::{ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View};
 use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,22 +50,10 @@ pub fn group_map(ids: &[NodeId], min_members: usize, mode: Mode, voting: bool) -
         nodes: ids
             .iter()
             .map(|&n| {
-                (
-                    n,
-                    NodeAddrs {
-                        peer: format!("127.0.0.1:{}", 7000 + n),
-                        client: format!("127.0.0.1:{}", 8000 + n),
-                    },
-                )
+                (n, NodeAddrs { peer: format!("127.0.0.1:{}", 7000 + n), client: format!("127.0.0.1:{}", 8000 + n) })
             })
             .collect(),
-        groups: vec![GroupSpec {
-            id: GROUP,
-            mode,
-            placement: ids.to_vec(),
-            min_members,
-            voting,
-        }],
+        groups: vec![GroupSpec { id: GROUP, mode, placement: ids.to_vec(), min_members, voting }],
     }
 }
 
@@ -78,45 +62,25 @@ pub fn rid(client: u64, seq: u64) -> RequestId {
 }
 
 pub fn put(key: &str, value: &str) -> Op {
-    Op::Put {
-        key: key.as_bytes().to_vec(),
-        value: value.as_bytes().to_vec(),
-    }
+    Op::Put { key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() }
 }
 
 pub fn get(key: &str) -> Op {
-    Op::Get {
-        key: key.as_bytes().to_vec(),
-    }
+    Op::Get { key: key.as_bytes().to_vec() }
 }
 
 pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest {
-        id,
-        group: GROUP,
-        epoch,
-        op,
-    })
+    ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op })
 }
 
 /// An active group's log entry: the request `op`, sequenced at `index` and
 /// not executed (no response, no effects).
 pub fn sequenced(epoch: Epoch, index: u64, id: RequestId, op: Op) -> Entry {
-    Entry {
-        epoch,
-        index,
-        request_id: id,
-        response: OpResult::Value(None),
-        effects: Vec::new(),
-        op: Some(op),
-    }
+    Entry { epoch, index, request_id: id, response: OpResult::Value(None), effects: Vec::new(), op: Some(op) }
 }
 
 /// The reply a node gives to a key-value request.
-pub fn response(
-    id: RequestId,
-    result: Result<OpResult, pactdb_core::msg::ClientError>,
-) -> ClientReply {
+pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::msg::ClientError>) -> ClientReply {
     ClientReply::Response { id, result }
 }
 
@@ -151,11 +115,7 @@ impl Harness {
 
     /// Like `new`, but the nodes named in `bugs` run with those bugs on.
     pub fn with_bugs(ids: &[NodeId], bugs: &[(NodeId, Bugs)]) -> Harness {
-        let bugs_of = |id: NodeId| {
-            bugs.iter()
-                .find(|(n, _)| *n == id)
-                .map_or(Bugs::default(), |(_, b)| *b)
-        };
+        let bugs_of = |id: NodeId| bugs.iter().find(|(n, _)| *n == id).map_or(Bugs::default(), |(_, b)| *b);
         let nodes = ids
             .iter()
             .map(|&id| {
@@ -244,9 +204,7 @@ impl Harness {
         loop {
             assert!(self.now < deadline, "node 1 sends no heartbeat");
             self.advance(1);
-            let heartbeat = sends(&self.tick(node(1)))
-                .iter()
-                .any(|(_, b)| matches!(b, PeerBody::Append { .. }));
+            let heartbeat = sends(&self.tick(node(1))).iter().any(|(_, b)| matches!(b, PeerBody::Append { .. }));
             for n in self.live().into_iter().filter(|&n| n != 1) {
                 self.tick(n);
             }
@@ -255,10 +213,7 @@ impl Harness {
                 break;
             }
         }
-        assert!(
-            self.replica(node(1)).lease_valid(self.local_now(node(1))),
-            "node 1 holds its lease"
-        );
+        assert!(self.replica(node(1)).lease_valid(self.local_now(node(1))), "node 1 holds its lease");
         for n in [2, 3] {
             assert_eq!(self.replica(node(n)).role(), Role::Backup);
             assert_eq!(self.view(node(n)), self.view(node(1)));
@@ -271,10 +226,7 @@ impl Harness {
     /// Feeds one input to node `n` and returns exactly the effects it produced
     /// (after routing them).
     pub fn step(&mut self, n: NodeId, input: Input) -> Vec<Effect> {
-        let node = self
-            .nodes
-            .get_mut(&n)
-            .unwrap_or_else(|| panic!("node {n} is down"));
+        let node = self.nodes.get_mut(&n).unwrap_or_else(|| panic!("node {n} is down"));
         let now = self.now + self.clock_offset.get(&n).copied().unwrap_or(0);
         let effects = node.step(now, input);
         self.route(n, &effects);
@@ -295,10 +247,7 @@ impl Harness {
                 Effect::Persist { lsn, record } => {
                     let q = self.unsynced.get_mut(&from).expect("known node");
                     let last = q.last().map(|(l, _)| *l);
-                    assert!(
-                        last.is_none_or(|l| *lsn == l + 1),
-                        "lsns are issued in order"
-                    );
+                    assert!(last.is_none_or(|l| *lsn == l + 1), "lsns are issued in order");
                     q.push((*lsn, record.clone()));
                 }
                 Effect::Reply { token, reply } => self.replies.push((from, *token, reply.clone())),
@@ -347,9 +296,8 @@ impl Harness {
     /// Delivers, in send order, the messages in flight that `pick` selects;
     /// returns the effects of those deliveries.
     pub fn deliver_if(&mut self, mut pick: impl FnMut(NodeId, &PeerMsg) -> bool) -> Vec<Effect> {
-        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net)
-            .into_iter()
-            .partition(|(to, m)| pick(*to, m));
+        let (now, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.net).into_iter().partition(|(to, m)| pick(*to, m));
         self.net = later;
         let mut effects = Vec::new();
         for (to, msg) in now {
@@ -399,10 +347,7 @@ impl Harness {
         let q = self.unsynced.get_mut(&n).expect("known node");
         let cut = q.iter().position(|(l, _)| *l > lsn).unwrap_or(q.len());
         let done: Vec<_> = q.drain(..cut).collect();
-        self.wal
-            .get_mut(&n)
-            .expect("known node")
-            .extend(done.into_iter().map(|(_, r)| r));
+        self.wal.get_mut(&n).expect("known node").extend(done.into_iter().map(|(_, r)| r));
         self.step(n, Input::Persisted { lsn })
     }
 
@@ -437,10 +382,7 @@ impl Harness {
             if done(self) {
                 return;
             }
-            assert!(
-                self.now < deadline,
-                "condition not reached within {max_ms} ms"
-            );
+            assert!(self.now < deadline, "condition not reached within {max_ms} ms");
             self.advance(1);
             self.tick_all();
         }
@@ -460,10 +402,7 @@ impl Harness {
             } else if self.live().iter().any(|n| !self.unsynced[n].is_empty()) {
                 self.persist_all();
             } else {
-                assert!(
-                    self.now < deadline,
-                    "condition not reached within {max_ms} ms"
-                );
+                assert!(self.now < deadline, "condition not reached within {max_ms} ms");
                 self.advance(1);
                 self.tick_all();
             }
@@ -511,13 +450,7 @@ impl Harness {
         self.restarts += 1;
         let cfg = NodeConfig::new(n, self.ids.clone());
         let records = self.wal[&n].clone();
-        let node = Node::recover(
-            cfg,
-            n + 1000 * self.restarts,
-            Bugs::default(),
-            records,
-            false,
-        );
+        let node = Node::recover(cfg, n + 1000 * self.restarts, Bugs::default(), records, false);
         self.nodes.insert(n, node);
     }
 
@@ -529,13 +462,7 @@ impl Harness {
         let wal = self.wal.get_mut(&n).expect("known node");
         wal.truncate(keep);
         let cfg = NodeConfig::new(n, self.ids.clone());
-        let node = Node::recover(
-            cfg,
-            n + 1000 * self.restarts,
-            Bugs::default(),
-            wal.clone(),
-            true,
-        );
+        let node = Node::recover(cfg, n + 1000 * self.restarts, Bugs::default(), wal.clone(), true);
         self.nodes.insert(n, node);
     }
 
@@ -550,9 +477,7 @@ impl Harness {
     }
 
     pub fn replica(&self, n: NodeId) -> &Replica {
-        self.nodes[&n]
-            .replica(GROUP)
-            .unwrap_or_else(|| panic!("node {n} has no replica"))
+        self.nodes[&n].replica(GROUP).unwrap_or_else(|| panic!("node {n} has no replica"))
     }
 
     pub fn replica_opt(&self, n: NodeId) -> Option<&Replica> {
@@ -560,41 +485,25 @@ impl Harness {
     }
 
     pub fn view(&self, n: NodeId) -> View {
-        self.replica(n)
-            .view()
-            .cloned()
-            .unwrap_or_else(|| panic!("node {n} has no view"))
+        self.replica(n).view().cloned().unwrap_or_else(|| panic!("node {n} has no view"))
     }
 
     /// The (epoch, index) of every entry in node `n`'s log.
     pub fn log_ids(&self, n: NodeId) -> Vec<(Epoch, u64)> {
         let log = self.replica(n).log();
-        log.range(log.base_index() + 1, log.last_index())
-            .map(|e| (e.epoch, e.index))
-            .collect()
+        log.range(log.base_index() + 1, log.last_index()).map(|e| (e.epoch, e.index)).collect()
     }
 
     /// Removes and returns the only reply sent under `token`.
     pub fn take_reply(&mut self, token: ClientToken) -> ClientReply {
-        let mine: Vec<usize> = (0..self.replies.len())
-            .filter(|&i| self.replies[i].1 == token)
-            .collect();
-        assert_eq!(
-            mine.len(),
-            1,
-            "exactly one reply for token {token}: {:?}",
-            self.replies
-        );
+        let mine: Vec<usize> = (0..self.replies.len()).filter(|&i| self.replies[i].1 == token).collect();
+        assert_eq!(mine.len(), 1, "exactly one reply for token {token}: {:?}", self.replies);
         self.replies.remove(mine[0]).2
     }
 
     /// The replies sent under `token`, left in place.
     pub fn replies_to(&self, token: ClientToken) -> Vec<ClientReply> {
-        self.replies
-            .iter()
-            .filter(|r| r.1 == token)
-            .map(|r| r.2.clone())
-            .collect()
+        self.replies.iter().filter(|r| r.1 == token).map(|r| r.2.clone()).collect()
     }
 }
 
@@ -642,22 +551,12 @@ pub mod fe {
     use rand_chacha::ChaCha8Rng;
 
     pub fn view(epoch: Epoch, leader: NodeId) -> View {
-        View {
-            group: GROUP,
-            epoch,
-            mode: Mode::Passive,
-            leader,
-            members: vec![1, 2, 3],
-            min_members: 1,
-        }
+        View { group: GROUP, epoch, mode: Mode::Passive, leader, members: vec![1, 2, 3], min_members: 1 }
     }
 
     /// The view of the active group on nodes 1..=3.
     pub fn active_view(epoch: Epoch, leader: NodeId) -> View {
-        View {
-            mode: Mode::Active,
-            ..view(epoch, leader)
-        }
+        View { mode: Mode::Active, ..view(epoch, leader) }
     }
 
     /// A front end that knows the cluster map of nodes 1..=3 and `view`.
@@ -669,10 +568,7 @@ pub mod fe {
     pub fn front_end_of(cluster: ClusterMap, view: View) -> (FrontEnd, ChaCha8Rng) {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let mut fe = FrontEnd::new(&mut rng, vec![1, 2, 3], FeTiming::default());
-        let reply = ClientReply::Views {
-            cluster: Some(cluster),
-            views: vec![view],
-        };
+        let reply = ClientReply::Views { cluster: Some(cluster), views: vec![view] };
         fe.on_reply(0, &mut rng, 1, reply);
         assert_eq!(fe.take_effects(), vec![]);
         (fe, rng)
@@ -681,10 +577,7 @@ pub mod fe {
     /// The request an FE effect sends, if it sends one.
     pub fn sent_request(e: &FeEffect) -> Option<(NodeId, ClientRequest)> {
         match e {
-            FeEffect::Send {
-                to,
-                msg: ClientMsg::Request(r),
-            } => Some((*to, r.clone())),
+            FeEffect::Send { to, msg: ClientMsg::Request(r) } => Some((*to, r.clone())),
             _ => None,
         }
     }

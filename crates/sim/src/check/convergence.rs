@@ -3,15 +3,26 @@
 //! different entries at one index, and after the quiet phase each group has
 //! a primary, every placed node is back in its view, and every member of the
 //! view has applied exactly what the primary committed, with the same state.
+//! (In an active group the primary is the sequencer.)
+//!
+//! A member known to be faulty (`faulty`, the divergence demonstration) is
+//! expected to hold another state: it must still be back in the view and
+//! have applied everything, but its digest is not compared, and the others'
+//! digests are compared with a healthy member's rather than with it.
 
 use super::{FinalReplica, Violation};
 use crate::observe::Observations;
 use pactdb_core::passive::Role;
-use pactdb_core::types::ClusterMap;
+use pactdb_core::types::{ClusterMap, NodeId};
 
 const PROPERTY: &str = "replicas converge";
 
-pub fn check(cluster: &ClusterMap, obs: &Observations, finals: &[FinalReplica]) -> Vec<Violation> {
+pub fn check(
+    cluster: &ClusterMap,
+    obs: &Observations,
+    finals: &[FinalReplica],
+    faulty: Option<NodeId>,
+) -> Vec<Violation> {
     let mut v: Vec<Violation> = Vec::new();
     for d in &obs.divergences {
         v.push(Violation::new(PROPERTY, format!("diverged: {d}")));
@@ -35,6 +46,16 @@ pub fn check(cluster: &ClusterMap, obs: &Observations, finals: &[FinalReplica]) 
             ));
             continue;
         };
+        // The state every healthy member must hold: the primary's, unless
+        // the primary is the faulty member.
+        let reference = if faulty == Some(primary.node) {
+            of_group
+                .iter()
+                .find(|f| Some(f.node) != faulty && view.is_member(f.node) && f.applied == primary.commit)
+                .copied()
+        } else {
+            Some(*primary)
+        };
         for &node in &g.placement {
             let Some(r) = of_group.iter().find(|f| f.node == node) else {
                 v.push(Violation::new(
@@ -56,12 +77,16 @@ pub fn check(cluster: &ClusterMap, obs: &Observations, finals: &[FinalReplica]) 
                 ));
                 continue;
             }
-            if r.applied != primary.commit || r.digest != primary.digest {
+            let healthy = Some(node) != faulty;
+            let digest_differs = healthy && reference.is_some_and(|f| f.digest != r.digest);
+            if r.applied != primary.commit || digest_differs {
+                let want = reference.unwrap_or(primary);
                 v.push(Violation::new(
                     PROPERTY,
                     format!(
-                        "group {}: member {node} applied {} (digest {:016x}), primary {} committed {} (digest {:016x})",
-                        g.id, r.applied, r.digest, primary.node, primary.commit, primary.digest
+                        "group {}: member {node} applied {} (digest {:016x}), primary {} committed {} \
+                         (node {} holds digest {:016x})",
+                        g.id, r.applied, r.digest, primary.node, primary.commit, want.node, want.digest
                     ),
                 ));
             }
@@ -97,17 +122,27 @@ mod tests {
     fn rejects_a_member_with_another_state() {
         let obs = Observations::default();
         let good = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 5, 7)];
-        assert_eq!(check(&cluster(), &obs, &good), vec![]);
+        assert_eq!(check(&cluster(), &obs, &good, None), vec![]);
         let bad = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 5, 8)];
-        assert_eq!(check(&cluster(), &obs, &bad).len(), 1);
+        assert_eq!(check(&cluster(), &obs, &bad, None).len(), 1);
         let behind = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 4, 7)];
-        assert_eq!(check(&cluster(), &obs, &behind).len(), 1);
+        assert_eq!(check(&cluster(), &obs, &behind, None).len(), 1);
+    }
+
+    #[test]
+    fn a_known_faulty_member_may_hold_another_state() {
+        let obs = Observations::default();
+        let faulty_backup = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 5, 8)];
+        assert_eq!(check(&cluster(), &obs, &faulty_backup, Some(2)), vec![]);
+        assert_eq!(check(&cluster(), &obs, &faulty_backup, Some(1)), vec![]);
+        let behind = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 4, 8)];
+        assert_eq!(check(&cluster(), &obs, &behind, Some(2)).len(), 1, "it must still apply everything");
     }
 
     #[test]
     fn rejects_a_group_without_primary() {
         let obs = Observations::default();
         let none = [replica(1, Role::Recovering, 5, 7), replica(2, Role::Backup, 5, 7)];
-        assert_eq!(check(&cluster(), &obs, &none).len(), 1);
+        assert_eq!(check(&cluster(), &obs, &none, None).len(), 1);
     }
 }

@@ -21,24 +21,31 @@ use crate::history::{show, History, OpRecord};
 use crate::observe::Observations;
 use pactdb_core::kv::{Op, OpResult, Versioned};
 use pactdb_core::passive::Role;
-use pactdb_core::types::{ClusterMap, GroupId};
+use pactdb_core::types::{ClusterMap, GroupId, NodeId};
 use std::collections::BTreeMap;
 
 const PROPERTY: &str = "no acknowledged write lost";
 
 /// The replica whose state is the group's final truth: its primary, or if
-/// there is none, the replica that applied the most.
-fn authority(finals: &[FinalReplica], group: GroupId) -> Option<&FinalReplica> {
-    let of_group = || finals.iter().filter(move |f| f.group == group);
+/// there is none, the replica that applied the most. A member known to be
+/// faulty (the divergence demonstration) is never the truth.
+fn authority(finals: &[FinalReplica], group: GroupId, faulty: Option<NodeId>) -> Option<&FinalReplica> {
+    let of_group = || finals.iter().filter(move |f| f.group == group && Some(f.node) != faulty);
     of_group().find(|f| f.role == Role::Primary).or_else(|| of_group().max_by_key(|f| f.applied))
 }
 
-pub fn check(cluster: &ClusterMap, history: &History, obs: &Observations, finals: &[FinalReplica]) -> Vec<Violation> {
+pub fn check(
+    cluster: &ClusterMap,
+    history: &History,
+    obs: &Observations,
+    finals: &[FinalReplica],
+    faulty: Option<NodeId>,
+) -> Vec<Violation> {
     let mut violations: Vec<Violation> =
         obs.premature_acks.iter().map(|p| Violation::new("durable before ack", p.clone())).collect();
     for key in history.keys() {
         let group = cluster.group_of(&key);
-        let Some(auth) = authority(finals, group) else { continue };
+        let Some(auth) = authority(finals, group, faulty) else { continue };
         let state: BTreeMap<&[u8], &Versioned> = auth.kv.iter().map(|(k, v)| (k.as_slice(), v)).collect();
         let ops: Vec<&OpRecord> = history.for_key(&key).collect();
         let final_value = state.get(key.as_slice()).copied();
@@ -166,9 +173,9 @@ mod tests {
     fn rejects_an_ack_before_fsync() {
         let cluster = ClusterMap { nodes: Default::default(), groups: vec![] };
         let mut obs = Observations::default();
-        assert_eq!(check(&cluster, &History::default(), &obs, &[]), vec![]);
+        assert_eq!(check(&cluster, &History::default(), &obs, &[], None), vec![]);
         obs.note_premature("node 2 acked group 0 up to 7, entry 7 not yet durable".into());
-        let v = check(&cluster, &History::default(), &obs, &[]);
+        let v = check(&cluster, &History::default(), &obs, &[], None);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].property, "durable before ack");
     }

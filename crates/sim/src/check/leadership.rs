@@ -5,10 +5,15 @@
 //! primary of, and the view each replica held for each epoch. Two primaries
 //! of one epoch, or two different views of one epoch, break the first
 //! property. For the second: a lease exists so that a primary stops serving
-//! reads before anyone else can serve as primary, so a read served under
-//! epoch `e` after another node already answered clients as primary of a
-//! later epoch is a read from a primary whose lease had lapsed (the other
-//! primary may already have completed writes the read does not see).
+//! reads before anyone else can change the state as primary, so a read
+//! served under epoch `e` after another node, as primary of a later epoch,
+//! committed an entry of that epoch is a read from a primary whose lease had
+//! lapsed (the read may miss that write). A newer primary that committed
+//! nothing of its own epoch (it served reads, or finished entries it
+//! inherited) changed nothing such a read could miss: an old primary may
+//! then legitimately hold a lease again, granted by members that restarted
+//! and forgot the newer view (views are not durable, and its members hold no
+//! entry of it).
 
 use super::Violation;
 use crate::observe::Observations;
@@ -39,7 +44,7 @@ pub fn check(obs: &Observations) -> Vec<Violation> {
                 v.push(Violation::new(
                     "no read without lease",
                     format!(
-                        "node {} served a read of group {} under epoch {} at {}us, but node {node} served clients as primary of epoch {epoch} since {since}us",
+                        "node {} served a read of group {} under epoch {} at {}us, but node {node} committed entries as primary of epoch {epoch} since {since}us",
                         read.node, read.group, read.epoch, read.at
                     ),
                 ));

@@ -57,6 +57,9 @@ pub struct Facts<'a> {
     pub history: &'a History,
     pub obs: &'a Observations,
     pub finals: &'a [FinalReplica],
+    /// A member known to be faulty (the divergence demonstration), whose
+    /// state the state checks leave out.
+    pub faulty: Option<NodeId>,
     /// When the quiet phase began (every fault healed).
     pub heal_at: Micros,
     /// When the run ended.
@@ -67,8 +70,8 @@ pub struct Facts<'a> {
 pub fn check_all(facts: &Facts) -> Vec<Violation> {
     let mut v = Vec::new();
     v.extend(leadership::check(facts.obs));
-    v.extend(convergence::check(facts.cluster, facts.obs, facts.finals));
-    v.extend(durability::check(facts.cluster, facts.history, facts.obs, facts.finals));
+    v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
+    v.extend(durability::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(facts.history));
     v.extend(liveness::check(facts.history, facts.heal_at, facts.end_at));
     v
