@@ -45,7 +45,16 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let wal_dir = opts.data_dir.join("wal");
     let (wal, raw) = Wal::open(&wal_dir, WalOptions::default())
         .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
-    let was_cut = wal.was_cut();
+    // The core records a cut in its WAL (its first persist), but until that
+    // record is durable only this marker file remembers it: a crash in
+    // between would otherwise find a clean, shorter WAL and forget that
+    // acknowledged entries may be gone.
+    let cut_marker = opts.data_dir.join("wal-was-cut");
+    let was_cut = wal.was_cut() || cut_marker.exists();
+    if wal.was_cut() && !cut_marker.exists() {
+        write_durably(&cut_marker, &opts.data_dir)
+            .with_context(|| format!("recording the WAL cut in {}", cut_marker.display()))?;
+    }
     let mut records = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
         let rec: WalRecord = msg::decode(r).map_err(|e| {
@@ -60,6 +69,8 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ (std::process::id() as u64) << 32;
     let n_records = records.len();
+    // With a cut, the node's first record (lsn n + 1) is its `WalCut`.
+    let mut cut_lsn = was_cut.then_some(n_records as u64 + 1);
     let mut node = Node::recover(cfg, seed, Bugs::default(), records, was_cut);
     tracing::info!(node = opts.id, records = n_records, was_cut, "recovered from the WAL");
 
@@ -95,6 +106,13 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                 // Only the newest durable lsn matters; older ones are implied.
                 let mut lsn = lsn;
                 while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
+                if cut_lsn.is_some_and(|c| lsn >= c) {
+                    // The WAL itself now says it was cut.
+                    cut_lsn = None;
+                    if let Err(e) = std::fs::remove_file(&cut_marker) {
+                        tracing::warn!("could not remove {}: {e}", cut_marker.display());
+                    }
+                }
                 inputs.push(Input::Persisted { lsn });
             }
             Some(ev) = events_rx.recv() => {
@@ -125,6 +143,12 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     drop(net);
     tokio::task::spawn_blocking(move || writer.shutdown()).await?;
     Ok(())
+}
+
+/// Creates `path` and makes it and its directory entry durable.
+fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::create(path)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Decodes one network event into a core input. Undecodable peer messages
