@@ -109,18 +109,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-watchdog() {
-    sleep "$TIME_LIMIT" &
-    local s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    log "time limit of ${TIME_LIMIT}s reached, stopping"
-    kill -TERM $$
-}
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 watchdog &
 WATCHDOG_PID=$!
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for p in "${ETCD_PORTS[@]}"; do
     for q in "$p" $((p + 1)); do

@@ -85,18 +85,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-watchdog() {
-    sleep "$TIME_LIMIT" &
-    local s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    log "time limit of ${TIME_LIMIT}s reached, stopping"
-    kill -TERM $$
-}
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
 watchdog &
 WATCHDOG_PID=$!
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for i in 1 2 3; do
     for q in $((7000 + PACTDB_PORT_OFFSET + i)) $((7100 + PACTDB_PORT_OFFSET + i)); do
         port_free "$q" || { echo "port $q is in use; set PACTDB_PORT_OFFSET" >&2; exit 1; }

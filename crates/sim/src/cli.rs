@@ -43,6 +43,24 @@ pub struct SimArgs {
 }
 
 /// Runs the command and returns the process exit code.
+/// How many threads run seeds: every core.
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The failing seeds of `reports` with their plans and violations, for a
+/// test's failure message.
+pub fn describe_failures(reports: &[&RunReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        out.push_str(&format!("seed {} ({}):\n", r.seed, r.plan));
+        for v in &r.violations {
+            out.push_str(&format!("  {v}\n"));
+        }
+    }
+    out
+}
+
 pub fn run_cli(args: SimArgs) -> i32 {
     if args.list_bugs {
         for name in bug_names() {
@@ -80,7 +98,7 @@ pub fn run_cli(args: SimArgs) -> i32 {
         return i32::from(failed > 0);
     }
     let started = Instant::now();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = all_cores();
     let reports = run_seeds_with(args.first_seed, args.seeds, opts, threads, false, |r| print_failure(r, bug, mode));
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let secs = started.elapsed().as_secs_f64();

@@ -114,6 +114,6 @@ pub mod workload;
 
 pub use bugs::{bug_names, parse_bug};
 pub use check::Violation;
-pub use cli::{run_cli, run_seeds, run_seeds_with, SeedOutcome, SimArgs};
+pub use cli::{all_cores, describe_failures, run_cli, run_seeds, run_seeds_with, SeedOutcome, SimArgs};
 pub use plan::{Shape, SimMode};
 pub use sim::{quiet_panics, run_seed, run_seed_with, RunReport, SimOptions};

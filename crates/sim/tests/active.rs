@@ -9,22 +9,7 @@
 //! its claim allows. `PACTDB_SIM_SEEDS` raises the number of clean seeds.
 
 use pactdb_core::passive::Bugs;
-use pactdb_sim::{parse_bug, run_seeds_with, RunReport, Shape, SimMode, SimOptions};
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-fn describe(reports: &[&RunReport]) -> String {
-    let mut out = String::new();
-    for r in reports {
-        out.push_str(&format!("seed {} ({}):\n", r.seed, r.plan));
-        for v in &r.violations {
-            out.push_str(&format!("  {v}\n"));
-        }
-    }
-    out
-}
+use pactdb_sim::{all_cores, describe_failures, parse_bug, run_seeds_with, RunReport, Shape, SimMode, SimOptions};
 
 fn active(bugs: Bugs) -> SimOptions {
     SimOptions { bugs, shape: Shape { mode: SimMode::Active, voting: None }, diverge_one: false }
@@ -33,10 +18,15 @@ fn active(bugs: Bugs) -> SimOptions {
 #[test]
 fn clean_runs_of_active_groups_under_the_full_fault_mix_pass() {
     let seeds = std::env::var("PACTDB_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let reports = run_seeds_with(0, seeds, active(Bugs::default()), threads(), false, |_| {});
+    let reports = run_seeds_with(0, seeds, active(Bugs::default()), all_cores(), false, |_| {});
     assert_eq!(reports.len() as u64, seeds);
     let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
-    assert!(failed.is_empty(), "{} of {seeds} clean active seeds failed:\n{}", failed.len(), describe(&failed));
+    assert!(
+        failed.is_empty(),
+        "{} of {seeds} clean active seeds failed:\n{}",
+        failed.len(),
+        describe_failures(&failed)
+    );
     let ok: usize = reports.iter().map(|r| r.ops_ok).sum();
     assert!(ok > seeds as usize * 100, "only {ok} operations succeeded over {seeds} seeds");
     let dissents: usize = reports.iter().map(|r| r.dissents).sum();
@@ -52,7 +42,7 @@ fn clean_runs_of_active_groups_under_the_full_fault_mix_pass() {
 fn execute_before_stable_is_caught_within_its_first_1000_seeds() {
     let bugs = parse_bug("execute-before-stable").expect("listed");
     assert!(bugs.execute_before_stable);
-    let reports = run_seeds_with(0, 1_000, active(bugs), threads(), true, |_| {});
+    let reports = run_seeds_with(0, 1_000, active(bugs), all_cores(), true, |_| {});
     let Some(first) = reports.iter().find(|r| !r.passed()) else {
         panic!("execute-before-stable was not caught in 1000 seeds");
     };
@@ -71,7 +61,7 @@ fn diverged(voting: bool, seeds: u64, stop_at_failure: bool) -> Vec<RunReport> {
         shape: Shape { mode: SimMode::Active, voting: Some(voting) },
         diverge_one: true,
     };
-    run_seeds_with(0, seeds, opts, threads(), stop_at_failure, |_| {})
+    run_seeds_with(0, seeds, opts, all_cores(), stop_at_failure, |_| {})
 }
 
 /// A client was given the diverged member's value: the linearizability
@@ -91,13 +81,13 @@ fn a_voting_front_end_masks_a_diverged_member_and_a_first_answer_one_does_not() 
         wrong_value_seen(caught),
         "seed {} failed, but not by a wrong value:\n{}",
         caught.seed,
-        describe(&[caught])
+        describe_failures(&[caught])
     );
     eprintln!("first answer: seed {} returned a wrong value: {}", caught.seed, caught.violations[0]);
     // Voting, same seeds and faults: every history stays linearizable.
     let voting = diverged(true, 100, false);
     let failed: Vec<&RunReport> = voting.iter().filter(|r| !r.passed()).collect();
-    assert!(failed.is_empty(), "{} voting seeds failed:\n{}", failed.len(), describe(&failed));
+    assert!(failed.is_empty(), "{} voting seeds failed:\n{}", failed.len(), describe_failures(&failed));
     let ok: usize = voting.iter().map(|r| r.ops_ok).sum();
     assert!(ok > 100 * 100, "only {ok} operations succeeded over 100 voting seeds");
     assert!(voting.iter().all(|r| r.plan.contains("voting")));

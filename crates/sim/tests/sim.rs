@@ -6,30 +6,15 @@
 //! `PACTDB_SIM_SEEDS` raises the number of clean seeds for a longer run.
 
 use pactdb_core::passive::Bugs;
-use pactdb_sim::{bug_names, parse_bug, run_seed, run_seeds, RunReport};
-
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-fn describe(reports: &[&RunReport]) -> String {
-    let mut out = String::new();
-    for r in reports {
-        out.push_str(&format!("seed {} ({}):\n", r.seed, r.plan));
-        for v in &r.violations {
-            out.push_str(&format!("  {v}\n"));
-        }
-    }
-    out
-}
+use pactdb_sim::{all_cores, bug_names, describe_failures, parse_bug, run_seed, run_seeds, RunReport};
 
 #[test]
 fn clean_runs_of_the_full_fault_mix_pass() {
     let seeds = std::env::var("PACTDB_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
-    let reports = run_seeds(0, seeds, Bugs::default(), threads(), false, |_| {});
+    let reports = run_seeds(0, seeds, Bugs::default(), all_cores(), false, |_| {});
     assert_eq!(reports.len() as u64, seeds);
     let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
-    assert!(failed.is_empty(), "{} of {seeds} clean seeds failed:\n{}", failed.len(), describe(&failed));
+    assert!(failed.is_empty(), "{} of {seeds} clean seeds failed:\n{}", failed.len(), describe_failures(&failed));
     // The runs did real work: operations completed under faults.
     let ok: usize = reports.iter().map(|r| r.ops_ok).sum();
     assert!(ok > seeds as usize * 100, "only {ok} operations succeeded over {seeds} seeds");
@@ -39,7 +24,7 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 fn every_injected_bug_is_caught_within_its_first_1000_seeds() {
     for &name in bug_names() {
         let bugs = parse_bug(name).expect("listed bugs parse");
-        let reports = run_seeds(0, 1_000, bugs, threads(), true, |_| {});
+        let reports = run_seeds(0, 1_000, bugs, all_cores(), true, |_| {});
         let Some(first) = reports.iter().find(|r| !r.passed()) else {
             panic!("bug {name} was not caught in 1000 seeds");
         };
@@ -51,7 +36,7 @@ fn every_injected_bug_is_caught_within_its_first_1000_seeds() {
 #[test]
 fn a_failing_seed_replays_with_the_same_trace_hash() {
     let bugs = parse_bug("skip-dedup").expect("known bug");
-    let reports = run_seeds(0, 1_000, bugs, threads(), true, |_| {});
+    let reports = run_seeds(0, 1_000, bugs, all_cores(), true, |_| {});
     let found = reports.iter().find(|r| !r.passed()).expect("skip-dedup is caught");
     // Replayed twice, once verbosely as `pactdb sim --seed S` does.
     for verbose in [false, true] {
