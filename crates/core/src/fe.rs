@@ -107,7 +107,8 @@ pub struct FrontEnd {
 impl FrontEnd {
     pub fn new(rng: &mut ChaCha8Rng, seeds: Vec<NodeId>, timing: FeTiming) -> FrontEnd {
         FrontEnd {
-            client_id: rng.gen(),
+            // Client id 0 is reserved for no-op entries (`RequestId::NOOP`).
+            client_id: rng.gen_range(1..=u64::MAX),
             next_seq: 1,
             timing,
             cluster: None,

@@ -41,6 +41,9 @@ pub enum Effect {
         reply: ClientReply,
     },
     /// Append `record` to the WAL and fsync; answer with `Input::Persisted`.
+    /// A record that does not [need a sync of its
+    /// own](crate::msg::WalRecord::needs_sync) may wait in the WAL, unsynced,
+    /// until a later record is fsynced; a crash may lose it.
     Persist {
         lsn: Lsn,
         record: WalRecord,
@@ -56,6 +59,9 @@ pub struct Outbox {
     pub(crate) now: Millis,
     effects: Vec<Effect>,
     next_lsn: Lsn,
+    /// The lsn of the last record that needs an fsync of its own; durable
+    /// effects wait for this one, never for a lazy record after it.
+    last_sync_lsn: Lsn,
     durable_lsn: Lsn,
     gated: VecDeque<(Lsn, Effect)>,
     /// Messages this node sends to itself; the node delivers them in the same
@@ -73,6 +79,7 @@ impl Outbox {
             now: 0,
             effects: Vec::new(),
             next_lsn: first_lsn,
+            last_sync_lsn: first_lsn.saturating_sub(1),
             durable_lsn: first_lsn.saturating_sub(1),
             gated: VecDeque::new(),
             to_self: VecDeque::new(),
@@ -108,6 +115,9 @@ impl Outbox {
     pub fn persist(&mut self, record: WalRecord) -> Lsn {
         let lsn = self.next_lsn;
         self.next_lsn += 1;
+        if record.needs_sync() {
+            self.last_sync_lsn = lsn;
+        }
         self.effects.push(Effect::Persist { lsn, record });
         lsn
     }
@@ -115,6 +125,12 @@ impl Outbox {
     /// The lsn of the last record queued so far (0 if none).
     pub fn last_lsn(&self) -> Lsn {
         self.next_lsn - 1
+    }
+
+    /// The lsn of the last queued record that needs an fsync (0 if none):
+    /// once it is durable, every promise made so far is kept.
+    pub fn last_sync_lsn(&self) -> Lsn {
+        self.last_sync_lsn
     }
 
     pub fn durable_lsn(&self) -> Lsn {
@@ -128,7 +144,7 @@ impl Outbox {
     }
 
     fn gate(&mut self, effect: Effect) {
-        let lsn = self.last_lsn();
+        let lsn = self.last_sync_lsn;
         if lsn <= self.durable_lsn {
             self.emit(effect);
         } else {
@@ -172,6 +188,22 @@ mod tests {
         out.on_persisted(lsn);
         let effects = out.take_effects();
         assert!(matches!(&effects[..], [Effect::Send { to: 2, .. }]));
+    }
+
+    #[test]
+    fn durable_send_does_not_wait_for_a_lazy_commit_record() {
+        let mut out = Outbox::new(1, 1);
+        let entry_lsn = out.persist(WalRecord::Truncate { group: 0, index: 0 });
+        out.on_persisted(entry_lsn);
+        out.take_effects();
+        let commit_lsn = out.persist(WalRecord::Commit { group: 0, index: 3 });
+        assert_eq!(out.last_sync_lsn(), entry_lsn);
+        out.send_durable(2, PeerBody::Accepted { key: "k".into(), ballot: Ballot::default() });
+        let effects = out.take_effects();
+        assert!(
+            matches!(&effects[..], [Effect::Persist { lsn, .. }, Effect::Send { to: 2, .. }] if *lsn == commit_lsn),
+            "the send is released at once: {effects:?}"
+        );
     }
 
     #[test]

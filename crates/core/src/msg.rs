@@ -40,6 +40,31 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry a primary appends when it takes over a view with an
+    /// uncommitted suffix inherited from an older epoch. A primary commits
+    /// only up to an entry of its own epoch, so the inherited entries commit
+    /// together with this one, and every member that acked it holds an entry
+    /// of the new epoch durably: after a restart its log alone then refuses
+    /// the appends of a deposed primary. Committing the inherited entries
+    /// on their own left nothing durable of the new epoch: a restarted
+    /// member that had also lost its lazy commit record took a stale
+    /// primary's appends and cut entries committed in the new epoch (found
+    /// by the simulator). This is Raft's no-op entry at the start of a term.
+    pub fn noop(epoch: Epoch, index: Index) -> Entry {
+        Entry {
+            epoch,
+            index,
+            request_id: RequestId::NOOP,
+            response: OpResult::Deleted { existed: false },
+            effects: Vec::new(),
+            op: None,
+        }
+    }
+
+    pub fn is_noop(&self) -> bool {
+        self.request_id == RequestId::NOOP
+    }
+
     /// Bytes of payload, for batch limits.
     pub fn payload_bytes(&self) -> usize {
         let op_bytes = match &self.op {
@@ -316,6 +341,18 @@ pub enum WalRecord {
     /// restart it starts above them, so it never reuses a ballot (see
     /// `config::Proposer::start_round`).
     ProposerRounds { upto: u64 },
+}
+
+impl WalRecord {
+    /// Whether appending this record must be followed by an fsync of its
+    /// own. A `Commit` record is a hint for replay (entries up to the last
+    /// one seen are applied at once); losing it in a crash only means the
+    /// replica learns its commit index again from the primary, so nothing
+    /// ever waits for it to be durable. It rides along with the next record
+    /// that does need an fsync. Every other record is a promise.
+    pub fn needs_sync(&self) -> bool {
+        !matches!(self, WalRecord::Commit { .. })
+    }
 }
 
 fn options() -> impl Options {

@@ -474,6 +474,7 @@ impl Replica {
         // `lease_ms` plus drift, so waiting it out from the last ack is safe.
         let granted = self.lease_granted_ms.unwrap_or(now);
         self.serve_after_ms = granted + self.timing.primary_suspect_ms;
+        self.append_noop_if_inherited(ctx);
     }
 
     fn fresh_progress(&self, now: Millis, learner: bool) -> Progress {
@@ -498,8 +499,30 @@ impl Replica {
             p.learner = false;
         }
         self.progress.retain(|id, p| p.learner || view.is_member(*id));
+        self.append_noop_if_inherited(ctx);
         self.dirty = true;
         self.advance_commit(ctx);
+    }
+
+    /// A primary commits only up to an entry of its own epoch (see
+    /// `advance_commit`); when its log ends in uncommitted entries of an
+    /// older epoch, a no-op entry of its epoch lets them commit without
+    /// waiting for the next client write (see `Entry::noop`).
+    ///
+    /// A passive primary appends it only once it may serve (`serve_after_ms`):
+    /// the no-op makes the inherited entries visible, and the predecessor
+    /// may still be serving reads under its lease until then (found by the
+    /// simulator when the no-op was appended at once).
+    fn append_noop_if_inherited(&mut self, ctx: &mut Ctx) {
+        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        if self.mode() == Mode::Passive && ctx.out.now() < self.serve_after_ms {
+            return;
+        }
+        if self.log.last_index() > self.commit_index && self.log.last_epoch() != epoch {
+            let index = self.log.last_index() + 1;
+            self.append_local(ctx, Entry::noop(epoch, index));
+            self.dirty = true;
+        }
     }
 
     fn step_down(&mut self, ctx: &mut Ctx) {
@@ -528,6 +551,9 @@ impl Replica {
     }
 
     fn note_pending(&mut self, e: &Entry) {
+        if e.is_noop() {
+            return;
+        }
         self.pending_ids.insert(e.request_id, e.index);
         for w in &e.effects {
             let v = match w {
@@ -579,6 +605,10 @@ impl Replica {
         }
         if !self.is_primary() {
             return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
+        }
+        if id == RequestId::NOOP {
+            let reason = "client id 0 is reserved for the primary's no-op entries".to_string();
+            return reply(ctx.out, Err(ClientError::Malformed { reason }));
         }
         let view = self.view.clone().expect("primary has a view");
         if req.epoch != view.epoch {
@@ -678,7 +708,7 @@ impl Replica {
     /// only by executing it, so it remembers who asked. A retry of a request
     /// it already executed gets the recorded answer at once.
     fn on_member_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
-        if req.op.validate().is_err() {
+        if req.op.validate().is_err() || req.id == RequestId::NOOP {
             // The sequencer answers with the error; members stay silent.
             return;
         }
@@ -901,7 +931,12 @@ impl Replica {
                 commit = commit.min(matched);
             }
         }
-        if commit > self.commit_index {
+        // Only an entry of this primary's epoch commits, and with it all
+        // before it: an inherited entry counted as committed on its own
+        // leaves no durable trace of this epoch on the members (see
+        // `Entry::noop`).
+        let own_epoch = self.log.epoch_at(commit) == Some(view.epoch) || self.bugs.reply_before_replicated;
+        if commit > self.commit_index && own_epoch {
             self.commit_index = commit;
             self.apply_committed_primary(ctx);
         }
@@ -966,7 +1001,9 @@ impl Replica {
                 response
             }
         };
-        self.sessions.record(e.request_id, e.index, response.clone());
+        if !e.is_noop() {
+            self.sessions.record(e.request_id, e.index, response.clone());
+        }
         self.applied_index = e.index;
         response
     }
@@ -1180,6 +1217,7 @@ impl Replica {
         let Some(view) = self.view.clone() else { return };
         match self.role() {
             Role::Primary => {
+                self.append_noop_if_inherited(ctx);
                 if now >= self.next_heartbeat_ms {
                     self.next_heartbeat_ms = now + self.timing.heartbeat_ms;
                     let peers: Vec<NodeId> = self.progress.keys().copied().collect();

@@ -20,6 +20,12 @@ pub struct RequestId {
     pub seq: u64,
 }
 
+impl RequestId {
+    /// The id of a primary's no-op entry (see `Entry::noop`). Client id 0 is
+    /// reserved for it: front ends never pick it and primaries refuse it.
+    pub const NOOP: RequestId = RequestId { client: 0, seq: 0 };
+}
+
 /// How a group replicates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {

@@ -47,9 +47,12 @@ impl Disk {
 
     /// Starts an fsync covering everything written so far, unless one is
     /// already running (the next starts when it completes: group commit).
-    /// Returns the lsn it will make durable.
+    /// Returns the lsn it will make durable. Like the real WAL writer, it
+    /// does not sync for lazy records alone (`WalRecord::needs_sync`): they
+    /// wait, unsynced and losable in a crash, for the next record that needs
+    /// one.
     pub fn start_fsync(&mut self) -> Option<Lsn> {
-        if self.syncing_upto.is_some() || self.unsynced.is_empty() {
+        if self.syncing_upto.is_some() || !self.unsynced.iter().any(WalRecord::needs_sync) {
             return None;
         }
         let upto = self.next_lsn() - 1;
@@ -122,7 +125,24 @@ mod tests {
     use rand::SeedableRng;
 
     fn rec(i: u64) -> WalRecord {
-        WalRecord::Commit { group: 0, index: i }
+        WalRecord::Truncate { group: 0, index: i }
+    }
+
+    #[test]
+    fn lazy_records_alone_start_no_fsync_and_can_be_lost() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut d = Disk::default();
+        d.append(1, rec(1));
+        assert_eq!(d.start_fsync(), Some(1));
+        d.fsync_done(1);
+        d.append(2, WalRecord::Commit { group: 0, index: 1 });
+        assert_eq!(d.start_fsync(), None, "a commit record waits for the next record that needs a sync");
+        d.append(3, rec(3));
+        assert_eq!(d.start_fsync(), Some(3), "and that sync covers it");
+        d.fsync_done(3);
+        d.append(4, WalRecord::Commit { group: 0, index: 3 });
+        assert_eq!(d.crash(&mut rng, 0.0, 0.0), CrashDamage { lost: 1, torn: false });
+        assert_eq!(d.recover().len(), 3);
     }
 
     #[test]
