@@ -8,7 +8,7 @@
 //! has fsynced it.
 
 use crate::net::{Net, NetConfig, NetEvent};
-use crate::wal::{Wal, WalOptions, WalWriter};
+use crate::wal::{Wal, WalOptions, WalRecordBytes, WalWriter};
 use anyhow::Context;
 use pactdb_core::msg::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
 use pactdb_core::passive::Bugs;
@@ -26,6 +26,11 @@ pub const MAX_INPUTS_PER_STEP: usize = 4096;
 pub const NET_EVENT_QUEUE: usize = 65536;
 /// How often the core gets a tick.
 pub const TICK_MS: u64 = 5;
+/// A step that persists at most this many records, while the WAL writer
+/// thread has nothing queued, syncs them on the event loop's own thread.
+/// Under load steps persist more and go to the writer thread, which syncs
+/// while the event loop carries on.
+pub const INLINE_SYNC_MAX_RECORDS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -98,45 +103,66 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
     let mut inputs = Vec::with_capacity(MAX_INPUTS_PER_STEP);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            Some(lsn) = persisted_rx.recv() => {
-                // Only the newest durable lsn matters; older ones are implied.
-                let mut lsn = lsn;
-                while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
-                if cut_lsn.is_some_and(|c| lsn >= c) {
-                    // The WAL itself now says it was cut.
-                    cut_lsn = None;
-                    if let Err(e) = std::fs::remove_file(&cut_marker) {
-                        tracing::warn!("could not remove {}: {e}", cut_marker.display());
-                    }
-                }
-                inputs.push(Input::Persisted { lsn });
+    let mut durable = |lsn: u64, inputs: &mut Vec<Input>| {
+        if cut_lsn.is_some_and(|c| lsn >= c) {
+            // The WAL itself now says it was cut.
+            cut_lsn = None;
+            if let Err(e) = std::fs::remove_file(&cut_marker) {
+                tracing::warn!("could not remove {}: {e}", cut_marker.display());
             }
-            Some(ev) = events_rx.recv() => {
-                push_event(&net, &mut inputs, ev);
-                while inputs.len() < MAX_INPUTS_PER_STEP {
-                    match events_rx.try_recv() {
-                        Ok(ev) => push_event(&net, &mut inputs, ev),
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = tick.tick() => inputs.push(Input::Tick),
         }
+        inputs.push(Input::Persisted { lsn });
+    };
+    loop {
+        // After an inline sync the step's own `Persisted` input is waiting;
+        // it is handled at once, with whatever else has arrived meanwhile.
         if inputs.is_empty() {
-            continue;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(lsn) = persisted_rx.recv() => {
+                    // Only the newest durable lsn matters; older ones are implied.
+                    let mut lsn = lsn;
+                    while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
+                    durable(lsn, &mut inputs);
+                }
+                Some(ev) = events_rx.recv() => push_event(&net, &mut inputs, ev),
+                _ = tick.tick() => inputs.push(Input::Tick),
+            }
+        }
+        while inputs.len() < MAX_INPUTS_PER_STEP {
+            match events_rx.try_recv() {
+                Ok(ev) => push_event(&net, &mut inputs, ev),
+                Err(_) => break,
+            }
         }
         let now = start.elapsed().as_millis() as u64;
         let effects = node.step_batch(now, inputs.drain(..));
+        let mut records = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Send { to, msg } => net.send_to_peer(to, msg::encode(&msg)),
                 Effect::Reply { token, reply } => net.send_to_client(token, msg::encode(&reply)),
-                Effect::Persist { lsn, record } => writer.submit_async(lsn, msg::encode(&record)).await,
+                Effect::Persist { lsn, record } => {
+                    records.push(WalRecordBytes { lsn, bytes: msg::encode(&record), needs_sync: record.needs_sync() })
+                }
             }
+        }
+        if records.is_empty() {
+            continue;
+        }
+        if records.len() <= INLINE_SYNC_MAX_RECORDS && writer.is_idle() {
+            // A light step: sync here rather than wake the writer thread
+            // and be woken back (two thread switches, a large part of one
+            // request's latency). First let the transport's tasks send what
+            // this step produced, so backups get their appends before this
+            // thread blocks in fsync.
+            tokio::task::yield_now().await;
+            if let Some(lsn) = writer.write_inline(&records) {
+                durable(lsn, &mut inputs);
+            }
+        } else {
+            writer.submit_batch(records).await;
         }
     }
     tracing::info!(node = opts.id, "shutting down");

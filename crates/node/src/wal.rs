@@ -38,6 +38,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -50,16 +51,18 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// Default size at which the log rolls over to a new segment file.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Capacity of the [`WalWriter`] submission queue, in records. When it is
+/// Capacity of the [`WalWriter`] submission queue, in batches (one per
+/// event-loop step, each bounded by the step's input limit). When it is
 /// full, submitters wait; this is the back-pressure that keeps a slow disk
 /// from turning into unbounded memory growth.
-pub const WAL_QUEUE_RECORDS: usize = 65536;
+pub const WAL_QUEUE_BATCHES: usize = 256;
 
-/// Most records the writer thread puts behind one sync.
+/// The writer thread stops draining its queue into one sync after this many
+/// records (a step's batch is never split, so one sync may hold a few more).
 pub const WAL_MAX_BATCH_RECORDS: usize = 8192;
 
-/// Most payload bytes the writer thread puts behind one sync. A batch is
-/// closed once it reaches this size, so one record may push it past the limit.
+/// The writer thread stops draining its queue into one sync after this many
+/// payload bytes (a step's batch is never split).
 pub const WAL_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Size of the record header: payload length and payload checksum.
@@ -507,23 +510,43 @@ fn fatal(what: &str, detail: &dyn std::fmt::Display) -> ! {
     std::process::abort();
 }
 
-struct Submission {
-    lsn: u64,
-    record: Vec<u8>,
+/// One record handed to the [`WalWriter`].
+#[derive(Debug)]
+pub struct WalRecordBytes {
+    pub lsn: u64,
+    pub bytes: Vec<u8>,
+    /// Whether the record needs an fsync of its own. A record that does not
+    /// waits, unsynced, for the next one that does (and a crash may lose it).
+    pub needs_sync: bool,
 }
 
 /// Handle to the group-commit thread that owns a [`Wal`].
 ///
-/// Submitted records are appended in submission order; `on_durable(lsn)` is
-/// called after every sync with the highest lsn now durable, which also
-/// covers every lsn submitted before it. Dropping the handle without calling
-/// [`WalWriter::shutdown`] closes the queue; the thread then still syncs what
-/// was queued, but nobody waits for it.
+/// Records are handed over in batches (one per event-loop step) and
+/// appended in submission order; `on_durable(lsn)` is called after every
+/// sync with the highest lsn now durable, which also covers every lsn
+/// submitted before it. A batch of records none of which needs a sync is
+/// appended without one.
+///
+/// When the caller is lightly loaded it may instead write a batch itself
+/// ([`WalWriter::write_inline`]): a hand-off to the writer thread and the
+/// wake-up back cost two thread switches, which on a virtual machine are a
+/// large part of one request's latency. Both paths share one [`Wal`] behind a
+/// lock, and the inline path is only taken when the thread has nothing left
+/// to append, so records still reach the log in lsn order.
+///
+/// Dropping the handle without calling [`WalWriter::shutdown`] closes the
+/// queue; the thread then still syncs what was queued, but nobody waits for
+/// it.
 #[derive(Debug)]
 pub struct WalWriter {
-    tx: mpsc::Sender<Submission>,
+    tx: mpsc::Sender<Vec<WalRecordBytes>>,
     thread: JoinHandle<()>,
-    stats: Arc<Mutex<WalStats>>,
+    wal: Arc<Mutex<Wal>>,
+    /// The highest lsn handed to the thread.
+    queued_lsn: AtomicU64,
+    /// The highest lsn the thread has appended (synced or, if lazy, not).
+    appended_lsn: Arc<AtomicU64>,
 }
 
 impl WalWriter {
@@ -534,57 +557,95 @@ impl WalWriter {
     ///
     /// Panics if the operating system refuses to start a thread.
     pub fn spawn(wal: Wal, on_durable: Box<dyn Fn(u64) + Send + 'static>) -> WalWriter {
-        let (tx, rx) = mpsc::channel(WAL_QUEUE_RECORDS);
-        let stats = Arc::new(Mutex::new(wal.stats()));
-        let thread_stats = Arc::clone(&stats);
+        let (tx, rx) = mpsc::channel(WAL_QUEUE_BATCHES);
+        let wal = Arc::new(Mutex::new(wal));
+        let appended_lsn = Arc::new(AtomicU64::new(0));
+        let (thread_wal, thread_appended) = (Arc::clone(&wal), Arc::clone(&appended_lsn));
         let thread = std::thread::Builder::new()
             .name("pactdb-wal".to_string())
-            .spawn(move || run_writer(wal, rx, on_durable, thread_stats))
+            .spawn(move || run_writer(thread_wal, rx, on_durable, thread_appended))
             .expect("failed to spawn the WAL writer thread");
-        WalWriter { tx, thread, stats }
+        WalWriter { tx, thread, wal, queued_lsn: AtomicU64::new(0), appended_lsn }
     }
 
     /// Queues one record with its lsn; lsns must strictly increase across
-    /// calls. Blocks while the queue holds [`WAL_QUEUE_RECORDS`] records.
+    /// calls. Blocks while the queue is full.
     ///
     /// Must not be called from inside a tokio runtime (tokio panics on
-    /// blocking there); use [`WalWriter::submit_async`] instead.
+    /// blocking there); use [`WalWriter::submit_batch`] instead.
     ///
     /// An empty or oversized record (see [`validate_record`]) aborts the
     /// process: skipping it would leave a hole below a later durable lsn,
     /// which would acknowledge a record that was never written. Callers that
     /// cannot rule this out should call [`validate_record`] first.
     pub fn submit(&self, lsn: u64, record: Vec<u8>) {
-        check_submission(lsn, &record);
-        if self.tx.blocking_send(Submission { lsn, record }).is_err() {
+        let batch = vec![WalRecordBytes { lsn, bytes: record, needs_sync: true }];
+        self.note_queued(&batch);
+        if self.tx.blocking_send(batch).is_err() {
             writer_gone(lsn);
         }
     }
 
-    /// Async form of [`WalWriter::submit`] for use inside tokio: waits for
-    /// queue space without blocking the runtime thread.
-    pub async fn submit_async(&self, lsn: u64, record: Vec<u8>) {
-        check_submission(lsn, &record);
-        if self.tx.send(Submission { lsn, record }).await.is_err() {
-            writer_gone(lsn);
+    /// Queues a batch of records for the thread, in order, waiting (without
+    /// blocking the runtime thread) while the queue is full.
+    pub async fn submit_batch(&self, batch: Vec<WalRecordBytes>) {
+        let Some(last) = batch.last().map(|r| r.lsn) else { return };
+        self.note_queued(&batch);
+        if self.tx.send(batch).await.is_err() {
+            writer_gone(last);
         }
     }
 
-    /// Counters of the owned [`Wal`], as of the writer's last sync.
+    /// Whether the thread has appended everything handed to it, so that a
+    /// batch written by the caller now lands after it.
+    pub fn is_idle(&self) -> bool {
+        self.appended_lsn.load(Ordering::Acquire) >= self.queued_lsn.load(Ordering::Relaxed)
+    }
+
+    /// Appends `batch` on the calling thread and, if any record needs it,
+    /// syncs. Returns the highest lsn now durable (`None` if nothing was
+    /// synced). Blocks for the fsync: only for callers that have nothing
+    /// better to do meanwhile.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the thread still has records to append ([`Self::is_idle`]
+    /// is false): writing now would put records out of order.
+    pub fn write_inline(&self, batch: &[WalRecordBytes]) -> Option<u64> {
+        assert!(self.is_idle(), "wal: an inline write must not overtake queued records");
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        append_and_sync(&mut wal, batch)
+    }
+
+    /// Counters of the owned [`Wal`].
     pub fn stats(&self) -> WalStats {
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+        self.wal.lock().unwrap_or_else(|e| e.into_inner()).stats()
     }
 
     /// Closes the queue, lets the thread append and sync everything already
     /// queued (calling `on_durable` for it), and joins the thread. This
     /// blocks; from async code call it via `spawn_blocking`.
     pub fn shutdown(self) {
-        let WalWriter { tx, thread, .. } = self;
+        let WalWriter { tx, thread, wal, .. } = self;
         drop(tx);
         if let Err(panic) = thread.join() {
             // The only way the thread panics is a panic inside `on_durable`;
             // re-raise it rather than hide a bug in the caller's callback.
             std::panic::resume_unwind(panic);
+        }
+        // Lazy records written inline after the thread's last sync.
+        let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = wal.sync() {
+            fatal("the final sync failed", &e);
+        }
+    }
+
+    fn note_queued(&self, batch: &[WalRecordBytes]) {
+        for r in batch {
+            check_submission(r.lsn, &r.bytes);
+        }
+        if let Some(r) = batch.last() {
+            self.queued_lsn.fetch_max(r.lsn, Ordering::Relaxed);
         }
     }
 }
@@ -602,50 +663,74 @@ fn writer_gone(lsn: u64) -> ! {
     fatal(&format!("cannot submit lsn {lsn}"), &"the writer thread has exited");
 }
 
-/// The writer thread: block for one record, drain whatever else is already
+/// Appends the records and syncs if any needs it; returns the highest lsn
+/// made durable. Aborts the process on an I/O error (see [`fatal`]).
+fn append_and_sync(wal: &mut Wal, batch: &[WalRecordBytes]) -> Option<u64> {
+    let mut needs_sync = false;
+    for r in batch {
+        if let Err(e) = wal.append(&r.bytes) {
+            fatal(&format!("append of lsn {} failed", r.lsn), &e);
+        }
+        needs_sync |= r.needs_sync;
+    }
+    let last = batch.last()?.lsn;
+    if !needs_sync {
+        return None;
+    }
+    if let Err(e) = wal.sync() {
+        fatal(&format!("sync up to lsn {last} failed"), &e);
+    }
+    Some(last)
+}
+
+/// The writer thread: block for one batch, drain whatever else is already
 /// queued up to the batch limits, append it all, sync once, report.
 fn run_writer(
-    mut wal: Wal,
-    mut rx: mpsc::Receiver<Submission>,
+    wal: Arc<Mutex<Wal>>,
+    mut rx: mpsc::Receiver<Vec<WalRecordBytes>>,
     on_durable: Box<dyn Fn(u64) + Send + 'static>,
-    stats: Arc<Mutex<WalStats>>,
+    appended_lsn: Arc<AtomicU64>,
 ) {
     let mut last_lsn: Option<u64> = None;
+    let mut records = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut batch_records = 0usize;
+        records.clear();
         let mut batch_bytes = 0usize;
-        let mut max_lsn = first.lsn;
         let mut next = Some(first);
-        while let Some(sub) = next.take() {
-            if let Some(last) = last_lsn {
-                debug_assert!(sub.lsn > last, "wal: lsn {} submitted after lsn {}", sub.lsn, last);
+        while let Some(batch) = next.take() {
+            for r in batch {
+                if let Some(last) = last_lsn {
+                    debug_assert!(r.lsn > last, "wal: lsn {} submitted after lsn {}", r.lsn, last);
+                }
+                last_lsn = Some(r.lsn);
+                batch_bytes += r.bytes.len();
+                records.push(r);
             }
-            last_lsn = Some(sub.lsn);
-            max_lsn = max_lsn.max(sub.lsn);
-            if let Err(e) = wal.append(&sub.record) {
-                fatal(&format!("append of lsn {} failed", sub.lsn), &e);
-            }
-            batch_records += 1;
-            batch_bytes += sub.record.len();
-            if batch_records >= WAL_MAX_BATCH_RECORDS || batch_bytes >= WAL_MAX_BATCH_BYTES {
+            if records.len() >= WAL_MAX_BATCH_RECORDS || batch_bytes >= WAL_MAX_BATCH_BYTES {
                 break;
             }
             // `try_recv` fails when the queue is empty or closed; either way
             // the batch is complete and gets synced now.
             next = rx.try_recv().ok();
         }
-        if let Err(e) = wal.sync() {
-            fatal(&format!("sync up to lsn {max_lsn} failed"), &e);
+        let durable = {
+            let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
+            let durable = append_and_sync(&mut wal, &records);
+            if let Some(r) = records.last() {
+                appended_lsn.store(r.lsn, Ordering::Release);
+            }
+            durable
+        };
+        if let Some(lsn) = durable {
+            on_durable(lsn);
         }
-        *stats.lock().unwrap_or_else(|e| e.into_inner()) = wal.stats();
-        on_durable(max_lsn);
     }
+    // Lazy records still buffered are synced by `shutdown`.
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
     fn opts(segment_bytes: u64) -> WalOptions {
@@ -1013,7 +1098,9 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             for lsn in 1..=500u64 {
-                writer.submit_async(lsn * 10, record(lsn as usize)).await;
+                writer
+                    .submit_batch(vec![WalRecordBytes { lsn: lsn * 10, bytes: record(lsn as usize), needs_sync: true }])
+                    .await;
             }
         });
         // Shutdown must flush everything queued before it returns.
@@ -1024,5 +1111,33 @@ mod tests {
         let expected: Vec<Vec<u8>> = (1..=500).map(record).collect();
         assert_eq!(got, expected);
         assert!(segment_files(tmp.path()).len() > 1);
+    }
+
+    #[test]
+    fn lazy_records_wait_for_the_next_sync_and_inline_writes_keep_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let (durable_tx, durable_rx) = std::sync::mpsc::channel::<u64>();
+        let writer = WalWriter::spawn(wal, Box::new(move |lsn| durable_tx.send(lsn).unwrap()));
+        let rec = |lsn: u64, needs_sync: bool| WalRecordBytes { lsn, bytes: record(lsn as usize), needs_sync };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(writer.submit_batch(vec![rec(1, true), rec(2, false)]));
+        assert_eq!(durable_rx.recv_timeout(Duration::from_secs(10)).unwrap(), 2);
+        // A batch of lazy records alone is appended but neither synced nor reported.
+        rt.block_on(writer.submit_batch(vec![rec(3, false)]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !writer.is_idle() {
+            assert!(std::time::Instant::now() < deadline, "the thread never appended lsn 3");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(writer.stats().syncs, 1);
+        assert!(durable_rx.try_recv().is_err(), "no report for a lazy record");
+        // An inline write lands after it and its sync covers both.
+        assert_eq!(writer.write_inline(&[rec(4, true)]), Some(4));
+        assert_eq!(writer.write_inline(&[rec(5, false)]), None);
+        assert_eq!(writer.stats().syncs, 2);
+        writer.shutdown();
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, (1..=5).map(record).collect::<Vec<_>>());
     }
 }
