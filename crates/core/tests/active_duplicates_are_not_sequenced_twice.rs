@@ -115,11 +115,7 @@ fn a_retry_at_the_new_sequencer_after_failover_is_not_sequenced_again() {
     let (t2, _) = h.client(node(2), req.clone());
     let (t3, _) = h.client(node(3), req.clone());
     let (t1, _) = h.client(node(1), req);
-    h.deliver_if(|_, m| m.from == 1);
-    h.persist(node(2));
-    h.persist(node(3));
-    h.crash(node(1));
-    h.net.clear();
+    h.crash_primary_after_backups_persist();
     assert!(h.replies.is_empty());
 
     // A new sequencer takes over; stop the moment it has won.

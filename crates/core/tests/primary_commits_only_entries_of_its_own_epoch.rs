@@ -18,11 +18,7 @@ fn inherited_entries_commit_only_with_the_new_primarys_noop() {
     // The write reaches both backups durably; the primary dies before it
     // hears their acks.
     let (lost, _) = h.client(node(1), request(id, epoch, put("k", "v")));
-    h.deliver_if(|_, m| m.from == 1);
-    h.persist(node(2));
-    h.persist(node(3));
-    h.crash(node(1));
-    h.net.clear();
+    h.crash_primary_after_backups_persist();
     assert!(h.replies_to(lost).is_empty());
 
     h.run_rounds_until(2_000, |h| [2, 3].iter().any(|&n| h.replica(node(n)).is_primary()));

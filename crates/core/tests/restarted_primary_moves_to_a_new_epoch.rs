@@ -23,11 +23,7 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     h.settle();
     assert!(matches!(h.take_reply(t1), pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }));
     h.client(node(1), request(rid(7, 2), e2, put("b", "2")));
-    h.deliver_if(|_, m| m.from == 1);
-    h.persist(node(2));
-    h.persist(node(3));
-    h.crash(node(1));
-    h.net.clear();
+    h.crash_primary_after_backups_persist();
     assert!(!h.wal[&1].iter().any(|r| matches!(r, WalRecord::Entry { entry, .. } if entry.index == 2)));
 
     h.restart(node(1));

@@ -68,11 +68,7 @@ fn a_retry_at_the_new_primary_after_failover_runs_once() {
     // The write reaches both backups durably, but the primary dies before it
     // hears their acks: the client never gets an answer.
     let (lost, _) = h.client(node(1), request(id, epoch, put("k", "v")));
-    h.deliver_if(|_, m| m.from == 1);
-    h.persist(node(2));
-    h.persist(node(3));
-    h.crash(node(1));
-    h.net.clear();
+    h.crash_primary_after_backups_persist();
     assert!(h.replies_to(lost).is_empty());
 
     // A new primary takes over; stop the moment it has won, before its

@@ -444,6 +444,16 @@ impl Harness {
         self.net.retain(|(to, _)| *to != n);
     }
 
+    /// What node 1 (the primary) sent reaches nodes 2 and 3 and is durable
+    /// there, then node 1 dies before it hears their acks.
+    pub fn crash_primary_after_backups_persist(&mut self) {
+        self.deliver_if(|_, m| m.from == 1);
+        self.persist(node(2));
+        self.persist(node(3));
+        self.crash(node(1));
+        self.net.clear();
+    }
+
     /// Node `n` comes back from its durable records.
     pub fn restart(&mut self, n: NodeId) {
         assert!(!self.nodes.contains_key(&n), "crash it first");
