@@ -292,8 +292,16 @@ impl Node {
             // simulator). The jitter keeps nodes from reading in lockstep.
             let round = self.cfg.proposer.round_ms.max(2);
             self.next_eager_ms = now + self.rng.gen_range(round / 2..=round * 3 / 2);
-            let missing: Vec<GroupId> =
-                self.replicas.values().filter(|r| r.view().is_none()).map(|r| r.group()).collect();
+            // So are the views of amnesiac replicas, which ack nothing until
+            // they have read theirs: waiting for the periodic refresh kept a
+            // recovered member out of its group for seconds (found by the
+            // simulator).
+            let missing: Vec<GroupId> = self
+                .replicas
+                .values()
+                .filter(|r| r.view().is_none() || r.awaiting_view_confirmation())
+                .map(|r| r.group())
+                .collect();
             for g in missing {
                 self.read_register(view_key(g));
             }

@@ -378,6 +378,13 @@ impl Replica {
     /// it, and the learner could then take over without ever having granted
     /// a lease (found by the simulator: a sole primary kept serving reads
     /// after the member it admitted had taken over and served writes).
+    /// An amnesiac replica acks nothing until it has read its view from the
+    /// config store; the node reads it eagerly rather than at the next
+    /// periodic refresh.
+    pub fn awaiting_view_confirmation(&self) -> bool {
+        self.amnesiac && !self.view_confirmed
+    }
+
     pub fn lease_valid(&self, now: Millis) -> bool {
         let Some(view) = &self.view else { return false };
         if !self.is_primary() {
@@ -1106,6 +1113,7 @@ impl Replica {
             return self.reject(ctx, from, hint);
         }
         let n = entries.len() as Index;
+        let marks_before = self.marks.len();
         for e in entries {
             if e.index <= self.log.base_index() {
                 continue;
@@ -1136,7 +1144,14 @@ impl Replica {
         if self.amnesiac && self.commit_index >= commit_index {
             self.end_amnesia(ctx, view.epoch);
         }
-        self.send_ack(ctx);
+        // Entries appended now are acked once durable (`on_persisted`), and
+        // that ack carries this append's lease too. Acking at once as well
+        // would only repeat the old match index: one more message each way
+        // per append, on the path of every write.
+        let acked_when_durable = self.marks.len() > marks_before && !self.bugs.ack_before_fsync;
+        if !acked_when_durable {
+            self.send_ack(ctx);
+        }
     }
 
     /// An amnesiac replica is caught up once it has committed everything the

@@ -15,9 +15,8 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
     let view = h.view(node(1));
     h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
 
-    // The backup gets the entry: it asks for it to be persisted, and the only
-    // ack it sends is the lease echo for what it already held durably
-    // (nothing: match_index 0), not an ack of the new entry.
+    // The backup gets the entry: it asks for it to be persisted and sends
+    // nothing yet (its ack, lease echo included, waits for the fsync).
     let fx = h.deliver(node(1), node(2));
     let expected_entry = Entry {
         epoch: view.epoch,
@@ -28,15 +27,11 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
         op: None,
     };
     let entry_lsn = match &fx[..] {
-        [Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }, Effect::Send { to: 1, msg }] => {
+        [Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }] => {
             assert_eq!(entry, &expected_entry);
-            assert!(
-                matches!(msg.body, PeerBody::AppendAck { group: GROUP, epoch, match_index: 0, .. } if epoch == view.epoch),
-                "the immediate ack does not cover the unpersisted entry: {msg:?}"
-            );
             *lsn
         }
-        other => panic!("expected [Persist(entry), AppendAck(0)], got {other:#?}"),
+        other => panic!("expected [Persist(entry)] alone, got {other:#?}"),
     };
 
     // Time passes and heartbeats arrive: still no ack of index 1.
@@ -88,7 +83,7 @@ fn a_batch_is_acked_up_to_the_persisted_prefix_only() {
         })
         .collect();
     assert_eq!(lsns.len(), 3, "one record per entry: {fx:#?}");
-    assert!(sends(&fx).iter().all(|(_, b)| matches!(b, PeerBody::AppendAck { match_index: 0, .. })), "{fx:#?}");
+    assert!(sends(&fx).is_empty(), "no ack before the fsync: {fx:#?}");
 
     // Durable up to the second entry: ack says 2, not 3.
     let fx = h.persist_upto(node(2), lsns[1]);
