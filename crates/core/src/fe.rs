@@ -468,10 +468,24 @@ impl FrontEnd {
             }
             self.try_send(now, rng, op);
         }
+        if self.waiting_for_a_view() {
+            self.fetch_views(now, rng);
+        }
+    }
+
+    /// Whether an operation is backing off because its leader is unreachable
+    /// or did not answer (its target was forgotten). While one is, the front
+    /// end keeps asking for views (every `4 * backoff_base_ms`), so it
+    /// resends as soon as a new view exists rather than when the grown
+    /// back-off ends: that lag was up to `backoff_max_ms` of every failover.
+    fn waiting_for_a_view(&self) -> bool {
+        self.pending.values().any(|p| !p.in_flight && p.target.is_none() && p.failures > 0)
     }
 
     /// The earliest time `on_tick` has work to do.
     pub fn next_wake_ms(&self) -> Option<Millis> {
-        self.pending.values().map(|p| p.wake_ms.min(p.deadline_ms)).min()
+        let ops = self.pending.values().map(|p| p.wake_ms.min(p.deadline_ms)).min();
+        let fetch = self.waiting_for_a_view().then_some(self.next_fetch_ms);
+        ops.into_iter().chain(fetch).min()
     }
 }

@@ -73,9 +73,9 @@ pub struct PassiveTiming {
 impl Default for PassiveTiming {
     fn default() -> Self {
         PassiveTiming {
-            heartbeat_ms: 20,
-            lease_ms: 100,
-            primary_suspect_ms: 160,
+            heartbeat_ms: 10,
+            lease_ms: 60,
+            primary_suspect_ms: 100,
             backup_timeout_ms: 400,
             retransmit_ms: 250,
             join_retry_ms: 100,

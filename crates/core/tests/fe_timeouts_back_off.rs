@@ -38,17 +38,29 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
         fe.on_tick(now, &mut rng);
         effects = fe.take_effects();
         assert!(effects.iter().all(|e| matches!(e, FeEffect::FetchViews { .. })), "no resend at once: {effects:?}");
-        // The back-off, then the next attempt.
-        let wake = fe.next_wake_ms().unwrap();
-        if wake >= t.op_timeout_ms {
+        // The back-off, then the next attempt. Meanwhile the FE only asks
+        // for views again and again (a new view would end the wait at once).
+        let timed_out_at = now;
+        loop {
+            let wake = fe.next_wake_ms().unwrap();
+            if wake >= t.op_timeout_ms {
+                break;
+            }
+            fe.on_tick(wake - 1, &mut rng);
+            assert_eq!(fe.take_effects(), vec![]);
+            now = wake;
+            fe.on_tick(now, &mut rng);
+            effects = fe.take_effects();
+            if effects.iter().any(|e| sent_request(e).is_some()) {
+                break;
+            }
+            assert!(effects.iter().all(|e| matches!(e, FeEffect::FetchViews { .. })), "{effects:?}");
+            assert!(!effects.is_empty(), "a wake-up with nothing to do");
+        }
+        if !effects.iter().any(|e| sent_request(e).is_some()) {
             break;
         }
-        gaps.push(wake - now);
-        fe.on_tick(wake - 1, &mut rng);
-        assert_eq!(fe.take_effects(), vec![]);
-        now = wake;
-        fe.on_tick(now, &mut rng);
-        effects = fe.take_effects();
+        gaps.push(now - timed_out_at);
     }
     // Gap k lies in [cap/2, cap] with cap = min(base * 2^k, max).
     for (k, gap) in gaps.iter().enumerate() {
