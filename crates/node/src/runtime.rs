@@ -31,6 +31,12 @@ pub const TICK_MS: u64 = 5;
 /// Under load steps persist more and go to the writer thread, which syncs
 /// while the event loop carries on.
 pub const INLINE_SYNC_MAX_RECORDS: usize = 2;
+/// An inline fsync that took longer than this means the disk is slow right
+/// now: while the event loop waits in fsync it sends no heartbeats and
+/// answers nothing, so for the next `INLINE_SYNC_PAUSE_MS` every sync goes
+/// to the writer thread and the loop stays responsive.
+pub const INLINE_SYNC_SLOW_MS: u64 = 5;
+pub const INLINE_SYNC_PAUSE_MS: u64 = 1_000;
 
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -99,6 +105,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     tracing::info!(node = opts.id, peer = %net.local_peer_addr(), client = %net.local_client_addr(), "listening");
 
     let start = Instant::now();
+    let mut inline_paused_until = start;
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -151,14 +158,21 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         if records.is_empty() {
             continue;
         }
-        if records.len() <= INLINE_SYNC_MAX_RECORDS && writer.is_idle() {
+        if records.len() <= INLINE_SYNC_MAX_RECORDS && writer.is_idle() && Instant::now() >= inline_paused_until {
             // A light step: sync here rather than wake the writer thread
             // and be woken back (two thread switches, a large part of one
             // request's latency). First let the transport's tasks send what
             // this step produced, so backups get their appends before this
             // thread blocks in fsync.
             tokio::task::yield_now().await;
-            if let Some(lsn) = writer.write_inline(&records) {
+            let began = Instant::now();
+            let durable_lsn = writer.write_inline(&records);
+            let took = began.elapsed();
+            if took > Duration::from_millis(INLINE_SYNC_SLOW_MS) {
+                tracing::debug!(?took, "slow inline fsync; syncing on the writer thread for a while");
+                inline_paused_until = Instant::now() + Duration::from_millis(INLINE_SYNC_PAUSE_MS);
+            }
+            if let Some(lsn) = durable_lsn {
                 durable(lsn, &mut inputs);
             }
         } else {
