@@ -218,6 +218,10 @@ pub struct Replica {
     /// A new primary serves clients only from this time on (see
     /// `become_primary`).
     serve_after_ms: Millis,
+    /// The last index of the log this replica held when it became primary.
+    /// An earlier primary may have committed up to there, even though this
+    /// one's commit index gets there only with its no-op (see `Entry::noop`).
+    inherited_upto: Index,
 }
 
 impl Replica {
@@ -261,6 +265,7 @@ impl Replica {
             next_join_ms: 0,
             lease_granted_ms: None,
             serve_after_ms: 0,
+            inherited_upto: 0,
         }
     }
 
@@ -378,11 +383,11 @@ impl Replica {
     /// it, and the learner could then take over without ever having granted
     /// a lease (found by the simulator: a sole primary kept serving reads
     /// after the member it admitted had taken over and served writes).
-    /// An amnesiac replica acks nothing until it has read its view from the
-    /// config store; the node reads it eagerly rather than at the next
-    /// periodic refresh.
+    /// A replica acks nothing until it has read its view from the config
+    /// store in this incarnation; the node reads it eagerly rather than at
+    /// the next periodic refresh.
     pub fn awaiting_view_confirmation(&self) -> bool {
-        self.amnesiac && !self.view_confirmed
+        !self.view_confirmed
     }
 
     pub fn lease_valid(&self, now: Millis) -> bool {
@@ -466,6 +471,7 @@ impl Replica {
         // ids count as pending so retries wait for them instead of rerunning.
         self.overlay.clear();
         self.pending_ids.clear();
+        self.inherited_upto = self.log.last_index();
         let pending: Vec<Entry> = self.log.range(self.commit_index + 1, self.log.last_index()).cloned().collect();
         for e in &pending {
             self.note_pending(e);
@@ -876,7 +882,12 @@ impl Replica {
         // from its admission on, commits wait for it. Asking it to be within
         // a few entries of the primary's last index as well could never hold
         // under a steady write load, so a removed backup stayed out forever.
-        let learner_caught_up = p.learner && p.match_index >= self.commit_index;
+        // Everything committed includes what an earlier primary may have
+        // committed of the inherited suffix, before this primary's own commit
+        // index covers it (found by the simulator: a learner admitted while
+        // the no-op was pending lacked entries the previous primary had
+        // committed, then won a view without them).
+        let learner_caught_up = p.learner && p.match_index >= self.commit_index.max(self.inherited_upto);
         self.advance_commit(ctx);
         if learner_caught_up && !self.view_change_in_flight {
             let view = self.view.clone().expect("primary has a view");
@@ -952,9 +963,11 @@ impl Replica {
     fn apply_committed_primary(&mut self, ctx: &mut Ctx) {
         let from = self.applied_index + 1;
         let to = self.commit_index;
-        let entries: Vec<Entry> = self.log.range(from, to).cloned().collect();
-        for e in entries {
-            let response = self.apply_entry(&e);
+        // The log is lent out while its entries are applied, so they are
+        // read in place rather than cloned (nothing below touches the log).
+        let log = std::mem::take(&mut self.log);
+        for e in log.range(from, to) {
+            let response = self.apply_entry(e);
             self.answer_awaiting(ctx.out, e.request_id, &response);
             self.pending_ids.remove(&e.request_id);
             for w in &e.effects {
@@ -968,6 +981,7 @@ impl Replica {
                 }
             }
         }
+        self.log = log;
         while let Some((&i, _)) = self.parked_reads.first_key_value() {
             if i > self.commit_index {
                 break;
@@ -1033,13 +1047,15 @@ impl Replica {
         } else {
             self.commit_index
         };
-        let entries: Vec<Entry> = self.log.range(self.applied_index + 1, upto).cloned().collect();
-        for e in entries {
-            let response = self.apply_entry(&e);
+        // Lent out, as in `apply_committed_primary`, to apply without cloning.
+        let log = std::mem::take(&mut self.log);
+        for e in log.range(self.applied_index + 1, upto) {
+            let response = self.apply_entry(e);
             if let Some(out) = out.as_deref_mut() {
                 self.answer_awaiting(out, e.request_id, &response);
             }
         }
+        self.log = log;
         self.compact();
     }
 
@@ -1179,7 +1195,14 @@ impl Replica {
 
     fn send_ack(&mut self, ctx: &mut Ctx) {
         let Some(view) = &self.view else { return };
-        if view.leader == self.me || (self.amnesiac && !self.view_confirmed) {
+        // Until it has read the current view from the config store, a
+        // restarted replica does not know whether it moved past this view
+        // before it stopped: a member that had led epochs 9 and 10 without
+        // writing an entry in them forgot them in a crash, acked the
+        // deposed primary of epoch 8, and let it commit entries the newer
+        // views lacked (found by the simulator). Its log alone proves only
+        // the epochs of its entries.
+        if view.leader == self.me || !self.view_confirmed {
             return;
         }
         let durable = if self.bugs.ack_before_fsync { self.log.last_index() } else { self.durable_index };

@@ -19,11 +19,15 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     let epoch = h.view(node(1)).epoch;
     assert!(!h.replica(node(1)).lease_valid(h.now));
 
-    // Just won its epoch: it first waits out any read lease its predecessor
-    // may still hold (`lease_wait_ms` from winning, in a new incarnation),
-    // refusing every request meanwhile, up to its last millisecond.
-    for wait in [0, lease_wait_ms() - 1] {
-        h.advance(wait);
+    // Won its epoch at `won_ms`: it first waits out any read lease its
+    // predecessor may still hold (`lease_wait_ms` from winning, in a new
+    // incarnation), refusing every request meanwhile, up to its last
+    // millisecond. (The harness has since run until the backups read their
+    // views from the config store.)
+    let last_refused = h.won_ms + lease_wait_ms() - 1;
+    assert!(h.now < last_refused, "the backups confirmed their views within the wait");
+    for at in [h.now, last_refused] {
+        h.advance(at - h.now);
         let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
         assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), Err(waiting_out_lease())) }]);
     }

@@ -105,6 +105,8 @@ pub struct Harness {
     clock_offset: BTreeMap<NodeId, Millis>,
     next_token: ClientToken,
     restarts: u64,
+    /// When node 1 won epoch 2 in `bootstrap_map`.
+    pub won_ms: Millis,
 }
 
 impl Harness {
@@ -136,12 +138,14 @@ impl Harness {
             clock_offset: BTreeMap::new(),
             next_token: 100,
             restarts: 0,
+            won_ms: 0,
         }
     }
 
     /// Nodes 1, 2, 3 bootstrapped with `min_members`, up to the moment node 1
     /// has won epoch 2 (it must not lead epoch 1, which it did not win in
-    /// this incarnation). Node 1 has sent no `Append` yet: its lease is not
+    /// this incarnation; `won_ms` says when) and every node has read its
+    /// view from the config store (replicas ack only after that). Node 1 has sent no `Append` yet: its lease is not
     /// held, and it still refuses clients until `lease_wait_ms()` have passed
     /// (see `wait_out_predecessor_lease`). Every message is delivered and
     /// every record durable.
@@ -164,6 +168,10 @@ impl Harness {
         assert_eq!(self.take_reply(token), ClientReply::Bootstrapped(Ok(())));
         self.run_until(500, |h| h.replica(node(1)).is_primary());
         assert_eq!(self.view(node(1)).epoch, 2);
+        self.won_ms = self.now;
+        // Backups ack only once they have read their view from the config
+        // store in this incarnation.
+        self.run_until(500, |h| h.live().iter().all(|&n| !h.replica(node(n)).awaiting_view_confirmation()));
     }
 
     /// `fresh_primary(1)`, after it waited out its predecessor's lease and
