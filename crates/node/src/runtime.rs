@@ -106,6 +106,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
 
     let start = Instant::now();
     let mut inline_paused_until = start;
+    let mut last_tick = start;
     let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -123,6 +124,12 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     loop {
         // After an inline sync the step's own `Persisted` input is waiting;
         // it is handled at once, with whatever else has arrived meanwhile.
+        // Such steps can follow each other without passing the `select!`,
+        // so the tick is checked here too: heartbeats must not starve.
+        if !inputs.is_empty() && last_tick.elapsed() >= Duration::from_millis(TICK_MS) {
+            last_tick = Instant::now();
+            inputs.push(Input::Tick);
+        }
         if inputs.is_empty() {
             tokio::select! {
                 biased;
@@ -134,7 +141,10 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                     durable(lsn, &mut inputs);
                 }
                 Some(ev) = events_rx.recv() => push_event(&net, &mut inputs, ev),
-                _ = tick.tick() => inputs.push(Input::Tick),
+                _ = tick.tick() => {
+                    last_tick = Instant::now();
+                    inputs.push(Input::Tick);
+                }
             }
         }
         while inputs.len() < MAX_INPUTS_PER_STEP {
