@@ -26,8 +26,27 @@ pub struct TestCluster {
     _tmp: tempfile::TempDir,
 }
 
+/// A free port below the kernel's ephemeral range (32768-60999 here).
+/// A port the kernel handed out for `bind(0)` may later be given to some
+/// outgoing connection as its local port, and a node restarted on it then
+/// fails to bind (seen once as "node 2 did not start listening" in a full
+/// test run). Ports below the range are never assigned that way. A
+/// per-process counter keeps parallel tests in one binary apart; the pid
+/// spreads test binaries that run one after the other.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (offset.wrapping_add(i)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 impl TestCluster {
