@@ -5,7 +5,7 @@
 //! never let two entries with the same (epoch, index) differ, which the
 //! replicas guarantee by truncating before they overwrite.
 
-use crate::msg::Entry;
+use crate::msg::{Entry, SharedEntry};
 use crate::types::{Epoch, Index};
 use std::collections::VecDeque;
 
@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 pub struct Log {
     base_index: Index,
     base_epoch: Epoch,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<SharedEntry>,
 }
 
 impl Log {
@@ -41,10 +41,10 @@ impl Log {
         if index <= self.base_index {
             return None;
         }
-        self.entries.get((index - self.base_index - 1) as usize)
+        self.entries.get((index - self.base_index - 1) as usize).map(|e| &**e)
     }
 
-    pub fn append(&mut self, entry: Entry) {
+    pub fn append(&mut self, entry: SharedEntry) {
         assert_eq!(entry.index, self.last_index() + 1, "log entries are appended in order");
         assert!(entry.epoch >= self.last_epoch(), "epochs never go backwards in a log");
         self.entries.push_back(entry);
@@ -76,7 +76,7 @@ impl Log {
     }
 
     /// Entries in `[from, to]` (inclusive, clamped to what the log holds).
-    pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &Entry> {
+    pub fn range(&self, from: Index, to: Index) -> impl Iterator<Item = &SharedEntry> {
         let start = from.max(self.base_index + 1);
         let end = to.min(self.last_index());
         let (s, e) = if start > end {
@@ -117,12 +117,12 @@ mod tests {
     fn append_truncate_compact() {
         let mut log = Log::default();
         for i in 1..=5 {
-            log.append(e(1, i));
+            log.append(e(1, i).into());
         }
         assert_eq!(log.last_index(), 5);
         log.truncate_after(3);
         assert_eq!(log.last_index(), 3);
-        log.append(e(2, 4));
+        log.append(e(2, 4).into());
         assert_eq!(log.epoch_at(4), Some(2));
         log.compact_upto(2);
         assert_eq!(log.base_index(), 2);

@@ -23,6 +23,11 @@ pub enum ConfigValue {
     View(View),
 }
 
+/// An entry as the log, the WAL record and the appends to every backup hold
+/// it: one allocation shared by all of them, never copied. Entries are
+/// immutable once made, so sharing cannot change what any holder sees.
+pub type SharedEntry = std::sync::Arc<Entry>;
+
 /// One entry of a group's replicated log.
 ///
 /// Passive mode: the request id, the response the primary computed, and the
@@ -139,7 +144,7 @@ pub enum PeerBody {
         view: View,
         prev_index: Index,
         prev_epoch: Epoch,
-        entries: Vec<Entry>,
+        entries: Vec<SharedEntry>,
         commit_index: Index,
         sent_ms: Millis,
     },
@@ -320,7 +325,7 @@ pub enum WalRecord {
     Acceptor { key: String, promised: Ballot, accepted: Option<(Ballot, ConfigValue)> },
     /// A log entry of a group; an entry at index `i` replaces any entry at or
     /// after `i` (a divergent suffix is cut).
-    Entry { group: GroupId, entry: Entry },
+    Entry { group: GroupId, entry: SharedEntry },
     /// Entries after `index` of the group are void.
     Truncate { group: GroupId, index: Index },
     /// The group's commit index reached `index` (written lazily; replay

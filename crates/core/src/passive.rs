@@ -15,7 +15,9 @@ use crate::limits::{
     MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_AWAITING, MAX_INFLIGHT_ENTRIES, MAX_PARKED_READS, MAX_UNCOMMITTED_ENTRIES,
 };
 use crate::log::Log;
-use crate::msg::{ClientError, ClientReply, ClientRequest, Entry, PeerBody, ReplicaStatus, Snapshot, WalRecord};
+use crate::msg::{
+    ClientError, ClientReply, ClientRequest, Entry, PeerBody, ReplicaStatus, SharedEntry, Snapshot, WalRecord,
+};
 use crate::types::{Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -271,7 +273,7 @@ impl Replica {
 
     // ----- Recovery -----------------------------------------------------
 
-    pub fn replay_entry(&mut self, entry: Entry) {
+    pub fn replay_entry(&mut self, entry: SharedEntry) {
         if entry.index <= self.log.base_index() {
             return;
         }
@@ -472,7 +474,7 @@ impl Replica {
         self.overlay.clear();
         self.pending_ids.clear();
         self.inherited_upto = self.log.last_index();
-        let pending: Vec<Entry> = self.log.range(self.commit_index + 1, self.log.last_index()).cloned().collect();
+        let pending: Vec<SharedEntry> = self.log.range(self.commit_index + 1, self.log.last_index()).cloned().collect();
         for e in &pending {
             self.note_pending(e);
         }
@@ -750,9 +752,10 @@ impl Replica {
     }
 
     /// Appends to this replica's own log and queues the WAL record.
-    fn append_local(&mut self, ctx: &mut Ctx, entry: Entry) {
+    fn append_local(&mut self, ctx: &mut Ctx, entry: impl Into<SharedEntry>) {
+        let entry = entry.into();
         let index = entry.index;
-        let lsn = ctx.out.persist(WalRecord::Entry { group: self.group, entry: entry.clone() });
+        let lsn = ctx.out.persist(WalRecord::Entry { group: self.group, entry: SharedEntry::clone(&entry) });
         self.log.append(entry);
         self.marks.push_back((lsn, index));
     }
@@ -1104,7 +1107,7 @@ impl Replica {
         view: View,
         prev_index: Index,
         prev_epoch: Epoch,
-        entries: Vec<Entry>,
+        entries: Vec<SharedEntry>,
         commit_index: Index,
         sent_ms: Millis,
     ) {
@@ -1231,7 +1234,12 @@ impl Replica {
         if snapshot.index <= self.commit_index {
             return self.send_ack(ctx);
         }
-        assert_eq!(snapshot.kv.digest(), snapshot.kv.recompute_digest(), "a snapshot's digest matches its state");
+        if snapshot.kv.digest() != snapshot.kv.recompute_digest() {
+            // The state is not what its sender hashed: damaged on the way or
+            // by a faulty peer. It is refused, not installed and not a crash
+            // (bad input never panics); the primary sends another later.
+            return;
+        }
         let lsn = ctx.out.persist(WalRecord::Snapshot { group: self.group, snapshot: Box::new(snapshot.clone()) });
         self.marks.clear();
         self.durable_index = 0;

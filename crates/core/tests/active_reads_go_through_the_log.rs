@@ -36,11 +36,11 @@ fn a_get_is_sequenced_and_answered_by_every_member_after_stability() {
     match &fx[..] {
         [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] =>
         {
-            assert_eq!(entry, &expected);
+            assert_eq!(&**entry, &expected);
             for m in [m2, m3] {
                 match &m.body {
                     PeerBody::Append { prev_index: 1, entries, commit_index: 1, .. } => {
-                        assert_eq!(entries, &vec![expected.clone()])
+                        assert_eq!(entries, &vec![expected.clone().into()])
                     }
                     other => panic!("expected an Append of the Get, got {other:?}"),
                 }

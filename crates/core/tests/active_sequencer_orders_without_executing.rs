@@ -31,12 +31,12 @@ fn the_sequencer_logs_and_streams_the_request_without_executing_it() {
     match &fx[..] {
         [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] =>
         {
-            assert_eq!(entry, &expected);
+            assert_eq!(&**entry, &expected);
             for m in [m2, m3] {
                 match &m.body {
                     PeerBody::Append { view: v, prev_index: 0, prev_epoch: 0, entries, commit_index: 0, .. } => {
                         assert_eq!(v, &view);
-                        assert_eq!(entries, &vec![expected.clone()]);
+                        assert_eq!(entries, &vec![expected.clone().into()]);
                     }
                     other => panic!("expected an Append of the request, got {other:?}"),
                 }
@@ -51,7 +51,7 @@ fn the_sequencer_logs_and_streams_the_request_without_executing_it() {
         let fx = h.deliver(node(1), node(m));
         match &fx[..] {
             [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }] => {
-                assert_eq!(entry, &expected);
+                assert_eq!(&**entry, &expected);
             }
             other => panic!("expected [Persist(entry)] alone at member {m}, got {other:#?}"),
         }

@@ -28,7 +28,7 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
     };
     let entry_lsn = match &fx[..] {
         [Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }] => {
-            assert_eq!(entry, &expected_entry);
+            assert_eq!(&**entry, &expected_entry);
             *lsn
         }
         other => panic!("expected [Persist(entry)] alone, got {other:#?}"),

@@ -28,12 +28,12 @@ fn primary_replies_only_after_every_member_acked() {
     match &fx[..] {
         [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] =>
         {
-            assert_eq!(entry, &expected);
+            assert_eq!(&**entry, &expected);
             for m in [m2, m3] {
                 match &m.body {
                     PeerBody::Append { view: v, prev_index: 0, prev_epoch: 0, entries, commit_index: 0, .. } => {
                         assert_eq!(v, &view);
-                        assert_eq!(entries, &vec![expected.clone()]);
+                        assert_eq!(entries, &vec![expected.clone().into()]);
                     }
                     other => panic!("expected an Append of the entry, got {other:?}"),
                 }

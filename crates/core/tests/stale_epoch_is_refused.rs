@@ -57,7 +57,7 @@ fn an_append_from_an_old_epoch_gets_the_current_view() {
             view: old,
             prev_index: 0,
             prev_epoch: 0,
-            entries: vec![entry],
+            entries: vec![entry.into()],
             commit_index: 1,
             sent_ms: h.now,
         },
