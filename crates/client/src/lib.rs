@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 const CONN_QUEUE: usize = 4096;
 /// Commands queued to the front-end task before callers wait.
 const CMD_QUEUE: usize = 4096;
+/// Replies, and operations into the backlog, the front-end task takes in at
+/// most per round.
+const MAX_EVENTS_PER_ROUND: usize = 1024;
 
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
@@ -34,8 +37,11 @@ pub enum Error {
     Other(String),
 }
 
+/// Where an operation's outcome goes.
+type OpReplyTx = oneshot::Sender<Result<OpResult, FeError>>;
+
 enum Cmd {
-    Op(Op, oneshot::Sender<Result<OpResult, FeError>>),
+    Op(Op, OpReplyTx),
     Views(oneshot::Sender<(Option<ClusterMap>, BTreeMap<u32, View>)>),
 }
 
@@ -219,33 +225,53 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
     let now = |s: Instant| s.elapsed().as_millis() as u64;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut conns: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut waiting: HashMap<OpId, oneshot::Sender<Result<OpResult, FeError>>> = HashMap::new();
-    let mut backlog: std::collections::VecDeque<(Op, oneshot::Sender<Result<OpResult, FeError>>)> = Default::default();
+    let mut waiting: HashMap<OpId, OpReplyTx> = HashMap::new();
+    let mut backlog: std::collections::VecDeque<(Op, OpReplyTx)> = Default::default();
     let mut cmds_open = true;
+    let mut events = Vec::with_capacity(MAX_EVENTS_PER_ROUND);
     loop {
         let wake = fe.next_wake_ms().map(|w| w.saturating_sub(now(start)).max(1)).unwrap_or(50);
         tokio::select! {
             cmd = cmds.recv(), if cmds_open && backlog.is_empty() => match cmd {
-                Some(Cmd::Op(op, tx)) => backlog.push_back((op, tx)),
-                Some(Cmd::Views(tx)) => { let _ = tx.send((fe.cluster().cloned(), fe.views().clone())); }
+                Some(cmd) => on_cmd(&fe, &mut backlog, cmd),
                 None => cmds_open = false,
             },
-            Some(ev) = ev_rx.recv() => match ev {
-                Event::Reply(node, reply) => fe.on_reply(now(start), &mut rng, node, reply),
+            Some(ev) = ev_rx.recv() => events.push(ev),
+            _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
+        }
+        // Everything else already waiting is handled in the same round:
+        // one timer, one tick and one pass over the effects for the lot,
+        // instead of one per reply.
+        while events.len() < MAX_EVENTS_PER_ROUND {
+            match ev_rx.try_recv() {
+                Ok(ev) => events.push(ev),
+                Err(_) => break,
+            }
+        }
+        while cmds_open && backlog.len() < MAX_EVENTS_PER_ROUND {
+            match cmds.try_recv() {
+                Ok(cmd) => on_cmd(&fe, &mut backlog, cmd),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
+            }
+        }
+        let t = now(start);
+        for ev in events.drain(..) {
+            match ev {
+                Event::Reply(node, reply) => fe.on_reply(t, &mut rng, node, reply),
                 Event::Unreachable(node) => {
                     conns.remove(&node);
-                    fe.on_unreachable(now(start), &mut rng, node);
+                    fe.on_unreachable(t, &mut rng, node);
                 }
-            },
-            _ = tokio::time::sleep(Duration::from_millis(wake)) => {}
+            }
         }
         // Admit queued operations while the exactly-once window allows.
         while fe.can_submit() {
             let Some((op, tx)) = backlog.pop_front() else { break };
-            let id = fe.submit(now(start), &mut rng, op);
+            let id = fe.submit(t, &mut rng, op);
             waiting.insert(id, tx);
         }
-        fe.on_tick(now(start), &mut rng);
+        fe.on_tick(t, &mut rng);
         for effect in fe.take_effects() {
             match effect {
                 FeEffect::Done { op, result } => {
@@ -268,6 +294,15 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
         }
         if !cmds_open && waiting.is_empty() && backlog.is_empty() {
             return;
+        }
+    }
+}
+
+fn on_cmd(fe: &FrontEnd, backlog: &mut std::collections::VecDeque<(Op, OpReplyTx)>, cmd: Cmd) {
+    match cmd {
+        Cmd::Op(op, tx) => backlog.push_back((op, tx)),
+        Cmd::Views(tx) => {
+            let _ = tx.send((fe.cluster().cloned(), fe.views().clone()));
         }
     }
 }
