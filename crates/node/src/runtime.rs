@@ -8,7 +8,7 @@
 //! has fsynced it.
 
 use crate::net::{Net, NetConfig, NetEvent};
-use crate::wal::{Wal, WalOptions, WalRecordBytes, WalWriter};
+use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalWriter};
 use anyhow::Context;
 use pactdb_core::msg::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
 use pactdb_core::passive::Bugs;
@@ -179,14 +179,18 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             // thread blocks in fsync.
             tokio::task::yield_now().await;
             let began = Instant::now();
-            let durable_lsn = writer.write_inline(&records);
-            let took = began.elapsed();
-            if took > Duration::from_millis(INLINE_SYNC_SLOW_MS) {
-                tracing::debug!(?took, "slow inline fsync; syncing on the writer thread for a while");
-                inline_paused_until = Instant::now() + Duration::from_millis(INLINE_SYNC_PAUSE_MS);
-            }
-            if let Some(lsn) = durable_lsn {
-                durable(lsn, &mut inputs);
+            match writer.write_inline(&records) {
+                Ok(durable_lsn) => {
+                    let took = began.elapsed();
+                    if took > Duration::from_millis(INLINE_SYNC_SLOW_MS) {
+                        tracing::debug!(?took, "slow inline fsync; syncing on the writer thread for a while");
+                        inline_paused_until = Instant::now() + Duration::from_millis(INLINE_SYNC_PAUSE_MS);
+                    }
+                    if let Some(lsn) = durable_lsn {
+                        durable(lsn, &mut inputs);
+                    }
+                }
+                Err(InlineDeclined) => writer.submit_batch(records).await,
             }
         } else {
             writer.submit_batch(records).await;

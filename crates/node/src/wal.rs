@@ -313,7 +313,14 @@ impl Wal {
         self.poison_on_err(synced)
     }
 
-    /// Counters since open.
+    /// Whether appending `bytes` more (framed) would start a new segment or
+    /// extend the zero-filled tail of this one.
+    fn must_grow_for(&self, bytes: u64) -> bool {
+        let end = self.seg_len + bytes;
+        (self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes)
+            || end > self.file_len.saturating_sub(HEADER_BYTES as u64)
+    }
+
     /// Whether `open` had to cut a torn or corrupt part of the log away.
     pub fn was_cut(&self) -> bool {
         self.was_cut
@@ -427,6 +434,10 @@ impl Wal {
         Ok(())
     }
 }
+
+/// [`WalWriter::write_inline`] left the batch to the writer thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InlineDeclined;
 
 /// The result of reading one segment.
 struct SegmentScan {
@@ -682,10 +693,20 @@ impl WalWriter {
     ///
     /// Panics if the thread still has records to append ([`Self::is_idle`]
     /// is false): writing now would put records out of order.
-    pub fn write_inline(&self, batch: &[WalRecordBytes]) -> Option<u64> {
+    ///
+    /// Declines, writing nothing, when the batch would make the log grow its
+    /// zero-filled tail or start a segment: that is slow (a megabyte to
+    /// write and sync, or a file and directory to sync), and the writer
+    /// thread does it while the caller carries on. Otherwise one slow sync
+    /// in every megabyte would stall the caller, and look like a slow disk.
+    pub fn write_inline(&self, batch: &[WalRecordBytes]) -> Result<Option<u64>, InlineDeclined> {
         assert!(self.is_idle(), "wal: an inline write must not overtake queued records");
         let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
-        append_and_sync(&mut wal, batch)
+        let bytes = batch.iter().map(|r| (HEADER_BYTES + r.bytes.len()) as u64).sum();
+        if wal.must_grow_for(bytes) {
+            return Err(InlineDeclined);
+        }
+        Ok(append_and_sync(&mut wal, batch))
     }
 
     /// Counters of the owned [`Wal`].
@@ -1256,6 +1277,28 @@ mod tests {
     }
 
     #[test]
+    fn inline_writes_leave_growing_the_segment_to_the_writer_thread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let (durable_tx, durable_rx) = std::sync::mpsc::channel::<u64>();
+        let writer = WalWriter::spawn(wal, Box::new(move |lsn| durable_tx.send(lsn).unwrap()));
+        let big = |lsn: u64| WalRecordBytes { lsn, bytes: vec![lsn as u8; 300 * 1024], needs_sync: true };
+        // A fresh segment has no zero tail yet: the first write must grow it.
+        assert_eq!(writer.write_inline(&[big(1)]), Err(InlineDeclined));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(writer.submit_batch(vec![big(1)]));
+        assert_eq!(durable_rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+        // Now 1 MiB of zeros lies ahead: three more fit, the fourth does not.
+        for lsn in 2..=4 {
+            assert_eq!(writer.write_inline(&[big(lsn)]), Ok(Some(lsn)));
+        }
+        assert_eq!(writer.write_inline(&[big(5)]), Err(InlineDeclined));
+        writer.shutdown();
+        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got.len(), 4);
+    }
+
+    #[test]
     fn lazy_records_wait_for_the_next_sync_and_inline_writes_keep_order() {
         let tmp = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
@@ -1275,8 +1318,8 @@ mod tests {
         assert_eq!(writer.stats().syncs, 1);
         assert!(durable_rx.try_recv().is_err(), "no report for a lazy record");
         // An inline write lands after it and its sync covers both.
-        assert_eq!(writer.write_inline(&[rec(4, true)]), Some(4));
-        assert_eq!(writer.write_inline(&[rec(5, false)]), None);
+        assert_eq!(writer.write_inline(&[rec(4, true)]), Ok(Some(4)));
+        assert_eq!(writer.write_inline(&[rec(5, false)]), Ok(None));
         assert_eq!(writer.stats().syncs, 2);
         writer.shutdown();
         let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
