@@ -326,6 +326,7 @@ impl Wal {
         self.was_cut
     }
 
+    /// Counters since open.
     pub fn stats(&self) -> WalStats {
         self.stats
     }
