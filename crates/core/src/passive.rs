@@ -1114,6 +1114,12 @@ impl Replica {
         if !self.check_epoch(ctx, from, &view) {
             return;
         }
+        if !append_is_well_formed(&view, prev_index, prev_epoch, &entries) {
+            // Only a faulty or corrupted peer sends this: taking it would
+            // break the log's order (and its assertions). It is dropped,
+            // never a crash; a correct primary resends what is missing.
+            return;
+        }
         self.reset_primary_deadline(ctx);
         self.last_sent_ms = self.last_sent_ms.max(sent_ms);
         let base = self.log.base_index();
@@ -1125,7 +1131,7 @@ impl Replica {
             // Walk back over the conflicting epoch's run so the primary skips
             // it in one round trip.
             let bad = self.log.epoch_at(prev_index);
-            let mut hint = prev_index - 1;
+            let mut hint = prev_index.saturating_sub(1);
             while hint > base && hint > self.commit_index && self.log.epoch_at(hint) == bad {
                 hint -= 1;
             }
@@ -1139,6 +1145,9 @@ impl Replica {
             }
             match self.log.epoch_at(e.index) {
                 Some(ep) if ep == e.epoch => continue,
+                // A committed entry is never replaced; a primary whose log
+                // disagrees with it is faulty, and its append is dropped.
+                Some(_) if e.index <= self.commit_index => return,
                 Some(_) => {
                     if self.bugs.keep_divergent_suffix {
                         continue;
@@ -1370,4 +1379,20 @@ impl Replica {
             ctx.out.persist(WalRecord::Commit { group: self.group, index: self.commit_index });
         }
     }
+}
+
+/// Whether an append's entries follow `(prev_epoch, prev_index)` as a log
+/// can: consecutive indexes, epochs that never go backwards and never pass
+/// the sender's view.
+fn append_is_well_formed(view: &View, prev_index: Index, prev_epoch: Epoch, entries: &[SharedEntry]) -> bool {
+    let mut index = prev_index;
+    let mut epoch = prev_epoch;
+    for e in entries {
+        if Some(e.index) != index.checked_add(1) || e.epoch < epoch || e.epoch > view.epoch {
+            return false;
+        }
+        index = e.index;
+        epoch = e.epoch;
+    }
+    prev_epoch <= view.epoch
 }
