@@ -151,8 +151,6 @@ pub struct Wal {
     file: File,
     /// Bytes in the current segment, counting those still in `buf`.
     seg_len: u64,
-    /// Bytes of records in the current segment handed to the kernel.
-    written: u64,
     /// Size of the current segment file: its records, then zeros.
     file_len: u64,
     /// Position in the whole log that the next appended record will get.
@@ -260,7 +258,6 @@ impl Wal {
             opts,
             file,
             seg_len,
-            written: seg_len,
             file_len,
             next_seq,
             buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
@@ -316,9 +313,13 @@ impl Wal {
     /// Whether appending `bytes` more (framed) would start a new segment or
     /// extend the zero-filled tail of this one.
     fn must_grow_for(&self, bytes: u64) -> bool {
-        let end = self.seg_len + bytes;
-        (self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes)
-            || end > self.file_len.saturating_sub(HEADER_BYTES as u64)
+        (self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes) || self.zero_tail_too_short(self.seg_len + bytes)
+    }
+
+    /// Whether records ending at `end` leave less than a record header of
+    /// preallocated zeros after them, so the tail must be extended.
+    fn zero_tail_too_short(&self, end: u64) -> bool {
+        end > self.file_len.saturating_sub(HEADER_BYTES as u64)
     }
 
     /// Whether `open` had to cut a torn or corrupt part of the log away.
@@ -367,12 +368,12 @@ impl Wal {
             return Ok(());
         }
         use std::os::unix::fs::FileExt;
-        let end = self.written + self.buf.len() as u64;
-        self.file.write_all_at(&self.buf, self.written)?;
-        self.written = end;
+        // `seg_len` counts the buffered bytes too: they go right before it.
+        let end = self.seg_len;
+        self.file.write_all_at(&self.buf, end - self.buf.len() as u64)?;
         self.file_dirty = true;
         self.buf.clear();
-        if end > self.file_len.saturating_sub(HEADER_BYTES as u64) {
+        if self.zero_tail_too_short(end) {
             // Zeros past the records, so that the syncs of the next chunk's
             // appends find the blocks allocated and the size unchanged. Only
             // bytes past every record are written: nothing of the log moves.
@@ -412,7 +413,6 @@ impl Wal {
         self.file = create_segment(&self.dir, self.next_seq)?;
         self.dir_dirty = true;
         self.seg_len = 0;
-        self.written = 0;
         self.file_len = 0;
         self.stats.segments_created += 1;
         Ok(())
