@@ -462,6 +462,18 @@ impl Harness {
         self.net.clear();
     }
 
+    /// After node 1 (the primary) died: runs round by round, stopping the
+    /// moment node 2 or 3 has won a view (before its first appends of the
+    /// new epoch are delivered), and returns the winner.
+    pub fn run_until_a_backup_leads(&mut self) -> NodeId {
+        self.run_rounds_until(2_000, |h| [2, 3].iter().any(|&n| h.replica(node(n)).is_primary()));
+        if self.replica(node(2)).is_primary() {
+            2
+        } else {
+            3
+        }
+    }
+
     /// Node `n` comes back from its durable records.
     pub fn restart(&mut self, n: NodeId) {
         assert!(!self.nodes.contains_key(&n), "crash it first");
