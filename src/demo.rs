@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use pactdb_client::{call, Client};
-use pactdb_core::msg::{ClientMsg, ClientReply};
 use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs, NodeId};
+use pactdb_core::wire::{ClientMsg, ClientReply};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -7,10 +7,10 @@ mod common;
 use common::TestCluster;
 use pactdb_client::Error;
 use pactdb_core::fe::FeError;
-use pactdb_core::kv::Op;
 use pactdb_core::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use pactdb_core::msg::{self, ClientError, ClientMsg, ClientReply, ClientRequest};
+use pactdb_core::state::op::Op;
 use pactdb_core::types::RequestId;
+use pactdb_core::wire::{self, ClientError, ClientMsg, ClientReply, ClientRequest};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,7 +41,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     let peer1 = cluster.nodes[&1].peer.clone();
 
     // An unknown wire version: the connection is closed, with a logged reason.
-    let status = msg::encode(&ClientMsg::GetStatus);
+    let status = wire::encode(&ClientMsg::GetStatus);
     assert!(closed_after(&node1, &frame(9, &status)).await, "unknown version closes the connection");
     // A frame claiming 4 GiB: closed without allocating it.
     assert!(closed_after(&node1, &[0xff, 0xff, 0xff, 0xff, 1]).await, "oversize frame closes the connection");
@@ -53,7 +53,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     s.send(&[vec![0xee, 0xee, 0xee]]).await.unwrap();
     let mut buf = Vec::new();
     s.recv(&mut buf).await.unwrap();
-    match msg::decode::<ClientReply>(&buf).unwrap() {
+    match wire::decode::<ClientReply>(&buf).unwrap() {
         ClientReply::ProtocolError { reason } => assert!(reason.contains("decode"), "{reason}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use pactdb_client::{call, Client};
-use pactdb_core::msg::{ClientMsg, ClientReply, NodeStatus};
 use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Mode, NodeAddrs, NodeId, View};
+use pactdb_core::wire::{ClientMsg, ClientReply, NodeStatus};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

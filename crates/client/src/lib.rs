@@ -7,9 +7,10 @@
 //! id, which is what makes them exactly-once.
 
 use pactdb_core::fe::{FeEffect, FeError, FeTiming, FrontEnd, OpId};
-use pactdb_core::kv::{Op, OpResult, Versioned};
-use pactdb_core::msg::{self, ClientMsg, ClientReply, NodeStatus};
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::{ClusterMap, NodeId, View};
+use pactdb_core::wire::{self, ClientMsg, ClientReply, NodeStatus};
 use pactdb_node::net::FramedConn;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -62,10 +63,10 @@ pub struct Client {
 pub async fn call(addr: &str, msg: &ClientMsg, timeout: Duration) -> Result<ClientReply, Error> {
     let fut = async {
         let mut conn = FramedConn::connect(addr).await.map_err(|e| Error::Other(format!("connect {addr}: {e}")))?;
-        conn.send(&[msg::encode(msg)]).await.map_err(|e| Error::Other(format!("send to {addr}: {e}")))?;
+        conn.send(&[wire::encode(msg)]).await.map_err(|e| Error::Other(format!("send to {addr}: {e}")))?;
         let mut buf = Vec::new();
         conn.recv(&mut buf).await.map_err(|e| Error::Other(format!("receive from {addr}: {e}")))?;
-        msg::decode::<ClientReply>(&buf).map_err(|e| Error::Other(format!("bad reply from {addr}: {e}")))
+        wire::decode::<ClientReply>(&buf).map_err(|e| Error::Other(format!("bad reply from {addr}: {e}")))
     };
     tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Other(format!("{addr} did not answer in time")))?
 }
@@ -189,7 +190,7 @@ fn spawn_conn(node: NodeId, addr: String, events: mpsc::UnboundedSender<Event>) 
         let read_task = tokio::spawn(async move {
             let mut buf = Vec::new();
             while reader.recv(&mut buf).await.is_ok() {
-                match msg::decode::<ClientReply>(&buf) {
+                match wire::decode::<ClientReply>(&buf) {
                     Ok(r) => {
                         if ev.send(Event::Reply(node, r)).is_err() {
                             return;
@@ -292,9 +293,9 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
                         "members of an active group answered differently from the majority"
                     );
                 }
-                FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, msg::encode(&msg)),
+                FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, wire::encode(&msg)),
                 FeEffect::FetchViews { to } => {
-                    send(&cluster, &mut conns, &ev_tx, to, msg::encode(&ClientMsg::GetViews))
+                    send(&cluster, &mut conns, &ev_tx, to, wire::encode(&ClientMsg::GetViews))
                 }
             }
         }

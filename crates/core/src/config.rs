@@ -9,8 +9,8 @@
 
 use crate::io::{Lsn, Outbox};
 use crate::limits::MAX_CONFIG_QUEUE;
-use crate::msg::{Ballot, ConfigValue, PeerBody, WalRecord};
 use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeId, View};
+use crate::wire::{Ballot, ConfigValue, PeerBody, WalRecord};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -508,7 +508,7 @@ mod tests {
             );
         }
         let mut outcomes = Vec::new();
-        let mut queue: VecDeque<(NodeId, crate::msg::PeerMsg)> = VecDeque::new();
+        let mut queue: VecDeque<(NodeId, crate::wire::PeerMsg)> = VecDeque::new();
         for now in 0..2000u64 {
             for (&from, (p, out)) in props.iter_mut() {
                 out.now = now;

@@ -7,10 +7,10 @@
 //! client library and the simulator carry out its `FeEffect`s and feed back
 //! replies and time.
 
-use crate::kv::{Op, OpResult};
 use crate::limits::MAX_SESSION_RESPONSES;
-use crate::msg::{ClientError, ClientMsg, ClientReply, ClientRequest};
+use crate::state::op::{Op, OpResult};
 use crate::types::{ClusterMap, GroupId, Millis, Mode, NodeId, RequestId, View};
+use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;

@@ -6,8 +6,8 @@
 //! simulator to carry out.
 
 use crate::limits::MAX_GATED_EFFECTS;
-use crate::msg::{ClientMsg, ClientReply, PeerBody, PeerMsg, WalRecord};
 use crate::types::{Millis, NodeId};
+use crate::wire::{ClientMsg, ClientReply, PeerBody, PeerMsg, WalRecord};
 use std::collections::VecDeque;
 
 /// Identifies a client connection to the runtime, so a reply finds its way.
@@ -42,7 +42,7 @@ pub enum Effect {
     },
     /// Append `record` to the WAL and fsync; answer with `Input::Persisted`.
     /// A record that does not [need a sync of its
-    /// own](crate::msg::WalRecord::needs_sync) may wait in the WAL, unsynced,
+    /// own](crate::wire::WalRecord::needs_sync) may wait in the WAL, unsynced,
     /// until a later record is fsynced; a crash may lose it.
     Persist {
         lsn: Lsn,
@@ -175,7 +175,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::Ballot;
+    use crate::wire::Ballot;
 
     #[test]
     fn durable_send_waits_for_its_record() {

@@ -6,16 +6,17 @@
 //! random number generator: time comes in as `now`, randomness from a seed,
 //! and everything the outside world must do leaves as an `Effect`.
 
+pub mod bugs;
 pub mod config;
 pub mod fe;
 pub mod io;
-pub mod kv;
 pub mod limits;
 pub mod log;
-pub mod msg;
 pub mod node;
-pub mod passive;
+pub mod replica;
+pub mod state;
 pub mod types;
+pub mod wire;
 
 pub use io::{ClientToken, Effect, Input, Lsn};
 pub use node::{Node, NodeConfig};

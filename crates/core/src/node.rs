@@ -7,11 +7,12 @@
 //! uses randomness it was not given: the runtime and the simulator drive it
 //! the same way.
 
+use crate::bugs::Bugs;
 use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
-use crate::msg::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
-use crate::passive::{Bugs, Ctx, PassiveTiming, Replica, Requests};
+use crate::replica::{Ctx, Replica, ReplicaTiming, Requests};
 use crate::types::{ClusterMap, GroupId, Millis, NodeId, View};
+use crate::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +25,7 @@ pub struct NodeConfig {
     pub nodes: Vec<NodeId>,
     /// The config store's acceptors (at most 5; a majority must be up).
     pub config_members: Vec<NodeId>,
-    pub passive: PassiveTiming,
+    pub passive: ReplicaTiming,
     pub proposer: ProposerTiming,
     /// How often a node re-reads the views it caches from the config store.
     pub refresh_ms: Millis,
@@ -43,7 +44,7 @@ impl NodeConfig {
             id,
             nodes,
             config_members,
-            passive: PassiveTiming::default(),
+            passive: ReplicaTiming::default(),
             proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
             refresh_ms: 2_000,
             log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,

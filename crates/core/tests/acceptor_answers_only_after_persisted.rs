@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use pactdb_core::msg::{Ballot, ConfigValue, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::types::{Mode, View};
+use pactdb_core::wire::{Ballot, ConfigValue, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::Effect;
 
 const KEY: &str = "test/register";

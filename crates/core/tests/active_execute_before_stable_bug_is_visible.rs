@@ -8,9 +8,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::WalRecord;
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::WalRecord;
 use pactdb_core::Effect;
 
 #[test]

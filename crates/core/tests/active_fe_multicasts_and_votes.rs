@@ -9,9 +9,10 @@ mod common;
 use common::fe::*;
 use common::*;
 use pactdb_core::fe::{FeEffect, FrontEnd, OpId};
-use pactdb_core::kv::{OpResult, Versioned};
-use pactdb_core::msg::{ClientMsg, ClientRequest};
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::OpResult;
 use pactdb_core::types::{Mode, RequestId};
+use pactdb_core::wire::{ClientMsg, ClientRequest};
 use rand_chacha::ChaCha8Rng;
 
 fn active_front_end(voting: bool) -> (FrontEnd, ChaCha8Rng) {

@@ -7,8 +7,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{OpResult, Versioned};
-use pactdb_core::msg::{PeerBody, WalRecord};
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]

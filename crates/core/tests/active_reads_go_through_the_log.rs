@@ -6,8 +6,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{OpResult, Versioned};
-use pactdb_core::msg::{PeerBody, WalRecord};
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]
@@ -93,7 +94,7 @@ fn a_get_sees_every_write_sequenced_before_it_and_none_after() {
         response(rid(8, 2), Ok(OpResult::Value(Some(Versioned { value: b"a".to_vec(), version: 1 }))))
     );
     for n in [1, 2, 3] {
-        let ops: Vec<_> = h.replica(node(n)).log().range(1, 4).map(|e| e.op.clone()).collect();
+        let ops: Vec<_> = h.replica(node(n)).log().range(1, 4).map(|e| sequenced_op(e)).collect();
         assert_eq!(
             ops,
             vec![Some(put("k", "a")), Some(get("other")), Some(get("k")), Some(put("k", "b"))],

@@ -7,8 +7,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{OpResult, Versioned};
-use pactdb_core::msg::{PeerBody, WalRecord};
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]
@@ -100,7 +101,7 @@ fn every_member_executes_in_the_sequencer_order() {
     assert!(h.replies.is_empty());
     for n in [1, 2, 3] {
         let r = h.replica(node(n));
-        let ops: Vec<_> = r.log().range(1, 2).map(|e| (e.request_id, e.op.clone())).collect();
+        let ops: Vec<_> = r.log().range(1, 2).map(|e| (e.request_id().expect("a request"), sequenced_op(e))).collect();
         assert_eq!(ops, vec![(a, Some(put("k", "a"))), (b, Some(put("k", "b")))], "node {n}'s log");
         assert_eq!(r.applied_index(), 2);
         assert_eq!(

@@ -9,11 +9,12 @@ mod common;
 
 use common::fe::*;
 use common::*;
+use pactdb_core::bugs::Bugs;
 use pactdb_core::fe::{FeEffect, FrontEnd};
-use pactdb_core::kv::{OpResult, Versioned};
-use pactdb_core::msg::{ClientMsg, ClientReply};
-use pactdb_core::passive::Bugs;
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::OpResult;
 use pactdb_core::types::{Mode, NodeId};
+use pactdb_core::wire::{ClientMsg, ClientReply};
 use pactdb_core::ClientToken;
 use rand_chacha::ChaCha8Rng;
 

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{PeerBody, WalRecord};
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 
 #[test]
 fn a_backup_that_lost_acked_entries_is_caught_up_and_writes_go_on() {
@@ -35,7 +35,7 @@ fn a_backup_that_lost_acked_entries_is_caught_up_and_writes_go_on() {
     let (t, _) = h.client(node(1), request(rid(7, 3), epoch, put("k3", "v")));
     h.run_until(2_000, |h| !h.replies_to(t).is_empty());
     let reply = h.take_reply(t);
-    assert!(matches!(reply, pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }), "{reply:?}");
+    assert!(matches!(reply, pactdb_core::wire::ClientReply::Response { result: Ok(_), .. }), "{reply:?}");
     h.run_for(50);
     assert_eq!(h.log_ids(node(3)), h.log_ids(node(1)));
     assert_eq!(h.replica(node(3)).kv().digest(), h.replica(node(1)).kv().digest());

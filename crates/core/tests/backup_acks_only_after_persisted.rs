@@ -5,8 +5,10 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{OpResult, Write};
-use pactdb_core::msg::{Entry, PeerBody, WalRecord};
+use pactdb_core::log::{Entry, Payload};
+use pactdb_core::state::kv::Write;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]
@@ -21,10 +23,11 @@ fn backup_acks_an_entry_only_after_it_is_persisted() {
     let expected_entry = Entry {
         epoch: view.epoch,
         index: 1,
-        request_id: rid(7, 1),
-        response: OpResult::Written { version: 1 },
-        effects: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
-        op: None,
+        payload: Payload::Effects {
+            id: rid(7, 1),
+            response: OpResult::Written { version: 1 },
+            writes: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
+        },
     };
     let entry_lsn = match &fx[..] {
         [Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }] => {

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{PeerBody, WalRecord};
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 /// Index 1 of epoch 2 is on every node; index 2 of epoch 2 only on backup 2
@@ -61,7 +61,7 @@ fn a_backup_cuts_the_old_epochs_suffix_the_new_primary_lacks() {
         [Effect::Persist { lsn: cut_lsn, record: WalRecord::Truncate { group: GROUP, index: 1 } }, Effect::Persist { lsn, record: WalRecord::Entry { group: GROUP, entry } }] =>
         {
             assert_eq!(*lsn, cut_lsn + 1);
-            assert_eq!((entry.epoch, entry.index, entry.request_id), (e3, 2, rid(8, 1)));
+            assert_eq!((entry.epoch, entry.index, entry.request_id()), (e3, 2, Some(rid(8, 1))));
         }
         other => panic!("expected [Truncate(1), Entry(3,2)] and no ack before the fsync, got {other:#?}"),
     }
@@ -79,7 +79,7 @@ fn a_backup_cuts_the_old_epochs_suffix_the_new_primary_lacks() {
     assert!(
         h.replies
             .iter()
-            .all(|(_, _, r)| !matches!(r, pactdb_core::msg::ClientReply::Response { id, .. } if *id == rid(7, 2))),
+            .all(|(_, _, r)| !matches!(r, pactdb_core::wire::ClientReply::Response { id, .. } if *id == rid(7, 2))),
         "the cut write was never acknowledged"
     );
 

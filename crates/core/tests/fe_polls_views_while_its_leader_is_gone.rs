@@ -8,7 +8,7 @@ mod common;
 use common::fe::*;
 use common::*;
 use pactdb_core::fe::{FeEffect, FeTiming};
-use pactdb_core::msg::{ClientReply, ClientRequest};
+use pactdb_core::wire::{ClientReply, ClientRequest};
 
 #[test]
 fn an_unreachable_leader_means_polling_views_then_resending_at_once() {

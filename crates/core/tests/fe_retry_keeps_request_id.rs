@@ -7,8 +7,8 @@ mod common;
 use common::fe::*;
 use common::*;
 use pactdb_core::fe::{FeEffect, FeError};
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{ClientError, ClientMsg, ClientReply, ClientRequest};
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 
 #[test]
 fn stale_epoch_and_not_leader_redirect_with_the_same_id() {

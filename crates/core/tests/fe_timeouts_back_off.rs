@@ -7,7 +7,7 @@ mod common;
 use common::fe::*;
 use common::*;
 use pactdb_core::fe::{FeEffect, FeError, FeTiming};
-use pactdb_core::msg::ClientError;
+use pactdb_core::wire::ClientError;
 
 #[test]
 fn unanswered_attempts_back_off_exponentially_with_the_same_id() {

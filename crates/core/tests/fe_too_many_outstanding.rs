@@ -8,8 +8,8 @@ mod common;
 use common::fe::*;
 use common::*;
 use pactdb_core::fe::{FeEffect, FeError};
-use pactdb_core::kv::OpResult;
 use pactdb_core::limits::MAX_SESSION_RESPONSES;
+use pactdb_core::state::op::OpResult;
 
 #[test]
 fn can_submit_and_submit_agree_at_the_window_edge() {

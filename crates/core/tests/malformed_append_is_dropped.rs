@@ -6,19 +6,17 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{Entry, PeerBody, SharedEntry};
+use pactdb_core::log::{Entry, Payload, SharedEntry};
+use pactdb_core::state::op::OpResult;
 use pactdb_core::types::{Epoch, Index};
+use pactdb_core::wire::PeerBody;
 use pactdb_core::Effect;
 
 fn entry(epoch: Epoch, index: Index) -> SharedEntry {
     Entry {
         epoch,
         index,
-        request_id: rid(7, index),
-        response: OpResult::Deleted { existed: false },
-        effects: vec![],
-        op: None,
+        payload: Payload::Effects { id: rid(7, index), response: OpResult::Deleted { existed: false }, writes: vec![] },
     }
     .into()
 }

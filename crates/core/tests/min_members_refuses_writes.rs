@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::ClientError;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::ClientError;
 use pactdb_core::Effect;
 
 /// Winning its own view change goes through the core's `become_primary`
@@ -36,8 +36,8 @@ fn a_view_below_min_members_refuses_writes() {
     // Every kind of write is refused, and nothing is written.
     let writes = [
         put("k", "v2"),
-        pactdb_core::kv::Op::Delete { key: b"k".to_vec() },
-        pactdb_core::kv::Op::Cas { key: b"k".to_vec(), expected_version: 1, value: b"v3".to_vec() },
+        pactdb_core::state::op::Op::Delete { key: b"k".to_vec() },
+        pactdb_core::state::op::Op::Cas { key: b"k".to_vec(), expected_version: 1, value: b"v3".to_vec() },
     ];
     for (seq, op) in (2..).zip(writes) {
         let (token, fx) = h.client(node(1), request(rid(7, seq), view.epoch, op));
@@ -57,7 +57,7 @@ fn a_view_below_min_members_refuses_writes() {
     let (token, fx) = h.client(node(1), request(rid(7, 9), view.epoch, get("k")));
     match &replies(&fx)[..] {
         [(t, reply)] if *t == token => match reply {
-            pactdb_core::msg::ClientReply::Response { result: Ok(OpResult::Value(Some(v))), .. } => {
+            pactdb_core::wire::ClientReply::Response { result: Ok(OpResult::Value(Some(v))), .. } => {
                 assert_eq!((v.value.as_slice(), v.version), (&b"v"[..], 1));
             }
             other => panic!("expected the committed value, got {other:?}"),

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::Op;
 use pactdb_core::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
-use pactdb_core::msg::{ClientError, WalRecord};
+use pactdb_core::state::op::Op;
+use pactdb_core::wire::{ClientError, WalRecord};
 use pactdb_core::Effect;
 
 fn refused(h: &mut Harness, seq: u64, op: Op, error: ClientError) {
@@ -50,5 +50,5 @@ fn the_limits_themselves_are_accepted() {
     assert!(replies(&fx).is_empty(), "{:?}", replies(&fx));
     assert!(matches!(&persists(&fx)[..], [(_, WalRecord::Entry { .. })]));
     h.settle();
-    assert!(matches!(h.take_reply(token), pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }));
+    assert!(matches!(h.take_reply(token), pactdb_core::wire::ClientReply::Response { result: Ok(_), .. }));
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
+use pactdb_core::state::op::OpResult;
 
 #[test]
 fn inherited_entries_commit_only_with_the_new_primarys_noop() {
@@ -60,8 +60,8 @@ fn a_client_cannot_use_the_noop_request_id() {
     match &replies(&fx)[..] {
         [(
             tok,
-            pactdb_core::msg::ClientReply::Response {
-                result: Err(pactdb_core::msg::ClientError::Malformed { .. }),
+            pactdb_core::wire::ClientReply::Response {
+                result: Err(pactdb_core::wire::ClientError::Malformed { .. }),
                 ..
             },
         )] => {

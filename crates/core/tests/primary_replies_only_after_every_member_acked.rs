@@ -5,8 +5,10 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{OpResult, Write};
-use pactdb_core::msg::{Entry, PeerBody, WalRecord};
+use pactdb_core::log::{Entry, Payload};
+use pactdb_core::state::kv::Write;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]
@@ -20,10 +22,11 @@ fn primary_replies_only_after_every_member_acked() {
     let expected = Entry {
         epoch: view.epoch,
         index: 1,
-        request_id: id,
-        response: OpResult::Written { version: 1 },
-        effects: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
-        op: None,
+        payload: Payload::Effects {
+            id,
+            response: OpResult::Written { version: 1 },
+            writes: vec![Write::Put { key: b"k".to_vec(), value: b"v".to_vec(), version: 1 }],
+        },
     };
     match &fx[..] {
         [Effect::Persist { record: WalRecord::Entry { group: GROUP, entry }, .. }, Effect::Send { to: 2, msg: m2 }, Effect::Send { to: 3, msg: m3 }] =>

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{ClientError, PeerBody};
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{ClientError, PeerBody};
 use pactdb_core::Effect;
 
 fn no_lease() -> Result<OpResult, ClientError> {
@@ -73,7 +73,7 @@ fn a_lapsed_lease_serves_no_reads() {
     // heartbeat was sent, so it ends `lease_ms` after that, not after the ack.
     h.isolate(node(2));
     let sent = h.now; // three_nodes() ends with an acked heartbeat sent now
-    let lease_ms = pactdb_core::passive::PassiveTiming::default().lease_ms;
+    let lease_ms = pactdb_core::replica::ReplicaTiming::default().lease_ms;
     h.now = sent + lease_ms - 1;
     let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
     assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 2), Ok(OpResult::Value(None))) }]);
@@ -95,7 +95,7 @@ fn a_read_of_an_uncommitted_write_waits_for_its_commit() {
     let written = h.take_reply(wtoken);
     assert_eq!(written, response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
     match h.take_reply(rtoken) {
-        pactdb_core::msg::ClientReply::Response { id, result: Ok(OpResult::Value(Some(v))) } => {
+        pactdb_core::wire::ClientReply::Response { id, result: Ok(OpResult::Value(Some(v))) } => {
             assert_eq!((id, v.value.as_slice(), v.version), (rid(8, 1), &b"v"[..], 1));
         }
         other => panic!("expected the written value, got {other:?}"),

@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{ClientError, PeerBody, WalRecord};
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{ClientError, PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 #[test]
@@ -21,7 +21,7 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     // but the primary crashes before its own fsync: its WAL lacks it.
     let (t1, _) = h.client(node(1), request(rid(7, 1), e2, put("a", "1")));
     h.settle();
-    assert!(matches!(h.take_reply(t1), pactdb_core::msg::ClientReply::Response { result: Ok(_), .. }));
+    assert!(matches!(h.take_reply(t1), pactdb_core::wire::ClientReply::Response { result: Ok(_), .. }));
     h.client(node(1), request(rid(7, 2), e2, put("b", "2")));
     h.crash_primary_after_backups_persist();
     assert!(!h.wal[&1].iter().any(|r| matches!(r, WalRecord::Entry { entry, .. } if entry.index == 2)));

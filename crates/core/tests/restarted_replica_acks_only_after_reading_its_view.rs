@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use pactdb_core::msg::PeerBody;
+use pactdb_core::wire::PeerBody;
 
 #[test]
 fn a_restarted_backup_acks_only_once_its_view_is_confirmed() {

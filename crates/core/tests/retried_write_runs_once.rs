@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{Op, OpResult};
-use pactdb_core::msg::WalRecord;
+use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::wire::WalRecord;
 use pactdb_core::Effect;
 
 #[test]

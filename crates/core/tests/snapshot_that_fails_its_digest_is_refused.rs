@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::{KvStore, Sessions, Write};
-use pactdb_core::msg::{self, PeerBody, Snapshot, WalRecord};
+use pactdb_core::state::kv::{KvStore, Write};
+use pactdb_core::state::{Snapshot, StateMachine};
+use pactdb_core::wire::{self, PeerBody, WalRecord};
 use pactdb_core::Effect;
 
 fn state_with_one_key() -> KvStore {
@@ -17,7 +18,7 @@ fn state_with_one_key() -> KvStore {
 
 fn install(h: &mut Harness, kv: KvStore) -> Vec<Effect> {
     let view = h.view(node(2));
-    let snapshot = Snapshot { index: 5, epoch: view.epoch, kv, sessions: Sessions::default() };
+    let snapshot = Snapshot { index: 5, epoch: view.epoch, state: StateMachine { kv, ..StateMachine::default() } };
     let sent_ms = h.now;
     h.inject(node(2), node(1), PeerBody::InstallSnapshot { view, snapshot: Box::new(snapshot), sent_ms })
 }
@@ -31,10 +32,10 @@ fn a_snapshot_whose_state_does_not_match_its_digest_is_refused() {
     let mut h = Harness::three_nodes();
     // The only way to get a wrong digest is to tamper with the encoded
     // state, as a damaged message would: the digest is its last field.
-    let mut bytes = msg::encode(&state_with_one_key());
+    let mut bytes = wire::encode(&state_with_one_key());
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    let tampered: KvStore = msg::decode(&bytes).expect("still decodes");
+    let tampered: KvStore = wire::decode(&bytes).expect("still decodes");
     assert_ne!(tampered.digest(), tampered.recompute_digest());
 
     let fx = install(&mut h, tampered);

@@ -5,9 +5,10 @@
 mod common;
 
 use common::*;
-use pactdb_core::kv::OpResult;
-use pactdb_core::msg::{ClientError, Entry, PeerBody, PeerMsg};
-use pactdb_core::passive::Role;
+use pactdb_core::log::{Entry, Payload};
+use pactdb_core::replica::Role;
+use pactdb_core::state::op::OpResult;
+use pactdb_core::wire::{ClientError, PeerBody, PeerMsg};
 use pactdb_core::Effect;
 
 #[test]
@@ -45,10 +46,7 @@ fn an_append_from_an_old_epoch_gets_the_current_view() {
     let entry = Entry {
         epoch: 1,
         index: 1,
-        request_id: rid(7, 1),
-        response: OpResult::Deleted { existed: false },
-        effects: vec![],
-        op: None,
+        payload: Payload::Effects { id: rid(7, 1), response: OpResult::Deleted { existed: false }, writes: vec![] },
     };
     let fx = h.inject(
         node(2),

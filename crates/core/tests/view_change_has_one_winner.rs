@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use pactdb_core::msg::PeerBody;
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
 use pactdb_core::types::View;
+use pactdb_core::wire::PeerBody;
 
 /// Every view any node announced or streamed with, by epoch.
 fn views_seen(h: &Harness) -> Vec<View> {

@@ -10,8 +10,8 @@
 use crate::net::{Net, NetConfig, NetEvent};
 use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalWriter};
 use anyhow::Context;
-use pactdb_core::msg::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
+use pactdb_core::wire::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
 use pactdb_core::{Effect, Input, Node, NodeConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -71,7 +71,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     }
     let mut records = Vec::with_capacity(raw.len());
     for (i, r) in raw.iter().enumerate() {
-        let rec: WalRecord = msg::decode(r).map_err(|e| {
+        let rec: WalRecord = wire::decode(r).map_err(|e| {
             anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display())
         })?;
         records.push(rec);
@@ -161,10 +161,10 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         let mut records = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Send { to, msg } => net.send_to_peer(to, msg::encode(&msg)),
-                Effect::Reply { token, reply } => net.send_to_client(token, msg::encode(&reply)),
+                Effect::Send { to, msg } => net.send_to_peer(to, wire::encode(&msg)),
+                Effect::Reply { token, reply } => net.send_to_client(token, wire::encode(&reply)),
                 Effect::Persist { lsn, record } => {
-                    records.push(WalRecordBytes { lsn, bytes: msg::encode(&record), needs_sync: record.needs_sync() })
+                    records.push(WalRecordBytes { lsn, bytes: wire::encode(&record), needs_sync: record.needs_sync() })
                 }
             }
         }
@@ -212,16 +212,16 @@ fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Resu
 /// are logged and dropped; undecodable client messages get a clear error.
 fn push_event(net: &Net, inputs: &mut Vec<Input>, ev: NetEvent) {
     match ev {
-        NetEvent::Peer { payload } => match msg::decode::<PeerMsg>(&payload) {
+        NetEvent::Peer { payload } => match wire::decode::<PeerMsg>(&payload) {
             Ok(m) => inputs.push(Input::Peer(m)),
             Err(e) => tracing::warn!("dropping an undecodable peer message ({} bytes): {e}", payload.len()),
         },
-        NetEvent::Client { conn, payload } => match msg::decode::<ClientMsg>(&payload) {
+        NetEvent::Client { conn, payload } => match wire::decode::<ClientMsg>(&payload) {
             Ok(m) => inputs.push(Input::Client { token: conn, msg: m }),
             Err(e) => {
                 tracing::warn!(conn, "undecodable client message ({} bytes): {e}", payload.len());
                 let reply = ClientReply::ProtocolError { reason: format!("cannot decode the request: {e}") };
-                net.send_to_client(conn, msg::encode(&reply));
+                net.send_to_client(conn, wire::encode(&reply));
             }
         },
         NetEvent::ClientClosed { .. } => {}

@@ -5,7 +5,7 @@
 //! except `diverge-state`, which models one faulty member (see
 //! `sim::World::bugs_for`).
 
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
 
 /// Every injectable bug, by its command-line name. The last two concern
 /// active groups only.

@@ -9,7 +9,7 @@
 use crate::bugs::{bug_names, parse_bug};
 use crate::plan::{Shape, SimMode};
 use crate::sim::{run_seed_with, RunReport, SimOptions};
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;

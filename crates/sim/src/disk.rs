@@ -7,7 +7,7 @@
 //! record that no surviving prefix explains: the WAL is append-only, so what
 //! survives a crash is always a prefix of what was written.
 
-use pactdb_core::msg::WalRecord;
+use pactdb_core::wire::WalRecord;
 use pactdb_core::Lsn;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

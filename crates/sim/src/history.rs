@@ -4,7 +4,8 @@
 //! Times are global simulated microseconds (real time, as an outside
 //! observer would measure it), not any node's drifting clock.
 
-use pactdb_core::kv::{Key, Op, OpResult};
+use pactdb_core::state::kv::Key;
+use pactdb_core::state::op::{Op, OpResult};
 
 /// Global simulated time in microseconds.
 pub type Micros = u64;

@@ -12,7 +12,7 @@
 
 use crate::history::Micros;
 use pactdb_core::node::Node;
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
 use pactdb_core::types::{Epoch, GroupId, Index, NodeId, View};
 use std::collections::{BTreeMap, HashMap};
 

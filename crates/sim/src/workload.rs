@@ -11,7 +11,8 @@
 use crate::history::{History, Micros, Outcome};
 use crate::plan::OpMix;
 use pactdb_core::fe::{FeTiming, FrontEnd, OpId};
-use pactdb_core::kv::{Key, Op, OpResult};
+use pactdb_core::state::kv::Key;
+use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::NodeId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

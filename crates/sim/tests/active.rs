@@ -8,7 +8,7 @@
 //! They share the CI budget with `tests/sim.rs`, so each stops as early as
 //! its claim allows. `PACTDB_SIM_SEEDS` raises the number of clean seeds.
 
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
 use pactdb_sim::{all_cores, describe_failures, parse_bug, run_seeds_with, RunReport, Shape, SimMode, SimOptions};
 
 fn active(bugs: Bugs) -> SimOptions {

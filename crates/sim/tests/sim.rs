@@ -5,7 +5,7 @@
 //! They share the CI budget, so each stops as early as its claim allows.
 //! `PACTDB_SIM_SEEDS` raises the number of clean seeds for a longer run.
 
-use pactdb_core::passive::Bugs;
+use pactdb_core::bugs::Bugs;
 use pactdb_sim::{all_cores, bug_names, describe_failures, parse_bug, run_seed, run_seeds, RunReport};
 
 #[test]

@@ -8,10 +8,12 @@
 //! scene; the assertions of a test use the fine ones.
 #![allow(dead_code)]
 
-use pactdb_core::kv::{Op, OpResult};
-use pactdb_core::msg::{ClientMsg, ClientReply, ClientRequest, Entry, PeerBody, PeerMsg, WalRecord};
-use pactdb_core::passive::{Bugs, PassiveTiming, Replica, Role};
+use pactdb_core::bugs::Bugs;
+use pactdb_core::log::{Entry, Payload};
+use pactdb_core::replica::{Replica, ReplicaTiming, Role};
+use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::{ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View};
+use pactdb_core::wire::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,13 +24,13 @@ pub const GROUP: GroupId = 0;
 /// as a backup, or from winning in a new incarnation): `primary_suspect_ms`
 /// of the default timing, which the nodes of the harness run with.
 pub fn lease_wait_ms() -> Millis {
-    PassiveTiming::default().primary_suspect_ms
+    ReplicaTiming::default().primary_suspect_ms
 }
 
 /// The answer of a new passive primary that is still waiting out its
 /// predecessor's read lease.
-pub fn waiting_out_lease() -> pactdb_core::msg::ClientError {
-    pactdb_core::msg::ClientError::Unavailable {
+pub fn waiting_out_lease() -> pactdb_core::wire::ClientError {
+    pactdb_core::wire::ClientError::Unavailable {
         reason: "a new primary is waiting out its predecessor's read lease".into(),
     }
 }
@@ -74,13 +76,21 @@ pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
 }
 
 /// An active group's log entry: the request `op`, sequenced at `index` and
-/// not executed (no response, no effects).
+/// not executed.
 pub fn sequenced(epoch: Epoch, index: u64, id: RequestId, op: Op) -> Entry {
-    Entry { epoch, index, request_id: id, response: OpResult::Value(None), effects: Vec::new(), op: Some(op) }
+    Entry { epoch, index, payload: Payload::Sequenced { id, op } }
+}
+
+/// The request an active group's entry carries, if it carries one.
+pub fn sequenced_op(e: &Entry) -> Option<Op> {
+    match &e.payload {
+        Payload::Sequenced { op, .. } => Some(op.clone()),
+        _ => None,
+    }
 }
 
 /// The reply a node gives to a key-value request.
-pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::msg::ClientError>) -> ClientReply {
+pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>) -> ClientReply {
     ClientReply::Response { id, result }
 }
 
@@ -208,7 +218,7 @@ impl Harness {
     /// Node 1, primary, heartbeats once (at the first tick its heartbeat
     /// is due; for a fresh primary, the very next one) and hears every ack.
     pub fn first_heartbeat(&mut self) {
-        let deadline = self.now + PassiveTiming::default().heartbeat_ms;
+        let deadline = self.now + ReplicaTiming::default().heartbeat_ms;
         loop {
             assert!(self.now < deadline, "node 1 sends no heartbeat");
             self.advance(1);

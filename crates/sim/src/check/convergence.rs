@@ -12,7 +12,7 @@
 
 use super::{FinalReplica, Violation};
 use crate::observe::Observations;
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
 use pactdb_core::types::{ClusterMap, NodeId};
 
 const PROPERTY: &str = "replicas converge";

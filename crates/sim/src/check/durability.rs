@@ -19,8 +19,9 @@
 use super::{FinalReplica, Violation};
 use crate::history::{show, History, OpRecord};
 use crate::observe::Observations;
-use pactdb_core::kv::{Op, OpResult, Versioned};
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
+use pactdb_core::state::kv::Versioned;
+use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::{ClusterMap, GroupId, NodeId};
 use std::collections::BTreeMap;
 

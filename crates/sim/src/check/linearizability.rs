@@ -37,7 +37,7 @@
 
 use super::Violation;
 use crate::history::{show, History, Micros, OpRecord, Outcome};
-use pactdb_core::kv::{Op, OpResult};
+use pactdb_core::state::op::{Op, OpResult};
 use std::collections::{BTreeMap, HashSet};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -524,7 +524,7 @@ fn describe(o: &Timed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pactdb_core::kv::Versioned;
+    use pactdb_core::state::kv::Versioned;
 
     fn rec(h: &mut History, client: usize, op: Op, t: (Micros, Option<Micros>), outcome: Outcome) {
         let id = h.invoke(client, op, t.0);

@@ -47,7 +47,7 @@ pub fn check(history: &History, heal_at: Micros, end_at: Micros) -> Vec<Violatio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pactdb_core::kv::{Op, OpResult};
+    use pactdb_core::state::op::{Op, OpResult};
 
     #[test]
     fn rejects_an_operation_stuck_after_heal() {

@@ -15,8 +15,8 @@ pub mod liveness;
 
 use crate::history::{History, Micros};
 use crate::observe::Observations;
-use pactdb_core::kv::{Key, Versioned};
-use pactdb_core::passive::Role;
+use pactdb_core::replica::Role;
+use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::types::{ClusterMap, GroupId, Index, NodeId, View};
 
 /// One violated property, with enough detail to start debugging.

@@ -1,12 +1,15 @@
 //! A group's replicated log in memory: the entries after a base position
-//! (everything at or before the base has been applied and compacted away).
+//! (everything at or before the base has been applied and compacted away),
+//! and what an entry is (`entry.rs`).
 //!
 //! It owns only the sequence; durability is the replica's business. It must
 //! never let two entries with the same (epoch, index) differ, which the
 //! replicas guarantee by truncating before they overwrite.
 
-use crate::msg::{Entry, SharedEntry};
+pub mod entry;
+
 use crate::types::{Epoch, Index};
+pub use entry::{Entry, Payload, SharedEntry};
 use std::collections::VecDeque;
 
 #[derive(Debug, Default, Clone)]
@@ -99,17 +102,15 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::OpResult;
+    use crate::state::op::OpResult;
     use crate::types::RequestId;
 
     fn e(epoch: Epoch, index: Index) -> Entry {
+        let id = RequestId { client: 1, seq: index };
         Entry {
             epoch,
             index,
-            request_id: RequestId { client: 1, seq: index },
-            response: OpResult::Deleted { existed: false },
-            effects: vec![],
-            op: None,
+            payload: Payload::Effects { id, response: OpResult::Deleted { existed: false }, writes: vec![] },
         }
     }
 

@@ -1,0 +1,73 @@
+//! Active replication's execution strategy: the sequencer (the view's
+//! leader) only orders requests (`Payload::Sequenced`); every member
+//! executes each one once it is stable (held durably by every member), in
+//! log order, and answers the clients that asked it. Reads go through the
+//! log like writes, so no lease is involved.
+//!
+//! It must never execute an entry before it is stable (see
+//! `Bugs::execute_before_stable`), and never sequence a request id twice.
+
+use super::{Ctx, Replica};
+use crate::io::{ClientToken, Outbox};
+use crate::limits::MAX_AWAITING;
+use crate::log::{Entry, Payload};
+use crate::state::op::{Op, OpResult};
+use crate::state::sessions::Dedup;
+use crate::types::RequestId;
+use crate::wire::{ClientReply, ClientRequest};
+
+impl Replica {
+    /// The sequencer orders a request: it appends it, unexecuted; every
+    /// member, this one included, executes it once every member holds it
+    /// durably.
+    pub(super) fn sequence(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, op: Op) {
+        let epoch = self.view.as_ref().expect("sequencer has a view").epoch;
+        let index = self.log.last_index() + 1;
+        self.await_answer(token, id);
+        let entry = Entry { epoch, index, payload: Payload::Sequenced { id, op } };
+        self.note_pending(&entry);
+        self.append_local(ctx, entry);
+        self.dirty = true;
+    }
+
+    /// Active mode, a member that is not the sequencer: it answers a request
+    /// only by executing it, so it remembers who asked. A retry of a request
+    /// it already executed gets the recorded answer at once.
+    pub(super) fn on_member_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
+        if req.op.validate().is_err() || req.id == RequestId::NOOP {
+            // The sequencer answers with the error; members stay silent.
+            return;
+        }
+        match self.state.sessions.lookup(req.id) {
+            Dedup::Done(r) => {
+                let result = Ok(r.clone());
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+            }
+            Dedup::Expired => {}
+            Dedup::New => self.await_answer(token, req.id),
+        }
+    }
+
+    pub(super) fn await_answer(&mut self, token: ClientToken, id: RequestId) {
+        let tokens = self.awaiting.entry(id).or_default();
+        if tokens.is_empty() {
+            self.awaiting_order.push_back(id);
+        }
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+        while self.awaiting_order.len() > MAX_AWAITING {
+            let old = self.awaiting_order.pop_front().expect("non-empty");
+            self.awaiting.remove(&old);
+        }
+    }
+
+    /// Active mode: this member answers every client that asked it.
+    pub(super) fn answer_awaiting(&mut self, out: &mut Outbox, id: RequestId, response: &OpResult) {
+        if let Some(tokens) = self.awaiting.remove(&id) {
+            for token in tokens {
+                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The primary's (or sequencer's) side of log replication: streaming
+//! entries to every member within the in-flight window, taking acks and
+//! rejects, catching joiners up (with a snapshot when the entries are gone),
+//! the commit rule, and the lease that lets it serve reads alone.
+//!
+//! It must never count an entry committed before its own copy is durable
+//! and every member of the view (and a learner being admitted) acked it,
+//! and never commit past the last entry of its own epoch.
+
+use super::{Ctx, Replica, SNAPSHOT_RETRY_FACTOR};
+use crate::limits::{MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES};
+use crate::log::Entry;
+use crate::state::kv::{Versioned, Write};
+use crate::state::Snapshot;
+use crate::types::{Epoch, Index, Millis, NodeId, View};
+use crate::wire::{ClientReply, PeerBody};
+
+impl Replica {
+    /// Sends whatever each backup is missing, bounded by the in-flight window.
+    pub(super) fn send_appends(&mut self, ctx: &mut Ctx, to: NodeId, heartbeat: bool) {
+        let view = self.view.clone().expect("primary has a view");
+        let now = ctx.out.now();
+        let last = self.log.last_index();
+        let base = self.log.base_index();
+        let commit = self.commit_index;
+        let Some(p) = self.progress.get_mut(&to) else { return };
+        let mut sent_any = false;
+        while p.next_index <= last && p.next_index - p.match_index <= MAX_INFLIGHT_ENTRIES {
+            if p.next_index <= base {
+                break;
+            }
+            let prev_index = p.next_index - 1;
+            let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            for e in self.log.range(p.next_index, last) {
+                if entries.len() >= MAX_APPEND_ENTRIES || (bytes > 0 && bytes + e.payload_bytes() > MAX_APPEND_BYTES) {
+                    break;
+                }
+                bytes += e.payload_bytes();
+                entries.push(e.clone());
+            }
+            p.next_index += entries.len() as Index;
+            ctx.out.send(
+                to,
+                PeerBody::Append {
+                    view: view.clone(),
+                    prev_index,
+                    prev_epoch,
+                    entries,
+                    commit_index: commit,
+                    sent_ms: now,
+                },
+            );
+            sent_any = true;
+        }
+        if p.next_index <= base {
+            // The backup needs entries this log no longer has: send the state.
+            // A snapshot is the whole state: cloning, encoding and installing
+            // it takes long under load, so it is resent only after a long
+            // silence. Resending it every retransmit period made a busy
+            // primary clone its state over and over while the first copy was
+            // still on its way (found by the benchmark at 200,000 entries).
+            if p.snapshot_sent_ms.is_none_or(|t| now >= t + SNAPSHOT_RETRY_FACTOR * self.timing.retransmit_ms) {
+                p.snapshot_sent_ms = Some(now);
+                let snapshot = Snapshot {
+                    index: self.applied_index,
+                    epoch: self.log.epoch_at(self.applied_index).unwrap_or(0),
+                    state: self.state.clone(),
+                };
+                ctx.out.send(to, PeerBody::InstallSnapshot { view, snapshot: Box::new(snapshot), sent_ms: now });
+            }
+            return;
+        }
+        if heartbeat && !sent_any {
+            let prev_index = p.match_index.max(base);
+            let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
+            ctx.out.send(
+                to,
+                PeerBody::Append {
+                    view,
+                    prev_index,
+                    prev_epoch,
+                    entries: Vec::new(),
+                    commit_index: commit,
+                    sent_ms: now,
+                },
+            );
+        }
+    }
+
+    pub fn on_append_ack(&mut self, ctx: &mut Ctx, from: NodeId, epoch: Epoch, match_index: Index, sent_ms: Millis) {
+        if !self.is_primary() || self.view.as_ref().is_some_and(|v| v.epoch != epoch) {
+            return;
+        }
+        let now = ctx.out.now();
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_ack_ms = now;
+        p.lease_sent_ms = Some(p.lease_sent_ms.map_or(sent_ms, |s| s.max(sent_ms)));
+        let match_index = match_index.min(last);
+        if match_index > p.match_index {
+            p.match_index = match_index;
+            p.last_progress_ms = now;
+        }
+        p.next_index = p.next_index.max(p.match_index + 1);
+        // A learner holding everything committed is as current as any member:
+        // from its admission on, commits wait for it. Asking it to be within
+        // a few entries of the primary's last index as well could never hold
+        // under a steady write load, so a removed backup stayed out forever.
+        // Everything committed includes what an earlier primary may have
+        // committed of the inherited suffix, before this primary's own commit
+        // index covers it (found by the simulator: a learner admitted while
+        // the no-op was pending lacked entries the previous primary had
+        // committed, then won a view without them).
+        let learner_caught_up = p.learner && p.match_index >= self.commit_index.max(self.inherited_upto);
+        self.advance_commit(ctx);
+        if learner_caught_up && !self.view_change_in_flight {
+            let view = self.view.clone().expect("primary has a view");
+            let mut members = view.members.clone();
+            members.push(from);
+            self.admitting = Some(from);
+            let next = view.next(self.me, members);
+            self.propose_view(ctx, next);
+        }
+        self.send_appends(ctx, from, false);
+    }
+
+    pub fn on_append_reject(&mut self, ctx: &mut Ctx, from: NodeId, epoch: Epoch, last_index: Index) {
+        if !self.is_primary() || self.view.as_ref().is_some_and(|v| v.epoch != epoch) {
+            return;
+        }
+        let now = ctx.out.now();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        p.last_ack_ms = now;
+        // A log shorter than what the backup acked means it lost acked
+        // entries (its WAL was cut at recovery). Keeping the old match would
+        // probe past its end forever, in a hot reject loop, and stall commit.
+        // (Lowering match never lowers commit_index; at worst a reordered
+        // reject costs a resend.)
+        p.match_index = p.match_index.min(last_index);
+        p.next_index = (last_index + 1).max(p.match_index + 1).min(p.next_index);
+        p.last_progress_ms = now;
+        self.send_appends(ctx, from, true);
+    }
+
+    pub fn on_join(&mut self, ctx: &mut Ctx, from: NodeId, last_index: Index) {
+        if !self.is_primary() {
+            if let Some(v) = &self.view {
+                ctx.out.send(from, PeerBody::StaleEpoch { view: v.clone() });
+            }
+            return;
+        }
+        let now = ctx.out.now();
+        let is_member = self.view.as_ref().is_some_and(|v| v.is_member(from));
+        let fresh = self.fresh_progress(now, !is_member);
+        let p = self.progress.entry(from).or_insert(fresh);
+        p.last_ack_ms = now;
+        p.next_index = p.next_index.min(last_index + 1).max(p.match_index + 1);
+        self.send_appends(ctx, from, true);
+    }
+
+    pub(super) fn advance_commit(&mut self, ctx: &mut Ctx) {
+        let view = self.view.clone().expect("primary has a view");
+        let mut commit = self.durable_index;
+        if self.bugs.reply_before_replicated {
+            commit = self.log.last_index();
+        }
+        for m in view.members.iter().chain(self.admitting.iter()).chain(self.unresolved_admission.iter()) {
+            if *m == self.me {
+                continue;
+            }
+            let matched = self.progress.get(m).map_or(0, |p| p.match_index);
+            if !self.bugs.reply_before_replicated {
+                commit = commit.min(matched);
+            }
+        }
+        // Only an entry of this primary's epoch commits, and with it all
+        // before it: an inherited entry counted as committed on its own
+        // leaves no durable trace of this epoch on the members (see
+        // `Entry::noop`).
+        let own_epoch = self.log.epoch_at(commit) == Some(view.epoch) || self.bugs.reply_before_replicated;
+        if commit > self.commit_index && own_epoch {
+            self.commit_index = commit;
+            self.apply_committed_primary(ctx);
+        }
+    }
+
+    pub(super) fn apply_committed_primary(&mut self, ctx: &mut Ctx) {
+        let from = self.applied_index + 1;
+        let to = self.commit_index;
+        // The log is lent out while its entries are applied, so they are
+        // read in place rather than cloned (nothing below touches the log).
+        let log = std::mem::take(&mut self.log);
+        for e in log.range(from, to) {
+            let answer = self.apply_entry(e);
+            self.forget_pending(e);
+            let Some((id, response)) = answer else { continue };
+            self.answer_awaiting(ctx.out, id, &response);
+            if let Some(ws) = self.waiters.remove(&e.index) {
+                for (token, id) in ws {
+                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+                }
+            }
+        }
+        self.log = log;
+        while let Some((&i, _)) = self.parked_reads.first_key_value() {
+            if i > self.commit_index {
+                break;
+            }
+            let (_, rs) = self.parked_reads.pop_first().expect("non-empty");
+            self.parked_count -= rs.len();
+            for (token, id, result) in rs {
+                ctx.out.reply(token, ClientReply::Response { id, result: Ok(result) });
+            }
+        }
+        self.compact();
+    }
+
+    /// Heartbeats, retransmissions, and the view changes a primary makes:
+    /// dropping members that stopped acking, settling an admission.
+    pub(super) fn tick_primary(&mut self, ctx: &mut Ctx, view: &View) {
+        let now = ctx.out.now();
+        self.append_noop_if_inherited(ctx);
+        if now >= self.next_heartbeat_ms {
+            self.next_heartbeat_ms = now + self.timing.heartbeat_ms;
+            let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+            for p in peers {
+                self.send_appends(ctx, p, true);
+            }
+        }
+        let mut resend = Vec::new();
+        for (&id, p) in self.progress.iter_mut() {
+            if p.match_index < self.log.last_index() && now >= p.last_progress_ms + self.timing.retransmit_ms {
+                p.next_index = p.match_index + 1;
+                p.last_progress_ms = now;
+                resend.push(id);
+            }
+        }
+        for id in resend {
+            self.send_appends(ctx, id, false);
+        }
+        // Forget learners that went quiet.
+        let timeout = self.timing.backup_timeout_ms;
+        let admitted = [self.admitting, self.unresolved_admission];
+        self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
+        if self.unresolved_admission.is_some() && !self.view_change_in_flight {
+            // Settle the register: a new epoch with the same members
+            // either wins (the old admission can no longer be chosen)
+            // or reports the view that did.
+            let next = view.next(self.me, view.members.clone());
+            self.propose_view(ctx, next);
+        }
+        if !self.view_change_in_flight {
+            let dead: Vec<NodeId> = view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != self.me)
+                .filter(|m| self.progress.get(m).is_none_or(|p| now >= p.last_ack_ms + timeout))
+                .collect();
+            if !dead.is_empty() {
+                let members = view.members.iter().copied().filter(|m| !dead.contains(m)).collect();
+                let next = view.next(self.me, members);
+                self.propose_view(ctx, next);
+            }
+        }
+    }
+
+    /// Records an entry of the uncommitted suffix: its request id is pending
+    /// (a retry waits for it rather than running again) and, for a passive
+    /// entry, its writes join the overlay that new requests execute against.
+    pub(super) fn note_pending(&mut self, e: &Entry) {
+        if let Some(id) = e.request_id() {
+            self.pending_ids.insert(id, e.index);
+        }
+        for w in e.writes() {
+            let v = match w {
+                Write::Put { value, version, .. } => Some(Versioned { value: value.clone(), version: *version }),
+                Write::Delete { .. } => None,
+            };
+            self.overlay.insert(w.key().to_vec(), (v, e.index));
+        }
+    }
+
+    /// The entry committed: it is no longer pending, and its writes leave
+    /// the overlay unless a later pending entry wrote the key again.
+    pub(super) fn forget_pending(&mut self, e: &Entry) {
+        if let Some(id) = e.request_id() {
+            self.pending_ids.remove(&id);
+        }
+        for w in e.writes() {
+            if self.overlay.get(w.key()).is_some_and(|(_, i)| *i == e.index) {
+                self.overlay.remove(w.key());
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! A replica rebuilt from its WAL after a restart: entries, truncations,
+//! commit hints and snapshots replayed in order.
+//!
+//! It must never treat anything replayed as more than the WAL promised: a
+//! commit hint may have been lost, so only what the last surviving hint
+//! covers is applied here; the rest waits for the primary.
+
+use super::Replica;
+use crate::log::SharedEntry;
+use crate::state::Snapshot;
+use crate::types::Index;
+
+impl Replica {
+    pub fn replay_entry(&mut self, entry: SharedEntry) {
+        if entry.index <= self.log.base_index() {
+            return;
+        }
+        if entry.index <= self.log.last_index() {
+            self.log.truncate_after(entry.index - 1);
+        }
+        self.log.append(entry);
+    }
+
+    pub fn replay_truncate(&mut self, index: Index) {
+        if index >= self.log.base_index() {
+            self.log.truncate_after(index);
+        }
+    }
+
+    pub fn replay_commit(&mut self, index: Index) {
+        self.persisted_commit = self.persisted_commit.max(index);
+    }
+
+    pub fn replay_snapshot(&mut self, snapshot: Snapshot) {
+        self.log.reset_to(snapshot.index, snapshot.epoch);
+        self.state = snapshot.state;
+        self.commit_index = snapshot.index;
+        self.applied_index = snapshot.index;
+        self.persisted_commit = self.persisted_commit.max(snapshot.index);
+    }
+
+    /// Ends recovery: everything replayed is durable, and the entries up to
+    /// the last persisted commit are applied.
+    pub fn finish_replay(&mut self, amnesiac: bool) {
+        self.durable_index = self.log.last_index();
+        self.commit_index = self.persisted_commit.min(self.log.last_index()).max(self.commit_index);
+        self.amnesiac = amnesiac;
+        self.apply_committed(None);
+    }
+}

@@ -1,0 +1,78 @@
+//! The checks every client request to a group passes before either
+//! execution strategy sees it: leadership, epoch, limits, the session table
+//! (a retry gets its recorded answer, or waits for its pending entry), the
+//! view's `min_members`, and back-pressure.
+//!
+//! It must never run a request twice: a request id already executed or
+//! pending never reaches `execute_passive` or `sequence` again.
+
+use super::{Ctx, Replica};
+use crate::io::{ClientToken, Outbox};
+use crate::limits::MAX_UNCOMMITTED_ENTRIES;
+use crate::state::sessions::Dedup;
+use crate::types::{Mode, RequestId};
+use crate::wire::{ClientError, ClientReply, ClientRequest};
+
+impl Replica {
+    pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
+        let id = req.id;
+        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result });
+        let active = self.mode() == Mode::Active;
+        if active && !self.is_primary() {
+            return self.on_member_request(ctx, token, req);
+        }
+        if !self.is_primary() {
+            return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
+        }
+        if id == RequestId::NOOP {
+            let reason = "client id 0 is reserved".to_string();
+            return reply(ctx.out, Err(ClientError::Malformed { reason }));
+        }
+        let view = self.view.clone().expect("primary has a view");
+        if req.epoch != view.epoch {
+            return reply(ctx.out, Err(ClientError::StaleEpoch { view }));
+        }
+        if !active && ctx.out.now() < self.serve_after_ms {
+            let reason = "a new primary is waiting out its predecessor's read lease".to_string();
+            return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
+        if let Err(e) = req.op.validate() {
+            return reply(ctx.out, Err(e.into()));
+        }
+        if req.op.is_read() && !active {
+            return self.read_passive(ctx, token, id, req.op.key());
+        }
+        // Retries are looked up before min_members is enforced: a write that
+        // already ran must get its recorded outcome, not a refusal that would
+        // tell the client a committed write did not happen.
+        if !self.bugs.skip_dedup {
+            match self.state.sessions.lookup(id) {
+                Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
+                Dedup::Expired => return reply(ctx.out, Err(ClientError::SessionExpired)),
+                Dedup::New => {}
+            }
+            if let Some(&index) = self.pending_ids.get(&id) {
+                if active {
+                    self.await_answer(token, id);
+                } else {
+                    self.waiters.entry(index).or_default().push((token, id));
+                }
+                return;
+            }
+        }
+        if view.members.len() < view.min_members && !req.op.is_read() {
+            return reply(
+                ctx.out,
+                Err(ClientError::BelowMinMembers { members: view.members.len(), min_members: view.min_members }),
+            );
+        }
+        if self.log.last_index() - self.commit_index >= MAX_UNCOMMITTED_ENTRIES || ctx.out.overloaded {
+            return reply(ctx.out, Err(ClientError::Busy));
+        }
+        if active {
+            self.sequence(ctx, token, id, req.op);
+        } else {
+            self.execute_passive(ctx, token, id, req.op);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! What clients (front ends, the CLI, the admin tools) and nodes say to each
+//! other: requests, replies, errors and status.
+//!
+//! It owns only the shapes of these messages and the wording of errors.
+//! Every error is a clear, actionable condition a person can read.
+
+use crate::state::op::{LimitError, Op, OpResult};
+use crate::types::{ClusterMap, Epoch, GroupId, Index, NodeId, RequestId, View};
+use serde::{Deserialize, Serialize};
+
+/// Why a client request failed. Each is a clear, actionable condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientError {
+    /// This node does not lead the group; `view` says who does, if known.
+    NotLeader {
+        view: Option<View>,
+    },
+    /// The request named an epoch that is not the group's current one.
+    StaleEpoch {
+        view: View,
+    },
+    KeyTooLarge {
+        len: usize,
+        max: usize,
+    },
+    ValueTooLarge {
+        len: usize,
+        max: usize,
+    },
+    /// The view has fewer members than the group's `min_members`.
+    BelowMinMembers {
+        members: usize,
+        min_members: usize,
+    },
+    /// The request id was forgotten by the session table, so whether it ran
+    /// cannot be told; it is not run again.
+    SessionExpired,
+    /// The node is overloaded; retry after a back-off.
+    Busy,
+    /// The group is not known to this node (yet).
+    UnknownGroup {
+        group: GroupId,
+    },
+    /// The operation could not be completed, for the reason given.
+    Unavailable {
+        reason: String,
+    },
+    /// The request could not be decoded.
+    Malformed {
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NotLeader { view: Some(v) } => {
+                write!(f, "not the leader of group {} (leader is node {} in epoch {})", v.group, v.leader, v.epoch)
+            }
+            ClientError::NotLeader { view: None } => write!(f, "not the leader, and the view is unknown"),
+            ClientError::StaleEpoch { view } => {
+                write!(f, "stale epoch: group {} is at epoch {}", view.group, view.epoch)
+            }
+            ClientError::KeyTooLarge { len, max } => write!(f, "key of {len} bytes exceeds the limit of {max} bytes"),
+            ClientError::ValueTooLarge { len, max } => {
+                write!(f, "value of {len} bytes exceeds the limit of {max} bytes")
+            }
+            ClientError::BelowMinMembers { members, min_members } => write!(
+                f,
+                "writes refused: the group has {members} members in its view, below min_members {min_members}"
+            ),
+            ClientError::SessionExpired => write!(f, "request id too old to tell whether it ran; not run again"),
+            ClientError::Busy => write!(f, "node busy, retry later"),
+            ClientError::UnknownGroup { group } => write!(f, "group {group} is not known to this node"),
+            ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
+            ClientError::Malformed { reason } => write!(f, "malformed request: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A client's key-value request to a group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRequest {
+    pub id: RequestId,
+    pub group: GroupId,
+    /// The epoch of the view the front end believes in.
+    pub epoch: Epoch,
+    pub op: Op,
+}
+
+/// Everything a client (front end, CLI) may send to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    Request(ClientRequest),
+    /// The cluster map and every view this node knows.
+    GetViews,
+    /// This node's status (roles, indexes, digests).
+    GetStatus,
+    /// Store the cluster map and initial views in the config store (only if
+    /// the cluster has none yet).
+    Bootstrap {
+        cluster: ClusterMap,
+    },
+}
+
+/// Per-group status of one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub group: GroupId,
+    pub view: Option<View>,
+    pub role: String,
+    pub last_index: Index,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    pub digest: u64,
+    pub keys: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Everything a node sends back to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientReply {
+    Response {
+        id: RequestId,
+        result: Result<OpResult, ClientError>,
+    },
+    Views {
+        cluster: Option<ClusterMap>,
+        views: Vec<View>,
+    },
+    Status(NodeStatus),
+    Bootstrapped(Result<(), String>),
+    /// The connection is about to be closed because the node could not
+    /// understand what was sent.
+    ProtocolError {
+        reason: String,
+    },
+}
+
+impl From<LimitError> for ClientError {
+    fn from(e: LimitError) -> ClientError {
+        match e {
+            LimitError::KeyTooLarge { len, max } => ClientError::KeyTooLarge { len, max },
+            LimitError::ValueTooLarge { len, max } => ClientError::ValueTooLarge { len, max },
+        }
+    }
+}

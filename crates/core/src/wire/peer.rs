@@ -1,0 +1,108 @@
+//! Messages between nodes: the config store's CASPaxos rounds, log
+//! replication between a group's leader and its members, and joins.
+//!
+//! It owns only the shapes of these messages. Decoding them is bounded and
+//! never panics (see `wire::decode`); what a malformed one means is the
+//! receiving protocol's business, and it must drop, never trip over, one.
+
+use crate::log::SharedEntry;
+use crate::state::Snapshot;
+use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, View};
+use serde::{Deserialize, Serialize};
+
+/// A CASPaxos ballot: (round, proposer). Ordered lexicographically, so two
+/// proposers never use the same ballot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ballot {
+    pub round: u64,
+    pub node: NodeId,
+}
+
+/// The value of a config-store register.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigValue {
+    Cluster(ClusterMap),
+    View(View),
+}
+
+/// Messages between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerMsg {
+    pub from: NodeId,
+    pub body: PeerBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerBody {
+    // Config store (CASPaxos).
+    Prepare {
+        key: String,
+        ballot: Ballot,
+    },
+    Promise {
+        key: String,
+        ballot: Ballot,
+        accepted: Option<(Ballot, ConfigValue)>,
+    },
+    Accept {
+        key: String,
+        ballot: Ballot,
+        value: ConfigValue,
+    },
+    Accepted {
+        key: String,
+        ballot: Ballot,
+    },
+    /// The acceptor has promised a higher ballot; the proposer retries above it.
+    Reject {
+        key: String,
+        ballot: Ballot,
+        promised: Ballot,
+    },
+    /// A view won in the config store, told to everyone so caches refresh fast.
+    ViewAnnounce {
+        view: View,
+    },
+
+    // Passive replication.
+    /// Entries from the primary of `view`, following `(prev_epoch, prev_index)`.
+    Append {
+        view: View,
+        prev_index: Index,
+        prev_epoch: Epoch,
+        entries: Vec<SharedEntry>,
+        commit_index: Index,
+        sent_ms: Millis,
+    },
+    /// The backup holds, durably, every entry up to `match_index` as the
+    /// primary's log has them. Echoes `sent_ms` to extend the primary's lease.
+    AppendAck {
+        group: GroupId,
+        epoch: Epoch,
+        match_index: Index,
+        sent_ms: Millis,
+    },
+    /// The backup's log does not contain `(prev_epoch, prev_index)`; `last_index`
+    /// is a hint where to resume.
+    AppendReject {
+        group: GroupId,
+        epoch: Epoch,
+        last_index: Index,
+    },
+    /// The whole state, for a member too far behind the primary's log.
+    InstallSnapshot {
+        view: View,
+        snapshot: Box<Snapshot>,
+        sent_ms: Millis,
+    },
+    /// A node placed in the group but not in its view asks to be caught up and
+    /// re-admitted.
+    Join {
+        group: GroupId,
+        last_index: Index,
+    },
+    /// The sender is behind: here is the current view.
+    StaleEpoch {
+        view: View,
+    },
+}
