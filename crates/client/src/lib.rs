@@ -2,14 +2,20 @@
 //!
 //! It owns connections to the nodes and one task that drives the core's
 //! `FrontEnd` logic (request ids, routing, redirects, retries, back-off).
-//! Callers see plain `get`/`put`/`delete`/`cas` calls; replication stays
-//! hidden. It must never invent a request id for a retry: retries reuse the
-//! id, which is what makes them exactly-once.
+//! Callers see plain `get`/`put`/`delete`/`cas` calls and transactions
+//! (`begin`, `txn`, `txn_status`; see `txn.rs`); replication stays hidden.
+//! It must never invent a request id for a retry: retries reuse the id,
+//! which is what makes them exactly-once.
+
+mod txn;
+
+pub use pactdb_core::state::txn::{AbortReason, TxnId, TxnOutcome};
+pub use txn::{Committed, Txn, TxnBuilder, TxnError};
 
 use pactdb_core::fe::{FeEffect, FeError, FeTiming, FrontEnd, OpId};
 use pactdb_core::state::kv::Versioned;
 use pactdb_core::state::op::{Op, OpResult};
-use pactdb_core::types::{ClusterMap, NodeId, View};
+use pactdb_core::types::{ClusterMap, NodeId, RequestId, View};
 use pactdb_core::wire::{self, ClientMsg, ClientReply, NodeStatus};
 use pactdb_node::net::FramedConn;
 use rand::SeedableRng;
@@ -38,8 +44,8 @@ pub enum Error {
     Other(String),
 }
 
-/// Where an operation's outcome goes.
-type OpReplyTx = oneshot::Sender<Result<OpResult, FeError>>;
+/// Where an operation's outcome goes, with the request id it ran under.
+type OpReplyTx = oneshot::Sender<(RequestId, Result<OpResult, FeError>)>;
 
 enum Cmd {
     Op(Op, OpReplyTx),
@@ -108,9 +114,15 @@ impl Client {
     }
 
     pub async fn execute(&self, op: Op) -> Result<OpResult, Error> {
+        Ok(self.execute_with_id(op).await?.1?)
+    }
+
+    /// Runs `op` and says which request id it ran under (a transaction's
+    /// id is its commit's).
+    pub(crate) async fn execute_with_id(&self, op: Op) -> Result<(RequestId, Result<OpResult, FeError>), Error> {
         let (tx, rx) = oneshot::channel();
         self.cmds.send(Cmd::Op(op, tx)).await.map_err(|_| Error::Closed)?;
-        Ok(rx.await.map_err(|_| Error::Closed)??)
+        rx.await.map_err(|_| Error::Closed)
     }
 
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, Error> {
@@ -232,7 +244,7 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
     let now = |s: Instant| s.elapsed().as_millis() as u64;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut conns: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut waiting: HashMap<OpId, OpReplyTx> = HashMap::new();
+    let mut waiting: HashMap<OpId, (RequestId, OpReplyTx)> = HashMap::new();
     let mut backlog: std::collections::VecDeque<(Op, OpReplyTx)> = Default::default();
     let mut cmds_open = true;
     let mut events = Vec::with_capacity(MAX_EVENTS_PER_ROUND);
@@ -275,15 +287,15 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
         // Admit queued operations while the exactly-once window allows.
         while fe.can_submit() {
             let Some((op, tx)) = backlog.pop_front() else { break };
-            let id = fe.submit(t, &mut rng, op);
-            waiting.insert(id, tx);
+            let seq = fe.submit(t, &mut rng, op);
+            waiting.insert(seq, (RequestId { client: fe.client_id(), seq }, tx));
         }
         fe.on_tick(t, &mut rng);
         for effect in fe.take_effects() {
             match effect {
                 FeEffect::Done { op, result } => {
-                    if let Some(tx) = waiting.remove(&op) {
-                        let _ = tx.send(result);
+                    if let Some((id, tx)) = waiting.remove(&op) {
+                        let _ = tx.send((id, result));
                     }
                 }
                 FeEffect::Dissent { group, members, .. } => {

@@ -26,4 +26,23 @@ pub struct Bugs {
     /// This member's state silently goes wrong: every value it writes while
     /// executing an active-group request is altered.
     pub diverge_state: bool,
+    /// Two-phase commit: the coordinator decides to commit on the first
+    /// yes vote, without waiting for every participant's.
+    pub commit_without_all_votes: bool,
+    /// Two-phase commit: the coordinator tells participants its decision as
+    /// soon as it appends it, before the decision is durable in its group.
+    pub decide_before_durable: bool,
+    /// Two-phase commit: a participant votes yes when it appends the
+    /// prepare, before the prepared record is durable on its group.
+    pub vote_before_prepared_durable: bool,
+    /// Two-phase commit: a prepared transaction takes no locks (as if it
+    /// released them once it voted).
+    pub release_locks_at_prepare: bool,
+    /// Two-phase commit: a coordinator with no record of a transaction
+    /// answers `getDecision` with commit.
+    pub presume_commit: bool,
+    /// Two-phase commit: a coordinator with no record of a transaction
+    /// answers `getDecision` with abort without recording the abort, so the
+    /// transaction may still commit later.
+    pub abort_without_record: bool,
 }

@@ -186,7 +186,15 @@ impl FrontEnd {
             p.wake_ms = now + self.timing.backoff_base_ms.max(1) * 4;
             return;
         };
-        let group = cluster.group_of(self.pending[&op].request.op.key());
+        let group = match &self.pending[&op].request.op {
+            Op::TxnStatus { txn } => txn.home,
+            Op::Commit(req) => match req.home_key() {
+                Some(key) => cluster.group_of(key),
+                // An empty transaction: the group refuses it, any will do.
+                None => cluster.groups[0].id,
+            },
+            op => cluster.group_of(op.key().expect("a single-key operation")),
+        };
         let view = self.views.get(&group).cloned();
         let p = self.pending.get_mut(&op).expect("pending");
         p.request.group = group;
@@ -353,6 +361,11 @@ impl FrontEnd {
         if spec.mode != Mode::Active || !spec.voting {
             return false;
         }
+        if matches!(self.pending[&op].request.op, Op::TxnStatus { .. }) {
+            // Only the sequencer answers a status query it has to record an
+            // abort for; the answer is read from the log, not voted on.
+            return false;
+        }
         // 2f+1 members mask f wrong ones: f+1 identical answers decide. f
         // comes from the group's placement, not the current view: a view
         // shrinks when a member crashes, and counting its members made a
@@ -412,6 +425,7 @@ impl FrontEnd {
                 | ClientError::ValueTooLarge { .. }
                 | ClientError::BelowMinMembers { .. }
                 | ClientError::SessionExpired
+                | ClientError::InvalidTransaction { .. }
                 | ClientError::Malformed { .. } => self.finish(op, Err(FeError::Refused(e))),
             },
         }

@@ -42,3 +42,22 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_CONFIG_QUEUE: usize = 64;
 /// Effects a node holds back while they wait for a `Persisted` input.
 pub const MAX_GATED_EFFECTS: usize = 1024 * 1024;
+/// Keys (checked and written together) in one transaction. A bank audit of
+/// 10,000 accounts fits.
+pub const MAX_TXN_KEYS: usize = 16 * 1024;
+/// Bytes of keys and values in one transaction: its prepare entries must fit
+/// an append batch and its request a message with room to spare.
+pub const MAX_TXN_BYTES: usize = 4 * 1024 * 1024;
+/// Transactions one group holds prepared at once; a participant past it
+/// votes no.
+pub const MAX_PREPARED_TXNS: usize = 8 * 1024;
+/// Keys one group holds locked at once; a participant past it votes no.
+pub const MAX_LOCKED_KEYS: usize = 256 * 1024;
+/// Transactions a coordinator drives at once (collecting votes, or telling
+/// participants a decision); past it a commit gets `Busy`.
+pub const MAX_COORDINATED_TXNS: usize = 16 * 1024;
+/// Finished transactions one `Ended` entry retires.
+pub const MAX_ENDED_PER_ENTRY: usize = 1024;
+/// Requests a primary holds back while a key they need is locked by a
+/// prepared transaction; past it they get `Busy`.
+pub const MAX_LOCK_WAITERS: usize = 64 * 1024;

@@ -10,7 +10,7 @@
 use crate::bugs::Bugs;
 use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
-use crate::replica::{Ctx, Replica, ReplicaTiming, Requests};
+use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, TxnTiming};
 use crate::types::{ClusterMap, GroupId, Millis, NodeId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
 use rand::{Rng, SeedableRng};
@@ -26,6 +26,7 @@ pub struct NodeConfig {
     /// The config store's acceptors (at most 5; a majority must be up).
     pub config_members: Vec<NodeId>,
     pub passive: ReplicaTiming,
+    pub txn: TxnTiming,
     pub proposer: ProposerTiming,
     /// How often a node re-reads the views it caches from the config store.
     pub refresh_ms: Millis,
@@ -45,6 +46,7 @@ impl NodeConfig {
             nodes,
             config_members,
             passive: ReplicaTiming::default(),
+            txn: TxnTiming::default(),
             proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
             refresh_ms: 2_000,
             log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,
@@ -164,12 +166,12 @@ impl Node {
     }
 
     fn replica_mut(&mut self, group: GroupId) -> &mut Replica {
-        let (id, timing, retain, bugs) =
-            (self.cfg.id, self.cfg.passive.clone(), self.cfg.log_retain_entries, self.bugs);
+        let (id, timing, txn_timing, retain, bugs) =
+            (self.cfg.id, self.cfg.passive.clone(), self.cfg.txn.clone(), self.cfg.log_retain_entries, self.bugs);
         // A replica first created after a cut may have lost all its records.
         let amnesiac = self.acceptor_silenced && !self.caught_up.contains(&group);
         self.replicas.entry(group).or_insert_with(|| {
-            let mut r = Replica::new(group, id, timing, retain, bugs);
+            let mut r = Replica::new(group, id, timing, txn_timing, retain, bugs);
             if amnesiac {
                 r.finish_replay(true);
             }
@@ -186,7 +188,7 @@ impl Node {
     ) -> R {
         self.replica_mut(group);
         let r = self.replicas.get_mut(&group).expect("just created");
-        f(r, &mut Ctx { out: &mut self.out, rng: &mut self.rng, requests })
+        f(r, &mut Ctx { out: &mut self.out, rng: &mut self.rng, requests, cluster: self.cluster.as_ref() })
     }
 
     /// Whether this node's acceptor answers for register `key`.
@@ -238,7 +240,8 @@ impl Node {
             self.drain_local(&mut requests);
         }
         for r in self.replicas.values_mut() {
-            let mut ctx = Ctx { out: &mut self.out, rng: &mut self.rng, requests: &mut requests };
+            let mut ctx =
+                Ctx { out: &mut self.out, rng: &mut self.rng, requests: &mut requests, cluster: self.cluster.as_ref() };
             r.flush(&mut ctx);
         }
         self.drain_local(&mut requests);
@@ -249,6 +252,14 @@ impl Node {
     /// nothing more is produced.
     fn drain_local(&mut self, requests: &mut Requests) {
         loop {
+            for (group, body) in std::mem::take(&mut requests.group_sends) {
+                // To whoever leads the group as far as this node knows; if
+                // it knows no view, the message is dropped and its sender's
+                // timer sends it again.
+                if let Some(v) = self.views.get(&group) {
+                    self.out.send(v.leader, body);
+                }
+            }
             for (group, change) in std::mem::take(&mut requests.view_changes) {
                 if !self.proposer.propose(&mut self.out, view_key(group), change.clone(), Requester::Replica(group)) {
                     // The queue is full: report the proposal as failed so the
@@ -270,8 +281,13 @@ impl Node {
         }
     }
 
-    fn ctx<'a>(out: &'a mut Outbox, rng: &'a mut ChaCha8Rng, requests: &'a mut Requests) -> Ctx<'a> {
-        Ctx { out, rng, requests }
+    fn ctx<'a>(
+        out: &'a mut Outbox,
+        rng: &'a mut ChaCha8Rng,
+        requests: &'a mut Requests,
+        cluster: Option<&'a ClusterMap>,
+    ) -> Ctx<'a> {
+        Ctx { out, rng, requests, cluster }
     }
 
     fn on_tick(&mut self, requests: &mut Requests) {
@@ -280,7 +296,7 @@ impl Node {
             self.on_outcome(requests, outcome);
         }
         for r in self.replicas.values_mut() {
-            r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests));
+            r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()));
         }
         if now >= self.next_refresh_ms {
             self.next_refresh_ms = now + self.cfg.refresh_ms;
@@ -370,7 +386,7 @@ impl Node {
             PeerBody::AppendAck { group, epoch, match_index, sent_ms } => {
                 if let Some(r) = self.replicas.get_mut(&group) {
                     r.on_append_ack(
-                        &mut Self::ctx(&mut self.out, &mut self.rng, requests),
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
                         from,
                         epoch,
                         match_index,
@@ -380,12 +396,59 @@ impl Node {
             }
             PeerBody::AppendReject { group, epoch, last_index } => {
                 if let Some(r) = self.replicas.get_mut(&group) {
-                    r.on_append_reject(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, epoch, last_index);
+                    r.on_append_reject(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        from,
+                        epoch,
+                        last_index,
+                    );
                 }
+            }
+            PeerBody::CanCommit { group, txn, part } => {
+                self.with_group(requests, from, group, |r, ctx| r.on_can_commit(ctx, from, txn, part))
+            }
+            PeerBody::DoCommit { group, txn } => {
+                self.with_group(requests, from, group, |r, ctx| r.on_do_commit(ctx, from, txn))
+            }
+            PeerBody::DoAbort { group, txn } => {
+                self.with_group(requests, from, group, |r, ctx| r.on_do_abort(ctx, from, txn))
+            }
+            PeerBody::Vote { group, txn, vote } => {
+                self.with_group(requests, from, txn.home, |r, ctx| r.on_vote(ctx, group, txn, vote))
+            }
+            PeerBody::HaveCommitted { group, txn } => {
+                self.with_group(requests, from, txn.home, |r, ctx| r.on_have_committed(ctx, group, txn))
+            }
+            PeerBody::GetDecision { group, txn } => {
+                self.with_group(requests, from, txn.home, |r, ctx| r.on_get_decision(ctx, from, group, txn))
             }
             PeerBody::Join { group, last_index } => {
                 if let Some(r) = self.replicas.get_mut(&group) {
-                    r.on_join(&mut Self::ctx(&mut self.out, &mut self.rng, requests), from, last_index);
+                    r.on_join(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        from,
+                        last_index,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on this node's replica of `group`, for a two-phase commit
+    /// message from `from`. A node that holds no replica of the group tells
+    /// the sender the view it knows, so its next attempt goes to the leader.
+    fn with_group(
+        &mut self,
+        requests: &mut Requests,
+        from: NodeId,
+        group: GroupId,
+        f: impl FnOnce(&mut Replica, &mut Ctx),
+    ) {
+        match self.replicas.get_mut(&group) {
+            Some(r) => f(r, &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref())),
+            None => {
+                if let Some(view) = self.views.get(&group) {
+                    self.out.send(from, PeerBody::StaleEpoch { view: view.clone() });
                 }
             }
         }
@@ -514,7 +577,11 @@ impl Node {
     fn on_client(&mut self, requests: &mut Requests, token: ClientToken, msg: ClientMsg) {
         match msg {
             ClientMsg::Request(req) => match self.replicas.get_mut(&req.group) {
-                Some(r) => r.on_client_request(&mut Self::ctx(&mut self.out, &mut self.rng, requests), token, req),
+                Some(r) => r.on_client_request(
+                    &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                    token,
+                    req,
+                ),
                 None => {
                     let result = match self.views.get(&req.group) {
                         Some(v) => Err(ClientError::NotLeader { view: Some(v.clone()) }),
@@ -529,8 +596,9 @@ impl Node {
                 self.out.reply(token, reply);
             }
             ClientMsg::GetStatus => {
+                let now = self.out.now;
                 let status =
-                    NodeStatus { node: self.cfg.id, replicas: self.replicas.values().map(|r| r.status()).collect() };
+                    NodeStatus { node: self.cfg.id, replicas: self.replicas.values().map(|r| r.status(now)).collect() };
                 self.out.reply(token, ClientReply::Status(status));
             }
             ClientMsg::Bootstrap { cluster } => {
@@ -551,7 +619,7 @@ impl Node {
     fn on_persisted(&mut self, requests: &mut Requests, lsn: Lsn) {
         self.out.on_persisted(lsn);
         for r in self.replicas.values_mut() {
-            r.on_persisted(&mut Self::ctx(&mut self.out, &mut self.rng, requests), lsn);
+            r.on_persisted(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()), lsn);
         }
     }
 }

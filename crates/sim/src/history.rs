@@ -36,8 +36,10 @@ pub struct OpRecord {
 }
 
 impl OpRecord {
+    /// The key of the operation (empty for a transaction operation, which
+    /// the register histories never hold).
     pub fn key(&self) -> &[u8] {
-        self.op.key()
+        self.op.key().unwrap_or_default()
     }
 
     pub fn is_write(&self) -> bool {

@@ -1186,5 +1186,11 @@ fn body_tag(body: &PeerBody) -> u64 {
         PeerBody::InstallSnapshot { snapshot, .. } => 10 | snapshot.index << 8,
         PeerBody::Join { last_index, .. } => 11 | last_index << 8,
         PeerBody::StaleEpoch { view } => 12 | view.epoch << 8,
+        PeerBody::CanCommit { txn, .. } => 13 | txn.seq << 8,
+        PeerBody::Vote { txn, .. } => 14 | txn.seq << 8,
+        PeerBody::DoCommit { txn, .. } => 15 | txn.seq << 8,
+        PeerBody::DoAbort { txn, .. } => 16 | txn.seq << 8,
+        PeerBody::HaveCommitted { txn, .. } => 17 | txn.seq << 8,
+        PeerBody::GetDecision { txn, .. } => 18 | txn.seq << 8,
     }
 }

@@ -6,7 +6,8 @@
 
 use crate::state::kv::Write;
 use crate::state::op::{Op, OpResult};
-use crate::types::{Epoch, Index, RequestId};
+use crate::state::txn::{TxnId, TxnOutcome, TxnPart};
+use crate::types::{Epoch, GroupId, Index, RequestId};
 use serde::{Deserialize, Serialize};
 
 /// An entry as the log, the WAL record and the appends to every backup hold
@@ -24,7 +25,9 @@ pub struct Entry {
 
 /// What an entry carries. Passive groups log what their primary's execution
 /// did (`Effects`); active groups log the request itself (`Sequenced`),
-/// which every member executes once the entry is stable.
+/// which every member executes once the entry is stable. The two-phase
+/// commit entries are the same in both modes: each is a deterministic step
+/// that every member applies identically.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// A new leader's first entry of its epoch (see `Entry::noop`).
@@ -34,6 +37,24 @@ pub enum Payload {
     Effects { id: RequestId, response: OpResult, writes: Vec<Write> },
     /// Active: request `id` in the order the sequencer gave it.
     Sequenced { id: RequestId, op: Op },
+    /// Participant: prepare this group's part of `txn`. Applying it checks
+    /// the part against the state at this index (versions, locks, bounds);
+    /// if it holds, the part's locks are taken and it is recorded prepared,
+    /// its writes to take this entry's index as their version. The vote is
+    /// sent only once this entry is committed.
+    Prepare { txn: TxnId, part: TxnPart },
+    /// Participant: the decision on `txn` reached this group. The prepared
+    /// writes (`writes`, already versioned; empty for an abort) take effect
+    /// and the locks are released.
+    Resolve { txn: TxnId, commit: bool, writes: Vec<Write> },
+    /// Coordinator: the decision on `txn`, logged in its home group before
+    /// any participant hears it. It answers the client's commit (`outcome`),
+    /// leaves a record for the participants still to be told, and resolves
+    /// the home group's own part like a `Resolve` (`writes`).
+    Decide { txn: TxnId, commit: bool, participants: Vec<GroupId>, outcome: TxnOutcome, writes: Vec<Write> },
+    /// Coordinator: every participant of these decisions acknowledged them
+    /// (`haveCommitted`), so their records are dropped.
+    Ended { txns: Vec<TxnId> },
 }
 
 impl Entry {
@@ -55,31 +76,48 @@ impl Entry {
         matches!(self.payload, Payload::Noop)
     }
 
-    /// The client request this entry carries out, if any.
+    /// The client request this entry answers, if any: its response is
+    /// recorded in the session table under this id. A transaction's decision
+    /// answers its client's commit.
     pub fn request_id(&self) -> Option<RequestId> {
         match &self.payload {
-            Payload::Noop => None,
             Payload::Effects { id, .. } | Payload::Sequenced { id, .. } => Some(*id),
+            Payload::Decide { txn, .. } => Some(txn.request_id()),
+            Payload::Noop | Payload::Prepare { .. } | Payload::Resolve { .. } | Payload::Ended { .. } => None,
         }
     }
 
-    /// The writes a passive entry makes (an active entry's writes are known
-    /// only once it is executed).
+    /// The writes the entry makes, where they are known before it is applied
+    /// (an active request's writes are known only once it is executed, a
+    /// prepare's only when its transaction resolves).
     pub fn writes(&self) -> &[Write] {
         match &self.payload {
-            Payload::Effects { writes, .. } => writes,
-            Payload::Noop | Payload::Sequenced { .. } => &[],
+            Payload::Effects { writes, .. } | Payload::Resolve { writes, .. } | Payload::Decide { writes, .. } => {
+                writes
+            }
+            Payload::Noop | Payload::Sequenced { .. } | Payload::Prepare { .. } | Payload::Ended { .. } => &[],
         }
     }
 
     /// Bytes of payload, for batch limits.
     pub fn payload_bytes(&self) -> usize {
+        let txn_bytes = |checks: &[crate::state::txn::Check], writes: &[crate::state::txn::TxnWrite]| {
+            checks.iter().map(|c| c.key.len() + 8).sum::<usize>()
+                + writes.iter().map(|w| w.key.len() + w.value.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+        };
         let op_bytes = match &self.payload {
             Payload::Sequenced { op: Op::Put { key, value } | Op::Cas { key, value, .. }, .. } => {
                 key.len() + value.len()
             }
             Payload::Sequenced { op: Op::Get { key } | Op::Delete { key }, .. } => key.len(),
-            Payload::Noop | Payload::Effects { .. } => 0,
+            Payload::Sequenced { op: Op::Commit(req), .. } => txn_bytes(&req.checks, &req.writes),
+            Payload::Prepare { part, .. } => txn_bytes(&part.checks, &part.writes),
+            Payload::Ended { txns } => txns.len() * 24,
+            Payload::Noop
+            | Payload::Effects { .. }
+            | Payload::Sequenced { op: Op::TxnStatus { .. }, .. }
+            | Payload::Resolve { .. }
+            | Payload::Decide { .. } => 0,
         };
         op_bytes
             + self

@@ -38,6 +38,13 @@ impl Replica {
             // The sequencer answers with the error; members stay silent.
             return;
         }
+        if let Op::TxnStatus { txn } = req.op {
+            // Only the sequencer coordinates; a member answers what it knows.
+            if let Dedup::Done(r @ OpResult::Txn(_)) = self.state.sessions.lookup(txn.request_id()) {
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()) });
+            }
+            return;
+        }
         match self.state.sessions.lookup(req.id) {
             Dedup::Done(r) => {
                 let result = Ok(r.clone());

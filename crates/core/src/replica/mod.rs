@@ -9,9 +9,12 @@
 //! becoming and ceasing to be primary), `primary.rs` (streaming the log,
 //! acks, the commit rule, joins), `backup.rs` (taking appends and
 //! snapshots, acking), `recovery.rs` (WAL replay), `requests.rs` (the
-//! checks every client request passes), and the two execution strategies,
+//! checks every client request passes), the two execution strategies,
 //! `passive.rs` (the primary executes and ships effects) and `active.rs`
-//! (the sequencer orders, every member executes and answers).
+//! (the sequencer orders, every member executes and answers), and the two
+//! roles of two-phase commit that a group's primary plays,
+//! `coordinator.rs` (for the transactions whose home is this group) and
+//! `participant.rs` (for every transaction that touches its keys).
 //!
 //! It never answers a client before the entry is durable on every member of
 //! the view, never acks an entry before the `Persisted` input that covers
@@ -21,11 +24,16 @@
 
 mod active;
 mod backup;
+mod coordinator;
+mod participant;
 mod passive;
 mod primary;
 mod recovery;
 mod requests;
 mod views;
+
+pub use coordinator::Coordinator;
+pub use participant::Participant;
 
 use crate::bugs::Bugs;
 use crate::config::Change;
@@ -33,9 +41,9 @@ use crate::io::{ClientToken, Lsn, Outbox};
 use crate::log::{Entry, Log, SharedEntry};
 use crate::state::kv::{Key, KvStore, Versioned};
 use crate::state::op::OpResult;
-use crate::state::StateMachine;
-use crate::types::{Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
-use crate::wire::{ReplicaStatus, WalRecord};
+use crate::state::{Applied, StateMachine};
+use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
+use crate::wire::{ClientRequest, PeerBody, ReplicaStatus, WalRecord};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -73,6 +81,27 @@ impl Default for ReplicaTiming {
             retransmit_ms: 250,
             join_retry_ms: 100,
         }
+    }
+}
+
+/// Timeouts of two-phase commit, in milliseconds of local time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnTiming {
+    /// A coordinator resends `canCommit?` to a participant that has not
+    /// voted, and a decision to one that has not acknowledged it, this
+    /// often; a participant repeats `getDecision` this often.
+    pub resend_ms: Millis,
+    /// A coordinator that has not heard every vote after this long decides
+    /// to abort.
+    pub vote_timeout_ms: Millis,
+    /// A participant that has held a transaction prepared this long (as far
+    /// as its current primary knows) asks the coordinator for the decision.
+    pub prepared_timeout_ms: Millis,
+}
+
+impl Default for TxnTiming {
+    fn default() -> Self {
+        TxnTiming { resend_ms: 100, vote_timeout_ms: 1_000, prepared_timeout_ms: 300 }
     }
 }
 
@@ -121,10 +150,13 @@ struct Progress {
     snapshot_sent_ms: Option<Millis>,
 }
 
-/// Requests a replica makes of the node (the config store) during a step.
+/// Requests a replica makes of the node during a step: view changes for the
+/// config store, and messages for whoever leads another group (the node
+/// knows the views).
 #[derive(Debug, Default)]
 pub struct Requests {
     pub view_changes: Vec<(GroupId, Change)>,
+    pub group_sends: Vec<(GroupId, PeerBody)>,
 }
 
 /// Everything a replica needs from the node for one step.
@@ -132,6 +164,15 @@ pub struct Ctx<'a> {
     pub out: &'a mut Outbox,
     pub rng: &'a mut ChaCha8Rng,
     pub requests: &'a mut Requests,
+    /// The cluster map, once the node knows it: how keys map to groups.
+    pub cluster: Option<&'a ClusterMap>,
+}
+
+impl Ctx<'_> {
+    /// Sends `body` to the leader of `group`, as far as this node knows it.
+    pub fn send_to_group(&mut self, group: GroupId, body: PeerBody) {
+        self.requests.group_sends.push((group, body));
+    }
 }
 
 /// One group's replica on this node.
@@ -140,6 +181,7 @@ pub struct Replica {
     group: GroupId,
     me: NodeId,
     timing: ReplicaTiming,
+    txn_timing: TxnTiming,
     bugs: Bugs,
     retain_entries: u64,
     view: Option<View>,
@@ -215,14 +257,35 @@ pub struct Replica {
     /// An earlier primary may have committed up to there, even though this
     /// one's commit index gets there only with its no-op (see `Entry::noop`).
     inherited_upto: Index,
+    /// Primary: the transactions this group coordinates (volatile; the
+    /// decisions themselves are in `state`).
+    coordinator: Coordinator,
+    /// Primary: this group's part in transactions (volatile; the prepared
+    /// records and locks are in `state`).
+    participant: Participant,
+    /// Primary: requests held back while a prepared transaction locks their
+    /// key, by key, and how many there are (at most `MAX_LOCK_WAITERS`).
+    lock_waiters: HashMap<Key, Vec<(ClientToken, ClientRequest)>>,
+    lock_waiter_count: usize,
+    /// When this replica first saw each prepared transaction, for the age
+    /// `status` shows (a replayed one counts from the first tick).
+    prepared_seen_ms: HashMap<crate::state::txn::TxnId, Millis>,
 }
 
 impl Replica {
-    pub fn new(group: GroupId, me: NodeId, timing: ReplicaTiming, retain_entries: u64, bugs: Bugs) -> Replica {
+    pub fn new(
+        group: GroupId,
+        me: NodeId,
+        timing: ReplicaTiming,
+        txn_timing: TxnTiming,
+        retain_entries: u64,
+        bugs: Bugs,
+    ) -> Replica {
         Replica {
             group,
             me,
             timing,
+            txn_timing,
             bugs,
             retain_entries: retain_entries.max(1),
             view: None,
@@ -258,6 +321,11 @@ impl Replica {
             lease_granted_ms: None,
             serve_after_ms: 0,
             inherited_upto: 0,
+            coordinator: Coordinator::default(),
+            participant: Participant::default(),
+            lock_waiters: HashMap::new(),
+            lock_waiter_count: 0,
+            prepared_seen_ms: HashMap::new(),
         }
     }
 
@@ -317,7 +385,9 @@ impl Replica {
         &self.log
     }
 
-    pub fn status(&self) -> ReplicaStatus {
+    /// This replica's status at `now` (its local time).
+    pub fn status(&self, now: Millis) -> ReplicaStatus {
+        let oldest = self.state.prepared.keys().map(|t| self.prepared_seen_ms.get(t).copied().unwrap_or(now)).min();
         ReplicaStatus {
             group: self.group,
             view: self.view.clone(),
@@ -327,6 +397,10 @@ impl Replica {
             applied_index: self.applied_index,
             digest: self.state.kv.digest(),
             keys: self.state.kv.len(),
+            prepared: self.state.prepared.len(),
+            locks: self.state.locks.len(),
+            oldest_prepared_ms: oldest.map(|t| now.saturating_sub(t)),
+            unfinished_decisions: self.state.decisions.len(),
         }
     }
 
@@ -356,12 +430,40 @@ impl Replica {
     }
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        self.note_prepared_ages(ctx.out.now());
         let Some(view) = self.view.clone() else { return };
         match self.role() {
-            Role::Primary => self.tick_primary(ctx, &view),
+            Role::Primary => {
+                self.tick_primary(ctx, &view);
+                self.tick_coordinator(ctx);
+                self.tick_participant(ctx);
+            }
             Role::Backup => self.tick_backup(ctx, &view),
             Role::Recovering => self.tick_recovering(ctx, &view),
             Role::Joining => self.tick_joining(ctx, &view),
+        }
+    }
+
+    /// Notes when each prepared transaction was first seen here, for the
+    /// age `status` reports (one replayed from the WAL counts from now).
+    fn note_prepared_ages(&mut self, now: Millis) {
+        if self.prepared_seen_ms.len() != self.state.prepared.len() {
+            let prepared = &self.state.prepared;
+            self.prepared_seen_ms.retain(|t, _| prepared.contains_key(t));
+            for t in prepared.keys() {
+                self.prepared_seen_ms.entry(*t).or_insert(now);
+            }
+        }
+    }
+
+    /// Answers client request `id` on `token` once entry `index` is applied:
+    /// a passive primary replies with the entry's response; an active
+    /// member replies when it executes the request.
+    fn answer_when_applied(&mut self, token: ClientToken, id: RequestId, index: Index) {
+        if self.mode() == Mode::Active {
+            self.await_answer(token, id);
+        } else {
+            self.waiters.entry(index).or_default().push((token, id));
         }
     }
 
@@ -442,22 +544,24 @@ impl Replica {
         // Lent out, as in `apply_committed_primary`, to apply without cloning.
         let log = std::mem::take(&mut self.log);
         for e in log.range(self.applied_index + 1, upto) {
-            let answer = self.apply_entry(e);
-            if let (Some(out), Some((id, response))) = (out.as_deref_mut(), answer) {
-                self.answer_awaiting(out, id, &response);
+            match (self.apply_entry(e), out.as_deref_mut()) {
+                (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response),
+                (Applied::Decided { txn, response }, Some(out)) => {
+                    self.answer_awaiting(out, txn.request_id(), &response)
+                }
+                _ => {}
             }
         }
         self.log = log;
         self.compact();
     }
 
-    /// Applies the next entry to the state machine and returns the request
-    /// it carried out with its response, if it carried one out.
-    fn apply_entry(&mut self, e: &Entry) -> Option<(RequestId, OpResult)> {
+    /// Applies the next entry to the state machine and says what it did.
+    fn apply_entry(&mut self, e: &Entry) -> Applied {
         assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
-        let answer = self.state.apply(e, &self.bugs);
+        let applied = self.state.apply(e, &self.bugs);
         self.applied_index = e.index;
-        answer
+        applied
     }
 
     fn compact(&mut self) {

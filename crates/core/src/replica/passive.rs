@@ -7,20 +7,33 @@
 //! It must never answer a read with a value that could still be lost: a
 //! read of a key with a pending write waits until that write commits.
 
-use super::{Ctx, Replica};
+use super::{Ctx, Participant, Replica};
 use crate::io::ClientToken;
 use crate::limits::MAX_PARKED_READS;
 use crate::log::{Entry, Payload};
-use crate::state::op::{execute, Op, OpResult};
-use crate::types::RequestId;
-use crate::wire::{ClientError, ClientReply};
+use crate::state::kv::{Key, Versioned};
+use crate::state::op::{execute, ExecState, Op, OpResult};
+use crate::state::txn::{LockMode, TxnId};
+use crate::state::StateMachine;
+use crate::types::{Index, RequestId};
+use crate::wire::{ClientError, ClientReply, ClientRequest};
+use std::collections::HashMap;
 
 impl Replica {
     /// Serves a read at the primary, under its lease.
-    pub(super) fn read_passive(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, key: &[u8]) {
+    pub(super) fn read_passive(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
+        let id = req.id;
         let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
         if !self.bugs.read_without_lease && !self.lease_valid(ctx.out.now()) {
             return reply(ctx, Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }));
+        }
+        let key = req.op.key().expect("a read names its key");
+        if self.blocked_by_lock(key, true) {
+            // A prepared transaction will write the key, and may already be
+            // decided: the value here could be one a client already saw
+            // overwritten. The read waits for the decision.
+            let key = key.to_vec();
+            return self.wait_for_lock(ctx, token, &key, req);
         }
         let (result, wait_for) = match self.overlay.get(key) {
             Some((v, idx)) => (OpResult::Value(v.clone()), *idx),
@@ -38,21 +51,46 @@ impl Replica {
         self.parked_reads.entry(wait_for).or_default().push((token, id, result));
     }
 
-    /// Executes a write at the primary and logs its effects; the client is
-    /// answered when the entry commits.
+    /// Executes a write (or a transaction that touches this group only) at
+    /// the primary and logs its effects; the client is answered when the
+    /// entry commits.
     pub(super) fn execute_passive(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, op: Op) {
         let epoch = self.view.as_ref().expect("primary has a view").epoch;
         let index = self.log.last_index() + 1;
-        let key = op.key();
-        let current = match self.overlay.get(key) {
-            Some((v, _)) => v.clone(),
-            None => self.state.kv.get(key).cloned(),
-        };
-        let (response, writes) = execute(&op, index, current.as_ref());
+        let txn = TxnId::new(id, self.group);
+        let (response, writes) = execute(&op, index, txn, &self.primary_state());
         let entry = Entry { epoch, index, payload: Payload::Effects { id, response, writes } };
         self.note_pending(&entry);
         self.waiters.entry(index).or_default().push((token, id));
         self.append_local(ctx, entry);
         self.dirty = true;
+    }
+
+    /// The state as the next entry will find it, seen from the primary: the
+    /// applied state plus the overlay of uncommitted writes, and every lock
+    /// held or about to be taken by a pending prepare (locks a pending
+    /// resolution will release still count: the view is conservative).
+    pub(super) fn primary_state(&self) -> PrimaryState<'_> {
+        PrimaryState { state: &self.state, overlay: &self.overlay, participant: &self.participant }
+    }
+}
+
+/// See `Replica::primary_state`.
+pub(super) struct PrimaryState<'a> {
+    state: &'a StateMachine,
+    overlay: &'a HashMap<Key, (Option<Versioned>, Index)>,
+    participant: &'a Participant,
+}
+
+impl ExecState for PrimaryState<'_> {
+    fn get(&self, key: &[u8]) -> Option<Versioned> {
+        match self.overlay.get(key) {
+            Some((v, _)) => v.clone(),
+            None => self.state.kv.get(key).cloned(),
+        }
+    }
+
+    fn lock_conflict(&self, key: &[u8], mode: LockMode, txn: TxnId) -> bool {
+        self.state.locks.conflicts(key, mode, txn) || self.participant.pending_conflict(key, mode)
     }
 }

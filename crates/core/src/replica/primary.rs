@@ -11,7 +11,9 @@ use super::{Ctx, Replica, SNAPSHOT_RETRY_FACTOR};
 use crate::limits::{MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES};
 use crate::log::Entry;
 use crate::state::kv::{Versioned, Write};
-use crate::state::Snapshot;
+use crate::state::op::OpResult;
+use crate::state::{Applied, Snapshot};
+use crate::types::RequestId;
 use crate::types::{Epoch, Index, Millis, NodeId, View};
 use crate::wire::{ClientReply, PeerBody};
 
@@ -190,16 +192,29 @@ impl Replica {
         let from = self.applied_index + 1;
         let to = self.commit_index;
         // The log is lent out while its entries are applied, so they are
-        // read in place rather than cloned (nothing below touches the log).
+        // read in place rather than cloned. Nothing in this loop may touch
+        // the log; what would (the work that was waiting for a lock) runs
+        // after it.
         let log = std::mem::take(&mut self.log);
+        let mut locks_changed = false;
         for e in log.range(from, to) {
-            let answer = self.apply_entry(e);
+            let applied = self.apply_entry(e);
             self.forget_pending(e);
-            let Some((id, response)) = answer else { continue };
-            self.answer_awaiting(ctx.out, id, &response);
-            if let Some(ws) = self.waiters.remove(&e.index) {
-                for (token, id) in ws {
-                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+            match applied {
+                Applied::Nothing => {}
+                Applied::Answered { id, response } => self.answer_applied(ctx, e.index, id, &response),
+                Applied::Voted { txn, vote } => {
+                    locks_changed = true;
+                    self.on_prepare_applied(ctx, txn, vote);
+                }
+                Applied::Resolved { txn } => {
+                    locks_changed = true;
+                    self.on_resolve_applied(ctx, txn);
+                }
+                Applied::Decided { txn, response } => {
+                    locks_changed = true;
+                    self.answer_applied(ctx, e.index, txn.request_id(), &response);
+                    self.on_decide_applied(ctx, txn, &response);
                 }
             }
         }
@@ -215,6 +230,19 @@ impl Replica {
             }
         }
         self.compact();
+        if locks_changed {
+            self.release_lock_waiters(ctx);
+        }
+    }
+
+    /// Answers the clients of request `id`, carried out by entry `index`.
+    fn answer_applied(&mut self, ctx: &mut Ctx, index: Index, id: RequestId, response: &OpResult) {
+        self.answer_awaiting(ctx.out, id, response);
+        if let Some(ws) = self.waiters.remove(&index) {
+            for (token, id) in ws {
+                ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+            }
+        }
     }
 
     /// Heartbeats, retransmissions, and the view changes a primary makes:
@@ -268,9 +296,12 @@ impl Replica {
     }
 
     /// Records an entry of the uncommitted suffix: its request id is pending
-    /// (a retry waits for it rather than running again) and, for a passive
-    /// entry, its writes join the overlay that new requests execute against.
+    /// (a retry waits for it rather than running again), the writes known
+    /// before it applies join the overlay that new requests execute against,
+    /// and a prepare's locks count as taken.
     pub(super) fn note_pending(&mut self, e: &Entry) {
+        self.participant.note_pending(e);
+        self.coordinator.note_pending(e);
         if let Some(id) = e.request_id() {
             self.pending_ids.insert(id, e.index);
         }
@@ -286,6 +317,8 @@ impl Replica {
     /// The entry committed: it is no longer pending, and its writes leave
     /// the overlay unless a later pending entry wrote the key again.
     pub(super) fn forget_pending(&mut self, e: &Entry) {
+        self.participant.forget_pending(e);
+        self.coordinator.forget_pending(e);
         if let Some(id) = e.request_id() {
             self.pending_ids.remove(&id);
         }

@@ -3,12 +3,18 @@
 //! (a retry gets its recorded answer, or waits for its pending entry), the
 //! view's `min_members`, and back-pressure.
 //!
+//! A request whose key a prepared transaction locks waits here until the
+//! transaction resolves; a transaction's commit or status query goes on to
+//! the coordinator.
+//!
 //! It must never run a request twice: a request id already executed or
-//! pending never reaches `execute_passive` or `sequence` again.
+//! pending never reaches `execute_passive`, `sequence` or the coordinator
+//! again.
 
 use super::{Ctx, Replica};
 use crate::io::{ClientToken, Outbox};
 use crate::limits::MAX_UNCOMMITTED_ENTRIES;
+use crate::state::op::Op;
 use crate::state::sessions::Dedup;
 use crate::types::{Mode, RequestId};
 use crate::wire::{ClientError, ClientReply, ClientRequest};
@@ -39,8 +45,11 @@ impl Replica {
         if let Err(e) = req.op.validate() {
             return reply(ctx.out, Err(e.into()));
         }
+        if let Op::TxnStatus { txn } = req.op {
+            return self.on_txn_status(ctx, token, id, txn);
+        }
         if req.op.is_read() && !active {
-            return self.read_passive(ctx, token, id, req.op.key());
+            return self.read_passive(ctx, token, req);
         }
         // Retries are looked up before min_members is enforced: a write that
         // already ran must get its recorded outcome, not a refusal that would
@@ -69,10 +78,16 @@ impl Replica {
         if self.log.last_index() - self.commit_index >= MAX_UNCOMMITTED_ENTRIES || ctx.out.overloaded {
             return reply(ctx.out, Err(ClientError::Busy));
         }
-        if active {
-            self.sequence(ctx, token, id, req.op);
-        } else {
-            self.execute_passive(ctx, token, id, req.op);
+        if let Some(key) = req.op.key() {
+            if self.blocked_by_lock(key, req.op.is_read()) {
+                let key = key.to_vec();
+                return self.wait_for_lock(ctx, token, &key, req);
+            }
+        }
+        match req.op {
+            Op::Commit(txn) => self.on_commit_request(ctx, token, id, txn),
+            op if active => self.sequence(ctx, token, id, op),
+            op => self.execute_passive(ctx, token, id, op),
         }
     }
 }

@@ -82,6 +82,8 @@ impl Replica {
         // ids count as pending so retries wait for them instead of rerunning.
         self.overlay.clear();
         self.pending_ids.clear();
+        self.coordinator = Default::default();
+        self.participant = Default::default();
         self.inherited_upto = self.log.last_index();
         let pending: Vec<SharedEntry> = self.log.range(self.commit_index + 1, self.log.last_index()).cloned().collect();
         for e in &pending {
@@ -149,6 +151,22 @@ impl Replica {
         }
     }
 
+    /// Appends a no-op of this primary's epoch if its log ends in an older
+    /// one, so that its commit index can reach an entry of its own epoch (a
+    /// coordinator needs that before it may answer for a transaction it has
+    /// no record of).
+    pub(super) fn append_noop_if_idle(&mut self, ctx: &mut Ctx) {
+        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        if self.mode() == Mode::Passive && ctx.out.now() < self.serve_after_ms {
+            return;
+        }
+        if self.log.last_epoch() != epoch {
+            let index = self.log.last_index() + 1;
+            self.append_local(ctx, Entry::noop(epoch, index));
+            self.dirty = true;
+        }
+    }
+
     pub(super) fn step_down(&mut self, ctx: &mut Ctx) {
         let view = self.view.clone();
         for (_, ws) in std::mem::take(&mut self.waiters) {
@@ -167,6 +185,15 @@ impl Replica {
                 );
             }
         }
+        for (_, reqs) in std::mem::take(&mut self.lock_waiters) {
+            for (token, req) in reqs {
+                let result = Err(ClientError::NotLeader { view: view.clone() });
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+            }
+        }
+        self.lock_waiter_count = 0;
+        self.coordinator_step_down(ctx);
+        self.participant = Default::default();
         self.parked_count = 0;
         self.overlay.clear();
         self.pending_ids.clear();

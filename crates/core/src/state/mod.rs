@@ -2,48 +2,90 @@
 //! the group's committed log produces, and nothing else.
 //!
 //! It owns the key-value store (`kv`), the exactly-once session table
-//! (`sessions`), the request vocabulary and its pure execution (`op`), and
-//! the snapshot that carries all of it to a member that fell behind. It must
-//! never see an uncommitted entry, and it must never depend on anything but
-//! the entries applied to it, in order: every member that applies the same
-//! log holds the same state.
+//! (`sessions`), the request vocabulary and its pure execution (`op`), the
+//! transaction vocabulary (`txn`), the lock table (`locks`), the records a
+//! participant keeps of prepared and resolved transactions and a
+//! coordinator of its unfinished decisions, and the snapshot that carries
+//! all of it to a member that fell behind. It must never see an uncommitted
+//! entry, and it must never depend on anything but the entries applied to
+//! it, in order: every member that applies the same log holds the same
+//! state.
 
 pub mod kv;
+pub mod locks;
 pub mod op;
 pub mod sessions;
+pub mod txn;
 
 use crate::bugs::Bugs;
+use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS};
 use crate::log::{Entry, Payload};
 use crate::types::{Epoch, Index, RequestId};
-use kv::{KvStore, Write};
-use op::{execute, OpResult};
+use kv::{KvStore, Versioned, Write};
+use locks::LockTable;
+use op::{execute, validate_part, ExecState, OpResult};
 use serde::{Deserialize, Serialize};
-use sessions::Sessions;
+use sessions::{Dedup, Sessions};
+use std::collections::BTreeMap;
+use txn::{AbortReason, Decision, LockMode, Prepared, TxnId, TxnPart, Vote};
 
 /// Everything a group's applied log determines.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMachine {
     pub kv: KvStore,
+    /// Responses to client requests (and the outcomes of the transactions
+    /// this group coordinated), for exactly-once retries.
     pub sessions: Sessions,
+    /// Participant: the keys prepared transactions hold.
+    pub locks: LockTable,
+    /// Participant: transactions prepared here and not yet resolved.
+    pub prepared: BTreeMap<TxnId, Prepared>,
+    /// Participant: the final vote of every transaction resolved here
+    /// (`Yes` if it committed), by transaction id, so that a late or
+    /// repeated `canCommit?` never prepares a finished transaction again.
+    pub resolved: Sessions<Vote>,
+    /// Coordinator: decisions not yet acknowledged by every participant.
+    pub decisions: BTreeMap<TxnId, Decision>,
+}
+
+/// What applying one entry did, beyond changing the state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing anyone waits for.
+    Nothing,
+    /// A client request was carried out; its clients get `response`.
+    Answered { id: RequestId, response: OpResult },
+    /// A prepare was decided here: the vote the coordinator gets.
+    Voted { txn: TxnId, vote: Vote },
+    /// A decision reached this participant group (its part is resolved).
+    Resolved { txn: TxnId },
+    /// The coordinator's decision is logged: the client gets `response`, and
+    /// the participants are to be told.
+    Decided { txn: TxnId, response: OpResult },
 }
 
 impl StateMachine {
-    /// Applies the next committed entry and returns the request it carried
-    /// out with its response, if it carried one out. A passive entry carries
-    /// its effects and response; an active entry carries the request, which
-    /// is executed here, in log order, against this member's state.
+    /// Applies the next committed entry and says what it did. A passive
+    /// entry carries its effects and response; an active entry carries the
+    /// request, which is executed here, in log order, against this member's
+    /// state; the two-phase commit entries are deterministic steps.
     /// `bugs.diverge_state` makes this member's state silently go wrong.
-    pub fn apply(&mut self, e: &Entry, bugs: &Bugs) -> Option<(RequestId, OpResult)> {
-        let (id, response) = match &e.payload {
-            Payload::Noop => return None,
+    pub fn apply(&mut self, e: &Entry, bugs: &Bugs) -> Applied {
+        match &e.payload {
+            Payload::Noop => Applied::Nothing,
             Payload::Effects { id, response, writes } => {
                 for w in writes {
                     self.kv.apply(w);
                 }
-                (*id, response.clone())
+                self.sessions.record(*id, e.index, response.clone());
+                Applied::Answered { id: *id, response: response.clone() }
             }
             Payload::Sequenced { id, op } => {
-                let (response, mut writes) = execute(op, e.index, self.kv.get(op.key()));
+                // A transaction committed in one step is named by its
+                // request id; it holds no locks, so the home group number
+                // in its id does not matter to the lock checks.
+                let txn = TxnId::new(*id, 0);
+                let (response, mut writes) = execute(op, e.index, txn, &*self);
                 if bugs.diverge_state {
                     for w in writes.iter_mut() {
                         if let Write::Put { value, .. } = w {
@@ -54,11 +96,130 @@ impl StateMachine {
                 for w in &writes {
                     self.kv.apply(w);
                 }
-                (*id, response)
+                self.sessions.record(*id, e.index, response.clone());
+                Applied::Answered { id: *id, response }
             }
+            Payload::Prepare { txn, part } => {
+                let vote = self.prepare(*txn, part, e.index, bugs);
+                Applied::Voted { txn: *txn, vote }
+            }
+            Payload::Resolve { txn, commit, writes } => {
+                self.resolve(*txn, *commit, writes, e.index);
+                Applied::Resolved { txn: *txn }
+            }
+            Payload::Decide { txn, commit, participants, outcome, writes } => {
+                let response = OpResult::Txn(outcome.clone());
+                self.sessions.record(txn.request_id(), e.index, response.clone());
+                if !participants.is_empty() {
+                    self.decisions.insert(*txn, Decision { commit: *commit, participants: participants.clone() });
+                }
+                // The home group is a participant too; its part resolves
+                // with the decision itself.
+                self.resolve(*txn, *commit, writes, e.index);
+                Applied::Decided { txn: *txn, response }
+            }
+            Payload::Ended { txns } => {
+                for t in txns {
+                    self.decisions.remove(t);
+                }
+                Applied::Nothing
+            }
+        }
+    }
+
+    /// Prepares `part` of `txn` as entry `index`, if it may be: not finished
+    /// here already, within the bounds, no lock against it, every check
+    /// holding. Prepared, it holds its locks until it resolves.
+    fn prepare(&mut self, txn: TxnId, part: &TxnPart, index: Index, bugs: &Bugs) -> Vote {
+        if let Some(p) = self.prepared.get(&txn) {
+            return if p.part.digest == part.digest {
+                yes(p)
+            } else {
+                no("the transaction id was reused with other contents")
+            };
+        }
+        match self.resolved.lookup(txn.request_id()) {
+            Dedup::Done(v) => return v.clone(),
+            Dedup::Expired => return no("the transaction finished too long ago to be prepared again"),
+            Dedup::New => {}
+        }
+        if self.prepared.len() >= MAX_PREPARED_TXNS {
+            return no(&format!("the group holds {MAX_PREPARED_TXNS} prepared transactions, its limit"));
+        }
+        let locks = part.locks();
+        if self.locks.len() + locks.len() > MAX_LOCKED_KEYS {
+            return no(&format!(
+                "the group holds {} locked keys, near its limit of {MAX_LOCKED_KEYS}",
+                self.locks.len()
+            ));
+        }
+        if let Err(reason) = validate_part(&part.checks, &part.writes, txn, &*self) {
+            return Vote::No { reason };
+        }
+        if !bugs.release_locks_at_prepare {
+            for (key, mode) in &locks {
+                self.locks.lock(key, *mode, txn);
+            }
+        }
+        let p = Prepared { part: part.clone(), version: index };
+        let vote = yes(&p);
+        self.prepared.insert(txn, p);
+        vote
+    }
+
+    /// The decision on `txn` reached this group at `index`: a prepared part
+    /// applies `writes` (on commit) and releases its locks, and the final
+    /// vote is remembered.
+    fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index) {
+        let Some(p) = self.prepared.remove(&txn) else {
+            // Never prepared here (its `canCommit?` was lost, or it voted
+            // no): remember the outcome so a late `canCommit?` cannot
+            // prepare it now.
+            if matches!(self.resolved.lookup(txn.request_id()), Dedup::New) {
+                self.resolved.record(txn.request_id(), index, final_vote(commit, None));
+            }
+            return;
         };
-        self.sessions.record(id, e.index, response.clone());
-        Some((id, response))
+        for (key, _) in p.part.locks() {
+            self.locks.unlock(&key, txn);
+        }
+        if commit {
+            for w in writes {
+                self.kv.apply(w);
+            }
+        }
+        self.resolved.record(txn.request_id(), index, final_vote(commit, Some(&p)));
+    }
+
+    /// The writes a prepared transaction makes here if it commits.
+    pub fn prepared_writes(&self, txn: TxnId) -> Option<Vec<Write>> {
+        self.prepared.get(&txn).map(|p| p.part.writes.iter().map(|w| w.at(p.version)).collect())
+    }
+}
+
+fn yes(p: &Prepared) -> Vote {
+    Vote::Yes { versions: p.part.writes.iter().map(|w| (w.key.clone(), p.version)).collect() }
+}
+
+fn no(reason: &str) -> Vote {
+    Vote::No { reason: AbortReason::Refused { reason: reason.to_string() } }
+}
+
+fn final_vote(commit: bool, p: Option<&Prepared>) -> Vote {
+    match (commit, p) {
+        (true, Some(p)) => yes(p),
+        (true, None) => Vote::Yes { versions: Vec::new() },
+        (false, _) => no("the transaction was aborted"),
+    }
+}
+
+impl ExecState for StateMachine {
+    fn get(&self, key: &[u8]) -> Option<Versioned> {
+        self.kv.get(key).cloned()
+    }
+
+    fn lock_conflict(&self, key: &[u8], mode: LockMode, txn: TxnId) -> bool {
+        self.locks.conflicts(key, mode, txn)
     }
 }
 

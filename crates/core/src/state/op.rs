@@ -8,14 +8,18 @@
 
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::state::kv::{Key, Value, Versioned, Write};
+use crate::state::txn::{AbortReason, Check, LockMode, TxnId, TxnLimitError, TxnOutcome, TxnRequest, TxnWrite};
 use crate::types::Index;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-/// A key or value over its limit. The wire turns it into a `ClientError`.
+/// A key or value over its limit, or a transaction over its bounds. The
+/// wire turns it into a `ClientError`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LimitError {
     KeyTooLarge { len: usize, max: usize },
     ValueTooLarge { len: usize, max: usize },
+    Txn(Box<TxnLimitError>),
 }
 
 /// Checks a key against `MAX_KEY_BYTES`.
@@ -34,7 +38,8 @@ pub fn check_value(value: &[u8]) -> Result<(), LimitError> {
     Ok(())
 }
 
-/// A client operation on one key.
+/// What a client asks a group to do: an operation on one key, or a
+/// transaction operation at the transaction's home group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     Get {
@@ -60,12 +65,23 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         value: Value,
     },
+    /// Commits a transaction: every check holds and every write takes
+    /// effect, in every group, or nothing does. Sent to the home group (the
+    /// group of its first written key, or first checked one), whose primary
+    /// coordinates it; the request id names the transaction.
+    Commit(TxnRequest),
+    /// What became of a transaction (any client's), asked of its home group.
+    /// A coordinator with no record of it records an abort first, so the
+    /// answer is final: the transaction can never commit afterwards.
+    TxnStatus { txn: TxnId },
 }
 
 impl Op {
-    pub fn key(&self) -> &[u8] {
+    /// The key of an operation on one key; `None` for a transaction operation.
+    pub fn key(&self) -> Option<&[u8]> {
         match self {
-            Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => key,
+            Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => Some(key),
+            Op::Commit(_) | Op::TxnStatus { .. } => None,
         }
     }
 
@@ -75,11 +91,20 @@ impl Op {
 
     /// Checks the limits every operation must meet before it is executed.
     pub fn validate(&self) -> Result<(), LimitError> {
-        check_key(self.key())?;
-        if let Op::Put { value, .. } | Op::Cas { value, .. } = self {
-            check_value(value)?;
+        match self {
+            Op::Commit(req) => req.validate().map_err(|e| match e {
+                TxnLimitError::Limit(l) => l,
+                e => LimitError::Txn(Box::new(e)),
+            }),
+            Op::TxnStatus { .. } => Ok(()),
+            _ => {
+                check_key(self.key().expect("a single-key operation"))?;
+                if let Op::Put { value, .. } | Op::Cas { value, .. } = self {
+                    check_value(value)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -87,16 +112,95 @@ impl Op {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     Value(Option<Versioned>),
-    Written { version: u64 },
-    Deleted { existed: bool },
-    CasFailed { current_version: u64 },
+    Written {
+        version: u64,
+    },
+    Deleted {
+        existed: bool,
+    },
+    CasFailed {
+        current_version: u64,
+    },
+    /// A transaction's outcome (the answer to `Commit` and `TxnStatus`).
+    Txn(TxnOutcome),
 }
 
-/// Executes `op` as log entry `index` against `current` (the key's value as
-/// the primary sees it, including uncommitted writes). Pure: the caller
-/// decides where the effects go.
-pub fn execute(op: &Op, index: Index, current: Option<&Versioned>) -> (OpResult, Vec<Write>) {
+/// The state an operation executes against: a group's applied state (an
+/// active member's), or a passive primary's applied state plus its overlay
+/// of uncommitted entries, which sees at least every lock the applied state
+/// will hold when the entry applies.
+pub trait ExecState {
+    /// The key's value and version as the executing entry will find it.
+    fn get(&self, key: &[u8]) -> Option<Versioned>;
+    /// Whether `txn` taking `key` in `mode` conflicts with a prepared
+    /// transaction's lock.
+    fn lock_conflict(&self, key: &[u8], mode: LockMode, txn: TxnId) -> bool;
+}
+
+/// Executes `op` as log entry `index` against `state`. Pure: the caller
+/// decides where the writes go. `txn` names the transaction a `Commit` is.
+pub fn execute(op: &Op, index: Index, txn: TxnId, state: &impl ExecState) -> (OpResult, Vec<Write>) {
     match op {
+        Op::Commit(req) => {
+            let (outcome, writes) = execute_commit(req, index, txn, state);
+            (OpResult::Txn(outcome), writes)
+        }
+        // Never logged: the coordinator answers it (see `txn::coordinator`).
+        // Anything else a faulty peer logs is answered the same way by every
+        // member, never executed.
+        Op::TxnStatus { .. } => {
+            let reason = AbortReason::Refused { reason: "a status query is not executed".into() };
+            (OpResult::Txn(TxnOutcome::Aborted { reason }), Vec::new())
+        }
+        op => execute_kv(op, index, state.get(op.key().expect("a single-key operation")).as_ref()),
+    }
+}
+
+/// Commits a transaction that touches one group only, in one step: if every
+/// check holds and no key is locked, every write takes effect at `index`.
+pub fn execute_commit(req: &TxnRequest, index: Index, txn: TxnId, state: &impl ExecState) -> (TxnOutcome, Vec<Write>) {
+    if let Err(reason) = validate_part(&req.checks, &req.writes, txn, state) {
+        return (TxnOutcome::Aborted { reason }, Vec::new());
+    }
+    let writes = req.writes.iter().map(|w| w.at(index)).collect();
+    let versions = req.writes.iter().map(|w| (w.key.clone(), index)).collect();
+    (TxnOutcome::Committed { versions }, writes)
+}
+
+/// Whether `txn` may commit (or prepare) these checks and writes now: no
+/// key is locked against it, and every checked key is at its version.
+pub fn validate_part(
+    checks: &[Check],
+    writes: &[TxnWrite],
+    txn: TxnId,
+    state: &impl ExecState,
+) -> Result<(), AbortReason> {
+    let mut modes: BTreeMap<&[u8], LockMode> = BTreeMap::new();
+    for c in checks {
+        modes.entry(&c.key).or_insert(LockMode::Shared);
+    }
+    for w in writes {
+        modes.insert(&w.key, LockMode::Exclusive);
+    }
+    for (key, mode) in modes {
+        if state.lock_conflict(key, mode, txn) {
+            return Err(AbortReason::Locked { key: key.to_vec() });
+        }
+    }
+    for c in checks {
+        let actual = state.get(&c.key).map_or(0, |v| v.version);
+        if actual != c.version {
+            return Err(AbortReason::VersionChanged { key: c.key.clone(), expected: c.version, actual });
+        }
+    }
+    Ok(())
+}
+
+/// Executes an operation on one key as log entry `index` against `current`
+/// (the key's value as the entry will find it).
+fn execute_kv(op: &Op, index: Index, current: Option<&Versioned>) -> (OpResult, Vec<Write>) {
+    match op {
+        Op::Commit(_) | Op::TxnStatus { .. } => unreachable!("execute routes transaction operations elsewhere"),
         Op::Get { .. } => (OpResult::Value(current.cloned()), Vec::new()),
         Op::Put { key, value } => (
             OpResult::Written { version: index },
@@ -132,13 +236,13 @@ mod tests {
     fn cas_compares_versions() {
         let cur = Versioned { value: b"v".to_vec(), version: 7 };
         let op = Op::Cas { key: b"k".to_vec(), expected_version: 6, value: b"n".to_vec() };
-        assert_eq!(execute(&op, 9, Some(&cur)), (OpResult::CasFailed { current_version: 7 }, vec![]));
+        assert_eq!(execute_kv(&op, 9, Some(&cur)), (OpResult::CasFailed { current_version: 7 }, vec![]));
         let op = Op::Cas { key: b"k".to_vec(), expected_version: 7, value: b"n".to_vec() };
-        let (r, w) = execute(&op, 9, Some(&cur));
+        let (r, w) = execute_kv(&op, 9, Some(&cur));
         assert_eq!(r, OpResult::Written { version: 9 });
         assert_eq!(w, vec![put("k", "n", 9)]);
         let op = Op::Cas { key: b"k".to_vec(), expected_version: 0, value: b"n".to_vec() };
-        assert_eq!(execute(&op, 9, None).0, OpResult::Written { version: 9 });
+        assert_eq!(execute_kv(&op, 9, None).0, OpResult::Written { version: 9 });
     }
 
     #[test]

@@ -13,34 +13,48 @@ use std::collections::{BTreeMap, HashMap};
 
 /// What a replica remembers of one client: the responses of its recent
 /// requests, so a retry gets the original answer instead of running again.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    responses: BTreeMap<u64, OpResult>,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session<R> {
+    responses: BTreeMap<u64, R>,
     /// Every seq at or below this was forgotten; a retry of one gets
     /// `SessionExpired` instead of running twice.
     forgotten_upto: u64,
     last_active: Index,
 }
 
+impl<R> Default for Session<R> {
+    fn default() -> Self {
+        Session { responses: BTreeMap::new(), forgotten_upto: 0, last_active: 0 }
+    }
+}
+
 /// Outcome of looking a request up in the session table.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Dedup<'a> {
+pub enum Dedup<'a, R = OpResult> {
     New,
-    Done(&'a OpResult),
+    Done(&'a R),
     Expired,
 }
 
 /// The exactly-once table, replicated through the log: every replica records
-/// the response of every committed write under its request id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sessions {
-    by_client: HashMap<u64, Session>,
+/// the response of every committed write under its request id. `R` is what
+/// is remembered: a client's response, or (for a participant's record of
+/// transactions it resolved) its final vote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sessions<R = OpResult> {
+    by_client: HashMap<u64, Session<R>>,
     /// Ordered by (last_active, client), to forget the least recently active.
     by_activity: BTreeMap<(Index, u64), ()>,
 }
 
-impl Sessions {
-    pub fn lookup(&self, id: RequestId) -> Dedup<'_> {
+impl<R> Default for Sessions<R> {
+    fn default() -> Self {
+        Sessions { by_client: HashMap::new(), by_activity: BTreeMap::new() }
+    }
+}
+
+impl<R> Sessions<R> {
+    pub fn lookup(&self, id: RequestId) -> Dedup<'_, R> {
         match self.by_client.get(&id.client) {
             None => Dedup::New,
             Some(s) => match s.responses.get(&id.seq) {
@@ -51,7 +65,7 @@ impl Sessions {
         }
     }
 
-    pub fn record(&mut self, id: RequestId, index: Index, response: OpResult) {
+    pub fn record(&mut self, id: RequestId, index: Index, response: R) {
         let s = self.by_client.entry(id.client).or_default();
         self.by_activity.remove(&(s.last_active, id.client));
         s.last_active = index;

@@ -5,7 +5,8 @@
 //! Every error is a clear, actionable condition a person can read.
 
 use crate::state::op::{LimitError, Op, OpResult};
-use crate::types::{ClusterMap, Epoch, GroupId, Index, NodeId, RequestId, View};
+use crate::state::txn::TxnLimitError;
+use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, RequestId, View};
 use serde::{Deserialize, Serialize};
 
 /// Why a client request failed. Each is a clear, actionable condition.
@@ -49,6 +50,10 @@ pub enum ClientError {
     Malformed {
         reason: String,
     },
+    /// The transaction is empty, over a bound, or contradicts itself.
+    InvalidTransaction {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for ClientError {
@@ -74,6 +79,7 @@ impl std::fmt::Display for ClientError {
             ClientError::UnknownGroup { group } => write!(f, "group {group} is not known to this node"),
             ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
             ClientError::Malformed { reason } => write!(f, "malformed request: {reason}"),
+            ClientError::InvalidTransaction { reason } => write!(f, "invalid transaction: {reason}"),
         }
     }
 }
@@ -116,6 +122,16 @@ pub struct ReplicaStatus {
     pub applied_index: Index,
     pub digest: u64,
     pub keys: usize,
+    /// Transactions prepared in this group and not yet resolved (in doubt,
+    /// as far as this member knows).
+    pub prepared: usize,
+    /// Keys locked by those transactions.
+    pub locks: usize,
+    /// How long the oldest of them has been prepared, as this member saw it.
+    pub oldest_prepared_ms: Option<Millis>,
+    /// Decisions this group coordinated whose participants have not all
+    /// acknowledged them yet.
+    pub unfinished_decisions: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +165,23 @@ impl From<LimitError> for ClientError {
         match e {
             LimitError::KeyTooLarge { len, max } => ClientError::KeyTooLarge { len, max },
             LimitError::ValueTooLarge { len, max } => ClientError::ValueTooLarge { len, max },
+            LimitError::Txn(e) => {
+                let reason = match *e {
+                    TxnLimitError::Empty => "a transaction needs at least one read, compare or write".to_string(),
+                    TxnLimitError::TooManyKeys { keys, max } => {
+                        format!("a transaction of {keys} keys exceeds the limit of {max} keys")
+                    }
+                    TxnLimitError::TooManyBytes { bytes, max } => {
+                        format!("a transaction of {bytes} bytes exceeds the limit of {max} bytes")
+                    }
+                    TxnLimitError::Contradiction { key } => format!(
+                        "the transaction writes key `{}` twice or expects two versions of it",
+                        String::from_utf8_lossy(&key)
+                    ),
+                    TxnLimitError::Limit(l) => return l.into(),
+                };
+                ClientError::InvalidTransaction { reason }
+            }
         }
     }
 }

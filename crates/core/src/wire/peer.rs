@@ -6,6 +6,7 @@
 //! receiving protocol's business, and it must drop, never trip over, one.
 
 use crate::log::SharedEntry;
+use crate::state::txn::{TxnId, TxnPart, Vote};
 use crate::state::Snapshot;
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, View};
 use serde::{Deserialize, Serialize};
@@ -104,5 +105,41 @@ pub enum PeerBody {
     /// The sender is behind: here is the current view.
     StaleEpoch {
         view: View,
+    },
+
+    // Two-phase commit. Every message names the participant group it is
+    // about; the coordinator is the primary of `txn.home`.
+    /// canCommit?: the coordinator asks participant `group` to prepare `part`.
+    CanCommit {
+        group: GroupId,
+        txn: TxnId,
+        part: TxnPart,
+    },
+    /// Participant `group`'s vote, durable in its group before it is sent.
+    Vote {
+        group: GroupId,
+        txn: TxnId,
+        vote: Vote,
+    },
+    /// doCommit: the decision, durable in the home group, is to commit.
+    DoCommit {
+        group: GroupId,
+        txn: TxnId,
+    },
+    /// doAbort: the decision, durable in the home group, is to abort.
+    DoAbort {
+        group: GroupId,
+        txn: TxnId,
+    },
+    /// haveCommitted: participant `group` applied the decision (either one).
+    HaveCommitted {
+        group: GroupId,
+        txn: TxnId,
+    },
+    /// getDecision: participant `group`, prepared for long, asks the
+    /// coordinator; the answer is a `DoCommit` or `DoAbort`.
+    GetDecision {
+        group: GroupId,
+        txn: TxnId,
     },
 }

@@ -12,13 +12,51 @@ use pactdb_core::bugs::Bugs;
 use pactdb_core::log::{Entry, Payload};
 use pactdb_core::replica::{Replica, ReplicaTiming, Role};
 use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::state::txn::{Check, TxnRequest, TxnWrite};
 use pactdb_core::types::{ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The only group of the test clusters.
+/// The only group of the test clusters (the first of `two_groups`).
 pub const GROUP: GroupId = 0;
+/// The second group of `Harness::two_groups`.
+pub const OTHER: GroupId = 1;
+
+/// A key that `two_groups` places in `group` (the first `"{prefix}N"` that
+/// hashes there).
+pub fn key_in(group: GroupId, prefix: &str) -> String {
+    let mut map = cluster_map(&[1, 2, 3], 1);
+    map.groups.push(GroupSpec {
+        id: OTHER,
+        mode: Mode::Passive,
+        placement: vec![2, 1, 3],
+        min_members: 1,
+        voting: false,
+    });
+    (0..).map(|i| format!("{prefix}{i}")).find(|k| map.group_of(k.as_bytes()) == group).expect("some key lands there")
+}
+
+/// A transaction request: checks `(key, version)`, then puts `(key, value)`.
+pub fn txn(checks: &[(&str, u64)], puts: &[(&str, &str)]) -> TxnRequest {
+    TxnRequest {
+        checks: checks.iter().map(|(k, v)| Check { key: k.as_bytes().to_vec(), version: *v }).collect(),
+        writes: puts
+            .iter()
+            .map(|(k, v)| TxnWrite { key: k.as_bytes().to_vec(), value: Some(v.as_bytes().to_vec()) })
+            .collect(),
+    }
+}
+
+/// A client's commit of `req` as request `id`, to `group` at `epoch`.
+pub fn commit(id: RequestId, group: GroupId, epoch: Epoch, req: TxnRequest) -> ClientMsg {
+    ClientMsg::Request(ClientRequest { id, group, epoch, op: Op::Commit(req) })
+}
+
+/// A single-key request to `group`.
+pub fn request_to(id: RequestId, group: GroupId, epoch: Epoch, op: Op) -> ClientMsg {
+    ClientMsg::Request(ClientRequest { id, group, epoch, op })
+}
 
 /// How long a new passive primary refuses clients at most (from its last ack
 /// as a backup, or from winning in a new incarnation): `primary_suspect_ms`
@@ -213,6 +251,52 @@ impl Harness {
         h.first_heartbeat();
         assert_eq!(h.view(node(1)).mode, Mode::Active);
         h
+    }
+
+    /// Nodes 1, 2, 3 holding two passive groups: `GROUP` (0) led by node 1
+    /// and `OTHER` (1) led by node 2, both in epoch 2, both primaries past
+    /// their predecessor's lease and holding their own, every log empty.
+    pub fn two_groups() -> Harness {
+        Harness::two_groups_with_bugs(&[])
+    }
+
+    /// `two_groups`, with the nodes named in `bugs` running those bugs.
+    pub fn two_groups_with_bugs(bugs: &[(NodeId, Bugs)]) -> Harness {
+        let mut h = Harness::with_bugs(&[1, 2, 3], bugs);
+        let mut map = cluster_map(&[1, 2, 3], 1);
+        map.groups.push(GroupSpec {
+            id: OTHER,
+            mode: Mode::Passive,
+            placement: vec![2, 1, 3],
+            min_members: 1,
+            voting: false,
+        });
+        let (token, _) = h.client(node(1), ClientMsg::Bootstrap { cluster: map });
+        h.settle();
+        assert_eq!(h.take_reply(token), ClientReply::Bootstrapped(Ok(())));
+        h.run_until(1_000, |h| h.replica_of(node(1), GROUP).is_primary() && h.replica_of(node(2), OTHER).is_primary());
+        h.run_until(1_000, |h| {
+            h.live().iter().all(|&n| [GROUP, OTHER].iter().all(|&g| !h.replica_of(n, g).awaiting_view_confirmation()))
+        });
+        h.wait_out_predecessor_lease();
+        h.run_for(ReplicaTiming::default().heartbeat_ms * 2);
+        for (n, g) in [(1, GROUP), (2, OTHER)] {
+            let r = h.replica_of(node(n), g);
+            assert!(r.lease_valid(h.local_now(node(n))), "node {n} holds group {g}'s lease");
+            assert_eq!(r.view().map(|v| v.epoch), Some(2));
+        }
+        h.replies.clear();
+        h
+    }
+
+    /// Node `n`'s replica of `group`.
+    pub fn replica_of(&self, n: NodeId, group: GroupId) -> &Replica {
+        self.nodes[&n].replica(group).unwrap_or_else(|| panic!("node {n} has no replica of group {group}"))
+    }
+
+    /// The view node `n` holds of `group`.
+    pub fn view_of(&self, n: NodeId, group: GroupId) -> View {
+        self.replica_of(n, group).view().cloned().unwrap_or_else(|| panic!("node {n} has no view of group {group}"))
     }
 
     /// Node 1, primary, heartbeats once (at the first tick its heartbeat

@@ -1,0 +1,212 @@
+//! Transactions as a client writes them: reads served at once (their
+//! versions recorded), writes buffered, one atomic commit over every group
+//! touched. `Client::begin` gives an interactive `Txn`; `Client::txn` a
+//! one-shot `TxnBuilder` with etcd-style compares.
+//!
+//! It owns the client's side of a transaction's outcome. It must never
+//! report an outcome it does not know: a commit whose answer was lost is
+//! looked up (`Client::txn_status`, which makes the coordinator record an
+//! abort if it has no record, so the answer is final), and only if that
+//! fails too is the outcome `OutcomeUnknown`.
+
+use crate::{Client, Error};
+use pactdb_core::fe::FeError;
+use pactdb_core::state::kv::{Key, Value, Versioned};
+use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::state::txn::{AbortReason, Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
+use pactdb_core::wire::ClientError;
+use std::collections::BTreeMap;
+
+/// A committed transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// `None` for a transaction that read and wrote nothing (nothing was sent).
+    pub txn: Option<TxnId>,
+    /// Every written key's new version.
+    pub versions: BTreeMap<Key, u64>,
+}
+
+/// Why a commit did not succeed.
+#[derive(thiserror::Error, Debug)]
+pub enum TxnError {
+    /// The transaction did not commit and never will: safe to retry (as a
+    /// new transaction).
+    #[error("transaction {txn} aborted: {reason}")]
+    Aborted { txn: TxnId, reason: AbortReason },
+    /// Neither the commit nor a status query got an answer: the transaction
+    /// may or may not have committed. `Client::txn_status(txn)` answers it
+    /// later.
+    #[error(
+        "the outcome of transaction {txn} is unknown ({last_error}); `txn_status` tells it once the cluster answers"
+    )]
+    OutcomeUnknown { txn: TxnId, last_error: String },
+    /// The transaction was refused before it ran (bad input, over a bound),
+    /// or the client failed; nothing was committed.
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// An interactive transaction: `get` reads at once, `put` and `delete`
+/// buffer, `commit` commits everything atomically.
+pub struct Txn {
+    client: Client,
+    /// What each key read returned (`None`: absent), in first-read order.
+    reads: Vec<(Key, Option<Versioned>)>,
+    /// Compares: versions the commit requires.
+    compares: Vec<Check>,
+    /// Buffered writes in first-write order (the first one names the home
+    /// group); a later write of a key replaces its value in place.
+    writes: Vec<TxnWrite>,
+}
+
+impl Client {
+    /// Starts an interactive transaction.
+    pub fn begin(&self) -> Txn {
+        Txn { client: self.clone(), reads: Vec::new(), compares: Vec::new(), writes: Vec::new() }
+    }
+
+    /// Starts a one-shot transaction: compares, writes, commit.
+    pub fn txn(&self) -> TxnBuilder {
+        TxnBuilder { txn: self.begin() }
+    }
+
+    /// What became of transaction `txn`. If its coordinator has no record of
+    /// it, it records an abort first, so the answer is final either way.
+    pub async fn txn_status(&self, txn: TxnId) -> Result<TxnOutcome, Error> {
+        match self.execute(Op::TxnStatus { txn }).await? {
+            OpResult::Txn(outcome) => Ok(outcome),
+            other => Err(Error::Other(format!("unexpected result {other:?}"))),
+        }
+    }
+}
+
+impl Txn {
+    /// Reads `key` (at its group's primary, under its lease) and records the
+    /// version read: the commit succeeds only if it is still the key's
+    /// version then. A key this transaction wrote reads as written; a key
+    /// read before reads the same again.
+    pub async fn get(&mut self, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, Error> {
+        let key = key.into();
+        if let Some(w) = self.writes.iter().find(|w| w.key == key) {
+            return Ok(w.value.clone().map(|value| Versioned { value, version: 0 }));
+        }
+        if let Some((_, v)) = self.reads.iter().find(|(k, _)| *k == key) {
+            return Ok(v.clone());
+        }
+        let v = self.client.get(key.clone()).await?;
+        self.reads.push((key, v.clone()));
+        Ok(v)
+    }
+
+    /// Buffers a write of `value` to `key`.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.write(key.into(), Some(value.into()));
+    }
+
+    /// Buffers a deletion of `key`.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.write(key.into(), None);
+    }
+
+    /// Requires `key` to be at `version` when the transaction commits (0:
+    /// the key must not exist).
+    pub fn when(&mut self, key: impl Into<Vec<u8>>, version: u64) {
+        let key = key.into();
+        self.compares.retain(|c| c.key != key);
+        self.compares.push(Check { key, version });
+    }
+
+    fn write(&mut self, key: Key, value: Option<Value>) {
+        match self.writes.iter_mut().find(|w| w.key == key) {
+            Some(w) => w.value = value,
+            None => self.writes.push(TxnWrite { key, value }),
+        }
+    }
+
+    /// What each read returned so far, in first-read order.
+    pub fn reads(&self) -> &[(Key, Option<Versioned>)] {
+        &self.reads
+    }
+
+    /// The request `commit` sends: every compare, every read's version (a
+    /// compare on the same key wins), every buffered write.
+    pub fn request(&self) -> TxnRequest {
+        let mut checks = self.compares.clone();
+        for (key, v) in &self.reads {
+            if !checks.iter().any(|c| c.key == *key) {
+                checks.push(Check { key: key.clone(), version: v.as_ref().map_or(0, |v| v.version) });
+            }
+        }
+        TxnRequest { checks, writes: self.writes.clone() }
+    }
+
+    /// Commits atomically over every group the transaction touched. A
+    /// retried commit (after a lost answer) runs at most once.
+    pub async fn commit(self) -> Result<Committed, TxnError> {
+        let req = self.request();
+        if req.checks.is_empty() && req.writes.is_empty() {
+            return Ok(Committed { txn: None, versions: BTreeMap::new() });
+        }
+        let cluster = self.client.cluster();
+        let home = cluster.group_of(req.home_key().expect("a request with a check or a write has a key"));
+        let (id, result) = self.client.execute_with_id(Op::Commit(req)).await?;
+        let txn = TxnId::new(id, home);
+        match result {
+            Ok(OpResult::Txn(outcome)) => outcome_of(txn, outcome),
+            Ok(other) => Err(Error::Other(format!("unexpected result {other:?}")).into()),
+            // The commit may have run: ask. A coordinator without a record
+            // of it records an abort, so whatever it answers is final.
+            Err(FeError::Timeout { last_error }) => {
+                lookup(&self.client, txn, last_error.unwrap_or_else(|| "no answer".into())).await
+            }
+            Err(FeError::Refused(ClientError::SessionExpired)) => {
+                lookup(&self.client, txn, ClientError::SessionExpired.to_string()).await
+            }
+            Err(e) => Err(Error::Fe(e).into()),
+        }
+    }
+}
+
+/// The outcome of a commit whose answer was lost.
+async fn lookup(client: &Client, txn: TxnId, first: String) -> Result<Committed, TxnError> {
+    match client.txn_status(txn).await {
+        Ok(outcome) => outcome_of(txn, outcome),
+        Err(e) => Err(TxnError::OutcomeUnknown { txn, last_error: format!("{first}; status: {e}") }),
+    }
+}
+
+fn outcome_of(txn: TxnId, outcome: TxnOutcome) -> Result<Committed, TxnError> {
+    match outcome {
+        TxnOutcome::Committed { versions } => {
+            Ok(Committed { txn: Some(txn), versions: versions.into_iter().collect() })
+        }
+        TxnOutcome::Aborted { reason } => Err(TxnError::Aborted { txn, reason }),
+    }
+}
+
+/// A one-shot transaction: `client.txn().when(k, v).put(k, v).commit()`.
+pub struct TxnBuilder {
+    txn: Txn,
+}
+
+impl TxnBuilder {
+    /// Requires `key` to be at `version` at commit (0: must not exist).
+    pub fn when(mut self, key: impl Into<Vec<u8>>, version: u64) -> Self {
+        self.txn.when(key, version);
+        self
+    }
+
+    pub fn put(mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        self.txn.put(key, value);
+        self
+    }
+
+    pub fn delete(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.txn.delete(key);
+        self
+    }
+
+    pub async fn commit(self) -> Result<Committed, TxnError> {
+        self.txn.commit().await
+    }
+}

@@ -1,0 +1,464 @@
+//! The coordinator of two-phase commit: the role a group's primary (its
+//! sequencer, in an active group) plays for every transaction whose home is
+//! the group (the group of its first written key).
+//!
+//! A client's `Commit` (`on_commit_request`) whose keys all live in this
+//! group commits in one log entry, with no two-phase commit. Otherwise the
+//! coordinator sends `canCommit?` to every participant group (this one
+//! included) and collects the votes (`on_vote`). All yes: it decides to
+//! commit; any no, or not every vote within `vote_timeout_ms`: to abort.
+//! The decision is a `Decide` entry in this group's log, and nobody hears
+//! it (neither the client nor a participant) before that entry is committed
+//! on every member: a new primary finds every decision in its log and
+//! drives it to the end. Participants are told (`doCommit` / `doAbort`)
+//! until each acknowledges (`on_have_committed`); acknowledged decisions
+//! are retired in batches by `Ended` entries.
+//!
+//! Presumed abort: asked for the outcome of a transaction it has no record
+//! of (`on_get_decision`, or a client's `TxnStatus`), the coordinator first
+//! logs an abort for it (a tombstone), so that it can never commit later,
+//! and answers only once that is committed; and it answers so only after
+//! it has committed an entry of its own epoch, so its log holds every
+//! decision an earlier primary may have made.
+//!
+//! It must never send a decision before it is durable in the home group,
+//! never decide to commit without every participant's yes, and never read
+//! "no record" as abort without recording the abort first.
+
+use super::{Ctx, Replica};
+use crate::io::ClientToken;
+use crate::limits::{MAX_COORDINATED_TXNS, MAX_ENDED_PER_ENTRY};
+use crate::log::{Entry, Payload};
+use crate::state::op::{Op, OpResult};
+use crate::state::sessions::Dedup;
+use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vote};
+use crate::types::{GroupId, Millis, Mode, NodeId, RequestId};
+use crate::wire::{ClientError, ClientReply, PeerBody};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What a primary tracks of the transactions it coordinates, beyond the
+/// replicated decisions. None of it survives a change of primary: a new
+/// one finds the decisions in its log, and clients retry the rest.
+#[derive(Debug, Default)]
+pub struct Coordinator {
+    /// Transactions collecting votes.
+    collecting: BTreeMap<TxnId, Collecting>,
+    /// Logged decisions being told to their participants.
+    telling: BTreeMap<TxnId, Telling>,
+    /// Decisions every participant acknowledged, for the next `Ended` entry.
+    ended: Vec<TxnId>,
+    /// Decisions in an `Ended` entry that is not applied yet.
+    ending: BTreeSet<TxnId>,
+    /// Who asked for the outcome of a transaction whose decision is being
+    /// logged, or is still to be made.
+    askers: HashMap<TxnId, Vec<Asker>>,
+}
+
+#[derive(Debug)]
+struct Collecting {
+    parts: BTreeMap<GroupId, TxnPart>,
+    votes: BTreeMap<GroupId, Vote>,
+    /// The client's attempts (a retry adds one) waiting for the outcome.
+    clients: Vec<(ClientToken, RequestId)>,
+    digest: u64,
+    deadline_ms: Millis,
+    next_send_ms: Millis,
+}
+
+#[derive(Debug)]
+struct Telling {
+    commit: bool,
+    participants: Vec<GroupId>,
+    acked: BTreeSet<GroupId>,
+    next_send_ms: Millis,
+}
+
+/// Someone waiting to hear a transaction's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Asker {
+    /// A participant's `getDecision`: answered with `doCommit`/`doAbort`.
+    Participant { node: NodeId, group: GroupId },
+    /// A client's `TxnStatus` query.
+    Client { token: ClientToken, id: RequestId },
+}
+
+impl Coordinator {
+    pub(super) fn note_pending(&mut self, e: &Entry) {
+        if let Payload::Ended { txns } = &e.payload {
+            self.ending.extend(txns.iter().copied());
+        }
+    }
+
+    pub(super) fn forget_pending(&mut self, e: &Entry) {
+        if let Payload::Ended { txns } = &e.payload {
+            for t in txns {
+                self.ending.remove(t);
+            }
+        }
+    }
+
+    /// Transactions in progress here: collecting votes or being told.
+    pub fn in_progress(&self) -> usize {
+        self.collecting.len() + self.telling.len()
+    }
+}
+
+impl Replica {
+    /// A client's commit of transaction `id`, whose home is this group. The
+    /// request passed the checks of `on_client_request` (primary, epoch,
+    /// limits, a retry of a finished or pending commit answered).
+    pub(super) fn on_commit_request(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, req: TxnRequest) {
+        let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
+        let Some(cluster) = ctx.cluster else {
+            return reply(ctx, Err(ClientError::Unavailable { reason: "the cluster map is not known yet".into() }));
+        };
+        let home = cluster.group_of(req.home_key().expect("a validated transaction has a key"));
+        if home != self.group {
+            let reason = format!(
+                "a transaction goes to its home group (the group of its first written key, else its first read one), \
+                 group {home}, not group {}",
+                self.group
+            );
+            return reply(ctx, Err(ClientError::Malformed { reason }));
+        }
+        let txn = TxnId::new(id, self.group);
+        let digest = req.digest();
+        if let Some(c) = self.coordinator.collecting.get_mut(&txn) {
+            if c.digest != digest {
+                let reason = "the transaction id was reused with other contents".to_string();
+                return reply(ctx, Err(ClientError::Malformed { reason }));
+            }
+            c.clients.push((token, id));
+            return;
+        }
+        let parts = req.split(cluster);
+        if parts.len() == 1 {
+            // One group holds every key: one entry commits it, no 2PC.
+            return match self.mode() {
+                Mode::Passive => self.execute_passive(ctx, token, id, Op::Commit(req)),
+                Mode::Active => self.sequence(ctx, token, id, Op::Commit(req)),
+            };
+        }
+        if self.coordinator.in_progress() >= MAX_COORDINATED_TXNS {
+            return reply(ctx, Err(ClientError::Busy));
+        }
+        let now = ctx.out.now();
+        for (&group, part) in &parts {
+            ctx.send_to_group(group, PeerBody::CanCommit { group, txn, part: part.clone() });
+        }
+        let t = &self.txn_timing;
+        self.coordinator.collecting.insert(
+            txn,
+            Collecting {
+                parts,
+                votes: BTreeMap::new(),
+                clients: vec![(token, id)],
+                digest,
+                deadline_ms: now + t.vote_timeout_ms,
+                next_send_ms: now + t.resend_ms,
+            },
+        );
+    }
+
+    /// A participant's vote.
+    pub fn on_vote(&mut self, ctx: &mut Ctx, group: GroupId, txn: TxnId, vote: Vote) {
+        if !self.is_primary() {
+            return;
+        }
+        let Some(c) = self.coordinator.collecting.get_mut(&txn) else { return };
+        if !c.parts.contains_key(&group) {
+            return;
+        }
+        let vote = c.votes.entry(group).or_insert(vote).clone();
+        match vote {
+            Vote::No { reason } => self.decide(ctx, txn, Err(reason)),
+            Vote::Yes { .. } if self.bugs.commit_without_all_votes => self.decide(ctx, txn, Ok(())),
+            Vote::Yes { .. } if c.votes.len() == c.parts.len() => {
+                if c.votes.values().all(|v| matches!(v, Vote::Yes { .. })) {
+                    self.decide(ctx, txn, Ok(()))
+                }
+            }
+            Vote::Yes { .. } => {}
+        }
+    }
+
+    /// Decides `txn`: logs the decision, and tells everyone once it is
+    /// committed (`on_decide_applied`).
+    fn decide(&mut self, ctx: &mut Ctx, txn: TxnId, verdict: Result<(), AbortReason>) {
+        let Some(c) = self.coordinator.collecting.remove(&txn) else { return };
+        let commit = verdict.is_ok();
+        let participants: Vec<GroupId> = c.parts.keys().copied().filter(|g| *g != self.group).collect();
+        let outcome = match verdict {
+            Ok(()) => {
+                let mut versions = Vec::new();
+                for v in c.votes.values() {
+                    if let Vote::Yes { versions: vs } = v {
+                        versions.extend(vs.iter().cloned());
+                    }
+                }
+                versions.sort();
+                TxnOutcome::Committed { versions }
+            }
+            Err(reason) => TxnOutcome::Aborted { reason },
+        };
+        // The home group's own part was prepared here like any other; the
+        // decision resolves it.
+        let writes = if commit { self.state.prepared_writes(txn).unwrap_or_default() } else { Vec::new() };
+        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        let index = self.log.last_index() + 1;
+        let entry = Entry { epoch, index, payload: Payload::Decide { txn, commit, participants, outcome, writes } };
+        self.note_pending(&entry);
+        self.append_local(ctx, entry);
+        self.dirty = true;
+        for (token, id) in c.clients {
+            self.answer_when_applied(token, id, index);
+        }
+        if self.bugs.decide_before_durable {
+            self.tell_participants(ctx, txn);
+        }
+    }
+
+    /// The decision on `txn` is committed: the participants may hear it.
+    pub(super) fn on_decide_applied(&mut self, ctx: &mut Ctx, txn: TxnId, response: &OpResult) {
+        if !self.coordinator.telling.contains_key(&txn) {
+            self.tell_participants(ctx, txn);
+        }
+        let commit = matches!(response, OpResult::Txn(o) if o.is_committed());
+        for asker in self.coordinator.askers.remove(&txn).unwrap_or_default() {
+            match asker {
+                Asker::Participant { node, group } => send_decision(ctx, node, group, txn, commit),
+                Asker::Client { token, id } => {
+                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) })
+                }
+            }
+        }
+    }
+
+    /// Starts telling the participants of `txn`'s decision.
+    fn tell_participants(&mut self, ctx: &mut Ctx, txn: TxnId) {
+        let (commit, participants) = match self.state.decisions.get(&txn) {
+            Some(d) => (d.commit, d.participants.clone()),
+            // Only with `decide_before_durable`: the decision is not applied yet.
+            None => match self.log.range(self.commit_index + 1, self.log.last_index()).find_map(|e| match &e.payload {
+                Payload::Decide { txn: t, commit, participants, .. } if *t == txn => {
+                    Some((*commit, participants.clone()))
+                }
+                _ => None,
+            }) {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        if participants.is_empty() {
+            return;
+        }
+        for &g in &participants {
+            ctx.send_to_group(g, decision(g, txn, commit));
+        }
+        let next_send_ms = ctx.out.now() + self.txn_timing.resend_ms;
+        self.coordinator.telling.insert(txn, Telling { commit, participants, acked: BTreeSet::new(), next_send_ms });
+    }
+
+    /// haveCommitted: participant `group` applied the decision on `txn`.
+    pub fn on_have_committed(&mut self, _ctx: &mut Ctx, group: GroupId, txn: TxnId) {
+        if !self.is_primary() {
+            return;
+        }
+        let Some(t) = self.coordinator.telling.get_mut(&txn) else { return };
+        t.acked.insert(group);
+        if t.participants.iter().all(|g| t.acked.contains(g)) {
+            self.coordinator.telling.remove(&txn);
+            self.coordinator.ended.push(txn);
+        }
+    }
+
+    /// getDecision: participant `group`, prepared for long, asks what
+    /// became of `txn`.
+    pub fn on_get_decision(&mut self, ctx: &mut Ctx, from: NodeId, group: GroupId, txn: TxnId) {
+        if !self.serves_transactions(ctx) {
+            return self.redirect(ctx, from);
+        }
+        if let Some(d) = self.state.decisions.get(&txn) {
+            return send_decision(ctx, from, group, txn, d.commit);
+        }
+        match self.state.sessions.lookup(txn.request_id()) {
+            Dedup::Done(OpResult::Txn(o)) => return send_decision(ctx, from, group, txn, o.is_committed()),
+            // The id answered something that is not a transaction, or was
+            // forgotten: no participant can hold a live prepare of it.
+            Dedup::Done(_) | Dedup::Expired => return,
+            Dedup::New => {}
+        }
+        let asker = Asker::Participant { node: from, group };
+        if self.pending_ids.contains_key(&txn.request_id()) || self.coordinator.collecting.contains_key(&txn) {
+            // The decision is being logged, or still being made.
+            let askers = self.coordinator.askers.entry(txn).or_default();
+            if !askers.contains(&asker) {
+                askers.push(asker);
+            }
+            return;
+        }
+        self.presume_abort(ctx, txn, asker);
+    }
+
+    /// A client asks what became of `txn` (home: this group).
+    pub(super) fn on_txn_status(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, txn: TxnId) {
+        let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
+        if txn.home != self.group {
+            let reason = format!("transaction {txn} has its home in group {}, not {}", txn.home, self.group);
+            return reply(ctx, Err(ClientError::Malformed { reason }));
+        }
+        match self.state.sessions.lookup(txn.request_id()) {
+            Dedup::Done(r @ OpResult::Txn(_)) => return reply(ctx, Ok(r.clone())),
+            Dedup::Done(_) => {
+                let reason = format!("request {txn} was not a transaction");
+                return reply(ctx, Err(ClientError::Malformed { reason }));
+            }
+            Dedup::Expired => return reply(ctx, Err(ClientError::SessionExpired)),
+            Dedup::New => {}
+        }
+        let asker = Asker::Client { token, id };
+        if self.pending_ids.contains_key(&txn.request_id()) || self.coordinator.collecting.contains_key(&txn) {
+            self.coordinator.askers.entry(txn).or_default().push(asker);
+            return;
+        }
+        if !self.presume_abort(ctx, txn, asker) {
+            let reason = "the new primary has not committed an entry of its own yet".to_string();
+            reply(ctx, Err(ClientError::Unavailable { reason }));
+        }
+    }
+
+    /// Records an abort for `txn`, of which this coordinator has no record,
+    /// and answers `asker` once it is committed. Returns false if it cannot
+    /// yet: a primary answers for "no record" only once it has committed an
+    /// entry of its own epoch (it appends a no-op to get there).
+    fn presume_abort(&mut self, ctx: &mut Ctx, txn: TxnId, asker: Asker) -> bool {
+        if let Asker::Participant { node, group } = asker {
+            if self.bugs.presume_commit {
+                send_decision(ctx, node, group, txn, true);
+                return true;
+            }
+            if self.bugs.abort_without_record {
+                send_decision(ctx, node, group, txn, false);
+                return true;
+            }
+        }
+        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        if self.log.epoch_at(self.commit_index) != Some(epoch) {
+            self.append_noop_if_idle(ctx);
+            return false;
+        }
+        let index = self.log.last_index() + 1;
+        let outcome = TxnOutcome::Aborted { reason: AbortReason::NoRecord };
+        let payload = Payload::Decide { txn, commit: false, participants: Vec::new(), outcome, writes: Vec::new() };
+        let entry = Entry { epoch, index, payload };
+        self.note_pending(&entry);
+        self.append_local(ctx, entry);
+        self.dirty = true;
+        self.coordinator.askers.entry(txn).or_default().push(asker);
+        true
+    }
+
+    /// Resends what went unanswered, aborts what waited too long for votes,
+    /// takes over the decisions a previous primary left unfinished, and
+    /// retires acknowledged ones.
+    pub(super) fn tick_coordinator(&mut self, ctx: &mut Ctx) {
+        if !self.serves_transactions(ctx) {
+            return;
+        }
+        let now = ctx.out.now();
+        let resend = self.txn_timing.resend_ms;
+        let mut timed_out = Vec::new();
+        for (txn, c) in self.coordinator.collecting.iter_mut() {
+            if now >= c.deadline_ms {
+                timed_out.push(*txn);
+            } else if now >= c.next_send_ms {
+                c.next_send_ms = now + resend;
+                for (&group, part) in &c.parts {
+                    if !c.votes.contains_key(&group) {
+                        let body = PeerBody::CanCommit { group, txn: *txn, part: part.clone() };
+                        ctx.send_to_group(group, body);
+                    }
+                }
+            }
+        }
+        for txn in timed_out {
+            self.decide(ctx, txn, Err(AbortReason::Timeout));
+        }
+        let c = &mut self.coordinator;
+        if self.state.decisions.len() > c.telling.len() + c.ended.len() + c.ending.len() {
+            // Decisions an earlier primary logged and did not finish.
+            let adopt: Vec<TxnId> = self
+                .state
+                .decisions
+                .keys()
+                .filter(|t| !c.telling.contains_key(t) && !c.ended.contains(t) && !c.ending.contains(t))
+                .copied()
+                .collect();
+            for txn in adopt {
+                let d = &self.state.decisions[&txn];
+                let t = Telling {
+                    commit: d.commit,
+                    participants: d.participants.clone(),
+                    acked: BTreeSet::new(),
+                    next_send_ms: now,
+                };
+                c.telling.insert(txn, t);
+            }
+        }
+        for (txn, t) in c.telling.iter_mut() {
+            if now >= t.next_send_ms {
+                t.next_send_ms = now + resend;
+                for &g in t.participants.iter().filter(|g| !t.acked.contains(g)) {
+                    ctx.send_to_group(g, decision(g, *txn, t.commit));
+                }
+            }
+        }
+        if !c.ended.is_empty() && c.ending.is_empty() {
+            let n = c.ended.len().min(MAX_ENDED_PER_ENTRY);
+            let txns: Vec<TxnId> = c.ended.drain(..n).collect();
+            let epoch = self.view.as_ref().expect("primary has a view").epoch;
+            let index = self.log.last_index() + 1;
+            let entry = Entry { epoch, index, payload: Payload::Ended { txns } };
+            self.note_pending(&entry);
+            self.append_local(ctx, entry);
+            self.dirty = true;
+        }
+    }
+
+    /// The primary stopped being primary: everyone waiting on it is told to
+    /// go to the new one.
+    pub(super) fn coordinator_step_down(&mut self, ctx: &mut Ctx) {
+        let view = self.view.clone();
+        let c = std::mem::take(&mut self.coordinator);
+        let not_leader = |ctx: &mut Ctx, token, id| {
+            let result = Err(ClientError::NotLeader { view: view.clone() });
+            ctx.out.reply(token, ClientReply::Response { id, result });
+        };
+        for (_, col) in c.collecting {
+            for (token, id) in col.clients {
+                not_leader(ctx, token, id);
+            }
+        }
+        for (_, askers) in c.askers {
+            for a in askers {
+                if let Asker::Client { token, id } = a {
+                    not_leader(ctx, token, id);
+                }
+            }
+        }
+    }
+}
+
+/// doCommit or doAbort, for participant `group`.
+fn decision(group: GroupId, txn: TxnId, commit: bool) -> PeerBody {
+    if commit {
+        PeerBody::DoCommit { group, txn }
+    } else {
+        PeerBody::DoAbort { group, txn }
+    }
+}
+
+/// Answers a participant's `getDecision` (sent from `node`).
+fn send_decision(ctx: &mut Ctx, node: NodeId, group: GroupId, txn: TxnId, commit: bool) {
+    ctx.out.send(node, decision(group, txn, commit));
+}
