@@ -12,7 +12,7 @@ use pactdb_core::bugs::Bugs;
 use pactdb_core::log::{Entry, Payload};
 use pactdb_core::replica::{Replica, ReplicaTiming, Role};
 use pactdb_core::state::op::{Op, OpResult};
-use pactdb_core::state::txn::{Check, TxnRequest, TxnWrite};
+use pactdb_core::state::txn::{Check, TxnPart, TxnRequest, TxnWrite};
 use pactdb_core::types::{ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
@@ -46,6 +46,12 @@ pub fn txn(checks: &[(&str, u64)], puts: &[(&str, &str)]) -> TxnRequest {
             .map(|(k, v)| TxnWrite { key: k.as_bytes().to_vec(), value: Some(v.as_bytes().to_vec()) })
             .collect(),
     }
+}
+
+/// The part of `req` that `group` holds, as a coordinator sends it.
+pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> TxnPart {
+    let cluster = h.node(node(1)).cluster().expect("node 1 knows the cluster map");
+    req.split(cluster).remove(&group).unwrap_or_else(|| panic!("no key of the request is in group {group}"))
 }
 
 /// A client's commit of `req` as request `id`, to `group` at `epoch`.
@@ -262,15 +268,15 @@ impl Harness {
 
     /// `two_groups`, with the nodes named in `bugs` running those bugs.
     pub fn two_groups_with_bugs(bugs: &[(NodeId, Bugs)]) -> Harness {
+        Harness::two_groups_of(Mode::Passive, Mode::Passive, bugs)
+    }
+
+    /// `two_groups`, with `GROUP` in `home` mode and `OTHER` in `other` mode
+    /// (an active group's leader is its sequencer).
+    pub fn two_groups_of(home: Mode, other: Mode, bugs: &[(NodeId, Bugs)]) -> Harness {
         let mut h = Harness::with_bugs(&[1, 2, 3], bugs);
-        let mut map = cluster_map(&[1, 2, 3], 1);
-        map.groups.push(GroupSpec {
-            id: OTHER,
-            mode: Mode::Passive,
-            placement: vec![2, 1, 3],
-            min_members: 1,
-            voting: false,
-        });
+        let mut map = group_map(&[1, 2, 3], 1, home, false);
+        map.groups.push(GroupSpec { id: OTHER, mode: other, placement: vec![2, 1, 3], min_members: 1, voting: false });
         let (token, _) = h.client(node(1), ClientMsg::Bootstrap { cluster: map });
         h.settle();
         assert_eq!(h.take_reply(token), ClientReply::Bootstrapped(Ok(())));
