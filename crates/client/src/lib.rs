@@ -34,7 +34,7 @@ const MAX_EVENTS_PER_ROUND: usize = 1024;
 
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Fe(#[from] FeError),
     #[error("no endpoint answered: {0}")]
     NoEndpoint(String),

@@ -15,7 +15,7 @@ use pactdb_core::state::kv::{Key, Value, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{AbortReason, Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
 use pactdb_core::wire::ClientError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A committed transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,12 +57,23 @@ pub struct Txn {
     /// Buffered writes in first-write order (the first one names the home
     /// group); a later write of a key replaces its value in place.
     writes: Vec<TxnWrite>,
+    /// Where each key is in `reads` and `writes`: a transaction of thousands
+    /// of keys must not search them one by one.
+    read_at: HashMap<Key, usize>,
+    write_at: HashMap<Key, usize>,
 }
 
 impl Client {
     /// Starts an interactive transaction.
     pub fn begin(&self) -> Txn {
-        Txn { client: self.clone(), reads: Vec::new(), compares: Vec::new(), writes: Vec::new() }
+        Txn {
+            client: self.clone(),
+            reads: Vec::new(),
+            compares: Vec::new(),
+            writes: Vec::new(),
+            read_at: HashMap::new(),
+            write_at: HashMap::new(),
+        }
     }
 
     /// Starts a one-shot transaction: compares, writes, commit.
@@ -87,13 +98,14 @@ impl Txn {
     /// read before reads the same again.
     pub async fn get(&mut self, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, Error> {
         let key = key.into();
-        if let Some(w) = self.writes.iter().find(|w| w.key == key) {
-            return Ok(w.value.clone().map(|value| Versioned { value, version: 0 }));
+        if let Some(&i) = self.write_at.get(&key) {
+            return Ok(self.writes[i].value.clone().map(|value| Versioned { value, version: 0 }));
         }
-        if let Some((_, v)) = self.reads.iter().find(|(k, _)| *k == key) {
-            return Ok(v.clone());
+        if let Some(&i) = self.read_at.get(&key) {
+            return Ok(self.reads[i].1.clone());
         }
         let v = self.client.get(key.clone()).await?;
+        self.read_at.insert(key.clone(), self.reads.len());
         self.reads.push((key, v.clone()));
         Ok(v)
     }
@@ -112,14 +124,19 @@ impl Txn {
     /// the key must not exist).
     pub fn when(&mut self, key: impl Into<Vec<u8>>, version: u64) {
         let key = key.into();
-        self.compares.retain(|c| c.key != key);
-        self.compares.push(Check { key, version });
+        match self.compares.iter_mut().find(|c| c.key == key) {
+            Some(c) => c.version = version,
+            None => self.compares.push(Check { key, version }),
+        }
     }
 
     fn write(&mut self, key: Key, value: Option<Value>) {
-        match self.writes.iter_mut().find(|w| w.key == key) {
-            Some(w) => w.value = value,
-            None => self.writes.push(TxnWrite { key, value }),
+        match self.write_at.get(&key) {
+            Some(&i) => self.writes[i].value = value,
+            None => {
+                self.write_at.insert(key.clone(), self.writes.len());
+                self.writes.push(TxnWrite { key, value });
+            }
         }
     }
 
@@ -132,8 +149,9 @@ impl Txn {
     /// compare on the same key wins), every buffered write.
     pub fn request(&self) -> TxnRequest {
         let mut checks = self.compares.clone();
+        let compared: std::collections::HashSet<&Key> = self.compares.iter().map(|c| &c.key).collect();
         for (key, v) in &self.reads {
-            if !checks.iter().any(|c| c.key == *key) {
+            if !compared.contains(key) {
                 checks.push(Check { key: key.clone(), version: v.as_ref().map_or(0, |v| v.version) });
             }
         }

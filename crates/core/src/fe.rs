@@ -195,6 +195,11 @@ impl FrontEnd {
             },
             op => cluster.group_of(op.key().expect("a single-key operation")),
         };
+        let Some(spec) = cluster.groups.iter().find(|g| g.id == group).cloned() else {
+            // Only a status query names its group (a transaction id's home);
+            // one the cluster does not have is refused, never routed.
+            return self.finish(op, Err(FeError::Refused(ClientError::UnknownGroup { group })));
+        };
         let view = self.views.get(&group).cloned();
         let p = self.pending.get_mut(&op).expect("pending");
         p.request.group = group;
@@ -204,15 +209,11 @@ impl FrontEnd {
                 v.leader
             }
             (None, Some(t)) => t,
-            (None, None) => {
-                let placement = &cluster.groups.iter().find(|g| g.id == group).expect("group in map").placement;
-                placement[rng.gen_range(0..placement.len())]
-            }
+            (None, None) => spec.placement[rng.gen_range(0..spec.placement.len())],
         };
         p.target = Some(target);
         p.in_flight = true;
         p.wake_ms = now + self.timing.attempt_timeout_ms;
-        let spec = cluster.groups.iter().find(|g| g.id == group).expect("group in map");
         if spec.mode == Mode::Active {
             // Active replication: the request goes to every member; the
             // sequencer orders it and every member answers.

@@ -114,7 +114,7 @@ fn a_transaction_of_one_group_commits_in_one_entry_without_two_phase_commit() {
     assert_eq!(logged.len(), 1, "{fx:#?}");
     assert!(matches!(
         &logged[0].1,
-        pactdb_core::wire::WalRecord::Entry { group: GROUP, entry } if matches!(&entry.payload, Payload::Effects { response: OpResult::Txn(TxnOutcome::Committed { .. }), writes, .. } if writes.len() == 2)
+        pactdb_core::wire::WalRecord::Entry { group: GROUP, entry } if matches!(&entry.payload, Payload::Decide { commit: true, participants, writes, .. } if participants.is_empty() && writes.len() == 2)
     ));
     assert!(!sends(&fx).iter().any(|(_, b)| matches!(b, PeerBody::CanCommit { .. })));
     h.settle();

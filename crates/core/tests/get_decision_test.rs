@@ -42,7 +42,14 @@ fn no_record_means_an_abort_is_logged_before_the_answer() {
     let abort = TxnOutcome::Aborted { reason: AbortReason::NoRecord };
     assert_eq!(
         logged,
-        vec![Payload::Decide { txn: id, commit: false, participants: vec![], outcome: abort.clone(), writes: vec![] }]
+        vec![Payload::Decide {
+            txn: id,
+            commit: false,
+            participants: vec![],
+            outcome: abort.clone(),
+            writes: vec![],
+            digest: 0
+        }]
     );
     assert!(!sends(&fx).iter().any(|(_, b)| matches!(b, PeerBody::DoAbort { .. })), "not before it is durable");
 

@@ -50,8 +50,19 @@ pub enum Payload {
     /// Coordinator: the decision on `txn`, logged in its home group before
     /// any participant hears it. It answers the client's commit (`outcome`),
     /// leaves a record for the participants still to be told, and resolves
-    /// the home group's own part like a `Resolve` (`writes`).
-    Decide { txn: TxnId, commit: bool, participants: Vec<GroupId>, outcome: TxnOutcome, writes: Vec<Write> },
+    /// the home group's own part like a `Resolve` (`writes`). A passive
+    /// group commits a transaction of its own keys alone with one of these
+    /// (no participants). `digest` is the request's (0 for a presumed abort,
+    /// which had none): a later commit under the same id with other
+    /// contents is refused.
+    Decide {
+        txn: TxnId,
+        commit: bool,
+        participants: Vec<GroupId>,
+        outcome: TxnOutcome,
+        writes: Vec<Write>,
+        digest: u64,
+    },
     /// Coordinator: every participant of these decisions acknowledged them
     /// (`haveCommitted`), so their records are dropped.
     Ended { txns: Vec<TxnId> },

@@ -45,6 +45,12 @@ impl Replica {
             }
             return;
         }
+        if let Op::Commit(txn) = &req.op {
+            if self.reuses_txn_id(req.id, txn) {
+                // The sequencer answers with the error; members stay silent.
+                return;
+            }
+        }
         match self.state.sessions.lookup(req.id) {
             Dedup::Done(r) => {
                 let result = Ok(r.clone());

@@ -29,10 +29,11 @@ use super::{Ctx, Replica};
 use crate::io::ClientToken;
 use crate::limits::{MAX_COORDINATED_TXNS, MAX_ENDED_PER_ENTRY};
 use crate::log::{Entry, Payload};
-use crate::state::op::{Op, OpResult};
+use crate::state::kv::Write;
+use crate::state::op::{execute_commit, Op, OpResult};
 use crate::state::sessions::Dedup;
 use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vote};
-use crate::types::{GroupId, Millis, Mode, NodeId, RequestId};
+use crate::types::{GroupId, Index, Millis, Mode, NodeId, RequestId};
 use crate::wire::{ClientError, ClientReply, PeerBody};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -133,11 +134,17 @@ impl Replica {
         }
         let parts = req.split(cluster);
         if parts.len() == 1 {
-            // One group holds every key: one entry commits it, no 2PC.
-            return match self.mode() {
-                Mode::Passive => self.execute_passive(ctx, token, id, Op::Commit(req)),
-                Mode::Active => self.sequence(ctx, token, id, Op::Commit(req)),
-            };
+            // One group holds every key: one entry commits it, no 2PC. A
+            // passive primary decides it against its view of the end of its
+            // log; an active group's members each check it as they apply it.
+            if self.mode() == Mode::Active {
+                return self.sequence(ctx, token, id, Op::Commit(req));
+            }
+            let index = self.log.last_index() + 1;
+            let (outcome, writes) = execute_commit(&req, index, txn, &self.primary_state());
+            let commit = outcome.is_committed();
+            let index = self.log_decision(ctx, txn, commit, Vec::new(), outcome, writes, digest);
+            return self.answer_when_applied(token, id, index);
         }
         if self.coordinator.in_progress() >= MAX_COORDINATED_TXNS {
             return reply(ctx, Err(ClientError::Busy));
@@ -204,17 +211,49 @@ impl Replica {
         // The home group's own part was prepared here like any other; the
         // decision resolves it.
         let writes = if commit { self.state.prepared_writes(txn).unwrap_or_default() } else { Vec::new() };
-        let epoch = self.view.as_ref().expect("primary has a view").epoch;
-        let index = self.log.last_index() + 1;
-        let entry = Entry { epoch, index, payload: Payload::Decide { txn, commit, participants, outcome, writes } };
-        self.note_pending(&entry);
-        self.append_local(ctx, entry);
-        self.dirty = true;
+        let index = self.log_decision(ctx, txn, commit, participants, outcome, writes, c.digest);
         for (token, id) in c.clients {
             self.answer_when_applied(token, id, index);
         }
         if self.bugs.decide_before_durable {
             self.tell_participants(ctx, txn);
+        }
+    }
+
+    /// Appends the decision on `txn` and returns its index.
+    #[allow(clippy::too_many_arguments)]
+    fn log_decision(
+        &mut self,
+        ctx: &mut Ctx,
+        txn: TxnId,
+        commit: bool,
+        participants: Vec<GroupId>,
+        outcome: TxnOutcome,
+        writes: Vec<Write>,
+        digest: u64,
+    ) -> Index {
+        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        let index = self.log.last_index() + 1;
+        let payload = Payload::Decide { txn, commit, participants, outcome, writes, digest };
+        let entry = Entry { epoch, index, payload };
+        self.note_pending(&entry);
+        self.append_local(ctx, entry);
+        self.dirty = true;
+        index
+    }
+
+    /// Whether a commit under `id` with `req` reuses the id of a transaction
+    /// with other contents (finished, being decided, or being sequenced).
+    pub(super) fn reuses_txn_id(&self, id: RequestId, req: &TxnRequest) -> bool {
+        let digest = req.digest();
+        if let Dedup::Done(d) = self.state.commit_digests.lookup(id) {
+            return *d != digest;
+        }
+        let Some(&index) = self.pending_ids.get(&id) else { return false };
+        match self.log.get(index).map(|e| &e.payload) {
+            Some(Payload::Decide { digest: d, .. }) => *d != 0 && *d != digest,
+            Some(Payload::Sequenced { op: Op::Commit(r), .. }) => r.digest() != digest,
+            _ => false,
         }
     }
 
@@ -347,13 +386,8 @@ impl Replica {
             self.append_noop_if_idle(ctx);
             return false;
         }
-        let index = self.log.last_index() + 1;
         let outcome = TxnOutcome::Aborted { reason: AbortReason::NoRecord };
-        let payload = Payload::Decide { txn, commit: false, participants: Vec::new(), outcome, writes: Vec::new() };
-        let entry = Entry { epoch, index, payload };
-        self.note_pending(&entry);
-        self.append_local(ctx, entry);
-        self.dirty = true;
+        self.log_decision(ctx, txn, false, Vec::new(), outcome, Vec::new(), 0);
         self.coordinator.askers.entry(txn).or_default().push(asker);
         true
     }

@@ -54,6 +54,12 @@ impl Replica {
         // Retries are looked up before min_members is enforced: a write that
         // already ran must get its recorded outcome, not a refusal that would
         // tell the client a committed write did not happen.
+        if let Op::Commit(txn) = &req.op {
+            if self.reuses_txn_id(id, txn) {
+                let reason = "the transaction id was reused with other contents".to_string();
+                return reply(ctx.out, Err(ClientError::Malformed { reason }));
+            }
+        }
         if !self.bugs.skip_dedup {
             match self.state.sessions.lookup(id) {
                 Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),

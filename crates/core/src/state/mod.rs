@@ -23,7 +23,7 @@ use crate::log::{Entry, Payload};
 use crate::types::{Epoch, Index, RequestId};
 use kv::{KvStore, Versioned, Write};
 use locks::LockTable;
-use op::{execute, validate_part, ExecState, OpResult};
+use op::{execute, validate_part, ExecState, Op, OpResult};
 use serde::{Deserialize, Serialize};
 use sessions::{Dedup, Sessions};
 use std::collections::BTreeMap;
@@ -46,6 +46,9 @@ pub struct StateMachine {
     pub resolved: Sessions<Vote>,
     /// Coordinator: decisions not yet acknowledged by every participant.
     pub decisions: BTreeMap<TxnId, Decision>,
+    /// Coordinator: the digest of every recent commit request, by id, so a
+    /// commit that reuses an id with other contents is told so.
+    pub commit_digests: Sessions<u64>,
 }
 
 /// What applying one entry did, beyond changing the state.
@@ -86,6 +89,9 @@ impl StateMachine {
                 // in its id does not matter to the lock checks.
                 let txn = TxnId::new(*id, 0);
                 let (response, mut writes) = execute(op, e.index, txn, &*self);
+                if let Op::Commit(req) = op {
+                    self.commit_digests.record(*id, e.index, req.digest());
+                }
                 if bugs.diverge_state {
                     for w in writes.iter_mut() {
                         if let Write::Put { value, .. } = w {
@@ -107,9 +113,12 @@ impl StateMachine {
                 self.resolve(*txn, *commit, writes, e.index);
                 Applied::Resolved { txn: *txn }
             }
-            Payload::Decide { txn, commit, participants, outcome, writes } => {
+            Payload::Decide { txn, commit, participants, outcome, writes, digest } => {
                 let response = OpResult::Txn(outcome.clone());
                 self.sessions.record(txn.request_id(), e.index, response.clone());
+                if *digest != 0 {
+                    self.commit_digests.record(txn.request_id(), e.index, *digest);
+                }
                 if !participants.is_empty() {
                     self.decisions.insert(*txn, Decision { commit: *commit, participants: participants.clone() });
                 }
@@ -167,28 +176,27 @@ impl StateMachine {
         vote
     }
 
-    /// The decision on `txn` reached this group at `index`: a prepared part
-    /// applies `writes` (on commit) and releases its locks, and the final
-    /// vote is remembered.
+    /// The decision on `txn` reached this group at `index`: a commit's
+    /// `writes` take effect (a prepared part's, or a one-group transaction's),
+    /// a prepared part releases its locks, and the final vote is remembered
+    /// (so a late `canCommit?` cannot prepare the transaction again). A
+    /// decision already applied here is not applied twice.
     fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index) {
-        let Some(p) = self.prepared.remove(&txn) else {
-            // Never prepared here (its `canCommit?` was lost, or it voted
-            // no): remember the outcome so a late `canCommit?` cannot
-            // prepare it now.
-            if matches!(self.resolved.lookup(txn.request_id()), Dedup::New) {
-                self.resolved.record(txn.request_id(), index, final_vote(commit, None));
+        let prepared = self.prepared.remove(&txn);
+        let first = prepared.is_some() || matches!(self.resolved.lookup(txn.request_id()), Dedup::New);
+        if let Some(p) = &prepared {
+            for (key, _) in p.part.locks() {
+                self.locks.unlock(&key, txn);
             }
-            return;
-        };
-        for (key, _) in p.part.locks() {
-            self.locks.unlock(&key, txn);
         }
-        if commit {
+        if commit && first {
             for w in writes {
                 self.kv.apply(w);
             }
         }
-        self.resolved.record(txn.request_id(), index, final_vote(commit, Some(&p)));
+        if first {
+            self.resolved.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()));
+        }
     }
 
     /// The writes a prepared transaction makes here if it commits.

@@ -73,6 +73,9 @@ pub struct Check {
 pub struct TxnWrite {
     #[serde(with = "serde_bytes")]
     pub key: Key,
+    /// Encoded as one blob, not byte by byte (a large value's encoding
+    /// otherwise dominates its commit).
+    #[serde(with = "serde_bytes")]
     pub value: Option<Value>,
 }
 
