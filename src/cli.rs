@@ -6,12 +6,14 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use pactdb_client::Client;
 use pactdb_core::types::NodeId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "pactdb-data";
+pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_NOT_FOUND: i32 = 3;
 
 #[derive(Parser, Debug)]
@@ -36,7 +38,15 @@ pub enum Command {
     /// Write a value.
     Put { key: String, value: String },
     /// Read a value (exit code 3 if the key does not exist).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Print `{"key":..,"value":..,"version":..}`: the version is what
+        /// `cas` compares. A value that is not UTF-8 comes as
+        /// `value_base64` instead of `value`; a missing key as value null,
+        /// version 0.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a key (exit code 3 if it did not exist).
     Delete { key: String },
     /// Set a value only if the key's version is EXPECTED_VERSION (0: the key
@@ -166,10 +176,29 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+            eprintln!("error: {}", describe(&e));
+            EXIT_ERROR
         }
     }
+}
+
+/// An error and its causes, `: `-separated like `{:#}`, except that a cause
+/// whose message the text already ends with is left out: the client
+/// library's errors wrap the front end's and display the same words, which
+/// `{:#}` printed twice.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.ends_with(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn init_tracing() {
@@ -203,22 +232,34 @@ fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<i32> {
-    let client = Client::connect(&endpoints)
+async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    Client::connect(endpoints)
         .await
-        .with_context(|| format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(",")))?;
+        .with_context(|| format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(",")))
+}
+
+async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<i32> {
+    let client = connect(&endpoints).await?;
     match cmd {
         Command::Put { key, value } => {
             let version = client.put(key, value).await?;
             println!("OK version={version}");
         }
-        Command::Get { key } => match client.get(key.clone()).await? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
-            None => {
+        Command::Get { key, json } => {
+            let found = client.get(key.clone()).await?;
+            if json {
+                let version = found.as_ref().map_or(0, |v| v.version);
+                let read = JsonRead::new(Some(&key), found.as_ref().map(|v| v.value.as_slice()), Some(version));
+                println!("{}", serde_json::to_string(&read)?);
+            } else if let Some(v) = &found {
+                println!("{}", show(&v.value));
+            } else {
                 eprintln!("key `{key}` not found");
+            }
+            if found.is_none() {
                 return Ok(EXIT_NOT_FOUND);
             }
-        },
+        }
         Command::Delete { key } => {
             if !client.delete(key.clone()).await? {
                 eprintln!("key `{key}` not found");
@@ -239,4 +280,112 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         }
     }
     Ok(0)
+}
+
+/// A value for people: UTF-8 as it is, and each byte that is not part of
+/// valid UTF-8 as `\xNN`, so a binary value prints as readable text rather
+/// than as raw bytes (which `from_utf8_lossy` would turn into U+FFFD and
+/// lose). `--json` gives the exact bytes.
+fn show(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            let mut out = String::new();
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding): JSON strings must be Unicode,
+/// so a value that is not UTF-8 is given in the encoding etcd's JSON uses.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            // A chunk of k bytes fills k+1 characters; the rest is padding.
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A value in JSON: a string if it is UTF-8, else base64 under another
+/// name, so that `value` is always either the exact text or null.
+#[derive(Serialize)]
+enum JsonValue {
+    #[serde(rename = "value")]
+    Text(Option<String>),
+    #[serde(rename = "value_base64")]
+    Base64(String),
+}
+
+impl JsonValue {
+    fn new(value: Option<&[u8]>) -> JsonValue {
+        match value {
+            None => JsonValue::Text(None),
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(s) => JsonValue::Text(Some(s.to_string())),
+                Err(_) => JsonValue::Base64(base64(v)),
+            },
+        }
+    }
+}
+
+/// What `get --json` prints. A missing key: value null, version 0.
+#[derive(Serialize)]
+struct JsonRead {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(flatten)]
+    value: JsonValue,
+    version: Option<u64>,
+}
+
+impl JsonRead {
+    fn new(key: Option<&str>, value: Option<&[u8]>, version: Option<u64>) -> JsonRead {
+        JsonRead { key: key.map(str::to_string), value: JsonValue::new(value), version }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
+        {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_show_their_bad_bytes_escaped() {
+        assert_eq!(show("héllo".as_bytes()), "héllo");
+        assert_eq!(show(&[b'a', 0xff, b'b', 0xc3]), "a\\xffb\\xc3");
+    }
+
+    #[test]
+    fn a_cause_that_repeats_the_message_is_printed_once() {
+        let refused = pactdb_client::Error::Fe(pactdb_core::fe::FeError::Refused(pactdb_core::wire::ClientError::Busy));
+        assert_eq!(describe(&anyhow::Error::new(refused).context("putting")), "putting: node busy, retry later");
+        let nested = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(describe(&nested), "outer: middle: inner");
+    }
 }
