@@ -1,18 +1,29 @@
 //! Command-line parsing and the client commands. Errors are printed for
 //! people, and the exit code says what happened: 0 success, 1 error,
-//! 2 bad usage, 3 not found or a failed compare-and-set.
+//! 2 bad usage, 3 not found, a failed compare-and-set or an aborted
+//! transaction, 4 a transaction whose outcome is unknown.
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
-use pactdb_client::Client;
+use clap::{CommandFactory, Parser, Subcommand};
+use pactdb_client::{Client, Committed, Error, Txn, TxnError, TxnId, TxnOutcome};
+use pactdb_core::fe::FeError;
 use pactdb_core::types::NodeId;
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "pactdb-data";
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+/// A missing key, a failed compare-and-set, or a transaction that did not
+/// commit: the command ran, and the answer is "no".
 pub const EXIT_NOT_FOUND: i32 = 3;
+/// The cluster did not say whether a transaction committed; `txn-status`
+/// asks again later.
+pub const EXIT_OUTCOME_UNKNOWN: i32 = 4;
 
 #[derive(Parser, Debug)]
 #[command(name = "pactdb", version, about = "pactdb: a replicated, transactional key-value store")]
@@ -36,13 +47,37 @@ pub enum Command {
     /// Write a value.
     Put { key: String, value: String },
     /// Read a value (exit code 3 if the key does not exist).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Print `{"key":..,"value":..,"version":..}`: the version is what
+        /// `cas` and `txn --if` compare. A value that is not UTF-8 comes as
+        /// `value_base64` instead of `value`; a missing key as value null,
+        /// version 0.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete a key (exit code 3 if it did not exist).
     Delete { key: String },
     /// Set a value only if the key's version is EXPECTED_VERSION (0: the key
     /// must not exist). Exit code 3 if the version differs.
     Cas { key: String, expected_version: u64, value: String },
-    /// Show nodes, groups, views, and per member its role, indexes and state digest.
+    /// Run one transaction: gets read at once (in order), puts and deletes
+    /// are buffered, and the commit is atomic over every group. Exit 0
+    /// committed, 3 aborted (nothing written), 4 outcome unknown.
+    #[command(after_help = TXN_HELP)]
+    Txn(TxnArgs),
+    /// What became of a transaction: COMMITTED (exit 0) or ABORTED (exit 3).
+    /// A transaction its coordinator has no record of is recorded as
+    /// aborted first, so the answer is final either way.
+    TxnStatus {
+        /// The id `pactdb txn` printed (CLIENT-SEQ@GROUP).
+        txn: TxnId,
+        /// Print `{"txn":..,"outcome":..,"reason":..,"versions":{..}}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show nodes, groups, views, per member its role, indexes and state
+    /// digest, and per group the prepared (in-doubt) transactions and locks.
     Status {
         /// Machine-readable output.
         #[arg(long)]
@@ -55,6 +90,59 @@ pub enum Command {
     /// with checkers (linearizability, durability, convergence, leadership,
     /// liveness). Prints `N passed, M failed`; exit 0 iff none failed.
     Sim(pactdb_sim::SimArgs),
+}
+
+const TXN_HELP: &str = "\
+Ops:
+  get KEY          read KEY now; the commit succeeds only if it is still at that version
+  put KEY VALUE    write VALUE to KEY at commit
+  delete KEY       delete KEY at commit (`del` also works)
+
+A key written twice in one transaction keeps its last write. A value that
+starts with `-` goes after `--`: pactdb txn -- put k -5
+
+With no OP, ops are read from stdin, one per line, and `commit` or `abort`
+ends the transaction (end of input without `commit` discards it). On a line,
+the key is one word and a put's value is the rest of the line after the
+key and the spaces that follow it, kept as typed. Blank lines and lines
+starting with # are skipped. A bad line discards the transaction (exit 2)
+unless stdin is a terminal, where it is reported and you carry on.
+
+Examples:
+  pactdb txn get a get b put a 70 put b 35
+  pactdb txn --if a=12 --if fresh=0 put a 1 put fresh 2
+  printf 'get a\\nput a hello world\\ncommit\\n' | pactdb txn";
+
+#[derive(clap::Args, Debug)]
+pub struct TxnArgs {
+    /// Commit only if KEY is at VERSION then (0: KEY must not exist).
+    /// Repeatable; it wins over the version a get of KEY read.
+    #[arg(long = "if", value_name = "KEY=VERSION", value_parser = parse_compare)]
+    pub compares: Vec<Compare>,
+    /// Print the outcome as one JSON object with "txn", "outcome",
+    /// "reason", "reads" and "versions"; reading stdin, each get also
+    /// prints its read as a JSON line when it runs.
+    #[arg(long)]
+    pub json: bool,
+    /// `get KEY`, `put KEY VALUE` or `delete KEY`, as many as needed; none:
+    /// read them from stdin.
+    #[arg(value_name = "OP")]
+    pub ops: Vec<String>,
+}
+
+/// One `--if KEY=VERSION`.
+#[derive(Clone, Debug)]
+pub struct Compare {
+    key: String,
+    version: u64,
+}
+
+fn parse_compare(s: &str) -> Result<Compare, String> {
+    // The last `=` splits, so a key may contain `=` (a version never does).
+    let (key, version) =
+        s.rsplit_once('=').ok_or_else(|| "expected KEY=VERSION (VERSION 0: the key must not exist)".to_string())?;
+    let version = version.parse().map_err(|_| format!("version `{version}` is not a number (expected KEY=VERSION)"))?;
+    Ok(Compare { key: key.to_string(), version })
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -166,10 +254,29 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            1
+            eprintln!("error: {}", describe(&e));
+            EXIT_ERROR
         }
     }
+}
+
+/// An error and its causes, `: `-separated like `{:#}`, except that a cause
+/// whose message the text already ends with is left out: the client
+/// library's errors wrap the front end's and display the same words, which
+/// `{:#}` printed twice.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.ends_with(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn init_tracing() {
@@ -203,22 +310,68 @@ fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<i32> {
-    let client = Client::connect(&endpoints)
+async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
+    Client::connect(endpoints)
         .await
-        .with_context(|| format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(",")))?;
+        .with_context(|| format!("cannot reach the cluster at {} (is `pactdb demo` running?)", endpoints.join(",")))
+}
+
+/// Prints a usage error the way clap prints its own (message, usage line,
+/// `--help` hint) and returns its exit code, 2.
+fn usage_error(subcommand: &str, msg: impl std::fmt::Display) -> i32 {
+    let mut cmd = Cli::command();
+    // Building fills in the subcommand's full name (`pactdb txn`) for its usage line.
+    cmd.build();
+    let err = match cmd.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(clap::error::ErrorKind::InvalidValue, msg),
+        None => cmd.error(clap::error::ErrorKind::InvalidValue, msg),
+    };
+    let _ = err.print();
+    EXIT_USAGE
+}
+
+async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<i32> {
+    // Everything that can be checked without the cluster is checked before
+    // connecting: bad usage changes nothing and needs no cluster.
+    if let Command::Txn(args) = cmd {
+        let ops = match parse_ops(&args.ops) {
+            Ok(ops) => ops,
+            Err(msg) => return Ok(usage_error("txn", msg)),
+        };
+        let mut compares: BTreeMap<&str, u64> = BTreeMap::new();
+        for c in &args.compares {
+            if compares.insert(&c.key, c.version).is_some_and(|v| v != c.version) {
+                return Ok(usage_error("txn", format!("--if names key `{}` at two versions", c.key)));
+            }
+        }
+        let client = connect(&endpoints).await?;
+        let mut session = Session::new(&client, args.json);
+        for c in &args.compares {
+            session.txn.when(c.key.clone(), c.version);
+        }
+        return if ops.is_empty() { txn_from_stdin(session).await } else { txn_from_args(session, ops).await };
+    }
+    let client = connect(&endpoints).await?;
     match cmd {
         Command::Put { key, value } => {
             let version = client.put(key, value).await?;
             println!("OK version={version}");
         }
-        Command::Get { key } => match client.get(key.clone()).await? {
-            Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
-            None => {
+        Command::Get { key, json } => {
+            let found = client.get(key.clone()).await?;
+            if json {
+                let version = found.as_ref().map_or(0, |v| v.version);
+                let read = JsonRead::new(Some(&key), found.as_ref().map(|v| v.value.as_slice()), Some(version));
+                println!("{}", serde_json::to_string(&read)?);
+            } else if let Some(v) = &found {
+                println!("{}", show(&v.value));
+            } else {
                 eprintln!("key `{key}` not found");
+            }
+            if found.is_none() {
                 return Ok(EXIT_NOT_FOUND);
             }
-        },
+        }
         Command::Delete { key } => {
             if !client.delete(key.clone()).await? {
                 eprintln!("key `{key}` not found");
@@ -233,10 +386,529 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
                 return Ok(EXIT_NOT_FOUND);
             }
         },
+        Command::TxnStatus { txn, json } => return txn_status(&client, txn, json).await,
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
+        Command::Txn(_) => unreachable!("handled before connecting"),
         Command::Node(_) | Command::Demo(_) | Command::Workload(_) | Command::Sim(_) => {
             unreachable!("handled in run")
         }
     }
     Ok(0)
+}
+
+/// A value for people: UTF-8 as it is, and each byte that is not part of
+/// valid UTF-8 as `\xNN`, so a binary value prints as readable text rather
+/// than as raw bytes (which `from_utf8_lossy` would turn into U+FFFD and
+/// lose). `--json` gives the exact bytes.
+fn show(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => {
+            let mut out = String::new();
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding): JSON strings must be Unicode,
+/// so a value that is not UTF-8 is given in the encoding etcd's JSON uses.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            // A chunk of k bytes fills k+1 characters; the rest is padding.
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A value in JSON: a string if it is UTF-8, else base64 under another
+/// name, so that `value` is always either the exact text or null.
+#[derive(Serialize)]
+enum JsonValue {
+    #[serde(rename = "value")]
+    Text(Option<String>),
+    #[serde(rename = "value_base64")]
+    Base64(String),
+}
+
+impl JsonValue {
+    fn new(value: Option<&[u8]>) -> JsonValue {
+        match value {
+            None => JsonValue::Text(None),
+            Some(v) => match std::str::from_utf8(v) {
+                Ok(s) => JsonValue::Text(Some(s.to_string())),
+                Err(_) => JsonValue::Base64(base64(v)),
+            },
+        }
+    }
+}
+
+/// What `get --json` prints, and each entry of a transaction's `reads`
+/// (without `key`). A missing key: value null, version 0. `version` is null
+/// only for a get of a key the transaction itself wrote (not committed yet).
+#[derive(Serialize)]
+struct JsonRead {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(flatten)]
+    value: JsonValue,
+    version: Option<u64>,
+}
+
+impl JsonRead {
+    fn new(key: Option<&str>, value: Option<&[u8]>, version: Option<u64>) -> JsonRead {
+        JsonRead { key: key.map(str::to_string), value: JsonValue::new(value), version }
+    }
+}
+
+/// What `txn --json` and `txn-status --json` print.
+#[derive(Serialize)]
+struct JsonTxn {
+    txn: Option<String>,
+    outcome: &'static str,
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reads: Option<BTreeMap<String, JsonRead>>,
+    versions: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TxnOp {
+    Get(String),
+    Put(String, String),
+    Delete(String),
+}
+
+const OPS_EXPECTED: &str = "expected `get KEY`, `put KEY VALUE` or `delete KEY`";
+
+/// The ops given as arguments, all checked before anything runs.
+fn parse_ops(words: &[String]) -> Result<Vec<TxnOp>, String> {
+    let mut ops = Vec::new();
+    let mut words = words.iter();
+    while let Some(op) = words.next() {
+        let mut next = |what: &str| words.next().cloned().ok_or_else(|| format!("`{op}` needs {what}"));
+        ops.push(match op.as_str() {
+            "get" => TxnOp::Get(next("a KEY: get KEY")?),
+            "put" => {
+                let key = next("a KEY and a VALUE: put KEY VALUE")?;
+                TxnOp::Put(key, next("a VALUE: put KEY VALUE")?)
+            }
+            "delete" | "del" => TxnOp::Delete(next("a KEY: delete KEY")?),
+            other => return Err(format!("unknown op `{other}` ({OPS_EXPECTED})")),
+        });
+    }
+    Ok(ops)
+}
+
+/// One line of a transaction read from stdin.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Op(TxnOp),
+    Commit,
+    Abort,
+    Skip,
+}
+
+/// Splits off the first word (up to whitespace); the rest loses the
+/// whitespace that follows the word.
+fn first_word(s: &str) -> (&str, &str) {
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// Reads one stdin line (without its line ending). A key is one word; a
+/// put's value is everything after the key and the whitespace after it,
+/// kept as typed (inner and trailing spaces too), so values with spaces
+/// need no quoting.
+fn parse_line(line: &str) -> Result<Line, String> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(Line::Skip);
+    }
+    let (op, rest) = first_word(line);
+    let one_key = |usage: &str| {
+        let (key, extra) = first_word(rest);
+        if key.is_empty() {
+            Err(format!("`{op}` needs a KEY: {usage}"))
+        } else if !extra.trim().is_empty() {
+            Err(format!("`{op}` takes one KEY (a key is one word): {usage}"))
+        } else {
+            Ok(key.to_string())
+        }
+    };
+    let nothing = |line: Line| {
+        if rest.trim().is_empty() {
+            Ok(line)
+        } else {
+            Err(format!("`{op}` takes nothing after it"))
+        }
+    };
+    match op {
+        "get" => Ok(Line::Op(TxnOp::Get(one_key("get KEY")?))),
+        "delete" | "del" => Ok(Line::Op(TxnOp::Delete(one_key("delete KEY")?))),
+        "put" => {
+            let (key, value) = first_word(rest);
+            if key.is_empty() {
+                Err("`put` needs a KEY and a VALUE: put KEY VALUE".to_string())
+            } else if value.is_empty() {
+                Err("`put` needs a VALUE after the key: put KEY VALUE".to_string())
+            } else {
+                Ok(Line::Op(TxnOp::Put(key.to_string(), value.to_string())))
+            }
+        }
+        "commit" => nothing(Line::Commit),
+        "abort" => nothing(Line::Abort),
+        other => Err(format!("unknown op `{other}` ({OPS_EXPECTED}, then `commit` or `abort`)")),
+    }
+}
+
+/// A transaction being built from the command line or stdin, and what the
+/// CLI remembers to print about it.
+struct Session {
+    txn: Txn,
+    json: bool,
+    /// Keys this transaction wrote, in first-write order, and whether the
+    /// last write was a delete: a get of one reads the buffered write, and
+    /// the commit's versions are printed in this order.
+    writes: Vec<(String, bool)>,
+    /// Where each written key is in `writes` (a transaction may have
+    /// thousands of keys).
+    written: HashMap<String, usize>,
+}
+
+impl Session {
+    fn new(client: &Client, json: bool) -> Session {
+        Session { txn: client.begin(), json, writes: Vec::new(), written: HashMap::new() }
+    }
+
+    /// Runs (a get) or buffers (a put or delete) one op. A get prints what
+    /// it read, unless `quiet` (the JSON object at the end has it).
+    async fn apply(&mut self, op: TxnOp, quiet: bool) -> Result<(), Error> {
+        match op {
+            TxnOp::Get(key) => {
+                let own = self.written.contains_key(&key);
+                let read = self.txn.get(key.clone()).await?;
+                if quiet {
+                    return Ok(());
+                }
+                if self.json {
+                    let version = if own { None } else { Some(read.as_ref().map_or(0, |v| v.version)) };
+                    let line = JsonRead::new(Some(&key), read.as_ref().map(|v| v.value.as_slice()), version);
+                    println!("{}", serde_json::to_string(&line).expect("a read serializes"));
+                } else {
+                    match (&read, own) {
+                        (Some(v), false) => println!("{key} = {} (version {})", show(&v.value), v.version),
+                        (None, false) => println!("{key} not found"),
+                        (Some(v), true) => println!("{key} = {} (written by this transaction)", show(&v.value)),
+                        (None, true) => println!("{key} not found (deleted by this transaction)"),
+                    }
+                }
+            }
+            TxnOp::Put(key, value) => {
+                self.note_write(&key, false);
+                self.txn.put(key, value);
+            }
+            TxnOp::Delete(key) => {
+                self.note_write(&key, true);
+                self.txn.delete(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn note_write(&mut self, key: &str, delete: bool) {
+        match self.written.get(key) {
+            Some(&i) => self.writes[i].1 = delete,
+            None => {
+                self.written.insert(key.to_string(), self.writes.len());
+                self.writes.push((key.to_string(), delete));
+            }
+        }
+    }
+
+    /// Every key the transaction read from the store, for `--json`.
+    fn reads(&self) -> BTreeMap<String, JsonRead> {
+        self.txn
+            .reads()
+            .iter()
+            .map(|(k, v)| {
+                let read = JsonRead::new(
+                    None,
+                    v.as_ref().map(|v| v.value.as_slice()),
+                    Some(v.as_ref().map_or(0, |v| v.version)),
+                );
+                (show(k).into_owned(), read)
+            })
+            .collect()
+    }
+
+    /// Ends the transaction without sending anything: `abort`, or stdin
+    /// ended before `commit`.
+    fn discard(self, why: &str) -> i32 {
+        if self.json {
+            let out = JsonTxn {
+                txn: None,
+                outcome: "aborted",
+                reason: Some(why.to_string()),
+                reads: Some(self.reads()),
+                versions: BTreeMap::new(),
+            };
+            println!("{}", serde_json::to_string(&out).expect("an outcome serializes"));
+        } else {
+            println!("ABORTED: {why}; nothing was written");
+        }
+        EXIT_NOT_FOUND
+    }
+
+    /// Commits and reports the outcome: exit 0 committed, 3 aborted, 4
+    /// unknown; a refusal is an error (exit 1).
+    async fn commit(self) -> anyhow::Result<i32> {
+        let reads = if self.json { Some(self.reads()) } else { None };
+        let writes = self.writes;
+        let result = self.txn.commit().await;
+        let json = |txn: Option<TxnId>, outcome, reason: Option<String>, versions| JsonTxn {
+            txn: txn.map(|t| t.to_string()),
+            outcome,
+            reason,
+            reads,
+            versions,
+        };
+        match result {
+            Ok(Committed { txn, versions }) => {
+                let printed: BTreeMap<String, u64> = versions.iter().map(|(k, v)| (show(k).into_owned(), *v)).collect();
+                if self.json {
+                    let out = json(txn, "committed", None, printed);
+                    println!("{}", serde_json::to_string(&out)?);
+                } else {
+                    match txn {
+                        Some(id) => println!("COMMITTED (txn {id})"),
+                        None => println!("COMMITTED (nothing to commit: no get, put, delete or --if)"),
+                    }
+                    for (key, deleted) in &writes {
+                        if let Some(v) = printed.get(key) {
+                            println!("{key} {}version={v}", if *deleted { "deleted " } else { "" });
+                        }
+                    }
+                }
+                Ok(0)
+            }
+            Err(TxnError::Aborted { txn, reason }) => {
+                if self.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&json(Some(txn), "aborted", Some(reason.to_string()), BTreeMap::new()))?
+                    );
+                } else {
+                    println!("ABORTED: {reason} (txn {txn}); nothing was written");
+                }
+                Ok(EXIT_NOT_FOUND)
+            }
+            Err(TxnError::OutcomeUnknown { txn, last_error }) => {
+                if self.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&json(Some(txn), "unknown", Some(last_error.clone()), BTreeMap::new()))?
+                    );
+                } else {
+                    println!("UNKNOWN: the cluster did not say whether transaction {txn} committed ({last_error})");
+                }
+                eprintln!("ask later with: pactdb txn-status {txn}");
+                Ok(EXIT_OUTCOME_UNKNOWN)
+            }
+            Err(TxnError::Other(e)) => {
+                Err(anyhow::Error::new(e).context("the transaction did not run, nothing was written"))
+            }
+        }
+    }
+}
+
+async fn txn_from_args(mut session: Session, ops: Vec<TxnOp>) -> anyhow::Result<i32> {
+    let quiet = session.json;
+    for op in ops {
+        session.apply(op, quiet).await.context("the transaction did not run, nothing was written")?;
+    }
+    session.commit().await
+}
+
+/// Reads ops from stdin until `commit` or `abort`. On a terminal a bad
+/// line or a failed read is reported and the person carries on; from a
+/// pipe or file it ends the transaction unwritten, since committing the
+/// rest of a script that had a mistake in it would write what nobody meant.
+async fn txn_from_stdin(mut session: Session) -> anyhow::Result<i32> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    if interactive {
+        eprintln!("one op per line: get KEY, put KEY VALUE, delete KEY; then commit (or abort)");
+    }
+    let mut input = stdin.lock();
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        // A blocking read is fine here: this future runs on the thread that
+        // called `block_on`, and the client's tasks run on the runtime's
+        // worker threads meanwhile.
+        if input.read_until(b'\n', &mut buf).context("reading stdin")? == 0 {
+            return Ok(session.discard("the input ended without `commit`"));
+        }
+        number += 1;
+        let text = match std::str::from_utf8(&buf) {
+            Ok(text) => text.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(text),
+            Err(_) => {
+                eprintln!("error: line {number} is not UTF-8 text");
+                if interactive {
+                    continue;
+                }
+                eprintln!("the transaction was discarded, nothing was written");
+                return Ok(EXIT_USAGE);
+            }
+        };
+        let line = match parse_line(text) {
+            Ok(line) => line,
+            Err(msg) if interactive => {
+                eprintln!("error: {msg}");
+                continue;
+            }
+            Err(msg) => {
+                eprintln!("error: line {number}: {msg}");
+                eprintln!("the transaction was discarded, nothing was written");
+                return Ok(EXIT_USAGE);
+            }
+        };
+        match line {
+            Line::Skip => {}
+            Line::Op(op) => match session.apply(op, false).await {
+                Ok(()) => {}
+                Err(e) if interactive => eprintln!("error: {e}"),
+                Err(e) => bail!("line {number}: {e}; the transaction was discarded, nothing was written"),
+            },
+            Line::Commit => return session.commit().await,
+            Line::Abort => return Ok(session.discard("abort requested")),
+        }
+    }
+}
+
+async fn txn_status(client: &Client, txn: TxnId, json: bool) -> anyhow::Result<i32> {
+    // The id's group must exist: the front end routes the query to it.
+    if !client.cluster().groups.iter().any(|g| g.id == txn.home) {
+        let groups = client.cluster().groups.iter().map(|g| g.id.to_string()).collect::<Vec<_>>().join(", ");
+        return Ok(usage_error(
+            "txn-status",
+            format!("transaction {txn} names group {}, and the cluster's groups are {groups}", txn.home),
+        ));
+    }
+    let outcome = match client.txn_status(txn).await {
+        Ok(outcome) => outcome,
+        Err(Error::Fe(FeError::Timeout { last_error })) => {
+            let why = last_error.unwrap_or_else(|| "no answer".to_string());
+            eprintln!("error: the cluster did not answer ({why}); the outcome of {txn} is still unknown, ask again");
+            return Ok(EXIT_OUTCOME_UNKNOWN);
+        }
+        Err(e) => return Err(e).with_context(|| format!("asking for the outcome of transaction {txn}")),
+    };
+    let (name, reason, versions, code) = match outcome {
+        TxnOutcome::Committed { versions } => ("committed", None, versions, 0),
+        TxnOutcome::Aborted { reason } => ("aborted", Some(reason.to_string()), Vec::new(), EXIT_NOT_FOUND),
+    };
+    let versions: BTreeMap<String, u64> = versions.iter().map(|(k, v)| (show(k).into_owned(), *v)).collect();
+    if json {
+        let out = JsonTxn { txn: Some(txn.to_string()), outcome: name, reason, reads: None, versions };
+        println!("{}", serde_json::to_string(&out)?);
+    } else if let Some(reason) = reason {
+        println!("ABORTED: {reason} (txn {txn})");
+    } else {
+        println!("COMMITTED (txn {txn})");
+        for (key, v) in &versions {
+            println!("{key} version={v}");
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_vectors() {
+        for (plain, encoded) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
+        {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_show_their_bad_bytes_escaped() {
+        assert_eq!(show("héllo".as_bytes()), "héllo");
+        assert_eq!(show(&[b'a', 0xff, b'b', 0xc3]), "a\\xffb\\xc3");
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn ops_parse_in_order_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_ops(&words("get a put b x del c delete d")),
+            Ok(vec![
+                TxnOp::Get("a".into()),
+                TxnOp::Put("b".into(), "x".into()),
+                TxnOp::Delete("c".into()),
+                TxnOp::Delete("d".into())
+            ])
+        );
+        assert!(parse_ops(&words("frob a")).unwrap_err().contains("unknown op `frob`"));
+        assert!(parse_ops(&words("put a")).unwrap_err().contains("needs a VALUE"));
+        assert!(parse_ops(&words("get")).unwrap_err().contains("needs a KEY"));
+    }
+
+    #[test]
+    fn a_line_keeps_the_rest_after_the_key_as_the_value() {
+        assert_eq!(parse_line("put k hello  world "), Ok(Line::Op(TxnOp::Put("k".into(), "hello  world ".into()))));
+        assert_eq!(parse_line("  get k  "), Ok(Line::Op(TxnOp::Get("k".into()))));
+        assert_eq!(parse_line("# a comment"), Ok(Line::Skip));
+        assert_eq!(parse_line(""), Ok(Line::Skip));
+        assert_eq!(parse_line("commit"), Ok(Line::Commit));
+        for bad in ["put k", "put k   ", "put", "get a b", "delete", "commit now", "frob"] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cause_that_repeats_the_message_is_printed_once() {
+        let refused = Error::Fe(FeError::Refused(pactdb_core::wire::ClientError::Busy));
+        assert_eq!(describe(&anyhow::Error::new(refused).context("putting")), "putting: node busy, retry later");
+        let nested = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(describe(&nested), "outer: middle: inner");
+    }
+
+    #[test]
+    fn compares_split_at_the_last_equals_sign() {
+        let c = parse_compare("a=b=7").unwrap();
+        assert_eq!((c.key.as_str(), c.version), ("a=b", 7));
+        assert!(parse_compare("k=abc").is_err());
+        assert!(parse_compare("k").is_err());
+        assert!(parse_compare("k=").is_err());
+    }
 }

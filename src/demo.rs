@@ -3,9 +3,9 @@
 //! tests and scripts find the nodes and know how to restart one.
 
 use anyhow::{bail, Context};
-use pactdb_client::{call, Client};
-use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs, NodeId};
-use pactdb_core::wire::{ClientMsg, ClientReply};
+use pactdb_client::{call, Client, Error};
+use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs, NodeId, View};
+use pactdb_core::wire::{ClientMsg, ClientReply, NodeStatus, ReplicaStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -280,31 +280,68 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                     "leader": r.view.as_ref().map(|v| v.leader), "members": r.view.as_ref().map(|v| v.members.clone()),
                     "last_index": r.last_index, "commit_index": r.commit_index, "applied_index": r.applied_index,
                     "digest": format!("{:016x}", r.digest), "keys": r.keys,
+                    "prepared": r.prepared, "locks": r.locks, "oldest_prepared_ms": r.oldest_prepared_ms,
+                    "unfinished_decisions": r.unfinished_decisions,
                 })).collect::<Vec<_>>()})
                 }
                 Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
             })
             .collect();
+        // Per group, the transaction figures are its leader's (null if the
+        // leader did not answer): it coordinates and decides.
         let groups: Vec<serde_json::Value> = views
             .values()
-            .map(|v| serde_json::json!({"group": v.group, "mode": v.mode.to_string(), "epoch": v.epoch, "leader": v.leader, "members": v.members, "min_members": v.min_members}))
+            .map(|v| {
+                let lead = leader_status(&statuses, v);
+                serde_json::json!({"group": v.group, "mode": v.mode.to_string(), "epoch": v.epoch, "leader": v.leader,
+                    "members": v.members, "min_members": v.min_members,
+                    "prepared": lead.map(|r| r.prepared), "locks": lead.map(|r| r.locks),
+                    "oldest_prepared_ms": lead.and_then(|r| r.oldest_prepared_ms),
+                    "unfinished_decisions": lead.map(|r| r.unfinished_decisions)})
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "groups": groups}))?);
         return Ok(0);
     }
-    println!("GROUP  MODE     EPOCH  LEADER  MEMBERS");
+    // PREPARED: transactions prepared and not yet resolved (in doubt), LOCKS:
+    // the keys they hold, OLDEST: how long the oldest has waited, DECIDING:
+    // decisions the group coordinated that not every participant has
+    // acknowledged. The group lines show its leader's figures.
+    println!("GROUP  MODE     EPOCH  LEADER  MEMBERS     PREPARED  LOCKS    OLDEST   DECIDING");
     for v in views.values() {
         let members = v.members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
-        println!("{:<6} {:<8} {:<6} {:<7} {}", v.group, v.mode.to_string(), v.epoch, v.leader, members);
+        let (prepared, locks, oldest, deciding) = match leader_status(&statuses, v) {
+            Some(r) => (
+                r.prepared.to_string(),
+                r.locks.to_string(),
+                age(r.oldest_prepared_ms),
+                r.unfinished_decisions.to_string(),
+            ),
+            None => ("?".into(), "?".into(), "?".into(), "?".into()),
+        };
+        println!(
+            "{:<6} {:<8} {:<6} {:<7} {:<11} {:<9} {:<8} {:<8} {}",
+            v.group,
+            v.mode.to_string(),
+            v.epoch,
+            v.leader,
+            members,
+            prepared,
+            locks,
+            oldest,
+            deciding
+        );
     }
     println!();
-    println!("NODE  GROUP  ROLE        EPOCH  LAST      COMMIT    APPLIED   KEYS     DIGEST");
+    println!(
+        "NODE  GROUP  ROLE        EPOCH  LAST      COMMIT    APPLIED   KEYS     DIGEST            PREPARED  LOCKS    OLDEST"
+    );
     for (id, s) in &statuses {
         match s {
             Ok(s) => {
                 for r in &s.replicas {
                     println!(
-                        "{:<5} {:<6} {:<11} {:<6} {:<9} {:<9} {:<9} {:<8} {:016x}",
+                        "{:<5} {:<6} {:<11} {:<6} {:<9} {:<9} {:<9} {:<8} {:016x}  {:<9} {:<8} {}",
                         id,
                         r.group,
                         r.role,
@@ -313,7 +350,10 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                         r.commit_index,
                         r.applied_index,
                         r.keys,
-                        r.digest
+                        r.digest,
+                        r.prepared,
+                        r.locks,
+                        age(r.oldest_prepared_ms)
                     );
                 }
             }
@@ -321,4 +361,34 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The status its leader reported for the group `view` names, if it answered.
+fn leader_status<'a>(statuses: &'a [(NodeId, Result<NodeStatus, Error>)], view: &View) -> Option<&'a ReplicaStatus> {
+    let (_, status) = statuses.iter().find(|(id, _)| *id == view.leader)?;
+    status.as_ref().ok()?.replicas.iter().find(|r| r.group == view.group)
+}
+
+/// How long the oldest prepared transaction has waited, for people: `-`
+/// when none is prepared.
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".to_string(),
+        Some(ms) if ms < 1_000 => format!("{ms}ms"),
+        Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1_000.0),
+        Some(ms) => format!("{}m{:02}s", ms / 60_000, ms / 1_000 % 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+
+    #[test]
+    fn ages_read_in_the_unit_that_fits() {
+        assert_eq!(age(None), "-");
+        assert_eq!(age(Some(340)), "340ms");
+        assert_eq!(age(Some(12_345)), "12.3s");
+        assert_eq!(age(Some(185_000)), "3m05s");
+    }
 }

@@ -1,5 +1,6 @@
 //! The `pactdb` command: run a node, run a local demo cluster, talk to a
-//! cluster (put/get/delete/cas/status), and run the simulator.
+//! cluster (put/get/delete/cas, txn/txn-status, status), and run the
+//! simulator.
 
 mod cli;
 mod demo;
