@@ -7,6 +7,9 @@
 //!   systems are measured by the same load generator. Latencies of
 //!   successful operations go into an HDR histogram; failed operations are
 //!   counted apart and never as successes.
+//! * `workload init bank`, `workload run bank`, `workload check bank`: a
+//!   bank of accounts whose total never changes, moved around by
+//!   transactions and audited by read-only ones (see `workload/bank.rs`).
 //! * `workload probe`: one client writes one key of a group in a tight loop
 //!   and prints every gap between successful writes, to measure how long
 //!   writes are unavailable when a primary dies.
@@ -15,6 +18,7 @@
 //! `--ramp`, for `--duration`) count, so throughput is completions divided by
 //! the window's length.
 
+mod bank;
 mod etcd;
 
 use anyhow::{bail, Context};
@@ -45,10 +49,20 @@ pub struct WorkloadArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkloadCommand {
+    /// Create a workload's initial data.
+    Init {
+        #[command(subcommand)]
+        workload: InitWorkload,
+    },
     /// Run a workload for a while and report throughput and latency.
     Run {
         #[command(subcommand)]
         workload: RunWorkload,
+    },
+    /// Check the invariants of the data a workload left (exit 1 if one is broken).
+    Check {
+        #[command(subcommand)]
+        workload: CheckWorkload,
     },
     /// Write one key of a group in a tight loop and print every gap between
     /// successful writes of at least --gap-ms (pactdb only).
@@ -59,6 +73,22 @@ pub enum WorkloadCommand {
 pub enum RunWorkload {
     /// Closed-loop clients doing single-key puts and gets over a uniform key space.
     Kv(KvArgs),
+    /// Closed-loop clients moving money between random accounts in
+    /// transactions, and auditors summing every account in one transaction.
+    Bank(bank::RunArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum InitWorkload {
+    /// Create the accounts of `workload run bank` (only those that do not exist yet).
+    Bank(bank::InitArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CheckWorkload {
+    /// Sum every account in one transaction, compare with accounts x balance,
+    /// and check that no prepared transaction or lock is left.
+    Bank(bank::CheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -168,17 +198,24 @@ fn secs_to_duration(secs: f64) -> Option<Duration> {
 /// Runs `pactdb workload ...`; `endpoints` are the pactdb nodes the other
 /// commands would use.
 pub fn run(args: WorkloadArgs, endpoints: Vec<String>) -> anyhow::Result<i32> {
-    let rt = match &args.command {
-        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } if kv.threads == 1 => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?
-        }
-        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(kv.threads.into()).enable_all().build()?
-        }
-        WorkloadCommand::Probe(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    // Load generators run on `--threads` threads; init and check are
+    // bounded by the cluster, and one thread does for them.
+    let threads = match &args.command {
+        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => Some(kv.threads),
+        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => Some(b.threads),
+        WorkloadCommand::Init { .. } | WorkloadCommand::Check { .. } => Some(1),
+        WorkloadCommand::Probe(_) => None,
+    };
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n.into()).enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };
     match args.command {
+        WorkloadCommand::Init { workload: InitWorkload::Bank(b) } => rt.block_on(bank::init(b, endpoints)),
         WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => rt.block_on(run_kv(kv, endpoints)),
+        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => rt.block_on(bank::run(b, endpoints)),
+        WorkloadCommand::Check { workload: CheckWorkload::Bank(b) } => rt.block_on(bank::check(b, endpoints)),
         WorkloadCommand::Probe(p) => rt.block_on(probe(p, endpoints)),
     }
 }
