@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks pactdb against etcd on this machine with one load generator
-# (`pactdb workload run kv`, which speaks etcd's v3 gRPC API itself).
+# (`pactdb workload run kv` and `workload run bank`, which speak etcd's v3
+# gRPC API themselves).
 #
 # Installs etcd-server from Debian if it is missing, builds pactdb in
 # release, then in turn: starts a 3-member etcd cluster on loopback (fsync
@@ -11,6 +12,21 @@
 #   ratio put-throughput pactdb/etcd = X.XX
 #   ratio put-p99 pactdb/etcd = X.XX
 #   pactdb one-client put-p50 = X.XXX ms
+#   ratio transfer-throughput pactdb/etcd = X.XX
+#   ratio transfer-p99 pactdb/etcd = X.XX
+#   pactdb transfers/s = N
+#   pactdb cross-group share = P%
+#
+# The `transfer` workload is the bank: ACCOUNTS accounts of BALANCE each are
+# created on both systems (`workload init bank`), CLIENTS closed-loop
+# clients over CONNS connections move money between random pairs of them
+# (`workload run bank`: read both, commit both only if neither changed;
+# on etcd two Ranges and one Txn comparing mod_revisions), and
+# `workload check bank` then checks the total (and, on pactdb, that no
+# prepared transaction or lock is left); a failed check fails the script.
+# Audit clients are off by default (AUDIT_CLIENTS): an audit is one Range on
+# etcd but ACCOUNTS reads and an ACCOUNTS-key commit on pactdb, so they
+# would weigh differently on the two systems; the check covers correctness.
 #
 # Traffic goes to 127.0.0.1 only. Everything lives in a temp dir that is
 # removed at the end (KEEP=1 keeps it), every process started here is
@@ -18,8 +34,9 @@
 # the build).
 #
 # Knobs (environment): DURATION (15s), RAMP (2s), CLIENTS (256), CONNS (16),
-# ONLY (run just these workloads, by name, e.g. "put-256"),
-# KEYS (100000), KEY_SIZE (16), VALUE_SIZE (128), ETCD_PORTS
+# ONLY (run just these workloads, by name, e.g. "put-256" or "transfer"),
+# KEYS (100000), KEY_SIZE (16), VALUE_SIZE (128), ACCOUNTS (10000),
+# BALANCE (1000), AUDIT_CLIENTS (0), ETCD_PORTS
 # ("12379 22379 32379"; peers listen on port+1), PACTDB_PORT_OFFSET (600:
 # pactdb nodes on 7601-7603 and 7701-7703), TIME_LIMIT (900), KEEP.
 set -euo pipefail
@@ -33,6 +50,9 @@ CONNS=${CONNS:-16}
 KEYS=${KEYS:-100000}
 KEY_SIZE=${KEY_SIZE:-16}
 VALUE_SIZE=${VALUE_SIZE:-128}
+ACCOUNTS=${ACCOUNTS:-10000}
+BALANCE=${BALANCE:-1000}
+AUDIT_CLIENTS=${AUDIT_CLIENTS:-0}
 read -r -a ETCD_PORTS <<<"${ETCD_PORTS:-12379 22379 32379}"
 PACTDB_PORT_OFFSET=${PACTDB_PORT_OFFSET:-600}
 TIME_LIMIT=${TIME_LIMIT:-900}
@@ -136,13 +156,14 @@ rm -f "$TMP/dsync-test"
 DSYNC_MS=$(awk -v s="${DSYNC_S:-0}" 'BEGIN {printf "%.3f", s * 1000 / 500}')
 echo "machine: $(nproc) cores ($CPU), ${MEM_GIB} GiB memory, disk $DISK, ${DSYNC_MS} ms per synchronous 4 KiB write; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "pactdb $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), etcd $ETCD_VERSION"
-echo "workloads: ${CLIENTS} clients over ${CONNS} connections and 1 client; ${KEY_SIZE} B keys, ${VALUE_SIZE} B values, ${KEYS} keys; ramp ${RAMP}, measured ${DURATION} each"
+echo "workloads: ${CLIENTS} clients over ${CONNS} connections and 1 client; ${KEY_SIZE} B keys, ${VALUE_SIZE} B values, ${KEYS} keys; transfers among ${ACCOUNTS} accounts of ${BALANCE}, ${AUDIT_CLIENTS} audit clients; ramp ${RAMP}, measured ${DURATION} each"
 
-# name clients conns read_percent
+# name clients conns read_percent ("-": the bank's transfers)
 WORKLOADS=(
     "put-${CLIENTS} ${CLIENTS} ${CONNS} 0"
     "put-1 1 1 0"
     "mixed-${CLIENTS} ${CLIENTS} ${CONNS} 50"
+    "transfer ${CLIENTS} ${CONNS} -"
 )
 if [ -n "${ONLY:-}" ]; then
     kept=()
@@ -153,10 +174,41 @@ if [ -n "${ONLY:-}" ]; then
     WORKLOADS=("${kept[@]}")
 fi
 
+run_transfer() { # system target name clients conns
+    local system=$1 target=$2 name=$3 clients=$4 conns=$5 out="$TMP/result-$1-$3.json"
+    log "$system: $name: creating $ACCOUNTS accounts of $BALANCE"
+    "$PACTDB" workload init bank --target "$target" --accounts "$ACCOUNTS" --balance "$BALANCE" >&2 ||
+        { log "$system: init bank failed"; return 0; }
+    log "$system: $name ($clients clients, $conns connections, $AUDIT_CLIENTS audit clients)"
+    "$PACTDB" workload run bank --target "$target" --clients "$clients" --conns "$conns" \
+        --audit-clients "$AUDIT_CLIENTS" --ramp "$RAMP" --duration "$DURATION" --json \
+        >"$out" 2>"$TMP/progress-$system-$name.log" ||
+        { log "$system $name failed:"; tail -n 5 "$TMP/progress-$system-$name.log" >&2; }
+    python3 - "$out" <<'EOF' >&2 || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency_ms"]
+cross = f", cross-group {r['cross_group_percent']:.1f}%" if r["cross_group_percent"] is not None else ""
+print(f"    {r['transfers_per_sec']:.0f} transfers/s, {r['aborts_per_sec']:.0f} aborts/s, {r['errors']} errors, {r['unknown']} unknown, "
+      f"p50 {l['p50']:.3f} ms, p99 {l['p99']:.3f} ms{cross}, {r['audits']['anomalies']} anomalies")
+EOF
+    log "$system: checking the bank"
+    if "$PACTDB" workload check bank --target "$target" >"$TMP/check-$system-$name.log" 2>&1; then
+        echo ok >"$TMP/check-$system-$name.status"
+    else
+        echo failed >"$TMP/check-$system-$name.status"
+    fi
+    sed 's/^/    /' "$TMP/check-$system-$name.log" >&2
+}
+
 run_workloads() { # system target
     local system=$1 target=$2 w name clients conns reads out
     for w in "${WORKLOADS[@]}"; do
         read -r name clients conns reads <<<"$w"
+        if [ "$reads" = "-" ]; then
+            run_transfer "$system" "$target" "$name" "$clients" "$conns"
+            continue
+        fi
         out="$TMP/result-$system-$name.json"
         log "$system: $name ($clients clients, $conns connections, $reads% reads)"
         "$PACTDB" workload run kv --target "$target" --clients "$clients" --conns "$conns" \
@@ -246,13 +298,45 @@ print("-" * len(head))
 for name, clients, conns, reads in workloads:
     for system in ("etcd", "pactdb"):
         r = res[(system, name)]
+        shown = "-" if reads == "-" else reads + "%"
         if r is None:
-            print(f"{name:<12} {system:<7} {clients:>7} {conns:>5} {reads + '%':>5}   (no result)")
+            print(f"{name:<12} {system:<7} {clients:>7} {conns:>5} {shown:>5}   (no result)")
             continue
         l = r["latency_ms"]
-        print(f"{name:<12} {system:<7} {r['clients']:>7} {r['conns']:>5} {str(r['read_percent']) + '%':>5} {r['ops_per_sec']:>10.0f} {r['errors']:>7} "
+        if reads == "-":
+            # A transfer's ops/s are committed transfers; its errors include unknown outcomes.
+            rate, errors = r["transfers_per_sec"], r["errors"] + r["unknown"]
+        else:
+            rate, errors, shown = r["ops_per_sec"], r["errors"], str(r["read_percent"]) + "%"
+        print(f"{name:<12} {system:<7} {r['clients']:>7} {r['conns']:>5} {shown:>5} {rate:>10.0f} {errors:>7} "
               f"{l['p50']:>8.3f} {l['p90']:>8.3f} {l['p99']:>8.3f} {l['p99_9']:>9.3f} {l['max']:>8.3f} {r.get('client_cpu_cores', 0):>7.2f}")
 print("gen-cpu: cores of CPU the load generator itself used (it shares the machine with the servers)")
+transfers = [w for w in workloads if w[3] == "-"]
+checks_failed = []
+if transfers:
+    print("transfer: ops/s are committed transfers/s, errors include unknown outcomes, latency is of committed transfers")
+    print()
+    head2 = f"{'workload':<12} {'system':<7} {'accounts':>8} {'transfers/s':>11} {'aborts/s':>9} {'aborted':>7} {'errors':>7} {'unknown':>7} {'cross-group':>11} {'anomalies':>9}  check"
+    print(head2)
+    print("-" * len(head2))
+    for name, clients, conns, reads in transfers:
+        for system in ("etcd", "pactdb"):
+            r = res[(system, name)]
+            try:
+                check = open(os.path.join(tmp, f"check-{system}-{name}.status")).read().strip()
+            except OSError:
+                check = "not run"
+            if check != "ok":
+                checks_failed.append(f"{system} {name}: {check}")
+            if r is None:
+                print(f"{name:<12} {system:<7}   (no result)  {check}")
+                continue
+            tried = r["transfers"] + r["aborts"]
+            abort_pct = 100.0 * r["aborts"] / tried if tried else 0.0
+            cross = f"{r['cross_group_percent']:.1f}%" if r["cross_group_percent"] is not None else "n/a"
+            print(f"{name:<12} {system:<7} {r['accounts']:>8} {r['transfers_per_sec']:>11.0f} {r['aborts_per_sec']:>9.0f} {abort_pct:>6.1f}% "
+                  f"{r['errors']:>7} {r['unknown']:>7} {cross:>11} {r['audits']['anomalies']:>9}  {check}")
+    print("aborted: share of finished transfer attempts that aborted (a read account changed or was locked)")
 print()
 
 def ratio(label, name, f):
@@ -268,8 +352,17 @@ ratio("put-p99", big, lambda r: r["latency_ms"]["p99"])
 ratio("one-client-put-p50", "put-1", lambda r: r["latency_ms"]["p50"])
 one = res.get(("pactdb", "put-1"))
 print(f"pactdb one-client put-p50 = {one['latency_ms']['p50']:.3f} ms" if one else "pactdb one-client put-p50 = n/a")
+tr = transfers[0][0] if transfers else None
+ratio("transfer-throughput", tr, lambda r: r["transfers_per_sec"])
+ratio("transfer-p99", tr, lambda r: r["latency_ms"]["p99"])
+pt = res.get(("pactdb", tr))
+print(f"pactdb transfers/s = {pt['transfers_per_sec']:.0f}" if pt else "pactdb transfers/s = n/a")
+print(f"pactdb cross-group share = {pt['cross_group_percent']:.1f}%" if pt else "pactdb cross-group share = n/a")
 print(f"load average at end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
-errors = sum(r["errors"] for r in res.values() if r)
+errors = sum(r["errors"] + r.get("unknown", 0) for r in res.values() if r)
 if errors:
-    print(f"note: {errors} operations failed in all (counted apart, never as throughput)")
+    print(f"note: {errors} operations failed or had an unknown outcome in all (counted apart, never as throughput)")
+for f in checks_failed:
+    print(f"note: bank check {f} (see the log above)")
+sys.exit(1 if checks_failed else 0)
 EOF

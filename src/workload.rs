@@ -7,6 +7,9 @@
 //!   systems are measured by the same load generator. Latencies of
 //!   successful operations go into an HDR histogram; failed operations are
 //!   counted apart and never as successes.
+//! * `workload init bank`, `workload run bank`, `workload check bank`: a
+//!   bank of accounts whose total never changes, moved around by
+//!   transactions and audited by read-only ones (see `workload/bank.rs`).
 //! * `workload probe`: one client writes one key of a group in a tight loop
 //!   and prints every gap between successful writes, to measure how long
 //!   writes are unavailable when a primary dies.
@@ -15,6 +18,7 @@
 //! `--ramp`, for `--duration`) count, so throughput is completions divided by
 //! the window's length.
 
+mod bank;
 mod etcd;
 
 use anyhow::{bail, Context};
@@ -45,10 +49,20 @@ pub struct WorkloadArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum WorkloadCommand {
+    /// Create a workload's initial data.
+    Init {
+        #[command(subcommand)]
+        workload: InitWorkload,
+    },
     /// Run a workload for a while and report throughput and latency.
     Run {
         #[command(subcommand)]
         workload: RunWorkload,
+    },
+    /// Check the invariants of the data a workload left (exit 1 if one is broken).
+    Check {
+        #[command(subcommand)]
+        workload: CheckWorkload,
     },
     /// Write one key of a group in a tight loop and print every gap between
     /// successful writes of at least --gap-ms (pactdb only).
@@ -59,6 +73,22 @@ pub enum WorkloadCommand {
 pub enum RunWorkload {
     /// Closed-loop clients doing single-key puts and gets over a uniform key space.
     Kv(KvArgs),
+    /// Closed-loop clients moving money between random accounts in
+    /// transactions, and auditors summing every account in one transaction.
+    Bank(bank::RunArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum InitWorkload {
+    /// Create the accounts of `workload run bank` (only those that do not exist yet).
+    Bank(bank::InitArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CheckWorkload {
+    /// Sum every account in one transaction, compare with accounts x balance,
+    /// and check that no prepared transaction or lock is left.
+    Bank(bank::CheckArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -168,17 +198,24 @@ fn secs_to_duration(secs: f64) -> Option<Duration> {
 /// Runs `pactdb workload ...`; `endpoints` are the pactdb nodes the other
 /// commands would use.
 pub fn run(args: WorkloadArgs, endpoints: Vec<String>) -> anyhow::Result<i32> {
-    let rt = match &args.command {
-        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } if kv.threads == 1 => {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?
-        }
-        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => {
-            tokio::runtime::Builder::new_multi_thread().worker_threads(kv.threads.into()).enable_all().build()?
-        }
-        WorkloadCommand::Probe(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    // Load generators run on `--threads` threads; init and check are
+    // bounded by the cluster, and one thread does for them.
+    let threads = match &args.command {
+        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => Some(kv.threads),
+        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => Some(b.threads),
+        WorkloadCommand::Init { .. } | WorkloadCommand::Check { .. } => Some(1),
+        WorkloadCommand::Probe(_) => None,
+    };
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n.into()).enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
     };
     match args.command {
+        WorkloadCommand::Init { workload: InitWorkload::Bank(b) } => rt.block_on(bank::init(b, endpoints)),
         WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => rt.block_on(run_kv(kv, endpoints)),
+        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => rt.block_on(bank::run(b, endpoints)),
+        WorkloadCommand::Check { workload: CheckWorkload::Bank(b) } => rt.block_on(bank::check(b, endpoints)),
         WorkloadCommand::Probe(p) => rt.block_on(probe(p, endpoints)),
     }
 }
@@ -320,34 +357,148 @@ impl Stats {
     }
 }
 
-/// State the clients, the reporter and the coordinator share.
-struct Shared {
+/// A run's measurement window and the counters its progress reports read,
+/// shared by the clients, the reporter and the coordinator of every
+/// `workload run`.
+struct Window {
     base: Instant,
     /// The window: completions at `ramp_us <= t < end_us` (since `base`) count.
     ramp_us: u64,
     end_us: AtomicU64,
     stop: AtomicBool,
-    /// Every completion, for progress reports (ramp included).
+    /// Every success, for progress reports (ramp included).
     done: AtomicU64,
+    /// Every other completion, for progress reports (ramp included).
     failed: AtomicU64,
     /// Completions after the window closed (not counted).
     late: AtomicU64,
-    stats: Mutex<Stats>,
 }
 
-impl Shared {
-    fn record(&self, started: Instant, finished: Instant, read: bool, result: Result<(), String>) {
+/// Where a completion falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Ramp,
+    Inside,
+    Late,
+}
+
+impl Window {
+    fn new(ramp: Duration, duration: Duration) -> Window {
+        let ramp_us = ramp.as_micros() as u64;
+        Window::at(Instant::now(), ramp_us, ramp_us + duration.as_micros() as u64)
+    }
+
+    fn at(base: Instant, ramp_us: u64, end_us: u64) -> Window {
+        Window {
+            base,
+            ramp_us,
+            end_us: AtomicU64::new(end_us),
+            stop: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a completion for the progress reports and says where in the
+    /// run it falls; only `Place::Inside` goes into the figures.
+    fn place(&self, finished: Instant, ok: bool) -> Place {
         let t = finished.duration_since(self.base).as_micros() as u64;
-        if result.is_ok() {
+        if ok {
             self.done.fetch_add(1, Ordering::Relaxed);
         } else {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         if t < self.ramp_us {
-            return;
+            return Place::Ramp;
         }
         if t >= self.end_us.load(Ordering::Relaxed) {
             self.late.fetch_add(1, Ordering::Relaxed);
+            return Place::Late;
+        }
+        Place::Inside
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Closes the window now (a signal asked to stop early).
+    fn stop_now(&self) {
+        let now = self.base.elapsed().as_micros() as u64;
+        self.end_us.fetch_min(now.max(self.ramp_us), Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Length of the measurement window in seconds (shorter than asked if
+    /// a signal closed it early).
+    fn elapsed_s(&self) -> f64 {
+        self.end_us.load(Ordering::Relaxed).saturating_sub(self.ramp_us) as f64 / 1e6
+    }
+
+    /// Runs until the window closes or a signal closes it early, drawing
+    /// progress, then gives the clients `SHUTDOWN_GRACE` to finish their
+    /// last operation. Returns how many clients were abandoned.
+    async fn run(
+        &self,
+        total: Duration,
+        display_every: Duration,
+        labels: ProgressLabels,
+        workers: &mut tokio::task::JoinSet<()>,
+    ) -> anyhow::Result<u64> {
+        let progress = Progress::new(total, display_every, labels);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(display_every);
+        tick.tick().await;
+        let deadline = tokio::time::Instant::from_std(self.base + total);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::signal::ctrl_c() => { self.stop_now(); break; }
+                _ = term.recv() => { self.stop_now(); break; }
+                _ = tick.tick() => progress.update(self),
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        progress.finish(self);
+
+        // Let every client finish its last operation (bounded).
+        let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                joined = workers.join_next() => if joined.is_none() { break },
+                _ = &mut grace => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        let abandoned = workers.len() as u64;
+        workers.abort_all();
+        Ok(abandoned)
+    }
+}
+
+/// Distinct messages kept per kind of failure, for the report: each of the
+/// first `MAX_ERROR_KINDS` messages counted on its own, the rest together.
+fn count_kind(kinds: &mut BTreeMap<String, u64>, kind: String) {
+    if let Some(n) = kinds.get_mut(&kind) {
+        *n += 1;
+    } else if kinds.len() < MAX_ERROR_KINDS {
+        kinds.insert(kind, 1);
+    } else {
+        *kinds.entry("(others)".into()).or_default() += 1;
+    }
+}
+
+/// State the kv clients, the reporter and the coordinator share.
+struct Shared {
+    window: Window,
+    stats: Mutex<Stats>,
+}
+
+impl Shared {
+    fn record(&self, started: Instant, finished: Instant, read: bool, result: Result<(), String>) {
+        if self.window.place(finished, result.is_ok()) != Place::Inside {
             return;
         }
         let mut s = self.stats.lock().expect("stats lock");
@@ -363,13 +514,7 @@ impl Shared {
                 } else {
                     s.write_errors += 1;
                 }
-                if let Some(n) = s.error_kinds.get_mut(&e) {
-                    *n += 1;
-                } else if s.error_kinds.len() < MAX_ERROR_KINDS {
-                    s.error_kinds.insert(e, 1);
-                } else {
-                    *s.error_kinds.entry("(other errors)".into()).or_default() += 1;
-                }
+                count_kind(&mut s.error_kinds, e);
             }
         }
     }
@@ -391,7 +536,7 @@ async fn kv_client(idx: usize, driver: Arc<Driver>, cfg: Arc<KvConfig>, shared: 
     let mut value: Vec<u8> = (0..cfg.value_size).map(|_| rng.next() as u8).collect();
     let width = cfg.key_size;
     let mut n = 0u64;
-    while !shared.stop.load(Ordering::Relaxed) {
+    while !shared.window.stopping() {
         let k = rng.below(cfg.keys);
         let key = format!("{k:0width$}").into_bytes();
         let read = cfg.read_percent > 0 && rng.below(100) < cfg.read_percent;
@@ -526,56 +671,16 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         args.ramp,
         args.duration
     );
-    let ramp_us = args.ramp.as_micros() as u64;
-    let shared = Arc::new(Shared {
-        base: Instant::now(),
-        ramp_us,
-        end_us: AtomicU64::new(ramp_us + args.duration.as_micros() as u64),
-        stop: AtomicBool::new(false),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        late: AtomicU64::new(0),
-        stats: Mutex::new(Stats::new()),
-    });
+    let shared = Arc::new(Shared { window: Window::new(args.ramp, args.duration), stats: Mutex::new(Stats::new()) });
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..cfg.clients {
         workers.spawn(kv_client(i, driver.clone(), cfg.clone(), shared.clone()));
     }
-
-    // Run until the window closes or a signal asks to stop early.
-    let total = args.ramp + args.duration;
-    let progress = Progress::new(total, args.display_every);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut tick = tokio::time::interval(args.display_every);
-    tick.tick().await;
-    let deadline = tokio::time::Instant::from_std(shared.base + total);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = tokio::signal::ctrl_c() => { stop_now(&shared); break; }
-            _ = term.recv() => { stop_now(&shared); break; }
-            _ = tick.tick() => progress.update(&shared),
-        }
-    }
-    shared.stop.store(true, Ordering::Relaxed);
-    progress.finish(&shared);
-
-    // Let every client finish its last operation (bounded).
-    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            joined = workers.join_next() => if joined.is_none() { break },
-            _ = &mut grace => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    let abandoned = workers.len() as u64;
-    workers.abort_all();
+    let abandoned =
+        shared.window.run(args.ramp + args.duration, args.display_every, ProgressLabels::OPS, &mut workers).await?;
     let client_cpu_cores = (cpu_time() - cpu_start.0) / cpu_start.1.elapsed().as_secs_f64();
 
-    let end_us = shared.end_us.load(Ordering::Relaxed);
-    let elapsed_s = end_us.saturating_sub(ramp_us) as f64 / 1e6;
+    let elapsed_s = shared.window.elapsed_s();
     let stats = std::mem::replace(&mut *shared.stats.lock().expect("stats lock"), Stats::new());
     let figures = |h: &Histogram<u64>, errors: u64| OpFigures {
         ops: h.len(),
@@ -605,7 +710,7 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         latency_ms: Latency::of(&all),
         writes: figures(&stats.writes, stats.write_errors),
         reads: figures(&stats.reads, stats.read_errors),
-        late: shared.late.load(Ordering::Relaxed),
+        late: shared.window.late.load(Ordering::Relaxed),
         abandoned,
         client_cpu_cores,
         error_kinds: stats.error_kinds,
@@ -627,13 +732,6 @@ fn cpu_time() -> f64 {
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(u.ru_utime) + secs(u.ru_stime)
-}
-
-/// Closes the window now (a signal asked to stop early).
-fn stop_now(shared: &Shared) {
-    let now = shared.base.elapsed().as_micros() as u64;
-    shared.end_us.fetch_min(now.max(shared.ramp_us), Ordering::Relaxed);
-    shared.stop.store(true, Ordering::Relaxed);
 }
 
 fn print_report(r: &KvReport) {
@@ -678,15 +776,27 @@ fn print_report(r: &KvReport) {
     }
 }
 
+/// What a run's progress calls its successes and its other completions.
+#[derive(Debug, Clone, Copy)]
+struct ProgressLabels {
+    done: &'static str,
+    failed: &'static str,
+}
+
+impl ProgressLabels {
+    const OPS: ProgressLabels = ProgressLabels { done: "ops", failed: "errors" };
+}
+
 /// Progress on stderr: a bar on a terminal, plain lines otherwise.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: Duration,
+    labels: ProgressLabels,
     last: Mutex<(Instant, u64)>,
 }
 
 impl Progress {
-    fn new(total: Duration, every: Duration) -> Progress {
+    fn new(total: Duration, every: Duration, labels: ProgressLabels) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
             bar.set_style(
@@ -698,37 +808,39 @@ impl Progress {
             bar
         });
         if bar.is_none() {
-            eprintln!("{:>8} {:>10} {:>12} {:>8}", "elapsed", "ops/sec", "ops", "errors");
+            let rate = format!("{}/sec", labels.done);
+            eprintln!("{:>8} {:>12} {:>12} {:>13}", "elapsed", rate, labels.done, labels.failed);
         }
-        Progress { bar, total, last: Mutex::new((Instant::now(), 0)) }
+        Progress { bar, total, labels, last: Mutex::new((Instant::now(), 0)) }
     }
 
-    fn update(&self, shared: &Shared) {
+    fn update(&self, window: &Window) {
         let now = Instant::now();
-        let done = shared.done.load(Ordering::Relaxed);
-        let failed = shared.failed.load(Ordering::Relaxed);
+        let done = window.done.load(Ordering::Relaxed);
+        let failed = window.failed.load(Ordering::Relaxed);
         let mut last = self.last.lock().expect("progress lock");
         let secs = now.duration_since(last.0).as_secs_f64();
         let rate = if secs > 0.0 { done.saturating_sub(last.1) as f64 / secs } else { 0.0 };
         *last = (now, done);
-        let elapsed = now.duration_since(shared.base);
-        let phase = if (elapsed.as_micros() as u64) < shared.ramp_us { " (ramp)" } else { "" };
+        let elapsed = now.duration_since(window.base);
+        let phase = if (elapsed.as_micros() as u64) < window.ramp_us { " (ramp)" } else { "" };
+        let ProgressLabels { done: what, failed: failed_what } = self.labels;
         match &self.bar {
             Some(bar) => {
                 bar.set_position(elapsed.as_millis() as u64);
                 bar.set_message(format!(
-                    "{:.0}s/{:.0}s{phase}  {rate:.0} ops/s  {done} ops  {failed} errors",
+                    "{:.0}s/{:.0}s{phase}  {rate:.0} {what}/s  {done} {what}  {failed} {failed_what}",
                     elapsed.as_secs_f64(),
                     self.total.as_secs_f64()
                 ));
             }
-            None => eprintln!("{:>7.1}s {:>10.0} {:>12} {:>8}{phase}", elapsed.as_secs_f64(), rate, done, failed),
+            None => eprintln!("{:>7.1}s {:>12.0} {:>12} {:>13}{phase}", elapsed.as_secs_f64(), rate, done, failed),
         }
     }
 
-    fn finish(&self, shared: &Shared) {
+    fn finish(&self, window: &Window) {
         if let Some(bar) = &self.bar {
-            self.update(shared);
+            self.update(window);
             bar.finish_and_clear();
         }
     }
@@ -858,13 +970,7 @@ mod tests {
     #[test]
     fn failed_operations_are_never_counted_as_successes() {
         let shared = Shared {
-            base: Instant::now() - Duration::from_secs(1),
-            ramp_us: 0,
-            end_us: AtomicU64::new(u64::MAX),
-            stop: AtomicBool::new(false),
-            done: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            late: AtomicU64::new(0),
+            window: Window::at(Instant::now() - Duration::from_secs(1), 0, u64::MAX),
             stats: Mutex::new(Stats::new()),
         };
         let t = Instant::now();
@@ -881,21 +987,12 @@ mod tests {
     #[test]
     fn completions_outside_the_window_are_not_counted() {
         let base = Instant::now();
-        let shared = Shared {
-            base,
-            ramp_us: 1_000_000,
-            end_us: AtomicU64::new(2_000_000),
-            stop: AtomicBool::new(false),
-            done: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            late: AtomicU64::new(0),
-            stats: Mutex::new(Stats::new()),
-        };
+        let shared = Shared { window: Window::at(base, 1_000_000, 2_000_000), stats: Mutex::new(Stats::new()) };
         shared.record(base, base + Duration::from_millis(500), false, Ok(()));
         shared.record(base, base + Duration::from_millis(1500), false, Ok(()));
         shared.record(base, base + Duration::from_millis(2500), false, Ok(()));
         assert_eq!(shared.stats.lock().unwrap().writes.len(), 1);
-        assert_eq!(shared.late.load(Ordering::Relaxed), 1);
-        assert_eq!(shared.done.load(Ordering::Relaxed), 3);
+        assert_eq!(shared.window.late.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.window.done.load(Ordering::Relaxed), 3);
     }
 }

@@ -1,6 +1,8 @@
 //! The etcd driver of `pactdb workload`: a minimal etcd v3 client that makes
-//! unary gRPC calls (`KV.Put`, `KV.Range`) directly over HTTP/2 (the `h2`
-//! crate) with hand-encoded protobuf, so building it needs no `protoc`.
+//! unary gRPC calls (`KV.Put`, `KV.Range`, `KV.Txn`) directly over HTTP/2
+//! (the `h2` crate) with hand-encoded protobuf, so building it needs no
+//! `protoc`. Field numbers are those of etcd's `rpc.proto` and `kv.proto`
+//! (`etcdserverpb`, `mvccpb`), quoted where they are used.
 //!
 //! Like etcd's own clients, one connection multiplexes every request its
 //! callers have outstanding (one HTTP/2 stream each). Reads are etcd's
@@ -50,6 +52,27 @@ impl Conn {
         put_bytes_field(&mut msg, 1, key);
         let reply = self.unary("Range", &msg).await?;
         range_value(&reply)
+    }
+
+    /// `KV.Range` of one key: its value and `mod_revision`, if it exists.
+    pub async fn get_kv(&self, key: &[u8]) -> Result<Option<Kv>, String> {
+        let reply = self.unary("Range", &encode_range(key, None)).await?;
+        Ok(range_kvs(&reply)?.into_iter().next())
+    }
+
+    /// `KV.Range` over `[key, range_end)`: every pair, in key order, as of
+    /// one revision (a range is a consistent snapshot in etcd).
+    pub async fn range(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<Kv>, String> {
+        let reply = self.unary("Range", &encode_range(key, Some(range_end))).await?;
+        range_kvs(&reply)
+    }
+
+    /// `KV.Txn`: if every key's `mod_revision` is still the one given (0:
+    /// the key must not exist), puts every `(key, value)`. `Ok(true)` if it
+    /// did; `Ok(false)` if a compare failed and nothing was written.
+    pub async fn put_if_unchanged(&self, compares: &[(&[u8], i64)], puts: &[(&[u8], &[u8])]) -> Result<bool, String> {
+        let reply = self.unary("Txn", &encode_txn(compares, puts)).await?;
+        txn_succeeded(&reply)
     }
 
     /// One unary call of `/etcdserverpb.KV/{method}`; returns the reply message.
@@ -121,6 +144,55 @@ fn unframe(data: Bytes) -> Result<Bytes, String> {
     Ok(data.slice(5..5 + len))
 }
 
+/// One key of a range reply (`mvccpb.KeyValue`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Bytes,
+    pub value: Bytes,
+    /// The revision of the key's last change: what a `Txn` compares.
+    pub mod_revision: i64,
+}
+
+/// A `RangeRequest`: `key` = 1, `range_end` = 2 (none: the one key).
+fn encode_range(key: &[u8], range_end: Option<&[u8]>) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(key.len() + range_end.map_or(0, <[u8]>::len) + 8);
+    put_bytes_field(&mut msg, 1, key);
+    if let Some(end) = range_end {
+        put_bytes_field(&mut msg, 2, end);
+    }
+    msg
+}
+
+/// A `TxnRequest` (`compare` = 1, `success` = 2, no `failure` ops):
+/// one `Compare` per key that its `mod_revision` is EQUAL to the one given,
+/// and one `RequestOp` with a `request_put` per write.
+fn encode_txn(compares: &[(&[u8], i64)], puts: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    let mut inner = Vec::new();
+    for (key, rev) in compares {
+        // Compare: `result` = 1 (EQUAL is 0, proto3's default, so it is not
+        // sent), `target` = 2 (MOD = 2), `key` = 3, `mod_revision` = 6.
+        // `mod_revision` is a member of the `target_union` oneof, which is
+        // sent even when it is 0, as etcd's Go client does.
+        inner.clear();
+        put_varint_field(&mut inner, 2, 2);
+        put_bytes_field(&mut inner, 3, key);
+        put_varint_field(&mut inner, 6, *rev as u64);
+        put_bytes_field(&mut msg, 1, &inner);
+    }
+    let mut put = Vec::new();
+    for (key, value) in puts {
+        // RequestOp: `request_put` = 2, a PutRequest (`key` = 1, `value` = 2).
+        put.clear();
+        put_bytes_field(&mut put, 1, key);
+        put_bytes_field(&mut put, 2, value);
+        inner.clear();
+        put_bytes_field(&mut inner, 2, &put);
+        put_bytes_field(&mut msg, 2, &inner);
+    }
+    msg
+}
+
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -134,6 +206,12 @@ fn put_bytes_field(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
     put_varint(buf, (u64::from(field) << 3) | 2);
     put_varint(buf, data.len() as u64);
     buf.extend_from_slice(data);
+}
+
+/// A varint protobuf field (wire type 0).
+fn put_varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
+    put_varint(buf, u64::from(field) << 3);
+    put_varint(buf, v);
 }
 
 fn get_varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
@@ -193,6 +271,40 @@ fn range_value(reply: &Bytes) -> Result<Option<Bytes>, String> {
     Ok(None)
 }
 
+/// Every `KeyValue` of a `RangeResponse` (`kvs` = 2; in a KeyValue `key`
+/// = 1, `mod_revision` = 3, `value` = 5).
+fn range_kvs(reply: &Bytes) -> Result<Vec<Kv>, String> {
+    let mut out = Vec::new();
+    for (field, wire, kv) in fields(reply)? {
+        if field != 2 || wire != 2 {
+            continue;
+        }
+        let mut one = Kv { key: Bytes::new(), value: Bytes::new(), mod_revision: 0 };
+        for (f, w, payload) in fields(&kv)? {
+            match (f, w) {
+                (1, 2) => one.key = payload,
+                (3, 0) => one.mod_revision = get_varint(&payload, &mut 0)? as i64,
+                (5, 2) => one.value = payload,
+                _ => {}
+            }
+        }
+        out.push(one);
+    }
+    Ok(out)
+}
+
+/// `succeeded` (= 2) of a `TxnResponse`; absent means false (proto3 does
+/// not send a default value).
+fn txn_succeeded(reply: &Bytes) -> Result<bool, String> {
+    let mut succeeded = false;
+    for (field, wire, payload) in fields(reply)? {
+        if field == 2 && wire == 0 {
+            succeeded = get_varint(&payload, &mut 0)? != 0;
+        }
+    }
+    Ok(succeeded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +347,76 @@ mod tests {
         assert_eq!(&unframe(framed).unwrap()[..], &[9, 9]);
         assert!(unframe(Bytes::from_static(&[0, 0, 0, 0, 3, 9])).is_err());
         assert!(unframe(Bytes::from_static(&[0, 0])).is_err());
+    }
+
+    #[test]
+    fn encodes_a_txn_comparing_mod_revisions_and_putting_on_success() {
+        let msg = encode_txn(&[(b"a", 300), (b"b", 0)], &[(b"a", b"7"), (b"b", b"")]);
+        let want: Vec<u8> = [
+            // compare 1: Compare{target: MOD, key: "a", mod_revision: 300}
+            &[0x0a, 8, 0x10, 2, 0x1a, 1, b'a', 0x30, 0xac, 0x02][..],
+            // compare 2: mod_revision 0 is sent (a oneof member): key "b" must not exist
+            &[0x0a, 7, 0x10, 2, 0x1a, 1, b'b', 0x30, 0][..],
+            // success 1: RequestOp{request_put: PutRequest{key: "a", value: "7"}}
+            &[0x12, 8, 0x12, 6, 0x0a, 1, b'a', 0x12, 1, b'7'][..],
+            // success 2: an empty value is still sent as a field
+            &[0x12, 7, 0x12, 5, 0x0a, 1, b'b', 0x12, 0][..],
+        ]
+        .concat();
+        assert_eq!(msg, want);
+        assert!(encode_txn(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn encodes_a_range_with_and_without_an_end() {
+        assert_eq!(encode_range(b"k", None), vec![0x0a, 1, b'k']);
+        assert_eq!(encode_range(b"acct-", Some(b"acct.")), [&[0x0a, 5][..], b"acct-", &[0x12, 5], b"acct."].concat());
+    }
+
+    #[test]
+    fn decodes_every_pair_of_a_range_response_with_its_mod_revision() {
+        let kv = |key: &[u8], rev: u64, value: &[u8]| {
+            let mut kv = Vec::new();
+            put_bytes_field(&mut kv, 1, key);
+            put_varint_field(&mut kv, 2, 5); // create_revision: skipped
+            put_varint_field(&mut kv, 3, rev);
+            put_varint_field(&mut kv, 4, 9); // version: skipped
+            put_bytes_field(&mut kv, 5, value);
+            kv
+        };
+        let mut header = Vec::new();
+        put_varint_field(&mut header, 3, 12345);
+        let mut reply = Vec::new();
+        put_bytes_field(&mut reply, 1, &header);
+        put_bytes_field(&mut reply, 2, &kv(b"acct-000001", 70_000, b"990"));
+        put_bytes_field(&mut reply, 2, &kv(b"acct-000002", 3, b"1010"));
+        put_varint_field(&mut reply, 4, 2);
+        let kvs = range_kvs(&Bytes::from(reply)).unwrap();
+        assert_eq!(
+            kvs,
+            vec![
+                Kv { key: Bytes::from_static(b"acct-000001"), value: Bytes::from_static(b"990"), mod_revision: 70_000 },
+                Kv { key: Bytes::from_static(b"acct-000002"), value: Bytes::from_static(b"1010"), mod_revision: 3 },
+            ]
+        );
+        let mut empty = Vec::new();
+        put_bytes_field(&mut empty, 1, &header);
+        assert!(range_kvs(&Bytes::from(empty)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_whether_a_txn_succeeded() {
+        let mut header = Vec::new();
+        put_varint_field(&mut header, 3, 77);
+        let mut ok = Vec::new();
+        put_bytes_field(&mut ok, 1, &header);
+        put_varint_field(&mut ok, 2, 1);
+        put_bytes_field(&mut ok, 3, &[0x12, 0]); // responses: one ResponseOp{response_put}
+        assert!(txn_succeeded(&Bytes::from(ok)).unwrap());
+        // A failed compare: `succeeded` is false, which proto3 leaves out.
+        let mut failed = Vec::new();
+        put_bytes_field(&mut failed, 1, &header);
+        assert!(!txn_succeeded(&Bytes::from(failed)).unwrap());
+        assert!(txn_succeeded(&Bytes::from_static(&[0x10])).is_err(), "a truncated varint is refused");
     }
 }
