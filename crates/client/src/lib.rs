@@ -62,7 +62,9 @@ enum Event {
 #[derive(Clone)]
 pub struct Client {
     cmds: mpsc::Sender<Cmd>,
-    cluster: ClusterMap,
+    /// Shared: a client is cloned for every transaction (`begin`), and a
+    /// deep copy of the map each time showed in the load generator's profile.
+    cluster: std::sync::Arc<ClusterMap>,
 }
 
 /// Sends one message to `addr` and waits for one reply (for admin calls).
@@ -106,6 +108,7 @@ impl Client {
         fe.on_reply(0, &mut rng, 0, ClientReply::Views { cluster: Some(cluster.clone()), views });
         let (cmds, cmd_rx) = mpsc::channel(CMD_QUEUE);
         tokio::spawn(drive(fe, rng, cluster.clone(), cmd_rx));
+        let cluster = std::sync::Arc::new(cluster);
         Ok(Client { cmds, cluster })
     }
 

@@ -129,7 +129,7 @@ fn a_repeated_can_commit_gets_the_same_vote_without_a_second_prepare() {
 
     // The same id with other contents is refused, and the prepared part stays.
     let mut other = part_of(&h, &txn_req(&b), OTHER);
-    other.digest ^= 1;
+    std::sync::Arc::make_mut(&mut other).digest ^= 1;
     let fx = h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part: other });
     assert!(
         matches!(&sends(&fx)[..], [(1, PeerBody::Vote { vote: Vote::No { reason: AbortReason::Refused { .. } }, .. })]),

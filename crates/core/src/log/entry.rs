@@ -9,6 +9,7 @@ use crate::state::op::{Op, OpResult};
 use crate::state::txn::{TxnId, TxnOutcome, TxnPart};
 use crate::types::{Epoch, GroupId, Index, RequestId};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// An entry as the log, the WAL record and the appends to every backup hold
 /// it: one allocation shared by all of them, never copied. Entries are
@@ -42,7 +43,7 @@ pub enum Payload {
     /// if it holds, the part's locks are taken and it is recorded prepared,
     /// its writes to take this entry's index as their version. The vote is
     /// sent only once this entry is committed.
-    Prepare { txn: TxnId, part: TxnPart },
+    Prepare { txn: TxnId, part: Arc<TxnPart> },
     /// Participant: the decision on `txn` reached this group. The prepared
     /// writes (`writes`, already versioned; empty for an abort) take effect
     /// and the locks are released.

@@ -46,7 +46,7 @@ impl Replica {
             return;
         }
         if let Op::Commit(txn) = &req.op {
-            if self.reuses_txn_id(req.id, txn) {
+            if self.reuses_txn_id(req.id, txn.digest()) {
                 // The sequencer answers with the error; members stay silent.
                 return;
             }

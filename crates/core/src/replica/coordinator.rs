@@ -36,6 +36,7 @@ use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vot
 use crate::types::{GroupId, Index, Millis, Mode, NodeId, RequestId};
 use crate::wire::{ClientError, ClientReply, PeerBody};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// What a primary tracks of the transactions it coordinates, beyond the
 /// replicated decisions. None of it survives a change of primary: a new
@@ -57,7 +58,7 @@ pub struct Coordinator {
 
 #[derive(Debug)]
 struct Collecting {
-    parts: BTreeMap<GroupId, TxnPart>,
+    parts: BTreeMap<GroupId, Arc<TxnPart>>,
     votes: BTreeMap<GroupId, Vote>,
     /// The client's attempts (a retry adds one) waiting for the outcome.
     clients: Vec<(ClientToken, RequestId)>,
@@ -108,7 +109,15 @@ impl Replica {
     /// A client's commit of transaction `id`, whose home is this group. The
     /// request passed the checks of `on_client_request` (primary, epoch,
     /// limits, a retry of a finished or pending commit answered).
-    pub(super) fn on_commit_request(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, req: TxnRequest) {
+    /// `digest` is the request's (`TxnRequest::digest`), computed once.
+    pub(super) fn on_commit_request(
+        &mut self,
+        ctx: &mut Ctx,
+        token: ClientToken,
+        id: RequestId,
+        req: TxnRequest,
+        digest: u64,
+    ) {
         let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
         let Some(cluster) = ctx.cluster else {
             return reply(ctx, Err(ClientError::Unavailable { reason: "the cluster map is not known yet".into() }));
@@ -123,7 +132,6 @@ impl Replica {
             return reply(ctx, Err(ClientError::Malformed { reason }));
         }
         let txn = TxnId::new(id, self.group);
-        let digest = req.digest();
         if let Some(c) = self.coordinator.collecting.get_mut(&txn) {
             if c.digest != digest {
                 let reason = "the transaction id was reused with other contents".to_string();
@@ -132,7 +140,8 @@ impl Replica {
             c.clients.push((token, id));
             return;
         }
-        let parts = req.split(cluster);
+        let parts: BTreeMap<GroupId, Arc<TxnPart>> =
+            req.split(cluster, digest).into_iter().map(|(g, p)| (g, Arc::new(p))).collect();
         if parts.len() == 1 {
             // One group holds every key: one entry commits it, no 2PC. A
             // passive primary decides it against its view of the end of its
@@ -151,7 +160,7 @@ impl Replica {
         }
         let now = ctx.out.now();
         for (&group, part) in &parts {
-            ctx.send_to_group(group, PeerBody::CanCommit { group, txn, part: part.clone() });
+            ctx.send_to_group(group, PeerBody::CanCommit { group, txn, part: Arc::clone(part) });
         }
         let t = &self.txn_timing;
         self.coordinator.collecting.insert(
@@ -242,10 +251,10 @@ impl Replica {
         index
     }
 
-    /// Whether a commit under `id` with `req` reuses the id of a transaction
-    /// with other contents (finished, being decided, or being sequenced).
-    pub(super) fn reuses_txn_id(&self, id: RequestId, req: &TxnRequest) -> bool {
-        let digest = req.digest();
+    /// Whether a commit under `id` of a request with `digest` reuses the id
+    /// of a transaction with other contents (finished, being decided, or
+    /// being sequenced).
+    pub(super) fn reuses_txn_id(&self, id: RequestId, digest: u64) -> bool {
         if let Dedup::Done(d) = self.state.commit_digests.lookup(id) {
             return *d != digest;
         }
@@ -409,7 +418,7 @@ impl Replica {
                 c.next_send_ms = now + resend;
                 for (&group, part) in &c.parts {
                     if !c.votes.contains_key(&group) {
-                        let body = PeerBody::CanCommit { group, txn: *txn, part: part.clone() };
+                        let body = PeerBody::CanCommit { group, txn: *txn, part: Arc::clone(part) };
                         ctx.send_to_group(group, body);
                     }
                 }

@@ -30,6 +30,7 @@ use crate::state::txn::{AbortReason, LockMode, TxnId, TxnPart, Vote};
 use crate::types::{Index, Millis, Mode, NodeId};
 use crate::wire::{ClientRequest, PeerBody};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What a primary tracks of its group's part in transactions, beyond the
 /// replicated state. None of it survives a change of primary.
@@ -70,7 +71,7 @@ impl Participant {
             Payload::Prepare { txn, part } => {
                 self.preparing.insert(*txn, e.index);
                 for (key, mode) in part.locks() {
-                    let l = self.pending_locks.entry(key).or_default();
+                    let l = self.pending_locks.entry(key.to_vec()).or_default();
                     match mode {
                         LockMode::Shared => l.0 += 1,
                         LockMode::Exclusive => l.1 += 1,
@@ -90,13 +91,13 @@ impl Participant {
             Payload::Prepare { txn, part } => {
                 self.preparing.remove(txn);
                 for (key, mode) in part.locks() {
-                    if let Some(l) = self.pending_locks.get_mut(&key) {
+                    if let Some(l) = self.pending_locks.get_mut(key) {
                         match mode {
                             LockMode::Shared => l.0 = l.0.saturating_sub(1),
                             LockMode::Exclusive => l.1 = l.1.saturating_sub(1),
                         }
                         if *l == (0, 0) {
-                            self.pending_locks.remove(&key);
+                            self.pending_locks.remove(key);
                         }
                     }
                 }
@@ -112,7 +113,7 @@ impl Participant {
 impl Replica {
     /// canCommit?: the coordinator of `txn` asks this group to prepare its
     /// part. Answered with a `Vote` to `from`, once the answer is durable.
-    pub fn on_can_commit(&mut self, ctx: &mut Ctx, from: NodeId, txn: TxnId, part: TxnPart) {
+    pub fn on_can_commit(&mut self, ctx: &mut Ctx, from: NodeId, txn: TxnId, part: Arc<TxnPart>) {
         if !self.serves_transactions(ctx) {
             return self.redirect(ctx, from);
         }

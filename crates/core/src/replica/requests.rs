@@ -54,8 +54,12 @@ impl Replica {
         // Retries are looked up before min_members is enforced: a write that
         // already ran must get its recorded outcome, not a refusal that would
         // tell the client a committed write did not happen.
-        if let Op::Commit(txn) = &req.op {
-            if self.reuses_txn_id(id, txn) {
+        let digest = match &req.op {
+            Op::Commit(txn) => txn.digest(),
+            _ => 0,
+        };
+        if let Op::Commit(_) = &req.op {
+            if self.reuses_txn_id(id, digest) {
                 let reason = "the transaction id was reused with other contents".to_string();
                 return reply(ctx.out, Err(ClientError::Malformed { reason }));
             }
@@ -91,7 +95,7 @@ impl Replica {
             }
         }
         match req.op {
-            Op::Commit(txn) => self.on_commit_request(ctx, token, id, txn),
+            Op::Commit(txn) => self.on_commit_request(ctx, token, id, txn, digest),
             op if active => self.sequence(ctx, token, id, op),
             op => self.execute_passive(ctx, token, id, op),
         }

@@ -21,13 +21,14 @@ use crate::bugs::Bugs;
 use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS};
 use crate::log::{Entry, Payload};
 use crate::types::{Epoch, Index, RequestId};
-use kv::{KvStore, Versioned, Write};
+use kv::{Key, KvStore, Versioned, Write};
 use locks::LockTable;
 use op::{execute, validate_part, ExecState, Op, OpResult};
 use serde::{Deserialize, Serialize};
 use sessions::{Dedup, Sessions};
 use std::collections::BTreeMap;
-use txn::{AbortReason, Decision, LockMode, Prepared, TxnId, TxnPart, Vote};
+use std::sync::Arc;
+use txn::{AbortReason, Decision, LockMode, Prepared, TxnId, TxnOutcome, TxnPart, Vote};
 
 /// Everything a group's applied log determines.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,7 +111,7 @@ impl StateMachine {
                 Applied::Voted { txn: *txn, vote }
             }
             Payload::Resolve { txn, commit, writes } => {
-                self.resolve(*txn, *commit, writes, e.index);
+                self.resolve(*txn, *commit, writes, e.index, true);
                 Applied::Resolved { txn: *txn }
             }
             Payload::Decide { txn, commit, participants, outcome, writes, digest } => {
@@ -123,8 +124,10 @@ impl StateMachine {
                     self.decisions.insert(*txn, Decision { commit: *commit, participants: participants.clone() });
                 }
                 // The home group is a participant too; its part resolves
-                // with the decision itself.
-                self.resolve(*txn, *commit, writes, e.index);
+                // with the decision itself. The session record above is what
+                // keeps a late `canCommit?` from preparing it again here
+                // (see `prepare`), so no vote is remembered apart.
+                self.resolve(*txn, *commit, writes, e.index, false);
                 Applied::Decided { txn: *txn, response }
             }
             Payload::Ended { txns } => {
@@ -139,7 +142,7 @@ impl StateMachine {
     /// Prepares `part` of `txn` as entry `index`, if it may be: not finished
     /// here already, within the bounds, no lock against it, every check
     /// holding. Prepared, it holds its locks until it resolves.
-    fn prepare(&mut self, txn: TxnId, part: &TxnPart, index: Index, bugs: &Bugs) -> Vote {
+    fn prepare(&mut self, txn: TxnId, part: &Arc<TxnPart>, index: Index, bugs: &Bugs) -> Vote {
         if let Some(p) = self.prepared.get(&txn) {
             return if p.part.digest == part.digest {
                 yes(p)
@@ -151,6 +154,17 @@ impl StateMachine {
             Dedup::Done(v) => return v.clone(),
             Dedup::Expired => return no("the transaction finished too long ago to be prepared again"),
             Dedup::New => {}
+        }
+        // In the home group the decision itself is the record: a transaction
+        // decided here is never prepared again.
+        if let Dedup::Done(OpResult::Txn(outcome)) = self.sessions.lookup(txn.request_id()) {
+            return match outcome {
+                TxnOutcome::Committed { versions } => {
+                    let written = |k: &Key| part.writes.iter().any(|w| w.key == *k);
+                    Vote::Yes { versions: versions.iter().filter(|(k, _)| written(k)).cloned().collect() }
+                }
+                TxnOutcome::Aborted { reason } => Vote::No { reason: reason.clone() },
+            };
         }
         if self.prepared.len() >= MAX_PREPARED_TXNS {
             return no(&format!("the group holds {MAX_PREPARED_TXNS} prepared transactions, its limit"));
@@ -170,7 +184,7 @@ impl StateMachine {
                 self.locks.lock(key, *mode, txn);
             }
         }
-        let p = Prepared { part: part.clone(), version: index };
+        let p = Prepared { part: Arc::clone(part), version: index };
         let vote = yes(&p);
         self.prepared.insert(txn, p);
         vote
@@ -181,7 +195,7 @@ impl StateMachine {
     /// a prepared part releases its locks, and the final vote is remembered
     /// (so a late `canCommit?` cannot prepare the transaction again). A
     /// decision already applied here is not applied twice.
-    fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index) {
+    fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index, remember: bool) {
         let prepared = self.prepared.remove(&txn);
         let first = prepared.is_some() || matches!(self.resolved.lookup(txn.request_id()), Dedup::New);
         if let Some(p) = &prepared {
@@ -194,7 +208,7 @@ impl StateMachine {
                 self.kv.apply(w);
             }
         }
-        if first {
+        if first && remember {
             self.resolved.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()));
         }
     }

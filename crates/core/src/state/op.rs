@@ -8,10 +8,11 @@
 
 use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::state::kv::{Key, Value, Versioned, Write};
-use crate::state::txn::{AbortReason, Check, LockMode, TxnId, TxnLimitError, TxnOutcome, TxnRequest, TxnWrite};
+use crate::state::txn::{
+    lock_modes, AbortReason, Check, LockMode, TxnId, TxnLimitError, TxnOutcome, TxnRequest, TxnWrite,
+};
 use crate::types::Index;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A key or value over its limit, or a transaction over its bounds. The
 /// wire turns it into a `ClientError`.
@@ -175,14 +176,7 @@ pub fn validate_part(
     txn: TxnId,
     state: &impl ExecState,
 ) -> Result<(), AbortReason> {
-    let mut modes: BTreeMap<&[u8], LockMode> = BTreeMap::new();
-    for c in checks {
-        modes.entry(&c.key).or_insert(LockMode::Shared);
-    }
-    for w in writes {
-        modes.insert(&w.key, LockMode::Exclusive);
-    }
-    for (key, mode) in modes {
+    for (key, mode) in lock_modes(checks, writes) {
         if state.lock_conflict(key, mode, txn) {
             return Err(AbortReason::Locked { key: key.to_vec() });
         }

@@ -13,6 +13,7 @@ use crate::state::op::{check_key, check_value, LimitError};
 use crate::types::{ClusterMap, GroupId, Index, RequestId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A transaction's identity: the request id its client committed it under
 /// (unique like every request id; a retried commit reuses it) and its home
@@ -178,18 +179,35 @@ pub struct TxnPart {
 }
 
 impl TxnPart {
-    /// The keys this part locks, each once: written keys exclusively, keys
-    /// only checked shared.
-    pub fn locks(&self) -> Vec<(Key, LockMode)> {
-        let mut out: BTreeMap<&Key, LockMode> = BTreeMap::new();
-        for c in &self.checks {
-            out.entry(&c.key).or_insert(LockMode::Shared);
-        }
-        for w in &self.writes {
-            out.insert(&w.key, LockMode::Exclusive);
-        }
-        out.into_iter().map(|(k, m)| (k.clone(), m)).collect()
+    /// The keys this part locks (see `lock_modes`).
+    pub fn locks(&self) -> Vec<(&[u8], LockMode)> {
+        lock_modes(&self.checks, &self.writes)
     }
+}
+
+/// The keys a transaction (or one group's part of it) locks, each once:
+/// written keys exclusively, then keys only checked, shared. Borrowed, not
+/// copied: this runs on every member for every prepare and resolution.
+pub fn lock_modes<'a>(checks: &'a [Check], writes: &'a [TxnWrite]) -> Vec<(&'a [u8], LockMode)> {
+    let n = checks.len() + writes.len();
+    let mut out: Vec<(&[u8], LockMode)> = Vec::with_capacity(n);
+    let keys = writes
+        .iter()
+        .map(|w| (&w.key[..], LockMode::Exclusive))
+        .chain(checks.iter().map(|c| (&c.key[..], LockMode::Shared)));
+    if n <= 32 {
+        // A transfer's two or three keys: comparing them pairwise is cheaper
+        // than any set.
+        for (k, m) in keys {
+            if !out.iter().any(|(o, _)| *o == k) {
+                out.push((k, m));
+            }
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        out.extend(keys.filter(|(k, _)| seen.insert(*k)));
+    }
+    out
 }
 
 /// How a transaction holds a key while it is prepared.
@@ -205,7 +223,8 @@ pub enum LockMode {
 /// its group's log before it votes yes, so any new primary holds it too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prepared {
-    pub part: TxnPart,
+    /// Shared with the prepare entry it came from, not copied.
+    pub part: Arc<TxnPart>,
     /// The index of the prepare entry: the version its writes get. No other
     /// write to these keys can come between (they are locked), so versions
     /// still only grow and are unique per key.
@@ -279,9 +298,9 @@ impl TxnRequest {
         xxhash_rust::xxh3::xxh3_64(&bincode::serialize(self).expect("a request always serializes"))
     }
 
-    /// The request split into one part per group, in group order.
-    pub fn split(&self, cluster: &ClusterMap) -> BTreeMap<GroupId, TxnPart> {
-        let digest = self.digest();
+    /// The request split into one part per group, in group order; every part
+    /// carries `digest`, the request's.
+    pub fn split(&self, cluster: &ClusterMap, digest: u64) -> BTreeMap<GroupId, TxnPart> {
         let new = || TxnPart { checks: Vec::new(), writes: Vec::new(), digest };
         let mut parts: BTreeMap<GroupId, TxnPart> = BTreeMap::new();
         for c in &self.checks {
@@ -345,7 +364,7 @@ mod tests {
             checks: (0..10).map(|i| Check { key: format!("c{i}").into_bytes(), version: i }).collect(),
             writes: (0..10).map(|i| put(&format!("w{i}"), "v")).collect(),
         };
-        let parts = req.split(&cluster);
+        let parts = req.split(&cluster, req.digest());
         assert!(parts.len() > 1, "20 keys over 3 groups land in more than one");
         let (mut checks, mut writes) = (0, 0);
         for (g, p) in &parts {
@@ -381,13 +400,16 @@ mod tests {
             writes: vec![put("b", "x"), put("c", "y")],
             digest: 0,
         };
-        assert_eq!(
-            part.locks(),
-            vec![
-                (b"a".to_vec(), LockMode::Shared),
-                (b"b".to_vec(), LockMode::Exclusive),
-                (b"c".to_vec(), LockMode::Exclusive)
-            ]
-        );
+        let expected: Vec<(&[u8], LockMode)> =
+            vec![(b"b", LockMode::Exclusive), (b"c", LockMode::Exclusive), (b"a", LockMode::Shared)];
+        assert_eq!(part.locks(), expected);
+        // The same through the set a large transaction uses.
+        let many: Vec<Check> =
+            (0..40).map(|i| Check { key: format!("k{}", i % 20).into_bytes(), version: 0 }).collect();
+        let writes = vec![put("k3", "x")];
+        let modes = lock_modes(&many, &writes);
+        assert_eq!(modes.len(), 20, "each key once");
+        assert_eq!(modes[0], (&b"k3"[..], LockMode::Exclusive), "a written key is exclusive even if checked");
+        assert!(modes[1..].iter().all(|(_, m)| *m == LockMode::Shared));
     }
 }

@@ -10,6 +10,7 @@ use crate::state::txn::{TxnId, TxnPart, Vote};
 use crate::state::Snapshot;
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, View};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A CASPaxos ballot: (round, proposer). Ordered lexicographically, so two
 /// proposers never use the same ballot.
@@ -113,7 +114,7 @@ pub enum PeerBody {
     CanCommit {
         group: GroupId,
         txn: TxnId,
-        part: TxnPart,
+        part: Arc<TxnPart>,
     },
     /// Participant `group`'s vote, durable in its group before it is sent.
     Vote {

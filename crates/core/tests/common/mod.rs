@@ -49,9 +49,13 @@ pub fn txn(checks: &[(&str, u64)], puts: &[(&str, &str)]) -> TxnRequest {
 }
 
 /// The part of `req` that `group` holds, as a coordinator sends it.
-pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> TxnPart {
+pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> std::sync::Arc<TxnPart> {
     let cluster = h.node(node(1)).cluster().expect("node 1 knows the cluster map");
-    req.split(cluster).remove(&group).unwrap_or_else(|| panic!("no key of the request is in group {group}"))
+    std::sync::Arc::new(
+        req.split(cluster, req.digest())
+            .remove(&group)
+            .unwrap_or_else(|| panic!("no key of the request is in group {group}")),
+    )
 }
 
 /// A client's commit of `req` as request `id`, to `group` at `epoch`.
