@@ -200,7 +200,7 @@ impl StateMachine {
         let first = prepared.is_some() || matches!(self.resolved.lookup(txn.request_id()), Dedup::New);
         if let Some(p) = &prepared {
             for (key, _) in p.part.locks() {
-                self.locks.unlock(&key, txn);
+                self.locks.unlock(key, txn);
             }
         }
         if commit && first {
