@@ -22,14 +22,16 @@ fn the_decision_is_durable_in_the_home_group_before_anyone_hears_it() {
     let e = h.view_of(node(1), GROUP).epoch;
 
     // The commit goes to the home group's primary (node 1): canCommit? to
-    // group 1's primary (node 2), and its own part prepared in its own log.
+    // group 1's primary (node 2) and nothing else. Its own part it checks and
+    // locks in memory; the decision will carry its writes.
     let (token, fx) = h.client(node(1), commit(rid(9, 1), GROUP, e, txn(&[], &[(&a, "1"), (&b, "2")])));
-    let to_group1: Vec<_> = sends(&fx).into_iter().filter(|(_, b)| matches!(b, PeerBody::CanCommit { .. })).collect();
-    assert!(matches!(&to_group1[..], [(2, PeerBody::CanCommit { group: OTHER, .. })]), "{fx:#?}");
-    assert!(
-        persists(&fx).iter().any(|(_, r)| matches!(r, pactdb_core::wire::WalRecord::Entry { group: GROUP, entry } if matches!(entry.payload, Payload::Prepare { .. }))),
-        "the home part is prepared like any other: {fx:#?}"
-    );
+    assert_eq!(sends(&fx).len(), 1, "{fx:#?}");
+    assert!(matches!(&sends(&fx)[..], [(2, PeerBody::CanCommit { group: OTHER, .. })]), "{fx:#?}");
+    assert!(persists(&fx).is_empty(), "the home part is not prepared through the log: {fx:#?}");
+
+    // While it collects votes, a write to the home key waits.
+    let (put_token, fx) = h.client(node(1), request_to(rid(5, 1), GROUP, e, put(&a, "meanwhile")));
+    assert_eq!(fx, vec![], "the write to a key of the undecided transaction waits");
 
     // Round by round until the decision is in node 1's log.
     let decide_index = |h: &Harness| {
@@ -51,6 +53,11 @@ fn the_decision_is_durable_in_the_home_group_before_anyone_hears_it() {
     h.settle();
     let reply = h.take_reply(token);
     assert!(committed_reply(&reply), "{reply:?}");
+    // The waiting write ran after the decision, at a later version.
+    match h.take_reply(put_token) {
+        ClientReply::Response { result: Ok(OpResult::Written { version }), .. } => assert!(version > d),
+        other => panic!("{other:?}"),
+    }
 
     // Everyone applied it, every lock is gone, and the decision record was
     // retired once group 1 acknowledged (an `Ended` entry).
@@ -62,7 +69,8 @@ fn the_decision_is_durable_in_the_home_group_before_anyone_hears_it() {
         }
         assert_eq!(
             h.replica_of(node(n), GROUP).state().kv.get(a.as_bytes()).map(|v| v.value.clone()),
-            Some(b"1".to_vec())
+            Some(b"meanwhile".to_vec()),
+            "the transaction's write, then the one that waited for it"
         );
         assert_eq!(
             h.replica_of(node(n), OTHER).state().kv.get(b.as_bytes()).map(|v| v.value.clone()),
@@ -74,7 +82,8 @@ fn the_decision_is_durable_in_the_home_group_before_anyone_hears_it() {
     let last = h.replica_of(node(1), GROUP).last_index();
     let (token, fx) = h.client(node(1), commit(rid(9, 1), GROUP, e, txn(&[], &[(&a, "1"), (&b, "2")])));
     assert!(persists(&fx).is_empty() && sends(&fx).is_empty(), "{fx:#?}");
-    assert!(committed_reply(&h.take_reply(token)));
+    let reply = h.take_reply(token);
+    assert!(committed_reply(&reply), "{reply:?}");
     assert_eq!(h.replica_of(node(1), GROUP).last_index(), last);
 }
 

@@ -30,7 +30,7 @@ use crate::io::ClientToken;
 use crate::limits::{MAX_COORDINATED_TXNS, MAX_ENDED_PER_ENTRY};
 use crate::log::{Entry, Payload};
 use crate::state::kv::Write;
-use crate::state::op::{execute_commit, Op, OpResult};
+use crate::state::op::{execute_commit, validate_part, Op, OpResult};
 use crate::state::sessions::Dedup;
 use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vote};
 use crate::types::{GroupId, Index, Millis, Mode, NodeId, RequestId};
@@ -58,7 +58,14 @@ pub struct Coordinator {
 
 #[derive(Debug)]
 struct Collecting {
+    /// The parts the participant groups were asked to prepare.
     parts: BTreeMap<GroupId, Arc<TxnPart>>,
+    /// A passive home group's own part: checked by this primary when the
+    /// commit arrived and locked in its memory (`Participant::lock_pending`)
+    /// rather than prepared through the log; the decision entry carries its
+    /// writes. Were this primary to fail first, the transaction ends by
+    /// presumed abort, so nothing of it needs to survive.
+    home: Option<Arc<TxnPart>>,
     votes: BTreeMap<GroupId, Vote>,
     /// The client's attempts (a retry adds one) waiting for the outcome.
     clients: Vec<(ClientToken, RequestId)>,
@@ -158,6 +165,25 @@ impl Replica {
         if self.coordinator.in_progress() >= MAX_COORDINATED_TXNS {
             return reply(ctx, Err(ClientError::Busy));
         }
+        let mut parts = parts;
+        let home = match self.mode() {
+            // An active group's part is prepared like any other: its
+            // sequencer does not execute ahead of its log.
+            Mode::Active => None,
+            Mode::Passive => {
+                let part = parts.remove(&self.group).expect("the home group holds the home key");
+                // Checked now against this primary's view of the end of its
+                // log; from here on its locks keep every later request off
+                // the part's keys until the decision is appended.
+                if let Err(reason) = validate_part(&part.checks, &part.writes, txn, &self.primary_state()) {
+                    let outcome = TxnOutcome::Aborted { reason };
+                    let index = self.log_decision(ctx, txn, false, Vec::new(), outcome, Vec::new(), digest);
+                    return self.answer_when_applied(token, id, index);
+                }
+                self.participant.lock_pending(&part);
+                Some(part)
+            }
+        };
         let now = ctx.out.now();
         for (&group, part) in &parts {
             ctx.send_to_group(group, PeerBody::CanCommit { group, txn, part: Arc::clone(part) });
@@ -167,6 +193,7 @@ impl Replica {
             txn,
             Collecting {
                 parts,
+                home,
                 votes: BTreeMap::new(),
                 clients: vec![(token, id)],
                 digest,
@@ -204,6 +231,16 @@ impl Replica {
         let Some(c) = self.coordinator.collecting.remove(&txn) else { return };
         let commit = verdict.is_ok();
         let participants: Vec<GroupId> = c.parts.keys().copied().filter(|g| *g != self.group).collect();
+        let index = self.log.last_index() + 1;
+        // The home group's part resolves with the decision itself: a part
+        // this primary checked and locked takes the decision's index as its
+        // version; one prepared through the log (an active home group) its
+        // prepare's.
+        let writes: Vec<Write> = match (&c.home, commit) {
+            (_, false) => Vec::new(),
+            (Some(home), true) => home.writes.iter().map(|w| w.at(index)).collect(),
+            (None, true) => self.state.prepared_writes(txn).unwrap_or_default(),
+        };
         let outcome = match verdict {
             Ok(()) => {
                 let mut versions = Vec::new();
@@ -212,15 +249,22 @@ impl Replica {
                         versions.extend(vs.iter().cloned());
                     }
                 }
+                if let Some(home) = &c.home {
+                    versions.extend(home.writes.iter().map(|w| (w.key.clone(), index)));
+                }
                 versions.sort();
                 TxnOutcome::Committed { versions }
             }
             Err(reason) => TxnOutcome::Aborted { reason },
         };
-        // The home group's own part was prepared here like any other; the
-        // decision resolves it.
-        let writes = if commit { self.state.prepared_writes(txn).unwrap_or_default() } else { Vec::new() };
-        let index = self.log_decision(ctx, txn, commit, participants, outcome, writes, c.digest);
+        let logged = self.log_decision(ctx, txn, commit, participants, outcome, writes, c.digest);
+        debug_assert_eq!(logged, index);
+        if let Some(home) = &c.home {
+            // The decision is in the log now (its writes in the overlay):
+            // later requests are ordered after it, so the part's locks go.
+            self.participant.unlock_pending(home);
+            self.release_lock_waiters(ctx);
+        }
         for (token, id) in c.clients {
             self.answer_when_applied(token, id, index);
         }

@@ -65,18 +65,40 @@ impl Participant {
         self.pending_locks.contains_key(key)
     }
 
+    /// Counts `part`'s locks as taken, though no applied prepare holds them
+    /// yet: a pending prepare's, or a passive coordinator's own part while it
+    /// collects votes.
+    pub(super) fn lock_pending(&mut self, part: &TxnPart) {
+        for (key, mode) in part.locks() {
+            let l = self.pending_locks.entry(key.to_vec()).or_default();
+            match mode {
+                LockMode::Shared => l.0 += 1,
+                LockMode::Exclusive => l.1 += 1,
+            }
+        }
+    }
+
+    /// Undoes `lock_pending`.
+    pub(super) fn unlock_pending(&mut self, part: &TxnPart) {
+        for (key, mode) in part.locks() {
+            if let Some(l) = self.pending_locks.get_mut(key) {
+                match mode {
+                    LockMode::Shared => l.0 = l.0.saturating_sub(1),
+                    LockMode::Exclusive => l.1 = l.1.saturating_sub(1),
+                }
+                if *l == (0, 0) {
+                    self.pending_locks.remove(key);
+                }
+            }
+        }
+    }
+
     /// Records a prepare, resolve or other entry of the uncommitted suffix.
     pub(super) fn note_pending(&mut self, e: &Entry) {
         match &e.payload {
             Payload::Prepare { txn, part } => {
                 self.preparing.insert(*txn, e.index);
-                for (key, mode) in part.locks() {
-                    let l = self.pending_locks.entry(key.to_vec()).or_default();
-                    match mode {
-                        LockMode::Shared => l.0 += 1,
-                        LockMode::Exclusive => l.1 += 1,
-                    }
-                }
+                self.lock_pending(part);
             }
             Payload::Resolve { txn, .. } => {
                 self.resolving.insert(*txn, e.index);
@@ -90,17 +112,7 @@ impl Participant {
         match &e.payload {
             Payload::Prepare { txn, part } => {
                 self.preparing.remove(txn);
-                for (key, mode) in part.locks() {
-                    if let Some(l) = self.pending_locks.get_mut(key) {
-                        match mode {
-                            LockMode::Shared => l.0 = l.0.saturating_sub(1),
-                            LockMode::Exclusive => l.1 = l.1.saturating_sub(1),
-                        }
-                        if *l == (0, 0) {
-                            self.pending_locks.remove(key);
-                        }
-                    }
-                }
+                self.unlock_pending(part);
             }
             Payload::Resolve { txn, .. } => {
                 self.resolving.remove(txn);
