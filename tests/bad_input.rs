@@ -5,10 +5,11 @@
 mod common;
 
 use common::TestCluster;
-use pactdb_client::Error;
+use pactdb_client::{Error, TxnError};
 use pactdb_core::fe::FeError;
-use pactdb_core::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use pactdb_core::limits::{MAX_KEY_BYTES, MAX_TXN_KEYS, MAX_VALUE_BYTES};
 use pactdb_core::state::op::Op;
+use pactdb_core::state::txn::{TxnRequest, TxnWrite};
 use pactdb_core::types::RequestId;
 use pactdb_core::wire::{self, ClientError, ClientMsg, ClientReply, ClientRequest};
 use std::time::Duration;
@@ -98,6 +99,50 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         }
     }
     assert!(answered, "a stale-epoch request was answered with StaleEpoch");
+
+    // Transactions: over a bound, empty, contradicting themselves, or reusing
+    // a transaction id with other contents: each refused, nothing written.
+    let (a, b) = (cluster.key_in(0, "txn"), cluster.key_in(1, "txn"));
+    let too_many = (0..=MAX_TXN_KEYS).fold(client.txn(), |t, i| t.put(format!("many-{i}"), "x"));
+    match too_many.commit().await {
+        Err(TxnError::Other(Error::Fe(FeError::Refused(ClientError::InvalidTransaction { reason })))) => {
+            assert!(reason.contains(&MAX_TXN_KEYS.to_string()), "{reason}")
+        }
+        other => panic!("expected InvalidTransaction, got {other:?}"),
+    }
+    assert_eq!(client.get("many-0").await.unwrap(), None);
+    let first = client.txn().put(a.clone(), "first").put(b.clone(), "first").commit().await.expect("it commits");
+    let txn = first.txn.expect("it ran");
+    // The same transaction id, other contents, as a hand-written client
+    // might send it: refused, and neither key changes.
+    let reused = TxnRequest {
+        checks: vec![],
+        writes: vec![
+            TxnWrite { key: a.clone().into_bytes(), value: Some(b"second".to_vec()) },
+            TxnWrite { key: b.clone().into_bytes(), value: Some(b"second".to_vec()) },
+        ],
+    };
+    let mut refused = false;
+    for _ in 0..20 {
+        let view = cluster.view(0).await.unwrap();
+        let leader = cluster.nodes[&view.leader].client.clone();
+        let req = ClientRequest { id: txn.request_id(), group: 0, epoch: view.epoch, op: Op::Commit(reused.clone()) };
+        match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
+            ClientReply::Response { result: Err(ClientError::Malformed { reason }), .. } => {
+                assert!(reason.contains("reused"), "{reason}");
+                refused = true;
+                break;
+            }
+            ClientReply::Response {
+                result: Err(ClientError::NotLeader { .. } | ClientError::StaleEpoch { .. }),
+                ..
+            } => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("expected the reused id to be refused, got {other:?}"),
+        }
+    }
+    assert!(refused, "a reused transaction id was refused");
+    assert_eq!(client.get(a.clone()).await.unwrap().unwrap().value, b"first");
+    assert_eq!(client.get(b.clone()).await.unwrap().unwrap().value, b"first");
 
     // The node said why it closed those connections.
     let log = cluster.log_of(1);
