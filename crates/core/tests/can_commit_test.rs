@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use pactdb_core::log::{Entry, Payload};
 use pactdb_core::state::txn::{AbortReason, LockMode, TxnId, Vote};
+use pactdb_core::types::Mode;
 use pactdb_core::wire::{PeerBody, WalRecord};
 use pactdb_core::Effect;
 
@@ -136,4 +137,24 @@ fn a_repeated_can_commit_gets_the_same_vote_without_a_second_prepare() {
         "{fx:#?}"
     );
     assert!(h.replica_of(node(2), OTHER).state().prepared.contains_key(&id));
+}
+
+#[test]
+fn a_group_below_its_min_members_votes_no_and_logs_nothing() {
+    let mut h = Harness::two_groups_with(Mode::Passive, Mode::Passive, 3, &[]);
+    let b = key_in(OTHER, "b");
+    // Node 3 goes silent; group 1's primary (node 2) drops it: two members
+    // left of the three its operator asked for.
+    h.isolate(node(3));
+    h.run_until(3_000, |h| h.view_of(node(2), OTHER).members == vec![1, 2]);
+    let (txn, can_commit) = writes_b(&h, 1, &b);
+    let fx = h.inject(node(2), node(1), can_commit);
+    match &sends(&fx)[..] {
+        [(1, PeerBody::Vote { txn: t, vote: Vote::No { reason: AbortReason::Refused { reason } }, .. })] => {
+            assert_eq!(*t, txn);
+            assert!(reason.contains("min_members"), "{reason}");
+        }
+        other => panic!("expected a no naming min_members, got {other:?}"),
+    }
+    assert!(persists(&fx).is_empty(), "{fx:#?}");
 }

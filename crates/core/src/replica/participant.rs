@@ -150,6 +150,19 @@ impl Replica {
             Dedup::Expired => return send_vote(ctx, refused("the transaction finished too long ago")),
             Dedup::New => {}
         }
+        let view = self.view.as_ref().expect("primary has a view");
+        if view.members.len() < view.min_members {
+            // The operator asked for at least `min_members` copies of every
+            // write; a prepare is the promise of one, so it is refused like a
+            // plain write.
+            let reason = format!(
+                "group {} has {} members in its view, below its min_members {}",
+                self.group,
+                view.members.len(),
+                view.min_members
+            );
+            return send_vote(ctx, refused(&reason));
+        }
         if self.log.last_index() - self.commit_index >= crate::limits::MAX_UNCOMMITTED_ENTRIES || ctx.out.overloaded {
             // Overloaded: no answer; the coordinator asks again.
             return;

@@ -278,9 +278,20 @@ impl Harness {
     /// `two_groups`, with `GROUP` in `home` mode and `OTHER` in `other` mode
     /// (an active group's leader is its sequencer).
     pub fn two_groups_of(home: Mode, other: Mode, bugs: &[(NodeId, Bugs)]) -> Harness {
+        Harness::two_groups_with(home, other, 1, bugs)
+    }
+
+    /// `two_groups_of`, with `OTHER`'s `min_members` set.
+    pub fn two_groups_with(home: Mode, other: Mode, other_min_members: usize, bugs: &[(NodeId, Bugs)]) -> Harness {
         let mut h = Harness::with_bugs(&[1, 2, 3], bugs);
         let mut map = group_map(&[1, 2, 3], 1, home, false);
-        map.groups.push(GroupSpec { id: OTHER, mode: other, placement: vec![2, 1, 3], min_members: 1, voting: false });
+        map.groups.push(GroupSpec {
+            id: OTHER,
+            mode: other,
+            placement: vec![2, 1, 3],
+            min_members: other_min_members,
+            voting: false,
+        });
         let (token, _) = h.client(node(1), ClientMsg::Bootstrap { cluster: map });
         h.settle();
         assert_eq!(h.take_reply(token), ClientReply::Bootstrapped(Ok(())));
