@@ -9,7 +9,8 @@ use crate::limits::{MAX_SESSIONS, MAX_SESSION_RESPONSES};
 use crate::state::op::OpResult;
 use crate::types::{Index, RequestId};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use crate::state::kv::FixedHashMap;
+use std::collections::VecDeque;
 
 /// What a replica remembers of one client: the responses of its recent
 /// requests, so a retry gets the original answer instead of running again.
@@ -47,7 +48,9 @@ pub enum Dedup<'a, R = OpResult> {
 /// transactions it resolved) its final vote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sessions<R = OpResult> {
-    by_client: HashMap<u64, Session<R>>,
+    /// A fixed hash (not the process-seeded default): cheaper for these
+    /// integer keys, and the same on every replica.
+    by_client: FixedHashMap<u64, Session<R>>,
     /// (last_active, client) of every record in log order, so the least
     /// recently active client is at the front. An entry whose client has
     /// been active since is stale and skipped; the queue is rebuilt when
@@ -58,7 +61,7 @@ pub struct Sessions<R = OpResult> {
 
 impl<R> Default for Sessions<R> {
     fn default() -> Self {
-        Sessions { by_client: HashMap::new(), activity: VecDeque::new() }
+        Sessions { by_client: FixedHashMap::default(), activity: VecDeque::new() }
     }
 }
 
