@@ -825,7 +825,7 @@ async fn txn_status(client: &Client, txn: TxnId, json: bool) -> anyhow::Result<i
         Err(e) => return Err(e).with_context(|| format!("asking for the outcome of transaction {txn}")),
     };
     let (name, reason, versions, code) = match outcome {
-        TxnOutcome::Committed { versions } => ("committed", None, versions, 0),
+        TxnOutcome::Committed { versions, .. } => ("committed", None, versions, 0),
         TxnOutcome::Aborted { reason } => ("aborted", Some(reason.to_string()), Vec::new(), EXIT_NOT_FOUND),
     };
     let versions: BTreeMap<String, u64> = versions.iter().map(|(k, v)| (show(k).into_owned(), *v)).collect();

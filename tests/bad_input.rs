@@ -121,6 +121,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
             TxnWrite { key: a.clone().into_bytes(), value: Some(b"second".to_vec()) },
             TxnWrite { key: b.clone().into_bytes(), value: Some(b"second".to_vec()) },
         ],
+        reads: vec![],
     };
     let mut refused = false;
     for _ in 0..20 {

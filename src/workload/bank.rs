@@ -16,9 +16,11 @@
 //!   account moves 0, and the transfer still writes and commits both, so
 //!   every transfer costs the same. An abort is counted and the client
 //!   moves on to a new transfer; an outcome-unknown is counted apart. Audit
-//!   clients read every account and commit that read-only; a committed
-//!   audit whose total is not N x B is an anomaly (exit 1).
-//! * `workload check bank` sums every account in one committed transaction
+//!   clients read every account in one consistent read (a read-only
+//!   transaction whose groups read their accounts under shared locks, as
+//!   of one instant); an audit whose total is not N x B is an anomaly
+//!   (exit 1).
+//! * `workload check bank` sums every account in one consistent read
 //!   (retrying aborts, bounded), checks the total, and checks that no
 //!   prepared transaction, lock or unfinished decision is left on any node,
 //!   waiting a bounded time for in-doubt ones to drain.
@@ -58,8 +60,6 @@ const MIN_DIGITS: usize = 6;
 /// Creates each init connection keeps in flight. A pactdb front end admits
 /// at most `MAX_SESSION_RESPONSES` (128) requests at once; this stays under it.
 const INIT_IN_FLIGHT_PER_CONN: usize = 64;
-/// Reads one audit or check keeps in flight (on its own connection).
-const READS_IN_FLIGHT: usize = 64;
 /// Anomalies described in the report (all are counted).
 const MAX_ANOMALIES_KEPT: usize = 16;
 /// Accounts named in a description of a broken sum.
@@ -91,12 +91,16 @@ pub struct RunArgs {
     /// Closed-loop transfer clients; each has one transfer outstanding at a time.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Clients that audit all the time: read every account, commit
-    /// read-only, compare the total with accounts x balance. Each has a
-    /// connection of its own, so that its many reads do not queue behind
-    /// the transfers' on a shared one.
+    /// Clients that audit all the time: read every account in one
+    /// consistent read (on etcd one range), compare the total with accounts
+    /// x balance. Each has a connection of its own.
     #[arg(long, default_value_t = 1)]
     pub audit_clients: usize,
+    /// An audit client starts an audit at most this often (an audit holds
+    /// shared locks on every account while it reads, so back to back they
+    /// would keep most transfers out). 0: back to back.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub audit_every: Duration,
     /// Connections the transfer clients share, client i using connection i
     /// mod N (as in `workload run kv`). Default: one per 16 clients.
     #[arg(long)]
@@ -326,30 +330,40 @@ impl Handle {
         self.commit_if_unchanged(&reads, &puts).await
     }
 
-    /// Reads every account and sums them as of one point: on pactdb every
-    /// read, then a read-only commit of all their versions; on etcd one
-    /// range. `None` if `stop` was set meanwhile.
+    /// Reads every account and sums them as of one point: on pactdb one
+    /// consistent read of every account (each group reads its accounts
+    /// under shared locks, waiting for transfers that hold some, so an
+    /// audit is not starved by the transfers around it); on etcd one range.
+    /// `None` if `stop` was set meanwhile.
     async fn audit(&self, bank: &Bank, stop: Option<&AtomicBool>) -> Option<Result<Sum, Commit>> {
         match self {
-            Handle::Pactdb(_) => {
-                let reads = bounded(bank.accounts, READS_IN_FLIGHT, stop, |i| {
-                    let (h, key) = (self.clone(), bank.key(i).into_bytes());
-                    async move { h.read(&key).await }
-                })
-                .await?;
-                let mut values = Vec::with_capacity(reads.len());
-                let mut versions = Vec::with_capacity(reads.len());
-                for (i, r) in reads.into_iter().enumerate() {
-                    let r = match r {
-                        Ok(r) => r,
-                        Err(e) => return Some(Err(Commit::Failed(e))),
-                    };
-                    versions.push((bank.key(i as u64).into_bytes(), r.as_ref().map_or(0, |r| r.1)));
-                    values.push((i as u64, r.map(|r| r.0)));
-                }
-                match self.commit_if_unchanged(&versions, &[]).await {
-                    Commit::Committed => Some(Ok(Sum::of(bank, values, 0))),
-                    other => Some(Err(other)),
+            Handle::Pactdb(c) => {
+                let keys: Vec<Vec<u8>> = (0..bank.accounts).map(|i| bank.key(i).into_bytes()).collect();
+                let read = c.consistent_read(keys);
+                let result = match stop {
+                    Some(stop) => {
+                        tokio::pin!(read);
+                        loop {
+                            tokio::select! {
+                                r = &mut read => break r,
+                                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                                    if stop.load(Ordering::Relaxed) {
+                                        return None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    None => read.await,
+                };
+                match result {
+                    Ok(values) => {
+                        let values = values.into_iter().enumerate().map(|(i, (_, v))| (i as u64, v.map(|v| v.value)));
+                        Some(Ok(Sum::of(bank, values.collect(), 0)))
+                    }
+                    Err(TxnError::Aborted { reason, .. }) => Some(Err(Commit::Aborted(abort_kind(&reason)))),
+                    Err(TxnError::OutcomeUnknown { last_error, .. }) => Some(Err(Commit::Failed(last_error))),
+                    Err(TxnError::Other(e)) => Some(Err(Commit::Failed(e.to_string()))),
                 }
             }
             Handle::Etcd(c) => {
@@ -647,6 +661,7 @@ struct RunConfig {
     conns: usize,
     max_amount: u64,
     seed: u64,
+    audit_every: Duration,
 }
 
 #[derive(Default)]
@@ -781,6 +796,10 @@ async fn audit_client(idx: usize, driver: Arc<Driver>, cfg: Arc<RunConfig>, shar
         // An audit still reading when the run ends is dropped, not counted.
         let Some(result) = h.audit(&cfg.bank, Some(&shared.window.stop)).await else { break };
         shared.record_audit(started, Instant::now(), result, &cfg.bank);
+        let next = started + cfg.audit_every;
+        while Instant::now() < next && !shared.window.stopping() {
+            tokio::time::sleep((next - Instant::now()).min(Duration::from_millis(50))).await;
+        }
     }
 }
 
@@ -874,7 +893,7 @@ pub async fn run(args: RunArgs, default_endpoints: Vec<String>) -> anyhow::Resul
     }
     let seed =
         args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
-    let cfg = Arc::new(RunConfig { bank, conns, max_amount: args.max_amount, seed });
+    let cfg = Arc::new(RunConfig { bank, conns, max_amount: args.max_amount, seed, audit_every: args.audit_every });
     let cpu_start = (cpu_time(), Instant::now());
     eprintln!(
         "workload bank: {}: {} transfer clients over {} connections, {} audit clients, {} accounts of {} ({source}), \

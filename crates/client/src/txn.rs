@@ -81,6 +81,40 @@ impl Client {
         TxnBuilder { txn: self.begin() }
     }
 
+    /// Reads every key of `keys` as of one instant, across groups: a
+    /// read-only transaction whose participants read their keys under
+    /// shared locks, waiting (briefly) for writers that hold some rather than
+    /// aborting, so that even a read of thousands of keys under a write load
+    /// gets through. Returns each key's value (`None`: absent) in the order
+    /// asked. A key may be named once.
+    pub async fn consistent_read(&self, keys: Vec<Key>) -> Result<Vec<(Key, Option<Versioned>)>, TxnError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let req = TxnRequest { checks: Vec::new(), writes: Vec::new(), reads: keys.clone() };
+        let home = self.cluster().group_of(&keys[0]);
+        let (id, result) = self.execute_with_id(Op::Commit(req)).await?;
+        let txn = TxnId::new(id, home);
+        let outcome = match result {
+            Ok(OpResult::Txn(outcome)) => outcome,
+            Ok(other) => return Err(Error::Other(format!("unexpected result {other:?}")).into()),
+            // A read-only transaction changed nothing: asking how it ended
+            // would not give its values back. It is simply not done.
+            Err(FeError::Timeout { last_error }) => {
+                let last_error = last_error.unwrap_or_else(|| "no answer".into());
+                return Err(TxnError::OutcomeUnknown { txn, last_error });
+            }
+            Err(e) => return Err(Error::Fe(e).into()),
+        };
+        match outcome {
+            TxnOutcome::Committed { reads, .. } => {
+                let mut by_key: HashMap<Key, Option<Versioned>> = reads.into_iter().collect();
+                Ok(keys.into_iter().map(|k| (k.clone(), by_key.remove(&k).flatten())).collect())
+            }
+            TxnOutcome::Aborted { reason } => Err(TxnError::Aborted { txn, reason }),
+        }
+    }
+
     /// What became of transaction `txn`. If its coordinator has no record of
     /// it, it records an abort first, so the answer is final either way.
     pub async fn txn_status(&self, txn: TxnId) -> Result<TxnOutcome, Error> {
@@ -155,7 +189,7 @@ impl Txn {
                 checks.push(Check { key: key.clone(), version: v.as_ref().map_or(0, |v| v.version) });
             }
         }
-        TxnRequest { checks, writes: self.writes.clone() }
+        TxnRequest { checks, writes: self.writes.clone(), reads: Vec::new() }
     }
 
     /// Commits atomically over every group the transaction touched. A
@@ -195,7 +229,7 @@ async fn lookup(client: &Client, txn: TxnId, first: String) -> Result<Committed,
 
 fn outcome_of(txn: TxnId, outcome: TxnOutcome) -> Result<Committed, TxnError> {
     match outcome {
-        TxnOutcome::Committed { versions } => {
+        TxnOutcome::Committed { versions, .. } => {
             Ok(Committed { txn: Some(txn), versions: versions.into_iter().collect() })
         }
         TxnOutcome::Aborted { reason } => Err(TxnError::Aborted { txn, reason }),

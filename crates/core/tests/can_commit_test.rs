@@ -67,7 +67,11 @@ fn a_participant_votes_yes_only_once_its_prepare_is_durable_on_every_member() {
         votes,
         vec![(
             1,
-            PeerBody::Vote { group: OTHER, txn: id, vote: Vote::Yes { versions: vec![(b.clone().into_bytes(), 1)] } }
+            PeerBody::Vote {
+                group: OTHER,
+                txn: id,
+                vote: Vote::Yes { versions: vec![(b.clone().into_bytes(), 1)], reads: vec![] }
+            }
         )]
     );
     let state = h.replica_of(node(2), OTHER).state();
@@ -124,7 +128,7 @@ fn a_repeated_can_commit_gets_the_same_vote_without_a_second_prepare() {
     h.settle();
 
     let fx = h.inject(node(2), node(1), can_commit);
-    let yes = Vote::Yes { versions: vec![(b.clone().into_bytes(), 1)] };
+    let yes = Vote::Yes { versions: vec![(b.clone().into_bytes(), 1)], reads: vec![] };
     assert_eq!(sends(&fx), vec![(1, PeerBody::Vote { group: OTHER, txn: id, vote: yes })]);
     assert_eq!(fx.len(), 1, "nothing is persisted: {fx:#?}");
 

@@ -128,7 +128,7 @@ fn a_transaction_of_one_group_commits_in_one_entry_without_two_phase_commit() {
     assert!(!sends(&fx).iter().any(|(_, b)| matches!(b, PeerBody::CanCommit { .. })));
     h.settle();
     match h.take_reply(token) {
-        ClientReply::Response { result: Ok(OpResult::Txn(TxnOutcome::Committed { versions })), .. } => {
+        ClientReply::Response { result: Ok(OpResult::Txn(TxnOutcome::Committed { versions, .. })), .. } => {
             assert_eq!(versions, vec![(a1.into_bytes(), 1), (a2.into_bytes(), 1)])
         }
         other => panic!("{other:?}"),

@@ -80,6 +80,9 @@ struct Telling {
     participants: Vec<GroupId>,
     acked: BTreeSet<GroupId>,
     next_send_ms: Millis,
+    /// A consistent read's release: no decision was logged, so none is
+    /// retired once every participant acknowledged.
+    unlogged: bool,
 }
 
 /// Someone waiting to hear a transaction's outcome.
@@ -149,7 +152,7 @@ impl Replica {
         }
         let parts: BTreeMap<GroupId, Arc<TxnPart>> =
             req.split(cluster, digest).into_iter().map(|(g, p)| (g, Arc::new(p))).collect();
-        if parts.len() == 1 {
+        if parts.len() == 1 && req.reads.is_empty() {
             // One group holds every key: one entry commits it, no 2PC. A
             // passive primary decides it against its view of the end of its
             // log; an active group's members each check it as they apply it.
@@ -168,14 +171,18 @@ impl Replica {
         let mut parts = parts;
         let home = match self.mode() {
             // An active group's part is prepared like any other: its
-            // sequencer does not execute ahead of its log.
+            // sequencer does not execute ahead of its log. So is a
+            // consistent read's, which may have to wait for writers' locks
+            // (the participant's prepare does that) and reads under its own.
             Mode::Active => None,
+            Mode::Passive if !req.reads.is_empty() => None,
             Mode::Passive => {
                 let part = parts.remove(&self.group).expect("the home group holds the home key");
                 // Checked now against this primary's view of the end of its
                 // log; from here on its locks keep every later request off
                 // the part's keys until the decision is appended.
-                if let Err(reason) = validate_part(&part.checks, &part.writes, txn, &self.primary_state()) {
+                if let Err(reason) = validate_part(&part.checks, &part.writes, &part.reads, txn, &self.primary_state())
+                {
                     let outcome = TxnOutcome::Aborted { reason };
                     let index = self.log_decision(ctx, txn, false, Vec::new(), outcome, Vec::new(), digest);
                     return self.answer_when_applied(token, id, index);
@@ -230,6 +237,9 @@ impl Replica {
     fn decide(&mut self, ctx: &mut Ctx, txn: TxnId, verdict: Result<(), AbortReason>) {
         let Some(c) = self.coordinator.collecting.remove(&txn) else { return };
         let commit = verdict.is_ok();
+        if commit && c.home.is_none() && c.parts.values().all(|p| p.waits_for_locks()) {
+            return self.finish_consistent_read(ctx, txn, c);
+        }
         let participants: Vec<GroupId> = c.parts.keys().copied().filter(|g| *g != self.group).collect();
         let index = self.log.last_index() + 1;
         // The home group's part resolves with the decision itself: a part
@@ -243,17 +253,19 @@ impl Replica {
         };
         let outcome = match verdict {
             Ok(()) => {
-                let mut versions = Vec::new();
+                let (mut versions, mut reads) = (Vec::new(), Vec::new());
                 for v in c.votes.values() {
-                    if let Vote::Yes { versions: vs } = v {
+                    if let Vote::Yes { versions: vs, reads: rs } = v {
                         versions.extend(vs.iter().cloned());
+                        reads.extend(rs.iter().cloned());
                     }
                 }
                 if let Some(home) = &c.home {
                     versions.extend(home.writes.iter().map(|w| (w.key.clone(), index)));
                 }
                 versions.sort();
-                TxnOutcome::Committed { versions }
+                reads.sort_by(|a, b| a.0.cmp(&b.0));
+                TxnOutcome::Committed { versions, reads }
             }
             Err(reason) => TxnOutcome::Aborted { reason },
         };
@@ -271,6 +283,34 @@ impl Replica {
         if self.bugs.decide_before_durable {
             self.tell_participants(ctx, txn);
         }
+    }
+
+    /// Every group of a consistent read voted yes: each read its keys under
+    /// shared locks that all of them hold now, so the values are as of this
+    /// one instant. It wrote nothing, so there is nothing to decide durably:
+    /// the client gets the values at once, and every group (this one
+    /// included) is told to release its locks, until each acknowledges. If
+    /// this primary fails first, the groups ask and get a presumed abort,
+    /// which releases them just the same.
+    fn finish_consistent_read(&mut self, ctx: &mut Ctx, txn: TxnId, c: Collecting) {
+        let mut reads = Vec::new();
+        for v in c.votes.values() {
+            if let Vote::Yes { reads: rs, .. } = v {
+                reads.extend(rs.iter().cloned());
+            }
+        }
+        reads.sort_by(|a, b| a.0.cmp(&b.0));
+        let response = OpResult::Txn(TxnOutcome::Committed { versions: Vec::new(), reads });
+        for (token, id) in c.clients {
+            ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+        }
+        let participants: Vec<GroupId> = c.parts.keys().copied().collect();
+        for &g in &participants {
+            ctx.send_to_group(g, decision(g, txn, true));
+        }
+        let next_send_ms = ctx.out.now() + self.txn_timing.resend_ms;
+        let telling = Telling { commit: true, participants, acked: BTreeSet::new(), next_send_ms, unlogged: true };
+        self.coordinator.telling.insert(txn, telling);
     }
 
     /// Appends the decision on `txn` and returns its index.
@@ -348,7 +388,8 @@ impl Replica {
             ctx.send_to_group(g, decision(g, txn, commit));
         }
         let next_send_ms = ctx.out.now() + self.txn_timing.resend_ms;
-        self.coordinator.telling.insert(txn, Telling { commit, participants, acked: BTreeSet::new(), next_send_ms });
+        let telling = Telling { commit, participants, acked: BTreeSet::new(), next_send_ms, unlogged: false };
+        self.coordinator.telling.insert(txn, telling);
     }
 
     /// haveCommitted: participant `group` applied the decision on `txn`.
@@ -359,8 +400,11 @@ impl Replica {
         let Some(t) = self.coordinator.telling.get_mut(&txn) else { return };
         t.acked.insert(group);
         if t.participants.iter().all(|g| t.acked.contains(g)) {
+            let unlogged = t.unlogged;
             self.coordinator.telling.remove(&txn);
-            self.coordinator.ended.push(txn);
+            if !unlogged {
+                self.coordinator.ended.push(txn);
+            }
         }
     }
 
@@ -472,7 +516,8 @@ impl Replica {
             self.decide(ctx, txn, Err(AbortReason::Timeout));
         }
         let c = &mut self.coordinator;
-        if self.state.decisions.len() > c.telling.len() + c.ended.len() + c.ending.len() {
+        let logged_telling = c.telling.values().filter(|t| !t.unlogged).count();
+        if self.state.decisions.len() > logged_telling + c.ended.len() + c.ending.len() {
             // Decisions an earlier primary logged and did not finish.
             let adopt: Vec<TxnId> = self
                 .state
@@ -488,6 +533,7 @@ impl Replica {
                     participants: d.participants.clone(),
                     acked: BTreeSet::new(),
                     next_send_ms: now,
+                    unlogged: false,
                 };
                 c.telling.insert(txn, t);
             }

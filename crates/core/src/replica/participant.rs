@@ -22,6 +22,7 @@
 
 use super::{Ctx, Replica};
 use crate::io::ClientToken;
+use crate::limits::MAX_PREPARED_TXNS;
 use crate::log::{Entry, Payload};
 use crate::state::kv::Key;
 use crate::state::op::validate_part;
@@ -29,7 +30,7 @@ use crate::state::sessions::Dedup;
 use crate::state::txn::{AbortReason, LockMode, TxnId, TxnPart, Vote};
 use crate::types::{Index, Millis, Mode, NodeId};
 use crate::wire::{ClientRequest, PeerBody};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// What a primary tracks of its group's part in transactions, beyond the
@@ -44,6 +45,11 @@ pub struct Participant {
     resolving: HashMap<TxnId, Index>,
     /// Coordinator nodes waiting for `haveCommitted`.
     ack_waiters: HashMap<TxnId, Vec<NodeId>>,
+    /// Parts of consistent reads waiting for writers' locks on their keys to
+    /// go (their keys reserved meanwhile), with the coordinator nodes that
+    /// asked. Ordered, so that they are prepared in the same order on every
+    /// run of a seed.
+    waiting: BTreeMap<TxnId, (Arc<TxnPart>, Vec<NodeId>)>,
     /// The locks that appended, unapplied prepares are about to take:
     /// (shared, exclusive) holders per key. A write to such a key waits, and
     /// a new prepare or one-group commit that conflicts is refused.
@@ -135,7 +141,9 @@ impl Replica {
             // Already prepared (a retry, or a new coordinator after a
             // failover): the same answer again, unless the id was reused.
             let vote = if p.part.digest == part.digest {
-                Vote::Yes { versions: p.part.writes.iter().map(|w| (w.key.clone(), p.version)).collect() }
+                let versions = p.part.writes.iter().map(|w| (w.key.clone(), p.version)).collect();
+                let reads = p.part.reads.iter().map(|k| (k.clone(), self.state.kv.get(k).cloned())).collect();
+                Vote::Yes { versions, reads }
             } else {
                 refused("the transaction id was reused with other contents")
             };
@@ -167,13 +175,30 @@ impl Replica {
             // Overloaded: no answer; the coordinator asks again.
             return;
         }
+        if part.waits_for_locks() {
+            if let Some((_, askers)) = self.participant.waiting.get_mut(&txn) {
+                askers.push(from);
+                return;
+            }
+            if self.read_part_blocked(&part, txn) {
+                if self.participant.waiting.len() >= MAX_PREPARED_TXNS {
+                    return send_vote(ctx, refused("too many consistent reads wait for locks here"));
+                }
+                // Its keys are reserved at once, so no new writer takes
+                // them; it waits only for the writers already holding some.
+                // Writers never wait, so this cannot deadlock.
+                self.participant.lock_pending(&part);
+                self.participant.waiting.insert(txn, (part, vec![from]));
+                return;
+            }
+        }
         if self.mode() == Mode::Passive {
             // The primary can tell now whether the prepare will hold: its
             // view of the state at the end of its log sees every lock the
             // entry will meet, and more (a pending resolution still counts as
             // holding its locks). A doomed prepare is not logged.
             let view = self.primary_state();
-            if let Err(reason) = validate_part(&part.checks, &part.writes, txn, &view) {
+            if let Err(reason) = validate_part(&part.checks, &part.writes, &part.reads, txn, &view) {
                 return send_vote(ctx, Vote::No { reason });
             }
         }
@@ -185,7 +210,7 @@ impl Replica {
                 Payload::Prepare { part, .. } => part.writes.iter().map(|w| (w.key.clone(), index)).collect(),
                 _ => unreachable!("built above"),
             };
-            send_vote(ctx, Vote::Yes { versions });
+            send_vote(ctx, Vote::Yes { versions, reads: Vec::new() });
         } else {
             self.participant.vote_waiters.entry(txn).or_default().push(from);
         }
@@ -215,6 +240,12 @@ impl Replica {
     fn on_decision(&mut self, ctx: &mut Ctx, from: NodeId, txn: TxnId, commit: bool) {
         if !self.serves_transactions(ctx) {
             return self.redirect(ctx, from);
+        }
+        if let Some((part, _)) = self.participant.waiting.remove(&txn) {
+            // A consistent read still waiting for locks, given up by its
+            // coordinator: it never prepared here.
+            self.participant.unlock_pending(&part);
+            self.release_lock_waiters(ctx);
         }
         let group = self.group;
         let ack = |ctx: &mut Ctx| ctx.out.send(from, PeerBody::HaveCommitted { group, txn });
@@ -324,8 +355,40 @@ impl Replica {
         }
     }
 
+    /// Whether a writer (another transaction) holds, or is about to hold, a
+    /// key of a consistent read's part exclusively.
+    fn read_part_blocked(&self, part: &TxnPart, txn: TxnId) -> bool {
+        part.locks().iter().any(|(key, _)| {
+            self.state.locks.conflicts(key, LockMode::Shared, txn)
+                || self.participant.pending_conflict(key, LockMode::Shared)
+        })
+    }
+
+    /// Prepares every consistent read that was waiting for locks which are
+    /// gone now.
+    fn release_waiting_reads(&mut self, ctx: &mut Ctx) {
+        let waiting: Vec<TxnId> = self.participant.waiting.keys().copied().collect();
+        for txn in waiting {
+            let (part, _) = &self.participant.waiting[&txn];
+            let part = Arc::clone(part);
+            // Its own reservation does not block it.
+            self.participant.unlock_pending(&part);
+            if self.read_part_blocked(&part, txn) {
+                self.participant.lock_pending(&part);
+                continue;
+            }
+            let (part, askers) = self.participant.waiting.remove(&txn).expect("listed above");
+            for from in askers {
+                self.on_can_commit(ctx, from, txn, Arc::clone(&part));
+            }
+        }
+    }
+
     /// Runs again every held request whose key is free now.
     pub(super) fn release_lock_waiters(&mut self, ctx: &mut Ctx) {
+        if !self.participant.waiting.is_empty() {
+            self.release_waiting_reads(ctx);
+        }
         if self.lock_waiters.is_empty() {
             return;
         }

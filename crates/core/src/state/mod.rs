@@ -159,9 +159,13 @@ impl StateMachine {
         // decided here is never prepared again.
         if let Dedup::Done(OpResult::Txn(outcome)) = self.sessions.lookup(txn.request_id()) {
             return match outcome {
-                TxnOutcome::Committed { versions } => {
+                TxnOutcome::Committed { versions, reads } => {
                     let written = |k: &Key| part.writes.iter().any(|w| w.key == *k);
-                    Vote::Yes { versions: versions.iter().filter(|(k, _)| written(k)).cloned().collect() }
+                    let read = |k: &Key| part.reads.contains(k);
+                    Vote::Yes {
+                        versions: versions.iter().filter(|(k, _)| written(k)).cloned().collect(),
+                        reads: reads.iter().filter(|(k, _)| read(k)).cloned().collect(),
+                    }
                 }
                 TxnOutcome::Aborted { reason } => Vote::No { reason: reason.clone() },
             };
@@ -176,7 +180,7 @@ impl StateMachine {
                 self.locks.len()
             ));
         }
-        if let Err(reason) = validate_part(&part.checks, &part.writes, txn, &*self) {
+        if let Err(reason) = validate_part(&part.checks, &part.writes, &part.reads, txn, &*self) {
             return Vote::No { reason };
         }
         if !bugs.release_locks_at_prepare {
@@ -185,7 +189,12 @@ impl StateMachine {
             }
         }
         let p = Prepared { part: Arc::clone(part), version: index };
-        let vote = yes(&p);
+        let mut vote = yes(&p);
+        if let Vote::Yes { reads, .. } = &mut vote {
+            // Read under the locks just taken: every group of a consistent
+            // read holds its keys so, all at once, before anyone commits.
+            *reads = part.reads.iter().map(|k| (k.clone(), self.kv.get(k).cloned())).collect();
+        }
         self.prepared.insert(txn, p);
         vote
     }
@@ -220,7 +229,7 @@ impl StateMachine {
 }
 
 fn yes(p: &Prepared) -> Vote {
-    Vote::Yes { versions: p.part.writes.iter().map(|w| (w.key.clone(), p.version)).collect() }
+    Vote::Yes { versions: p.part.writes.iter().map(|w| (w.key.clone(), p.version)).collect(), reads: Vec::new() }
 }
 
 fn no(reason: &str) -> Vote {
@@ -230,7 +239,7 @@ fn no(reason: &str) -> Vote {
 fn final_vote(commit: bool, p: Option<&Prepared>) -> Vote {
     match (commit, p) {
         (true, Some(p)) => yes(p),
-        (true, None) => Vote::Yes { versions: Vec::new() },
+        (true, None) => Vote::Yes { versions: Vec::new(), reads: Vec::new() },
         (false, _) => no("the transaction was aborted"),
     }
 }

@@ -160,12 +160,13 @@ pub fn execute(op: &Op, index: Index, txn: TxnId, state: &impl ExecState) -> (Op
 /// Commits a transaction that touches one group only, in one step: if every
 /// check holds and no key is locked, every write takes effect at `index`.
 pub fn execute_commit(req: &TxnRequest, index: Index, txn: TxnId, state: &impl ExecState) -> (TxnOutcome, Vec<Write>) {
-    if let Err(reason) = validate_part(&req.checks, &req.writes, txn, state) {
+    if let Err(reason) = validate_part(&req.checks, &req.writes, &req.reads, txn, state) {
         return (TxnOutcome::Aborted { reason }, Vec::new());
     }
     let writes = req.writes.iter().map(|w| w.at(index)).collect();
     let versions = req.writes.iter().map(|w| (w.key.clone(), index)).collect();
-    (TxnOutcome::Committed { versions }, writes)
+    let reads = req.reads.iter().map(|k| (k.clone(), state.get(k))).collect();
+    (TxnOutcome::Committed { versions, reads }, writes)
 }
 
 /// Whether `txn` may commit (or prepare) these checks and writes now: no
@@ -173,10 +174,11 @@ pub fn execute_commit(req: &TxnRequest, index: Index, txn: TxnId, state: &impl E
 pub fn validate_part(
     checks: &[Check],
     writes: &[TxnWrite],
+    reads: &[Key],
     txn: TxnId,
     state: &impl ExecState,
 ) -> Result<(), AbortReason> {
-    for (key, mode) in lock_modes(checks, writes) {
+    for (key, mode) in lock_modes(checks, writes, reads) {
         if state.lock_conflict(key, mode, txn) {
             return Err(AbortReason::Locked { key: key.to_vec() });
         }

@@ -6,10 +6,10 @@
 //! at or below a client's `forgotten_upto` is `Expired`, never `New`.
 
 use crate::limits::{MAX_SESSIONS, MAX_SESSION_RESPONSES};
+use crate::state::kv::FixedHashMap;
 use crate::state::op::OpResult;
 use crate::types::{Index, RequestId};
 use serde::{Deserialize, Serialize};
-use crate::state::kv::FixedHashMap;
 use std::collections::VecDeque;
 
 /// What a replica remembers of one client: the responses of its recent

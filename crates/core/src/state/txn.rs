@@ -8,7 +8,7 @@
 //! participant roles (`crate::txn`) and the state machine's `apply` do.
 
 use crate::limits::{MAX_TXN_BYTES, MAX_TXN_KEYS};
-use crate::state::kv::{Key, Value, Write};
+use crate::state::kv::{Key, Value, Versioned, Write};
 use crate::state::op::{check_key, check_value, LimitError};
 use crate::types::{ClusterMap, GroupId, Index, RequestId};
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,13 @@ impl TxnWrite {
 pub struct TxnRequest {
     pub checks: Vec<Check>,
     pub writes: Vec<TxnWrite>,
+    /// A consistent read (a read-only transaction, no writes): keys read at
+    /// commit, each group's under shared locks, so the outcome carries all
+    /// their values as of one instant. A participant waits for a writer's
+    /// locks on them to go rather than voting no, so a read of many keys
+    /// is not starved by writers that keep changing some of them.
+    #[serde(default)]
+    pub reads: Vec<Key>,
 }
 
 /// Why a transaction aborted. Every reason is safe to retry (with a new
@@ -144,9 +151,12 @@ impl std::fmt::Display for AbortReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOutcome {
     /// Every write took effect; `versions` are the written keys' new
-    /// versions (a deleted key's is the version its deletion was prepared at).
+    /// versions (a deleted key's is the version its deletion was prepared
+    /// at); `reads` the values of a consistent read's keys (`None`: absent).
     Committed {
         versions: Vec<(Key, u64)>,
+        #[serde(default)]
+        reads: Vec<(Key, Option<Versioned>)>,
     },
     Aborted {
         reason: AbortReason,
@@ -160,11 +170,17 @@ impl TxnOutcome {
 }
 
 /// A participant's answer to `canCommit?`: yes, with the versions its
-/// writes will have, or no.
+/// writes will have and the values its part reads (under its locks), or no.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Vote {
-    Yes { versions: Vec<(Key, u64)> },
-    No { reason: AbortReason },
+    Yes {
+        versions: Vec<(Key, u64)>,
+        #[serde(default)]
+        reads: Vec<(Key, Option<Versioned>)>,
+    },
+    No {
+        reason: AbortReason,
+    },
 }
 
 /// The share of a transaction one participant group holds: the checks and
@@ -175,26 +191,37 @@ pub enum Vote {
 pub struct TxnPart {
     pub checks: Vec<Check>,
     pub writes: Vec<TxnWrite>,
+    /// Keys read under the part's locks (a consistent read).
+    #[serde(default)]
+    pub reads: Vec<Key>,
     pub digest: u64,
 }
 
 impl TxnPart {
     /// The keys this part locks (see `lock_modes`).
     pub fn locks(&self) -> Vec<(&[u8], LockMode)> {
-        lock_modes(&self.checks, &self.writes)
+        lock_modes(&self.checks, &self.writes, &self.reads)
+    }
+
+    /// A part of a consistent read: its participant waits for writers'
+    /// locks on its keys to go instead of voting no.
+    pub fn waits_for_locks(&self) -> bool {
+        !self.reads.is_empty() && self.writes.is_empty()
     }
 }
 
 /// The keys a transaction (or one group's part of it) locks, each once:
-/// written keys exclusively, then keys only checked, shared. Borrowed, not
-/// copied: this runs on every member for every prepare and resolution.
-pub fn lock_modes<'a>(checks: &'a [Check], writes: &'a [TxnWrite]) -> Vec<(&'a [u8], LockMode)> {
-    let n = checks.len() + writes.len();
+/// written keys exclusively, then keys only checked or read, shared.
+/// Borrowed, not copied: this runs on every member for every prepare and
+/// resolution.
+pub fn lock_modes<'a>(checks: &'a [Check], writes: &'a [TxnWrite], reads: &'a [Key]) -> Vec<(&'a [u8], LockMode)> {
+    let n = checks.len() + writes.len() + reads.len();
     let mut out: Vec<(&[u8], LockMode)> = Vec::with_capacity(n);
     let keys = writes
         .iter()
         .map(|w| (&w.key[..], LockMode::Exclusive))
-        .chain(checks.iter().map(|c| (&c.key[..], LockMode::Shared)));
+        .chain(checks.iter().map(|c| (&c.key[..], LockMode::Shared)))
+        .chain(reads.iter().map(|k| (&k[..], LockMode::Shared)));
     if n <= 32 {
         // A transfer's two or three keys: comparing them pairwise is cheaper
         // than any set.
@@ -244,13 +271,17 @@ pub struct Decision {
 impl TxnRequest {
     /// Every key the request touches, with duplicates.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
-        self.checks.iter().map(|c| &c.key).chain(self.writes.iter().map(|w| &w.key))
+        self.checks.iter().map(|c| &c.key).chain(self.writes.iter().map(|w| &w.key)).chain(self.reads.iter())
     }
 
     /// The key that names the home group: the first written key, or the
-    /// first checked one for a read-only transaction.
+    /// first checked (then read) one for a read-only transaction.
     pub fn home_key(&self) -> Option<&Key> {
-        self.writes.first().map(|w| &w.key).or_else(|| self.checks.first().map(|c| &c.key))
+        self.writes
+            .first()
+            .map(|w| &w.key)
+            .or_else(|| self.checks.first().map(|c| &c.key))
+            .or_else(|| self.reads.first())
     }
 
     /// Checks the bounds every transaction must meet: key and value limits,
@@ -258,9 +289,12 @@ impl TxnRequest {
     /// written twice or checked at two versions (the request would contradict
     /// itself).
     pub fn validate(&self) -> Result<(), TxnLimitError> {
-        let keys = self.checks.len() + self.writes.len();
+        let keys = self.checks.len() + self.writes.len() + self.reads.len();
         if keys == 0 {
             return Err(TxnLimitError::Empty);
+        }
+        if !self.reads.is_empty() && !self.writes.is_empty() {
+            return Err(TxnLimitError::ReadsWithWrites);
         }
         if keys > MAX_TXN_KEYS {
             return Err(TxnLimitError::TooManyKeys { keys, max: MAX_TXN_KEYS });
@@ -286,6 +320,10 @@ impl TxnRequest {
                 return Err(TxnLimitError::Contradiction { key: w.key.clone() });
             }
         }
+        for k in &self.reads {
+            check_key(k)?;
+            bytes += k.len();
+        }
         if bytes > MAX_TXN_BYTES {
             return Err(TxnLimitError::TooManyBytes { bytes, max: MAX_TXN_BYTES });
         }
@@ -301,13 +339,16 @@ impl TxnRequest {
     /// The request split into one part per group, in group order; every part
     /// carries `digest`, the request's.
     pub fn split(&self, cluster: &ClusterMap, digest: u64) -> BTreeMap<GroupId, TxnPart> {
-        let new = || TxnPart { checks: Vec::new(), writes: Vec::new(), digest };
+        let new = || TxnPart { checks: Vec::new(), writes: Vec::new(), reads: Vec::new(), digest };
         let mut parts: BTreeMap<GroupId, TxnPart> = BTreeMap::new();
         for c in &self.checks {
             parts.entry(cluster.group_of(&c.key)).or_insert_with(new).checks.push(c.clone());
         }
         for w in &self.writes {
             parts.entry(cluster.group_of(&w.key)).or_insert_with(new).writes.push(w.clone());
+        }
+        for k in &self.reads {
+            parts.entry(cluster.group_of(k)).or_insert_with(new).reads.push(k.clone());
         }
         parts
     }
@@ -317,9 +358,19 @@ impl TxnRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnLimitError {
     Empty,
-    TooManyKeys { keys: usize, max: usize },
-    TooManyBytes { bytes: usize, max: usize },
-    Contradiction { key: Key },
+    /// A consistent read is read-only.
+    ReadsWithWrites,
+    TooManyKeys {
+        keys: usize,
+        max: usize,
+    },
+    TooManyBytes {
+        bytes: usize,
+        max: usize,
+    },
+    Contradiction {
+        key: Key,
+    },
     Limit(LimitError),
 }
 
@@ -363,6 +414,7 @@ mod tests {
         let req = TxnRequest {
             checks: (0..10).map(|i| Check { key: format!("c{i}").into_bytes(), version: i }).collect(),
             writes: (0..10).map(|i| put(&format!("w{i}"), "v")).collect(),
+            reads: vec![],
         };
         let parts = req.split(&cluster, req.digest());
         assert!(parts.len() > 1, "20 keys over 3 groups land in more than one");
@@ -380,16 +432,24 @@ mod tests {
     #[test]
     fn bounds_and_contradictions_are_refused() {
         assert_eq!(TxnRequest::default().validate(), Err(TxnLimitError::Empty));
-        let many = TxnRequest { checks: vec![], writes: (0..=MAX_TXN_KEYS).map(|i| put(&i.to_string(), "")).collect() };
+        let many =
+            TxnRequest { writes: (0..=MAX_TXN_KEYS).map(|i| put(&i.to_string(), "")).collect(), ..Default::default() };
         assert!(matches!(many.validate(), Err(TxnLimitError::TooManyKeys { .. })));
-        let twice = TxnRequest { checks: vec![], writes: vec![put("k", "a"), put("k", "b")] };
+        let twice = TxnRequest { writes: vec![put("k", "a"), put("k", "b")], ..Default::default() };
         assert_eq!(twice.validate(), Err(TxnLimitError::Contradiction { key: b"k".to_vec() }));
         let two_versions = TxnRequest {
             checks: vec![Check { key: b"k".to_vec(), version: 1 }, Check { key: b"k".to_vec(), version: 2 }],
-            writes: vec![],
+            ..Default::default()
         };
         assert!(two_versions.validate().is_err());
-        let ok = TxnRequest { checks: vec![Check { key: b"k".to_vec(), version: 1 }], writes: vec![put("k", "v")] };
+        let ok = TxnRequest {
+            checks: vec![Check { key: b"k".to_vec(), version: 1 }],
+            writes: vec![put("k", "v")],
+            ..Default::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let mixed = TxnRequest { reads: vec![b"r".to_vec()], ..ok.clone() };
+        assert_eq!(mixed.validate(), Err(TxnLimitError::ReadsWithWrites));
         assert_eq!(ok.validate(), Ok(()));
     }
 
@@ -398,6 +458,7 @@ mod tests {
         let part = TxnPart {
             checks: vec![Check { key: b"a".to_vec(), version: 1 }, Check { key: b"b".to_vec(), version: 1 }],
             writes: vec![put("b", "x"), put("c", "y")],
+            reads: vec![],
             digest: 0,
         };
         let expected: Vec<(&[u8], LockMode)> =
@@ -407,7 +468,7 @@ mod tests {
         let many: Vec<Check> =
             (0..40).map(|i| Check { key: format!("k{}", i % 20).into_bytes(), version: 0 }).collect();
         let writes = vec![put("k3", "x")];
-        let modes = lock_modes(&many, &writes);
+        let modes = lock_modes(&many, &writes, &[]);
         assert_eq!(modes.len(), 20, "each key once");
         assert_eq!(modes[0], (&b"k3"[..], LockMode::Exclusive), "a written key is exclusive even if checked");
         assert!(modes[1..].iter().all(|(_, m)| *m == LockMode::Shared));

@@ -168,6 +168,9 @@ impl From<LimitError> for ClientError {
             LimitError::Txn(e) => {
                 let reason = match *e {
                     TxnLimitError::Empty => "a transaction needs at least one read, compare or write".to_string(),
+                    TxnLimitError::ReadsWithWrites => {
+                        "a consistent read is read-only: it cannot carry writes".to_string()
+                    }
                     TxnLimitError::TooManyKeys { keys, max } => {
                         format!("a transaction of {keys} keys exceeds the limit of {max} keys")
                     }

@@ -45,6 +45,7 @@ pub fn txn(checks: &[(&str, u64)], puts: &[(&str, &str)]) -> TxnRequest {
             .iter()
             .map(|(k, v)| TxnWrite { key: k.as_bytes().to_vec(), value: Some(v.as_bytes().to_vec()) })
             .collect(),
+        reads: vec![],
     }
 }
 
