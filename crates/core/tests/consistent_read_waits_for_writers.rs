@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use pactdb_core::log::Payload;
 use pactdb_core::state::kv::Versioned;
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{AbortReason, TxnId, TxnOutcome, TxnRequest, Vote};
@@ -65,7 +66,13 @@ fn a_consistent_read_waits_for_a_prepared_writer_and_sees_its_outcome() {
         }
         other => panic!("expected the committed read, got {other:?}"),
     }
-    // Its shared locks are released in both groups.
+    // It wrote nothing, so no decision was logged for it; its shared locks
+    // are released in both groups.
+    let log = h.replica_of(node(1), GROUP).log();
+    assert!(
+        !log.range(1, log.last_index()).any(|e| matches!(&e.payload, Payload::Decide { txn, .. } if txn.client == 7)),
+        "a consistent read logs no decision"
+    );
     h.run_for(50);
     for n in [1, 2, 3] {
         for g in [GROUP, OTHER] {
