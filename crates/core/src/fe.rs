@@ -214,7 +214,7 @@ impl FrontEnd {
         p.target = Some(target);
         p.in_flight = true;
         p.wake_ms = now + self.timing.attempt_timeout_ms;
-        if spec.mode == Mode::Active {
+        if spec.mode == Mode::Active && !answered_by_leader_only(&p.request.op) {
             // Active replication: the request goes to every member; the
             // sequencer orders it and every member answers.
             let members = view.as_ref().map_or(&spec.placement, |v| &v.members);
@@ -362,9 +362,7 @@ impl FrontEnd {
         if spec.mode != Mode::Active || !spec.voting {
             return false;
         }
-        if matches!(self.pending[&op].request.op, Op::TxnStatus { .. }) {
-            // Only the sequencer answers a status query it has to record an
-            // abort for; the answer is read from the log, not voted on.
+        if answered_by_leader_only(&self.pending[&op].request.op) {
             return false;
         }
         // 2f+1 members mask f wrong ones: f+1 identical answers decide. f
@@ -502,5 +500,18 @@ impl FrontEnd {
         let ops = self.pending.values().map(|p| p.wake_ms.min(p.deadline_ms)).min();
         let fetch = self.waiting_for_a_view().then_some(self.next_fetch_ms);
         ops.into_iter().chain(fetch).min()
+    }
+}
+
+/// Operations only a group's leader answers, even in an active group, so
+/// they go to it alone and are not voted on: a status query (which may have
+/// to record an abort, and whose answer is read from the log) and a
+/// consistent read (its coordinator answers once every group has read;
+/// nothing is logged for the members to answer from).
+fn answered_by_leader_only(op: &Op) -> bool {
+    match op {
+        Op::TxnStatus { .. } => true,
+        Op::Commit(req) => !req.reads.is_empty(),
+        _ => false,
     }
 }
