@@ -34,7 +34,7 @@ use crate::state::sessions::Dedup;
 use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vote};
 use crate::types::{GroupId, Millis, Mode, NodeId, RequestId};
 use crate::wire::{ClientError, ClientReply, PeerBody};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a primary tracks of the transactions it coordinates, beyond the
 /// replicated decisions. None of it survives a change of primary: a new
@@ -50,8 +50,11 @@ pub struct Coordinator {
     /// Decisions in an `Ended` entry that is not applied yet.
     ending: BTreeSet<TxnId>,
     /// Who asked for the outcome of a transaction whose decision is being
-    /// logged, or is still to be made.
-    askers: HashMap<TxnId, Vec<Asker>>,
+    /// logged, or is still to be made. Ordered: a primary that steps down
+    /// answers them in iteration order, which must not depend on a
+    /// per-process hash seed (found by the simulator: one seed ran
+    /// differently from run to run).
+    askers: BTreeMap<TxnId, Vec<Asker>>,
 }
 
 #[derive(Debug)]
