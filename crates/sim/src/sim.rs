@@ -148,15 +148,18 @@ pub fn run_seed_with(seed: u64, opts: SimOptions, verbose: bool) -> RunReport {
     world.report()
 }
 
+/// A scheduled event. Messages are boxed: the event queue moves events
+/// around on every push and pop, and unboxed messages made that copying a
+/// fifth of the simulator's time.
 #[derive(Debug)]
 enum What {
     Tick { node: NodeId, inc: u64 },
     Fsync { node: NodeId, inc: u64, upto: u64 },
-    Peer { to: NodeId, msg: PeerMsg },
-    ToNode { to: NodeId, token: ClientToken, msg: ClientMsg },
-    ToClient { client: usize, from: NodeId, reply: ClientReply },
+    Peer { to: NodeId, msg: Box<PeerMsg> },
+    ToNode { to: NodeId, token: ClientToken, msg: Box<ClientMsg> },
+    ToClient { client: usize, from: NodeId, reply: Box<ClientReply> },
     Unreachable { client: usize, node: NodeId },
-    AdminReply { reply: ClientReply },
+    AdminReply { reply: Box<ClientReply> },
     ClientTick { client: usize },
     NextPartition,
     HealPartition,
@@ -444,7 +447,7 @@ impl World {
                 let node = self.plan.nodes[self.rng.gen_range(0..self.plan.nodes.len())];
                 let token = self.new_token(Conn::Admin { node });
                 let msg = ClientMsg::Bootstrap { cluster: self.cluster.clone() };
-                self.schedule(500, What::ToNode { to: node, token, msg });
+                self.schedule(500, What::ToNode { to: node, token, msg: Box::new(msg) });
                 self.note(format!("bootstrap sent to node {node}"));
                 self.admin_waiting = true;
                 next_try = self.now + 3_000_000;
@@ -611,19 +614,19 @@ impl World {
                 self.inflight_entries -= entries_in(&msg.body);
                 let up = self.slots[&to].node.is_some();
                 if up && !self.net.is_cut(msg.from, to) {
-                    self.deliver(to, Input::Peer(msg));
+                    self.deliver(to, Input::Peer(*msg));
                 }
             }
             What::ToNode { to, token, msg } => {
                 // A connection broken by a crash carries nothing further.
                 if self.conns.contains_key(&token) {
-                    self.deliver(to, Input::Client { token, msg });
+                    self.deliver(to, Input::Client { token, msg: *msg });
                 }
             }
             What::ToClient { client, from, reply } => {
                 let now_ms = self.now / 1_000;
                 let c = &mut self.clients[client];
-                c.fe.on_reply(now_ms, &mut c.rng, from, reply);
+                c.fe.on_reply(now_ms, &mut c.rng, from, *reply);
                 self.drain_client(client);
             }
             What::Unreachable { client, node } => {
@@ -635,7 +638,7 @@ impl World {
             What::AdminReply { reply } => {
                 self.note(format!("bootstrap answered: {reply:?}"));
                 self.admin_waiting = false;
-                if matches!(reply, ClientReply::Bootstrapped(Ok(()))) {
+                if matches!(*reply, ClientReply::Bootstrapped(Ok(()))) {
                     self.bootstrapped = true;
                 }
             }
@@ -855,9 +858,9 @@ impl World {
         self.inflight_entries += entries * delays.len() as u64;
         if let Some((&last, rest)) = delays.split_last() {
             for &d in rest {
-                self.schedule(d, What::Peer { to, msg: msg.clone() });
+                self.schedule(d, What::Peer { to, msg: Box::new(msg.clone()) });
             }
-            self.schedule(last, What::Peer { to, msg });
+            self.schedule(last, What::Peer { to, msg: Box::new(msg) });
         }
     }
 
@@ -871,14 +874,14 @@ impl World {
         }
         let delay = self.client_delay();
         match conn {
-            Conn::Admin { .. } => self.schedule(delay, What::AdminReply { reply }),
+            Conn::Admin { .. } => self.schedule(delay, What::AdminReply { reply: Box::new(reply) }),
             Conn::Client { client, .. } => {
                 let lose = !self.quiet
                     && self.plan.reply_loss_p > 0.0
                     && matches!(reply, ClientReply::Response { .. })
                     && self.rng.gen_bool(self.plan.reply_loss_p);
                 if !lose {
-                    self.schedule(delay, What::ToClient { client, from: node, reply });
+                    self.schedule(delay, What::ToClient { client, from: node, reply: Box::new(reply) });
                 } else if self.rng.gen_bool(0.5) {
                     // The connection reset: the front end notices at once.
                     self.schedule(delay, What::Unreachable { client, node });
@@ -934,7 +937,7 @@ impl World {
             return;
         }
         let token = self.new_token(Conn::Client { client, node: to });
-        self.schedule(delay, What::ToNode { to, token, msg });
+        self.schedule(delay, What::ToNode { to, token, msg: Box::new(msg) });
     }
 
     // ----- Faults -----------------------------------------------------------
