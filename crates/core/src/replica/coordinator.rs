@@ -104,6 +104,12 @@ impl Coordinator {
     pub fn in_progress(&self) -> usize {
         self.collecting.len() + self.telling.len()
     }
+
+    /// Whether `txn` is collecting votes here: a retry of its commit waits
+    /// for the outcome.
+    pub(super) fn is_collecting(&self, txn: TxnId) -> bool {
+        self.collecting.contains_key(&txn)
+    }
 }
 
 impl Replica {
