@@ -7,9 +7,10 @@
 
 use pactdb_core::bugs::Bugs;
 
-/// Every injectable bug, by its command-line name. The last two concern
-/// active groups only.
-const BUGS: [&str; 8] = [
+/// Every injectable bug, by its command-line name. `execute-before-stable`
+/// and `diverge-state` concern active groups only; the last six concern
+/// two-phase commit.
+const BUGS: [&str; 14] = [
     "reply-before-replicated",
     "ack-before-fsync",
     "promote-without-cas",
@@ -18,6 +19,12 @@ const BUGS: [&str; 8] = [
     "keep-divergent-suffix",
     "execute-before-stable",
     "diverge-state",
+    "commit-without-all-votes",
+    "decide-before-durable",
+    "vote-before-prepared-durable",
+    "release-locks-at-prepare",
+    "presume-commit",
+    "abort-without-record",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -37,6 +44,12 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
         "execute-before-stable" => bugs.execute_before_stable = true,
         "diverge-state" => bugs.diverge_state = true,
+        "commit-without-all-votes" => bugs.commit_without_all_votes = true,
+        "decide-before-durable" => bugs.decide_before_durable = true,
+        "vote-before-prepared-durable" => bugs.vote_before_prepared_durable = true,
+        "release-locks-at-prepare" => bugs.release_locks_at_prepare = true,
+        "presume-commit" => bugs.presume_commit = true,
+        "abort-without-record" => bugs.abort_without_record = true,
         _ => return None,
     }
     Some(bugs)

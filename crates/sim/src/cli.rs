@@ -89,8 +89,8 @@ pub fn run_cli(args: SimArgs) -> i32 {
             println!("  {line}");
         }
         println!(
-            "seed {seed}: {} events, {} simulated ms, {} ops ({} succeeded), {} dissenting answers, trace hash {:016x}",
-            report.events, report.sim_ms, report.ops, report.ops_ok, report.dissents, report.trace_hash
+            "seed {seed}: {} events, {} simulated ms, {} ops ({} succeeded, {} transactions committed), {} dissenting answers, trace hash {:016x}",
+            report.events, report.sim_ms, report.ops, report.ops_ok, report.txns_committed, report.dissents, report.trace_hash
         );
         print_failure(&report, bug, mode);
         let failed = usize::from(!report.passed());
@@ -102,8 +102,9 @@ pub fn run_cli(args: SimArgs) -> i32 {
     let reports = run_seeds_with(args.first_seed, args.seeds, opts, threads, false, |r| print_failure(r, bug, mode));
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let secs = started.elapsed().as_secs_f64();
+    let txns: usize = reports.iter().map(|r| r.txns_committed).sum();
     println!(
-        "{} seeds in {secs:.1}s on {threads} threads ({:.1} seeds/s)",
+        "{} seeds in {secs:.1}s on {threads} threads ({:.1} seeds/s), {txns} transactions committed",
         reports.len(),
         reports.len() as f64 / secs.max(1e-9)
     );

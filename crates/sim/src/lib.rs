@@ -22,7 +22,9 @@
 //! The design (DESIGN.md, section 7) claims: an acknowledged write is never
 //! lost while fewer than all members of its group's view fail; histories are
 //! linearizable per key; at most one leader per epoch, and no read from a
-//! primary whose lease may have lapsed; a retried request runs at most once.
+//! primary whose lease may have lapsed; a retried request runs at most once;
+//! transactions are atomic across groups and strictly serializable, and
+//! every transaction ends, even one whose client crashed.
 //! The simulator injects every fault those claims say the system survives,
 //! and nothing beyond them, so a clean run is genuinely expected to pass:
 //!
@@ -42,6 +44,13 @@
 //!   that survived on disk, and pause (a stopped process whose inputs queue
 //!   up; its clock keeps running). Any number of nodes may be down at once:
 //!   a crash alone never loses fsynced data, so safety must hold regardless.
+//!   On some seeds a share of the crashes waits for a moment of two-phase
+//!   commit (a coordinator asking for votes, logging or sending a decision;
+//!   a participant logging a prepare or voting) and strikes in the middle
+//!   of that step: some of its messages and records left the process, the
+//!   rest never do. That is an ordinary crash plus the loss of the step's
+//!   remaining messages, so it is within the model; it aims at the moments
+//!   where acting before a record is durable shows.
 //! * **Disk**: `Input::Persisted` is given only after the simulated fsync
 //!   covering the record completed. At a crash, a prefix of the unsynced
 //!   records may have reached the disk anyway, and the last of them may be
@@ -68,14 +77,29 @@
 //!
 //! The cluster has one to three groups of two or three members each, passive
 //! or active (active groups of three may vote). The workload is several
-//! clients, each a real front end doing one operation at a time (get, put,
-//! cas, delete) on one to four keys, so that operations collide; some
-//! clients only read, as read-heavy clients do (they stay with whichever
-//! primary keeps answering them). `--mode passive|active|mixed` narrows the
-//! groups to one mode (the default, mixed, draws each group's mode from the
-//! seed). Active groups run under the same faults and the same checkers; in
-//! them the sequencer is the primary (one per epoch), and reads go through
-//! the log, so the lease check applies to passive primaries only.
+//! clients, each a real front end doing one operation at a time, as a
+//! client library does (`workload`). Register clients run get, put, cas
+//! and delete on one to four `k*` keys, so that operations collide; some
+//! only read, as read-heavy clients do (they stay with whichever primary
+//! keeps answering them), and their reads sometimes go to a bank account.
+//! Most seeds also run a bank: two to eight accounts (`acct-N`) spread over
+//! the groups round-robin, so most transfers cross groups, created with a
+//! known balance by one setup transaction before the faults start (retried
+//! until it commits; one that does not within 10s fails the seed). Transfer
+//! clients read two accounts with plain gets and commit the new balances,
+//! with the versions read as checks; auditors read every account and commit
+//! a read-only transaction. Every value written is unique in the run
+//! (`{balance}|c{client}-{n}`), so a read tells which write it saw. A commit
+//! that times out is looked up with a status query, as the client library
+//! does; its outcome is unknown only if that fails too. Some transfer
+//! clients crash just after they send a commit and come back as a new
+//! client, leaving the transaction to the cluster's presumed abort.
+//! `--mode passive|active|mixed` narrows the groups to one mode (the
+//! default, mixed, draws each group's mode from the seed); the workload,
+//! transactions included, is the same in every mode. Active groups run
+//! under the same faults and the same checkers; in them the sequencer is
+//! the primary (one per epoch), and reads go through the log, so the lease
+//! check applies to passive primaries only.
 //!
 //! The divergence demonstration (`SimOptions::diverge_one`, used by the
 //! tests) gives one member of an active group a state that silently goes
@@ -89,6 +113,39 @@
 //! nodes restart. The cluster then has ample simulated time to converge, and
 //! the liveness checker requires every client operation to complete.
 //!
+//! # Checkers
+//!
+//! One property per file in [`check`], each judged on the client history
+//! (`history`: single-key operations, and transactions with their reads,
+//! checks, writes, times and outcome: committed with versions, aborted,
+//! refused, unknown, abandoned or pending), the observer's notes taken
+//! during the run (`observe`: roles, views, digests, and every committed
+//! two-phase commit entry of each group, noted as replicas commit it, so
+//! compaction cannot hide one) and every replica's final state:
+//!
+//! * leadership: one primary and one view per epoch; no read without lease;
+//! * convergence: replicas agree at every applied index and at the end;
+//! * durability: no acknowledged write lost, nothing acked before fsync;
+//! * linearizability per key (and exactly-once), with transactions' writes
+//!   fed in as writes: a committed one at the version its commit reported,
+//!   one of unknown outcome as indeterminate, an aborted one not at all (so
+//!   reading its value fails);
+//! * atomicity: a transaction's writes take effect in every group or none,
+//!   in the committed logs and in the final state, and no value of one that
+//!   did not commit is ever read or held;
+//! * one decision: at most one decision per transaction, logged in its home
+//!   group; every participant applies that decision, and only after it was
+//!   committed; a commit only after every part's prepare was committed; the
+//!   client is told what was decided;
+//! * strict serializability: the graph of committed (and observed)
+//!   transactions, with write-write, write-read and read-write edges from
+//!   versions and real-time edges, has no cycle;
+//! * bank: every committed audit and the final state hold the initial
+//!   total, and no balance is negative;
+//! * liveness: every operation and commit completes, promptly once healed,
+//!   and at the end no replica holds a prepared transaction, a lock or an
+//!   unfinished decision.
+//!
 //! Every run is bounded: at most five million events and thirty million log
 //! entries sent (a clean run needs a few percent of either); a run past a
 //! bound stops and fails as "bounded work", so a seed always finishes.
@@ -99,7 +156,7 @@
 //! prints its plan, a timeline of faults and role changes, and every
 //! violation (use the `--mode` the failing run had). With
 //! `PACTDB_SIM_TRACE=1` it also prints every input each node receives, and
-//! the client history, to stderr.
+//! the client history (operations, then transactions), to stderr.
 
 pub mod bugs;
 pub mod check;

@@ -1,7 +1,10 @@
 //! What an omniscient observer notes about the replicas while the run goes
 //! on: who was primary of which epoch and since when, which view each
 //! replica held for each epoch, the state digest at every applied index,
-//! which entry was committed at every index, and which reads were served.
+//! which entry was committed at every index, the two-phase commit entries
+//! among them (prepares, resolutions, decisions, as first seen committed:
+//! entries compacted away later are noted already), and which reads were
+//! served.
 //!
 //! It owns these records and the cheap consistency checks that are best done
 //! as they are made (a digest or committed entry that differs from the one
@@ -11,8 +14,11 @@
 //! length.
 
 use crate::history::Micros;
+use pactdb_core::log::{Entry, Payload};
 use pactdb_core::node::Node;
 use pactdb_core::replica::Role;
+use pactdb_core::state::kv::Write;
+use pactdb_core::state::txn::TxnId;
 use pactdb_core::types::{Epoch, GroupId, Index, NodeId, View};
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,6 +34,55 @@ pub struct ReadServed {
     pub epoch: Epoch,
     /// When the primary decided to serve it (a read waiting for a pending
     /// write is decided when it arrives and answered when the write commits).
+    pub at: Micros,
+}
+
+/// A two-phase commit entry of a group's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnEntry {
+    /// A participant prepared its part (if the part's checks held);
+    /// `consistent_read` if the part only reads, under shared locks.
+    Prepare { txn: TxnId, consistent_read: bool },
+    /// A participant applied the decision (`writes` if it commits).
+    Resolve { txn: TxnId, commit: bool, writes: Vec<Write> },
+    /// The coordinator's decision in the home group, which also resolves
+    /// the home group's own part.
+    Decide { txn: TxnId, commit: bool, outcome_committed: bool, participants: Vec<GroupId>, writes: Vec<Write> },
+}
+
+impl TxnEntry {
+    fn of(e: &Entry) -> Option<TxnEntry> {
+        match &e.payload {
+            Payload::Prepare { txn, part } => {
+                Some(TxnEntry::Prepare { txn: *txn, consistent_read: part.waits_for_locks() })
+            }
+            Payload::Resolve { txn, commit, writes } => {
+                Some(TxnEntry::Resolve { txn: *txn, commit: *commit, writes: writes.clone() })
+            }
+            Payload::Decide { txn, commit, participants, outcome, writes, .. } => Some(TxnEntry::Decide {
+                txn: *txn,
+                commit: *commit,
+                outcome_committed: outcome.is_committed(),
+                participants: participants.clone(),
+                writes: writes.clone(),
+            }),
+            Payload::Noop | Payload::Effects { .. } | Payload::Sequenced { .. } | Payload::Ended { .. } => None,
+        }
+    }
+
+    pub fn txn(&self) -> TxnId {
+        match self {
+            TxnEntry::Prepare { txn, .. } | TxnEntry::Resolve { txn, .. } | TxnEntry::Decide { txn, .. } => *txn,
+        }
+    }
+}
+
+/// A two-phase commit entry as first seen committed.
+#[derive(Clone, Debug)]
+pub struct TxnLogged {
+    pub entry: TxnEntry,
+    /// The replica that was seen committing it first, and when.
+    pub node: NodeId,
     pub at: Micros,
 }
 
@@ -63,6 +118,8 @@ pub struct Observations {
     pub committed: BTreeMap<GroupId, Vec<Epoch>>,
     /// Two replicas committed different entries at the same index.
     pub commit_conflicts: Vec<String>,
+    /// Every two-phase commit entry seen committed, by group and index.
+    pub txn_log: BTreeMap<(GroupId, Index), TxnLogged>,
     pub reads: Vec<ReadServed>,
     /// Messages that vouched for state that was not yet durable.
     pub premature_acks: Vec<String>,
@@ -76,6 +133,14 @@ impl Observations {
     /// The highest index any replica of `group` was ever seen to commit.
     pub fn max_commit(&self, group: GroupId) -> Index {
         self.committed.get(&group).map_or(0, |c| c.len() as Index)
+    }
+
+    /// How many indexes of `group` were seen committed without any replica
+    /// still holding the entry (compacted away, or installed by snapshot):
+    /// what they held is unknown, so a checker that concludes from an
+    /// entry's absence says so.
+    pub fn unseen_committed(&self, group: GroupId) -> usize {
+        self.committed.get(&group).map_or(0, |c| c.iter().filter(|&&e| e == 0).count())
     }
 
     /// The node restarted: its in-memory state starts over, so changes are
@@ -128,6 +193,11 @@ impl Observations {
                 let committed = self.committed.entry(g).or_default();
                 for i in before.commit + 1..=now.commit {
                     let epoch = r.log().epoch_at(i).unwrap_or(0);
+                    if let std::collections::btree_map::Entry::Vacant(slot) = self.txn_log.entry((g, i)) {
+                        if let Some(entry) = r.log().get(i).and_then(TxnEntry::of) {
+                            slot.insert(TxnLogged { entry, node: id, at });
+                        }
+                    }
                     let slot = i as usize - 1;
                     if committed.len() <= slot {
                         committed.resize(slot + 1, 0);

@@ -71,6 +71,15 @@ pub struct CrashPlan {
     pub unsynced_survive_p: f64,
     /// Probability that the last surviving unsynced record is torn.
     pub torn_p: f64,
+    /// Probability that a crash, when it is due, waits for the next moment
+    /// of two-phase commit (a coordinator asking for votes, logging or
+    /// telling a decision; a participant logging a prepare or voting) and
+    /// strikes in the middle of that step: the process dies after some of
+    /// the step's messages and records left it, and before the rest. Such
+    /// a crash is an ordinary crash plus the loss of the step's remaining
+    /// messages, both within the fault model; it only aims at the moments
+    /// where a protocol that acts before its state is durable shows it.
+    pub txn_moment_p: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +94,32 @@ pub struct CorruptPlan {
     pub nodes: Vec<NodeId>,
     /// Probability that a restart of such a node finds a corrupt record.
     pub p: f64,
+}
+
+/// The bank workload of a seed: accounts (`acct-N`) spread over the groups
+/// so that most transfers cross groups, each created with a known balance
+/// by one setup transaction before the faults start, and the clients that
+/// move money between them or audit them.
+#[derive(Clone, Debug)]
+pub struct BankPlan {
+    pub accounts: usize,
+    /// Every account's balance after the setup.
+    pub initial: u64,
+    /// Clients that transfer between two accounts (the first one also runs
+    /// the setup).
+    pub transfers: usize,
+    /// Clients that read every account and commit a read-only transaction.
+    pub auditors: usize,
+    /// Probability that a transfer client crashes just after it sent a
+    /// commit (its front end is gone; it never learns the outcome and never
+    /// retries), leaving the transaction to the cluster.
+    pub abandon_p: f64,
+    /// Probability that a register client's read goes to an account.
+    pub account_read_p: f64,
+    /// Longest a bank client thinks between transactions. Never zero: a
+    /// commit across groups costs several times a single write, and the
+    /// bank's clients must not crowd out the rest of the run's work.
+    pub think_max_ms: u64,
 }
 
 /// Relative weights of the operations clients issue.
@@ -152,6 +187,8 @@ pub struct Plan {
     pub drift_ppm_max: u64,
     pub fsync_min_us: u64,
     pub fsync_max_us: u64,
+    /// The bank workload, on most seeds.
+    pub bank: Option<BankPlan>,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -217,6 +254,8 @@ impl Plan {
             max_down_ms: rng.gen_range(50..=3_000),
             unsynced_survive_p: rng.gen_range(0.0..1.0),
             torn_p: rng.gen_range(0.0..0.8),
+            // Drawn with the bank, below, so the draws above stay as they were.
+            txn_moment_p: 0.0,
         });
         let pauses = rng
             .gen_bool(0.4)
@@ -230,6 +269,23 @@ impl Plan {
         let fsync_min_us = rng.gen_range(50..=500);
         let fsync_max_us = [1_000, 5_000, 20_000, 60_000][rng.gen_range(0..4)];
         let clients = rng.gen_range(2..=5);
+        // Drawn last, so that everything above is what it was before the
+        // bank existed.
+        let bank = rng.gen_bool(0.85).then(|| BankPlan {
+            accounts: rng.gen_range(2..=8),
+            initial: rng.gen_range(10..=1_000),
+            transfers: rng.gen_range(1..=2),
+            auditors: rng.gen_range(0..=1),
+            abandon_p: if rng.gen_bool(0.5) { rng.gen_range(0.01..0.1) } else { 0.0 },
+            account_read_p: rng.gen_range(0.0..0.5),
+            think_max_ms: [10, 30, 60][rng.gen_range(0..3)],
+        });
+        let mut crashes = crashes;
+        if let Some(c) = crashes.as_mut() {
+            if bank.is_some() && rng.gen_bool(0.5) {
+                c.txn_moment_p = rng.gen_range(0.1..0.6);
+            }
+        }
         Plan {
             nodes,
             groups,
@@ -250,6 +306,7 @@ impl Plan {
             drift_ppm_max: [0, 1_000, 10_000, 40_000][rng.gen_range(0..4)],
             fsync_min_us,
             fsync_max_us,
+            bank,
         }
     }
 
@@ -290,8 +347,8 @@ impl Plan {
         }
         if let Some(c) = &self.crashes {
             parts.push(format!(
-                "crashes every ~{}ms down up to {}ms torn {:.2}",
-                c.mean_gap_ms, c.max_down_ms, c.torn_p
+                "crashes every ~{}ms down up to {}ms torn {:.2} at 2pc moments {:.2}",
+                c.mean_gap_ms, c.max_down_ms, c.torn_p, c.txn_moment_p
             ));
         }
         if let Some(p) = &self.pauses {
@@ -299,6 +356,13 @@ impl Plan {
         }
         if let Some(c) = &self.corruption {
             parts.push(format!("corruption on {:?} p {:.2}", c.nodes, c.p));
+        }
+        if let Some(b) = &self.bank {
+            parts.push(format!(
+                "bank of {} accounts at {} with {} transfer clients (abandon {:.2}) and {} auditors thinking up to {}ms, \
+                 account reads {:.2}",
+                b.accounts, b.initial, b.transfers, b.abandon_p, b.auditors, b.think_max_ms, b.account_read_p
+            ));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

@@ -35,7 +35,7 @@ use crate::state::sessions::Dedup;
 use crate::state::txn::{AbortReason, TxnId, TxnOutcome, TxnPart, TxnRequest, Vote};
 use crate::types::{GroupId, Index, Millis, Mode, NodeId, RequestId};
 use crate::wire::{ClientError, ClientReply, PeerBody};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// What a primary tracks of the transactions it coordinates, beyond the
@@ -52,8 +52,11 @@ pub struct Coordinator {
     /// Decisions in an `Ended` entry that is not applied yet.
     ending: BTreeSet<TxnId>,
     /// Who asked for the outcome of a transaction whose decision is being
-    /// logged, or is still to be made.
-    askers: HashMap<TxnId, Vec<Asker>>,
+    /// logged, or is still to be made. Ordered: a primary that steps down
+    /// answers them in iteration order, which must not depend on a
+    /// per-process hash seed (found by the simulator: one seed ran
+    /// differently from run to run).
+    askers: BTreeMap<TxnId, Vec<Asker>>,
 }
 
 #[derive(Debug)]
@@ -112,6 +115,12 @@ impl Coordinator {
     /// Transactions in progress here: collecting votes or being told.
     pub fn in_progress(&self) -> usize {
         self.collecting.len() + self.telling.len()
+    }
+
+    /// Whether `txn` is collecting votes here: a retry of its commit waits
+    /// for the outcome.
+    pub(super) fn is_collecting(&self, txn: TxnId) -> bool {
+        self.collecting.contains_key(&txn)
     }
 }
 
@@ -289,9 +298,13 @@ impl Replica {
     /// shared locks that all of them hold now, so the values are as of this
     /// one instant. It wrote nothing, so there is nothing to decide durably:
     /// the client gets the values at once, and every group (this one
-    /// included) is told to release its locks, until each acknowledges. If
-    /// this primary fails first, the groups ask and get a presumed abort,
-    /// which releases them just the same.
+    /// included) is told to release its locks, until each acknowledges. The
+    /// release is an abort (for a transaction that writes nothing, the same
+    /// as a commit), so that whatever else is ever decided about this id
+    /// agrees with it: a presumed abort when a group asks after this primary
+    /// failed, or the abort of a retry a new primary runs and times out on
+    /// (found by the simulator: releasing with commit, then a presumed abort
+    /// of the same id, gave one transaction two decisions).
     fn finish_consistent_read(&mut self, ctx: &mut Ctx, txn: TxnId, c: Collecting) {
         let mut reads = Vec::new();
         for v in c.votes.values() {
@@ -306,10 +319,10 @@ impl Replica {
         }
         let participants: Vec<GroupId> = c.parts.keys().copied().collect();
         for &g in &participants {
-            ctx.send_to_group(g, decision(g, txn, true));
+            ctx.send_to_group(g, decision(g, txn, false));
         }
         let next_send_ms = ctx.out.now() + self.txn_timing.resend_ms;
-        let telling = Telling { commit: true, participants, acked: BTreeSet::new(), next_send_ms, unlogged: true };
+        let telling = Telling { commit: false, participants, acked: BTreeSet::new(), next_send_ms, unlogged: true };
         self.coordinator.telling.insert(txn, telling);
     }
 

@@ -265,7 +265,10 @@ pub struct Replica {
     participant: Participant,
     /// Primary: requests held back while a prepared transaction locks their
     /// key, by key, and how many there are (at most `MAX_LOCK_WAITERS`).
-    lock_waiters: HashMap<Key, Vec<(ClientToken, ClientRequest)>>,
+    /// Ordered: they are released and refused in iteration order, which must
+    /// not depend on a per-process hash seed (found by the simulator: one
+    /// seed ran differently from run to run).
+    lock_waiters: BTreeMap<Key, Vec<(ClientToken, ClientRequest)>>,
     lock_waiter_count: usize,
     /// When this replica first saw each prepared transaction, for the age
     /// `status` shows (a replayed one counts from the first tick).
@@ -323,7 +326,7 @@ impl Replica {
             inherited_upto: 0,
             coordinator: Coordinator::default(),
             participant: Participant::default(),
-            lock_waiters: HashMap::new(),
+            lock_waiters: BTreeMap::new(),
             lock_waiter_count: 0,
             prepared_seen_ms: HashMap::new(),
         }

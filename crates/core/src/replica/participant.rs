@@ -347,9 +347,16 @@ impl Replica {
     /// Whether a prepared (or about to be prepared) transaction's lock keeps
     /// `op` on `key` from running now: a read waits for a transaction that
     /// will write the key; a write waits for any that holds it.
+    ///
+    /// A read waits for a prepare still in the log's uncommitted suffix too:
+    /// a new primary inherits prepares its predecessor may already have
+    /// committed and voted on, so their transaction may be decided and
+    /// acknowledged while this primary's applied state holds no lock yet
+    /// (found by the simulator: a new passive primary answered a read with
+    /// the value a transaction acknowledged as committed had replaced).
     pub(super) fn blocked_by_lock(&self, key: &[u8], read: bool) -> bool {
         if read {
-            self.state.locks.is_written(key)
+            self.state.locks.is_written(key) || self.participant.pending_conflict(key, LockMode::Shared)
         } else {
             self.state.locks.is_held(key) || self.participant.is_pending_lock(key)
         }

@@ -16,6 +16,7 @@ use crate::io::{ClientToken, Outbox};
 use crate::limits::MAX_UNCOMMITTED_ENTRIES;
 use crate::state::op::Op;
 use crate::state::sessions::Dedup;
+use crate::state::txn::TxnId;
 use crate::types::{Mode, RequestId};
 use crate::wire::{ClientError, ClientReply, ClientRequest};
 
@@ -77,6 +78,15 @@ impl Replica {
                     self.waiters.entry(index).or_default().push((token, id));
                 }
                 return;
+            }
+            // A commit whose two-phase commit is under way is pending too:
+            // its retry joins the first attempt (found by the simulator: a
+            // retry refused below min_members told the client nothing was
+            // committed, and the votes then arriving committed it).
+            if let Op::Commit(txn) = &req.op {
+                if self.coordinator.is_collecting(TxnId::new(id, self.group)) {
+                    return self.on_commit_request(ctx, token, id, txn.clone(), digest);
+                }
             }
         }
         if view.members.len() < view.min_members && !req.op.is_read() {

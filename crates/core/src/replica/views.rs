@@ -213,6 +213,7 @@ impl Replica {
             // view (removed or admitted a member) keeps serving, rather than
             // starting over as a new primary that waits out a lease.
             let was_primary = self.is_primary();
+            let held = self.view.as_ref().is_some_and(|cur| cur.epoch == v.epoch);
             if applied && v.leader == self.me {
                 self.led_epoch = Some(v.epoch);
                 if let Some(n) = admitting {
@@ -220,6 +221,16 @@ impl Replica {
                 }
             }
             self.adopt_view_as(ctx, v, was_primary);
+            if held && !was_primary && self.is_primary() {
+                // It learned the view it won before the outcome (from a peer
+                // or a read), stepped down as "recovering" then, and adopting
+                // the same epoch again changes nothing: it becomes primary
+                // here (found by the simulator: without this, a primary
+                // served with no pending request ids, so a retried commit of
+                // an inherited, still uncommitted decision ran two-phase
+                // commit again and the home group logged two decisions).
+                self.become_primary(ctx);
+            }
             // The outcome carries the register's value as the store holds it.
             self.view_confirmed = true;
         }

@@ -115,7 +115,19 @@ mod tests {
 
     fn replica(node: u64, role: Role, applied: u64, digest: u64) -> FinalReplica {
         let view = View { group: 0, epoch: 3, mode: Mode::Passive, leader: 1, members: vec![1, 2], min_members: 1 };
-        FinalReplica { node, group: 0, role, view: Some(view), commit: applied, applied, digest, kv: vec![] }
+        FinalReplica {
+            node,
+            group: 0,
+            role,
+            view: Some(view),
+            commit: applied,
+            applied,
+            digest,
+            kv: vec![],
+            prepared: vec![],
+            locks: 0,
+            decisions: vec![],
+        }
     }
 
     #[test]

@@ -16,24 +16,15 @@
 //! acknowledged write as soon as the wrong node crashes at the wrong time,
 //! which end-to-end checks only see when that crash happens.
 
-use super::{FinalReplica, Violation};
+use super::{authority, FinalReplica, Violation};
 use crate::history::{show, History, OpRecord};
 use crate::observe::Observations;
-use pactdb_core::replica::Role;
 use pactdb_core::state::kv::Versioned;
 use pactdb_core::state::op::{Op, OpResult};
-use pactdb_core::types::{ClusterMap, GroupId, NodeId};
+use pactdb_core::types::{ClusterMap, NodeId};
 use std::collections::BTreeMap;
 
 const PROPERTY: &str = "no acknowledged write lost";
-
-/// The replica whose state is the group's final truth: its primary, or if
-/// there is none, the replica that applied the most. A member known to be
-/// faulty (the divergence demonstration) is never the truth.
-fn authority(finals: &[FinalReplica], group: GroupId, faulty: Option<NodeId>) -> Option<&FinalReplica> {
-    let of_group = || finals.iter().filter(move |f| f.group == group && Some(f.node) != faulty);
-    of_group().find(|f| f.role == Role::Primary).or_else(|| of_group().max_by_key(|f| f.applied))
-}
 
 pub fn check(
     cluster: &ClusterMap,

@@ -34,6 +34,14 @@
 //!
 //! Separately, since every value is written by exactly one operation, one
 //! value seen with two different versions means a write executed twice.
+//!
+//! Transactions take part through their writes: the caller passes
+//! `History::register_history`, in which every write of a transaction that
+//! committed is a put with the version its commit reported, spanning the
+//! commit's real-time interval, and every write of one whose outcome is
+//! unknown is an indeterminate put. So single-key reads of a transaction's
+//! keys are checked against its writes, and a value of an aborted
+//! transaction has no write that could explain reading it.
 
 use super::Violation;
 use crate::history::{show, History, Micros, OpRecord, Outcome};
@@ -519,7 +527,9 @@ fn describe(o: &Timed) -> String {
         Outcome::Failed(e) => format!("failed ({e})"),
         Outcome::Pending => "pending".to_string(),
     };
-    format!("{op} => {outcome} [{}us, {ret}]", o.invoke)
+    // A transaction's write is shown with the transaction it belongs to.
+    let txn = o.rec.txn.map_or(String::new(), |t| format!("txn #{t} "));
+    format!("{txn}{op} => {outcome} [{}us, {ret}]", o.invoke)
 }
 
 #[cfg(test)]

@@ -7,16 +7,21 @@
 //! check: when a checker cannot decide (a search budget runs out), it
 //! reports a violation rather than a pass.
 
+pub mod atomicity;
+pub mod bank;
 pub mod convergence;
+pub mod decision;
 pub mod durability;
 pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
+pub mod serializability;
 
 use crate::history::{History, Micros};
 use crate::observe::Observations;
 use pactdb_core::replica::Role;
 use pactdb_core::state::kv::{Key, Versioned};
+use pactdb_core::state::txn::TxnId;
 use pactdb_core::types::{ClusterMap, GroupId, Index, NodeId, View};
 
 /// One violated property, with enough detail to start debugging.
@@ -49,6 +54,19 @@ pub struct FinalReplica {
     pub applied: Index,
     pub digest: u64,
     pub kv: Vec<(Key, Versioned)>,
+    /// Transactions prepared here and not resolved.
+    pub prepared: Vec<TxnId>,
+    /// Keys a prepared transaction holds locked.
+    pub locks: usize,
+    /// Coordinator decisions not yet acknowledged by every participant.
+    pub decisions: Vec<TxnId>,
+}
+
+impl FinalReplica {
+    /// The value this replica holds for `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Versioned> {
+        self.kv.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
 }
 
 /// Everything a run leaves for the checkers.
@@ -66,13 +84,28 @@ pub struct Facts<'a> {
     pub end_at: Micros,
 }
 
-/// Runs every checker.
+/// Runs every checker. The register checkers (durability,
+/// linearizability) see transactions' writes as writes of their keys
+/// (`History::register_history`).
 pub fn check_all(facts: &Facts) -> Vec<Violation> {
     let mut v = Vec::new();
+    let registers = facts.history.register_history();
     v.extend(leadership::check(facts.obs));
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
-    v.extend(durability::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
-    v.extend(linearizability::check(facts.history));
-    v.extend(liveness::check(facts.history, facts.heal_at, facts.end_at));
+    v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
+    v.extend(linearizability::check(&registers));
+    v.extend(atomicity::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
+    v.extend(decision::check(facts.cluster, facts.history, facts.obs));
+    v.extend(serializability::check(facts.history, facts.obs, facts.finals));
+    v.extend(bank::check(facts.cluster, facts.history, facts.finals, facts.faulty));
+    v.extend(liveness::check(facts.history, facts.finals, facts.heal_at, facts.end_at));
     v
+}
+
+/// The replica whose state is a group's final truth: its primary, or if
+/// there is none, the replica that applied the most. A member known to be
+/// faulty (the divergence demonstration) is never the truth.
+pub fn authority(finals: &[FinalReplica], group: GroupId, faulty: Option<NodeId>) -> Option<&FinalReplica> {
+    let of_group = || finals.iter().filter(move |f| f.group == group && Some(f.node) != faulty);
+    of_group().find(|f| f.role == Role::Primary).or_else(|| of_group().max_by_key(|f| f.applied))
 }
