@@ -142,4 +142,13 @@ impl Entry {
                 .sum::<usize>()
             + 32
     }
+
+    /// A decision's answer to its client's commit (`None` for any other
+    /// entry).
+    pub fn decided_response(&self) -> Option<OpResult> {
+        match &self.payload {
+            Payload::Decide { outcome, .. } => Some(OpResult::Txn(outcome.clone())),
+            _ => None,
+        }
+    }
 }

@@ -549,7 +549,8 @@ impl Replica {
         for e in log.range(self.applied_index + 1, upto) {
             match (self.apply_entry(e), out.as_deref_mut()) {
                 (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response),
-                (Applied::Decided { txn, response }, Some(out)) => {
+                (Applied::Decided { txn }, Some(out)) if self.awaiting.contains_key(&txn.request_id()) => {
+                    let response = e.decided_response().expect("a decision applied as one");
                     self.answer_awaiting(out, txn.request_id(), &response)
                 }
                 _ => {}
@@ -562,7 +563,7 @@ impl Replica {
     /// Applies the next entry to the state machine and says what it did.
     fn apply_entry(&mut self, e: &Entry) -> Applied {
         assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
-        let applied = self.state.apply(e, &self.bugs);
+        let applied = self.state.apply(e, &self.bugs, self.group);
         self.applied_index = e.index;
         applied
     }

@@ -211,8 +211,9 @@ impl Replica {
                     locks_changed = true;
                     self.on_resolve_applied(ctx, txn);
                 }
-                Applied::Decided { txn, response } => {
+                Applied::Decided { txn } => {
                     locks_changed = true;
+                    let response = e.decided_response().expect("a decision applied as one");
                     self.answer_applied(ctx, e.index, txn.request_id(), &response);
                     self.on_decide_applied(ctx, txn, &response);
                 }

@@ -20,7 +20,7 @@ pub mod txn;
 use crate::bugs::Bugs;
 use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS};
 use crate::log::{Entry, Payload};
-use crate::types::{Epoch, Index, RequestId};
+use crate::types::{Epoch, GroupId, Index, RequestId};
 use kv::{Key, KvStore, Versioned, Write};
 use locks::LockTable;
 use op::{execute, validate_part, ExecState, Op, OpResult};
@@ -63,18 +63,22 @@ pub enum Applied {
     Voted { txn: TxnId, vote: Vote },
     /// A decision reached this participant group (its part is resolved).
     Resolved { txn: TxnId },
-    /// The coordinator's decision is logged: the client gets `response`, and
-    /// the participants are to be told.
-    Decided { txn: TxnId, response: OpResult },
+    /// The coordinator's decision is logged: the client gets the outcome the
+    /// entry carries (see `Entry::decided_response`), and the participants
+    /// are to be told.
+    Decided { txn: TxnId },
 }
 
 impl StateMachine {
+
     /// Applies the next committed entry and says what it did. A passive
     /// entry carries its effects and response; an active entry carries the
     /// request, which is executed here, in log order, against this member's
     /// state; the two-phase commit entries are deterministic steps.
     /// `bugs.diverge_state` makes this member's state silently go wrong.
-    pub fn apply(&mut self, e: &Entry, bugs: &Bugs) -> Applied {
+    /// `group` is the group this state belongs to (its transactions' home
+    /// or not).
+    pub fn apply(&mut self, e: &Entry, bugs: &Bugs, group: GroupId) -> Applied {
         match &e.payload {
             Payload::Noop => Applied::Nothing,
             Payload::Effects { id, response, writes } => {
@@ -103,11 +107,16 @@ impl StateMachine {
                 for w in &writes {
                     self.kv.apply(w);
                 }
-                self.sessions.record(*id, e.index, response.clone());
+                // A read changes nothing, so a retry of one may simply run
+                // again: remembering its answer (a copy of the value) would
+                // cost every member a record per read.
+                if !op.is_read() {
+                    self.sessions.record(*id, e.index, response.clone());
+                }
                 Applied::Answered { id: *id, response }
             }
             Payload::Prepare { txn, part } => {
-                let vote = self.prepare(*txn, part, e.index, bugs);
+                let vote = self.prepare(*txn, part, e.index, bugs, group);
                 Applied::Voted { txn: *txn, vote }
             }
             Payload::Resolve { txn, commit, writes } => {
@@ -115,8 +124,10 @@ impl StateMachine {
                 Applied::Resolved { txn: *txn }
             }
             Payload::Decide { txn, commit, participants, outcome, writes, digest } => {
-                let response = OpResult::Txn(outcome.clone());
-                self.sessions.record(txn.request_id(), e.index, response.clone());
+                // Copied once, for the record; whoever answers a client
+                // copies it from the entry (only a primary or an awaited
+                // member does).
+                self.sessions.record(txn.request_id(), e.index, OpResult::Txn(outcome.clone()));
                 if *digest != 0 {
                     self.commit_digests.record(txn.request_id(), e.index, *digest);
                 }
@@ -128,7 +139,7 @@ impl StateMachine {
                 // keeps a late `canCommit?` from preparing it again here
                 // (see `prepare`), so no vote is remembered apart.
                 self.resolve(*txn, *commit, writes, e.index, false);
-                Applied::Decided { txn: *txn, response }
+                Applied::Decided { txn: *txn }
             }
             Payload::Ended { txns } => {
                 for t in txns {
@@ -142,7 +153,7 @@ impl StateMachine {
     /// Prepares `part` of `txn` as entry `index`, if it may be: not finished
     /// here already, within the bounds, no lock against it, every check
     /// holding. Prepared, it holds its locks until it resolves.
-    fn prepare(&mut self, txn: TxnId, part: &Arc<TxnPart>, index: Index, bugs: &Bugs) -> Vote {
+    fn prepare(&mut self, txn: TxnId, part: &Arc<TxnPart>, index: Index, bugs: &Bugs, group: GroupId) -> Vote {
         if let Some(p) = self.prepared.get(&txn) {
             return if p.part.digest == part.digest {
                 yes(p)
@@ -157,7 +168,8 @@ impl StateMachine {
         }
         // In the home group the decision itself is the record: a transaction
         // decided here is never prepared again.
-        if let Dedup::Done(OpResult::Txn(outcome)) = self.sessions.lookup(txn.request_id()) {
+        let decided = if txn.home == group { self.sessions.lookup(txn.request_id()) } else { Dedup::New };
+        if let Dedup::Done(OpResult::Txn(outcome)) = decided {
             return match outcome {
                 TxnOutcome::Committed { versions, reads } => {
                     let written = |k: &Key| part.writes.iter().any(|w| w.key == *k);
