@@ -87,8 +87,10 @@
 //! known balance by one setup transaction before the faults start (retried
 //! until it commits; one that does not within 10s fails the seed). Transfer
 //! clients read two accounts with plain gets and commit the new balances,
-//! with the versions read as checks; auditors read every account and commit
-//! a read-only transaction. Every value written is unique in the run
+//! with the versions read as checks; auditors either read every account and
+//! commit a read-only transaction of the versions (optimistic), or read them
+//! all in one consistent read (at commit, under locks), a coin flip per
+//! audit. Every value written is unique in the run
 //! (`{balance}|c{client}-{n}`), so a read tells which write it saw. A commit
 //! that times out is looked up with a status query, as the client library
 //! does; its outcome is unknown only if that fails too. Some transfer
