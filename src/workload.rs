@@ -91,8 +91,10 @@ pub enum CheckWorkload {
     Bank(bank::CheckArgs),
 }
 
+/// What every closed-loop workload run takes: the system, the clients and
+/// their connections, the window, and how to report.
 #[derive(clap::Args, Debug, Clone)]
-pub struct KvArgs {
+pub struct LoadArgs {
     /// What to load: `pactdb://HOST:PORT,...`, or `etcd://HOST:PORT,...` (etcd
     /// v3 over gRPC). Default: the pactdb cluster the other commands find
     /// (--endpoints, PACTDB_ENDPOINTS, ./pactdb-data/cluster.json).
@@ -113,6 +115,50 @@ pub struct KvArgs {
     /// Run this long before measuring; operations completed then are not counted.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub ramp: Duration,
+    /// Print one JSON object with the results on stdout (progress still goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// How often to report progress.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub display_every: Duration,
+    /// Seed of the workload's random choices (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Threads of the load generator's runtime. One (the default) spends
+    /// the least CPU per operation, which matters when the generator shares
+    /// the machine with the servers it loads; either system is driven the
+    /// same way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+}
+
+impl LoadArgs {
+    /// The target, after checking the counts and durations make sense.
+    fn target(&self, default_endpoints: Vec<String>) -> anyhow::Result<Target> {
+        if self.clients == 0 {
+            bail!("--clients must be at least 1");
+        }
+        if self.duration.is_zero() || self.display_every.is_zero() {
+            bail!("--duration and --display-every must be positive");
+        }
+        Target::parse(self.target.as_deref(), default_endpoints)
+    }
+
+    /// The connections the clients share.
+    fn conns(&self) -> usize {
+        self.conns.unwrap_or(self.clients.div_ceil(16)).clamp(1, self.clients)
+    }
+
+    /// The seed, drawn from the clock if none was given.
+    fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Bytes per key (decimal key numbers, zero-padded).
     #[arg(long, default_value_t = 16)]
     pub key_size: usize,
@@ -125,21 +171,6 @@ pub struct KvArgs {
     /// Size of the key space; keys are drawn uniformly from it.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
-    /// Print one JSON object with the results on stdout (progress still goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// How often to report progress.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub display_every: Duration,
-    /// Seed of the key and value generator (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Threads of the load generator's runtime. One (the default) spends
-    /// the least CPU per operation, which matters when the generator shares
-    /// the machine with the servers it loads; either system is driven the
-    /// same way.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub threads: u16,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -201,8 +232,8 @@ pub fn run(args: WorkloadArgs, endpoints: Vec<String>) -> anyhow::Result<i32> {
     // Load generators run on `--threads` threads; init and check are
     // bounded by the cluster, and one thread does for them.
     let threads = match &args.command {
-        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => Some(kv.threads),
-        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => Some(b.threads),
+        WorkloadCommand::Run { workload: RunWorkload::Kv(kv) } => Some(kv.load.threads),
+        WorkloadCommand::Run { workload: RunWorkload::Bank(b) } => Some(b.load.threads),
         WorkloadCommand::Init { .. } | WorkloadCommand::Check { .. } => Some(1),
         WorkloadCommand::Probe(_) => None,
     };
@@ -630,25 +661,19 @@ pub struct KvReport {
 }
 
 async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<i32> {
-    let target = Target::parse(args.target.as_deref(), default_endpoints)?;
-    if args.clients == 0 {
-        bail!("--clients must be at least 1");
-    }
+    let load = &args.load;
+    let target = load.target(default_endpoints)?;
     if args.keys == 0 {
         bail!("--keys must be at least 1");
-    }
-    if args.duration.is_zero() || args.display_every.is_zero() {
-        bail!("--duration and --display-every must be positive");
     }
     let digits = (args.keys - 1).to_string().len();
     if args.key_size < digits {
         bail!("--key-size {} cannot hold {} distinct keys (needs {digits} bytes)", args.key_size, args.keys);
     }
-    let conns = args.conns.unwrap_or(args.clients.div_ceil(16)).clamp(1, args.clients);
-    let seed =
-        args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    let conns = load.conns();
+    let seed = load.seed();
     let cfg = Arc::new(KvConfig {
-        clients: args.clients,
+        clients: load.clients,
         conns,
         key_size: args.key_size,
         value_size: args.value_size,
@@ -668,16 +693,16 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         cfg.value_size,
         args.read_percent,
         cfg.keys,
-        args.ramp,
-        args.duration
+        load.ramp,
+        load.duration
     );
-    let shared = Arc::new(Shared { window: Window::new(args.ramp, args.duration), stats: Mutex::new(Stats::new()) });
+    let shared = Arc::new(Shared { window: Window::new(load.ramp, load.duration), stats: Mutex::new(Stats::new()) });
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..cfg.clients {
         workers.spawn(kv_client(i, driver.clone(), cfg.clone(), shared.clone()));
     }
     let abandoned =
-        shared.window.run(args.ramp + args.duration, args.display_every, ProgressLabels::OPS, &mut workers).await?;
+        shared.window.run(load.ramp + load.duration, load.display_every, ProgressLabels::OPS, &mut workers).await?;
     let client_cpu_cores = (cpu_time() - cpu_start.0) / cpu_start.1.elapsed().as_secs_f64();
 
     let elapsed_s = shared.window.elapsed_s();
@@ -696,13 +721,13 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         endpoints: target.endpoints().to_vec(),
         clients: cfg.clients,
         conns,
-        threads: args.threads,
+        threads: load.threads,
         key_size: cfg.key_size,
         value_size: cfg.value_size,
         read_percent: args.read_percent,
         keys: cfg.keys,
         seed,
-        ramp_s: args.ramp.as_secs_f64(),
+        ramp_s: load.ramp.as_secs_f64(),
         elapsed_s,
         ops: all.len(),
         errors: stats.read_errors + stats.write_errors,
@@ -715,7 +740,7 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         client_cpu_cores,
         error_kinds: stats.error_kinds,
     };
-    if args.json {
+    if load.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);

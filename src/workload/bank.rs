@@ -34,8 +34,8 @@
 
 use super::etcd;
 use super::{
-    count_kind, cpu_time, parse_duration, Driver, Latency, Place, ProgressLabels, Rng, Target, Window, ETCD_OP_TIMEOUT,
-    MAX_LATENCY_US,
+    count_kind, cpu_time, parse_duration, Driver, Latency, LoadArgs, Place, ProgressLabels, Rng, Target, Window,
+    ETCD_OP_TIMEOUT, MAX_LATENCY_US,
 };
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The key that records the bank's shape (JSON: accounts, balance).
 pub const META_KEY: &str = "bank-meta";
@@ -84,13 +84,9 @@ pub struct InitArgs {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// What to load: `pactdb://HOST:PORT,...` or `etcd://HOST:PORT,...`.
-    /// Default: the pactdb cluster the other commands find.
-    #[arg(long)]
-    pub target: Option<String>,
-    /// Closed-loop transfer clients; each has one transfer outstanding at a time.
-    #[arg(long, default_value_t = 16)]
-    pub clients: usize,
+    /// The system, the transfer clients and their connections, the window.
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Clients that audit all the time: read every account in one
     /// consistent read (on etcd one range), compare the total with accounts
     /// x balance. Each has a connection of its own.
@@ -101,16 +97,6 @@ pub struct RunArgs {
     /// would keep most transfers out). 0: back to back.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub audit_every: Duration,
-    /// Connections the transfer clients share, client i using connection i
-    /// mod N (as in `workload run kv`). Default: one per 16 clients.
-    #[arg(long)]
-    pub conns: Option<usize>,
-    /// How long to measure (e.g. 10s, 500ms, 2m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Run this long before measuring; transfers completed then are not counted.
-    #[arg(long, default_value = "0s", value_parser = parse_duration)]
-    pub ramp: Duration,
     /// A transfer moves a uniform amount in 1..=this, capped at the source's balance.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_amount: u64,
@@ -120,18 +106,6 @@ pub struct RunArgs {
     /// Initial balance of each account (default: what `workload init bank` recorded).
     #[arg(long)]
     pub balance: Option<u64>,
-    /// Print one JSON object with the results on stdout (progress still goes to stderr).
-    #[arg(long)]
-    pub json: bool,
-    /// How often to report progress.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub display_every: Duration,
-    /// Seed of the account and amount generator (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Threads of the load generator's runtime (as in `workload run kv`).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub threads: u16,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -871,14 +845,9 @@ pub struct BankReport {
 
 /// `workload run bank`.
 pub async fn run(args: RunArgs, default_endpoints: Vec<String>) -> anyhow::Result<i32> {
-    let target = Target::parse(args.target.as_deref(), default_endpoints)?;
-    if args.clients == 0 {
-        bail!("--clients must be at least 1");
-    }
-    if args.duration.is_zero() || args.display_every.is_zero() {
-        bail!("--duration and --display-every must be positive");
-    }
-    let conns = args.conns.unwrap_or(args.clients.div_ceil(16)).clamp(1, args.clients);
+    let load = &args.load;
+    let target = load.target(default_endpoints)?;
+    let conns = load.conns();
     let driver = Arc::new(Driver::connect(&target, conns + args.audit_clients).await?);
     let (bank, source) = resolve_bank(&driver.handle(0), args.accounts, args.balance).await?;
     if bank.accounts < 2 {
@@ -891,34 +860,33 @@ pub async fn run(args: RunArgs, default_endpoints: Vec<String>) -> anyhow::Resul
             bank.accounts
         );
     }
-    let seed =
-        args.seed.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64));
+    let seed = load.seed();
     let cfg = Arc::new(RunConfig { bank, conns, max_amount: args.max_amount, seed, audit_every: args.audit_every });
     let cpu_start = (cpu_time(), Instant::now());
     eprintln!(
         "workload bank: {}: {} transfer clients over {} connections, {} audit clients, {} accounts of {} ({source}), \
          amounts up to {}, ramp {:?}, duration {:?}",
         describe(&target),
-        args.clients,
+        load.clients,
         conns,
         args.audit_clients,
         bank.accounts,
         bank.balance,
         args.max_amount,
-        args.ramp,
-        args.duration
+        load.ramp,
+        load.duration
     );
     let shared =
-        Arc::new(BankShared { window: Window::new(args.ramp, args.duration), stats: Mutex::new(BankStats::new()) });
+        Arc::new(BankShared { window: Window::new(load.ramp, load.duration), stats: Mutex::new(BankStats::new()) });
     let mut workers = tokio::task::JoinSet::new();
-    for i in 0..args.clients {
+    for i in 0..load.clients {
         workers.spawn(transfer_client(i, driver.clone(), cfg.clone(), shared.clone()));
     }
     for i in 0..args.audit_clients {
         workers.spawn(audit_client(i, driver.clone(), cfg.clone(), shared.clone()));
     }
     let labels = ProgressLabels { done: "transfers", failed: "not committed" };
-    let abandoned = shared.window.run(args.ramp + args.duration, args.display_every, labels, &mut workers).await?;
+    let abandoned = shared.window.run(load.ramp + load.duration, load.display_every, labels, &mut workers).await?;
     let client_cpu_cores = (cpu_time() - cpu_start.0) / cpu_start.1.elapsed().as_secs_f64();
 
     let elapsed_s = shared.window.elapsed_s();
@@ -930,14 +898,14 @@ pub async fn run(args: RunArgs, default_endpoints: Vec<String>) -> anyhow::Resul
         workload: "bank",
         system: target.system(),
         endpoints: target.endpoints().to_vec(),
-        clients: args.clients,
+        clients: load.clients,
         conns,
-        threads: args.threads,
+        threads: load.threads,
         accounts: bank.accounts,
         balance: bank.balance,
         max_amount: args.max_amount,
         seed,
-        ramp_s: args.ramp.as_secs_f64(),
+        ramp_s: load.ramp.as_secs_f64(),
         elapsed_s,
         transfers,
         transfers_per_sec: rate(transfers),
@@ -971,7 +939,7 @@ pub async fn run(args: RunArgs, default_endpoints: Vec<String>) -> anyhow::Resul
         abandoned,
         client_cpu_cores,
     };
-    if args.json {
+    if load.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);

@@ -70,7 +70,6 @@ pub enum Applied {
 }
 
 impl StateMachine {
-
     /// Applies the next committed entry and says what it did. A passive
     /// entry carries its effects and response; an active entry carries the
     /// request, which is executed here, in log order, against this member's
