@@ -88,7 +88,7 @@ pub enum Command {
     Workload(crate::workload::WorkloadArgs),
     /// Deterministic simulation: every protocol under faults, from seeds,
     /// with checkers (linearizability, durability, convergence, leadership,
-    /// liveness). Prints `N passed, M failed`; exit 0 iff none failed.
+    /// atomicity, serializability, bank, liveness, agreement). Prints `N passed, M failed`; exit 0 iff none failed.
     Sim(pactdb_sim::SimArgs),
 }
 

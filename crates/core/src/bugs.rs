@@ -23,6 +23,10 @@ pub struct Bugs {
     /// An active-group member executes entries as soon as it holds them,
     /// before every member holds them (before they are stable).
     pub execute_before_stable: bool,
+    /// An active-group member does not remember the answers of reads, so a
+    /// retried read sequenced twice runs again and members answer it from
+    /// different executions.
+    pub rerun_retried_read: bool,
     /// This member's state silently goes wrong: every value it writes while
     /// executing an active-group request is altered.
     pub diverge_state: bool,

@@ -7,10 +7,10 @@
 
 use pactdb_core::bugs::Bugs;
 
-/// Every injectable bug, by its command-line name. `execute-before-stable`
-/// and `diverge-state` concern active groups only; the last six concern
-/// two-phase commit.
-const BUGS: [&str; 14] = [
+/// Every injectable bug, by its command-line name. `execute-before-stable`,
+/// `diverge-state` and `rerun-retried-read` concern active groups only; the
+/// last six concern two-phase commit.
+const BUGS: [&str; 15] = [
     "reply-before-replicated",
     "ack-before-fsync",
     "promote-without-cas",
@@ -19,6 +19,7 @@ const BUGS: [&str; 14] = [
     "keep-divergent-suffix",
     "execute-before-stable",
     "diverge-state",
+    "rerun-retried-read",
     "commit-without-all-votes",
     "decide-before-durable",
     "vote-before-prepared-durable",
@@ -44,6 +45,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
         "execute-before-stable" => bugs.execute_before_stable = true,
         "diverge-state" => bugs.diverge_state = true,
+        "rerun-retried-read" => bugs.rerun_retried_read = true,
         "commit-without-all-votes" => bugs.commit_without_all_votes = true,
         "decide-before-durable" => bugs.decide_before_durable = true,
         "vote-before-prepared-durable" => bugs.vote_before_prepared_durable = true,

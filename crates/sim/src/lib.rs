@@ -147,6 +147,8 @@
 //! * liveness: every operation and commit completes, promptly once healed,
 //!   and at the end no replica holds a prepared transaction, a lock or an
 //!   unfinished decision.
+//! * agreement: healthy members of an active group never answer one
+//!   request differently (as a voting front end sees them).
 //!
 //! Every run is bounded: at most five million events and thirty million log
 //! entries sent (a clean run needs a few percent of either); a run past a

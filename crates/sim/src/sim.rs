@@ -647,6 +647,8 @@ impl World {
             obs: &self.obs,
             finals: &finals,
             faulty: self.faulty,
+            dissents: self.dissents,
+            diverged_on_purpose: self.faulty.is_some() || self.bugs.diverge_state,
             heal_at: self.heal_at,
             end_at: self.now,
         };

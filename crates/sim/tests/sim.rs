@@ -28,6 +28,8 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// must be among those that catch it.
 fn meant_for(bug: &str) -> Option<&'static str> {
     match bug {
+        // Members answer a retried read from two executions.
+        "rerun-retried-read" => Some("agreement"),
         // A participant that voted no (or never prepared) is missing.
         "commit-without-all-votes" => Some("atomicity"),
         // A participant applies a decision before it is committed.

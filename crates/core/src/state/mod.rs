@@ -106,10 +106,11 @@ impl StateMachine {
                 for w in &writes {
                     self.kv.apply(w);
                 }
-                // A read changes nothing, so a retry of one may simply run
-                // again: remembering its answer (a copy of the value) would
-                // cost every member a record per read.
-                if !op.is_read() {
+                // Reads are remembered too: a retried read sequenced twice
+                // must get the first execution's answer, or a voting front
+                // end would see healthy members answer the same request
+                // differently (one from each execution).
+                if !(bugs.rerun_retried_read && op.is_read()) {
                     self.sessions.record(*id, e.index, response.clone());
                 }
                 Applied::Answered { id: *id, response }

@@ -7,6 +7,7 @@
 //! check: when a checker cannot decide (a search budget runs out), it
 //! reports a violation rather than a pass.
 
+pub mod agreement;
 pub mod atomicity;
 pub mod bank;
 pub mod convergence;
@@ -78,6 +79,12 @@ pub struct Facts<'a> {
     /// A member known to be faulty (the divergence demonstration), whose
     /// state the state checks leave out.
     pub faulty: Option<NodeId>,
+    /// Answers of active members that dissented from their group's
+    /// majority, as voting front ends reported them.
+    pub dissents: usize,
+    /// A member's state was made to go wrong on purpose (`faulty`, or the
+    /// `diverge_state` bug), so dissent is expected.
+    pub diverged_on_purpose: bool,
     /// When the quiet phase began (every fault healed).
     pub heal_at: Micros,
     /// When the run ended.
@@ -99,6 +106,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));
     v.extend(bank::check(facts.cluster, facts.history, facts.finals, facts.faulty));
     v.extend(liveness::check(facts.history, facts.finals, facts.heal_at, facts.end_at));
+    v.extend(agreement::check(facts.dissents, facts.diverged_on_purpose));
     v
 }
 
