@@ -19,11 +19,14 @@
 #
 # The `transfer` workload is the bank: ACCOUNTS accounts of BALANCE each are
 # created on both systems (`workload init bank`), CLIENTS closed-loop
-# clients over CONNS connections move money between random pairs of them
+# clients over TRANSFER_CONNS connections move money between random pairs of them
 # (`workload run bank`: read both, commit both only if neither changed;
 # on etcd two Ranges and one Txn comparing mod_revisions), and
 # `workload check bank` then checks the total (and, on pactdb, that no
 # prepared transaction or lock is left); a failed check fails the script.
+# TRANSFER_CONNS defaults to 8, not CONNS: both systems transfer fastest
+# over 8 connections on this machine (fewer, larger batches per wake-up;
+# BENCHMARKS.md has the sweep), and both get the same number.
 # Audit clients are off by default (AUDIT_CLIENTS): an audit is one Range on
 # etcd but ACCOUNTS reads and an ACCOUNTS-key commit on pactdb, so they
 # would weigh differently on the two systems; the check covers correctness.
@@ -34,6 +37,7 @@
 # the build).
 #
 # Knobs (environment): DURATION (15s), RAMP (2s), CLIENTS (256), CONNS (16),
+# TRANSFER_CONNS (8),
 # ONLY (run just these workloads, by name, e.g. "put-256" or "transfer"),
 # KEYS (100000), KEY_SIZE (16), VALUE_SIZE (128), ACCOUNTS (10000),
 # BALANCE (1000), AUDIT_CLIENTS (0), ETCD_PORTS
@@ -47,6 +51,7 @@ DURATION=${DURATION:-15s}
 RAMP=${RAMP:-2s}
 CLIENTS=${CLIENTS:-256}
 CONNS=${CONNS:-16}
+TRANSFER_CONNS=${TRANSFER_CONNS:-8}
 KEYS=${KEYS:-100000}
 KEY_SIZE=${KEY_SIZE:-16}
 VALUE_SIZE=${VALUE_SIZE:-128}
@@ -156,14 +161,14 @@ rm -f "$TMP/dsync-test"
 DSYNC_MS=$(awk -v s="${DSYNC_S:-0}" 'BEGIN {printf "%.3f", s * 1000 / 500}')
 echo "machine: $(nproc) cores ($CPU), ${MEM_GIB} GiB memory, disk $DISK, ${DSYNC_MS} ms per synchronous 4 KiB write; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "pactdb $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes'), etcd $ETCD_VERSION"
-echo "workloads: ${CLIENTS} clients over ${CONNS} connections and 1 client; ${KEY_SIZE} B keys, ${VALUE_SIZE} B values, ${KEYS} keys; transfers among ${ACCOUNTS} accounts of ${BALANCE}, ${AUDIT_CLIENTS} audit clients; ramp ${RAMP}, measured ${DURATION} each"
+echo "workloads: ${CLIENTS} clients over ${CONNS} connections (transfers: ${TRANSFER_CONNS}) and 1 client; ${KEY_SIZE} B keys, ${VALUE_SIZE} B values, ${KEYS} keys; transfers among ${ACCOUNTS} accounts of ${BALANCE}, ${AUDIT_CLIENTS} audit clients; ramp ${RAMP}, measured ${DURATION} each"
 
 # name clients conns read_percent ("-": the bank's transfers)
 WORKLOADS=(
     "put-${CLIENTS} ${CLIENTS} ${CONNS} 0"
     "put-1 1 1 0"
     "mixed-${CLIENTS} ${CLIENTS} ${CONNS} 50"
-    "transfer ${CLIENTS} ${CONNS} -"
+    "transfer ${CLIENTS} ${TRANSFER_CONNS} -"
 )
 if [ -n "${ONLY:-}" ]; then
     kept=()
