@@ -28,8 +28,10 @@
 # over 8 connections on this machine (fewer, larger batches per wake-up;
 # BENCHMARKS.md has the sweep), and both get the same number.
 # Audit clients are off by default (AUDIT_CLIENTS): an audit is one Range on
-# etcd but ACCOUNTS reads and an ACCOUNTS-key commit on pactdb, so they
-# would weigh differently on the two systems; the check covers correctness.
+# etcd, served from one revision, but on pactdb one consistent read of
+# ACCOUNTS keys that holds shared locks in every group while it reads, so
+# they would weigh differently on the two systems; the check covers
+# correctness. With AUDIT_CLIENTS > 0 the result line counts the audits.
 #
 # Traffic goes to 127.0.0.1 only. Everything lives in a temp dir that is
 # removed at the end (KEEP=1 keeps it), every process started here is
@@ -196,6 +198,9 @@ l = r["latency_ms"]
 cross = f", cross-group {r['cross_group_percent']:.1f}%" if r["cross_group_percent"] is not None else ""
 print(f"    {r['transfers_per_sec']:.0f} transfers/s, {r['aborts_per_sec']:.0f} aborts/s, {r['errors']} errors, {r['unknown']} unknown, "
       f"p50 {l['p50']:.3f} ms, p99 {l['p99']:.3f} ms{cross}, {r['audits']['anomalies']} anomalies")
+a = r["audits"]
+if a["clients"]:
+    print(f"    audits: {a['committed']} committed, {a['aborted']} aborted, {a['errors']} errors")
 EOF
     log "$system: checking the bank"
     if "$PACTDB" workload check bank --target "$target" >"$TMP/check-$system-$name.log" 2>&1; then
