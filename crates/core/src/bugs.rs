@@ -10,6 +10,10 @@
 pub struct Bugs {
     /// The primary answers before every backup acked the entry.
     pub reply_before_replicated: bool,
+    /// The primary answers some writes it executed (every third request of
+    /// a client) with a definite refusal (`BelowMinMembers`) instead of
+    /// their result: the client is told a write that ran never did.
+    pub refuse_executed_write: bool,
     /// A backup acks entries before they are durable.
     pub ack_before_fsync: bool,
     /// A backup makes itself primary without winning the view CAS.

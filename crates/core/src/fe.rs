@@ -63,6 +63,36 @@ impl std::fmt::Display for FeError {
 
 impl std::error::Error for FeError {}
 
+impl FeError {
+    /// Whether the operation certainly never took effect and never will:
+    /// the front end never sent it, or the cluster refused it for a reason
+    /// that would have refused every attempt alike (the request is invalid)
+    /// or that a primary gives only after it found no earlier attempt run or
+    /// pending (`BelowMinMembers` is checked after the session table and the
+    /// uncommitted suffix). A timeout is not, and neither is
+    /// `SessionExpired`: it refuses a retry whose earlier attempt may have
+    /// run before the session table forgot it.
+    pub fn never_ran(&self) -> bool {
+        match self {
+            FeError::Refused(e) => match e {
+                ClientError::KeyTooLarge { .. }
+                | ClientError::ValueTooLarge { .. }
+                | ClientError::BelowMinMembers { .. }
+                | ClientError::InvalidTransaction { .. }
+                | ClientError::Malformed { .. }
+                | ClientError::UnknownGroup { .. } => true,
+                ClientError::SessionExpired
+                | ClientError::NotLeader { .. }
+                | ClientError::StaleEpoch { .. }
+                | ClientError::Busy
+                | ClientError::Unavailable { .. } => false,
+            },
+            FeError::TooManyOutstanding | FeError::NoClusterMap => true,
+            FeError::Timeout { .. } => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeEffect {
     /// Send `msg` to node `to`; its answer comes back through `on_reply`.

@@ -10,8 +10,9 @@ use pactdb_core::bugs::Bugs;
 /// Every injectable bug, by its command-line name. `execute-before-stable`,
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// last six concern two-phase commit.
-const BUGS: [&str; 15] = [
+const BUGS: [&str; 16] = [
     "reply-before-replicated",
+    "refuse-executed-write",
     "ack-before-fsync",
     "promote-without-cas",
     "skip-dedup",
@@ -38,6 +39,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
     let mut bugs = Bugs::default();
     match name {
         "reply-before-replicated" => bugs.reply_before_replicated = true,
+        "refuse-executed-write" => bugs.refuse_executed_write = true,
         "ack-before-fsync" => bugs.ack_before_fsync = true,
         "promote-without-cas" => bugs.promote_without_cas = true,
         "skip-dedup" => bugs.skip_dedup = true,

@@ -19,10 +19,19 @@ pub enum Outcome {
     Pending,
     /// The cluster answered.
     Ok(OpResult),
-    /// The front end gave up or the cluster refused. A write that failed
-    /// this way may or may not have taken effect, so checkers treat it as
-    /// indeterminate; a read that failed tells nothing.
+    /// The front end gave up, or the cluster refused it in a way that does
+    /// not prove it never ran (`FeError::never_ran` is false: a timeout, or
+    /// a retry answered `SessionExpired` whose earlier attempt may have
+    /// run). A write that failed this way may or may not have taken effect,
+    /// so checkers treat it as indeterminate; a read that failed tells
+    /// nothing.
     Failed(String),
+    /// The cluster or the front end refused it definitely
+    /// (`FeError::never_ran`: the request was invalid, the group was below
+    /// its `min_members`, it was never sent): it never took effect and never
+    /// will, and checkers hold it to that. A read refused this way tells
+    /// nothing.
+    Refused(String),
 }
 
 #[derive(Clone, Debug)]
@@ -54,9 +63,15 @@ impl OpRecord {
     }
 
     /// A write whose effect is unknown: it may take effect at any time after
-    /// its invocation, or never.
+    /// its invocation, or never. A definitely refused write is not one: it
+    /// never takes effect.
     pub fn is_indeterminate_write(&self) -> bool {
-        self.is_write() && !matches!(self.outcome, Outcome::Ok(_))
+        self.is_write() && matches!(self.outcome, Outcome::Pending | Outcome::Failed(_))
+    }
+
+    /// A write the client was told definitely never took effect.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.outcome, Outcome::Refused(_))
     }
 
     pub fn result(&self) -> Option<&OpResult> {

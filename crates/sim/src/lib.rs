@@ -131,7 +131,12 @@
 //! * linearizability per key (and exactly-once), with transactions' writes
 //!   fed in as writes: a committed one at the version its commit reported,
 //!   one of unknown outcome as indeterminate, an aborted one not at all (so
-//!   reading its value fails);
+//!   reading its value fails). A client error is definite or not
+//!   (`FeError::never_ran`): a write refused definitely (an invalid
+//!   request, a group below `min_members`, never sent) is checked as never
+//!   having happened, a timeout or `SessionExpired` as indeterminate. The
+//!   optimised search is compared with a plain one on thousands of random
+//!   small histories (`check::linearizability` tests);
 //! * atomicity: a transaction's writes take effect in every group or none,
 //!   in the committed logs and in the final state, and no value of one that
 //!   did not commit is ever read or held;

@@ -421,6 +421,7 @@ impl Client {
                 self.last_version.insert(key, seen);
                 Outcome::Ok(r)
             }
+            Err(e) if e.never_ran() => Outcome::Refused(e.to_string()),
             Err(e) => Outcome::Failed(e.to_string()),
         };
         let read = match (&outcome, self.task.is_some()) {

@@ -15,7 +15,7 @@ use crate::state::op::OpResult;
 use crate::state::{Applied, Snapshot};
 use crate::types::RequestId;
 use crate::types::{Epoch, Index, Millis, NodeId, View};
-use crate::wire::{ClientReply, PeerBody};
+use crate::wire::{ClientError, ClientReply, PeerBody};
 
 impl Replica {
     /// Sends whatever each backup is missing, bounded by the in-flight window.
@@ -241,6 +241,13 @@ impl Replica {
         self.answer_awaiting(ctx.out, id, response);
         if let Some(ws) = self.waiters.remove(&index) {
             for (token, id) in ws {
+                let written = matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. });
+                if self.bugs.refuse_executed_write && written && id.seq % 3 == 0 {
+                    let members = self.view.as_ref().map_or(0, |v| v.members.len());
+                    let refusal = ClientError::BelowMinMembers { members, min_members: members + 1 };
+                    ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal) });
+                    continue;
+                }
                 ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
             }
         }

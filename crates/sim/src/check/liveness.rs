@@ -35,7 +35,7 @@ pub fn check(history: &History, finals: &[FinalReplica], heal_at: Micros, end_at
         };
         match (&o.outcome, o.complete_us) {
             (Outcome::Pending, _) => v.push(late("never completed")),
-            (Outcome::Failed(e), Some(_)) if o.invoke_us >= settled => {
+            (Outcome::Failed(e) | Outcome::Refused(e), Some(_)) if o.invoke_us >= settled => {
                 v.push(late(&format!("after the cluster healed failed: {e}")))
             }
             (Outcome::Ok(_), Some(done)) if o.invoke_us >= settled && done - o.invoke_us > BOUND_MS * 1_000 => {
