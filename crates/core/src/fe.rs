@@ -338,7 +338,7 @@ impl FrontEnd {
                 }
                 self.on_result(now, rng, id.seq, from, result);
             }
-            ClientReply::Status(_) | ClientReply::Bootstrapped(_) => {}
+            ClientReply::Status(_) | ClientReply::Bootstrapped(_) | ClientReply::NodeInfo { .. } => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending
