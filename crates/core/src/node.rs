@@ -237,7 +237,11 @@ impl Node {
         for input in inputs {
             match input {
                 Input::Tick => self.on_tick(&mut requests),
-                Input::Peer(msg) => self.on_peer(&mut requests, msg),
+                Input::Peer(msg) => {
+                    if self.is_plausible(&msg) {
+                        self.on_peer(&mut requests, msg)
+                    }
+                }
                 Input::Client { token, msg } => self.on_client(&mut requests, token, msg),
                 Input::Persisted { lsn } => self.on_persisted(&mut requests, lsn),
             }
@@ -348,6 +352,35 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether a peer message's views and config values could come from a
+    /// correct peer: well formed, and of a group and nodes of the cluster
+    /// map once it is known. Anything else is dropped whole (a faulty or
+    /// corrupted peer; a correct one never sends it), never taken in and
+    /// never a panic later.
+    fn is_plausible(&self, msg: &PeerMsg) -> bool {
+        let view_ok = |v: &View| {
+            v.is_well_formed()
+                && self.cluster.as_ref().is_none_or(|c| {
+                    c.groups.iter().any(|g| g.id == v.group) && v.members.iter().all(|m| c.nodes.contains_key(m))
+                })
+        };
+        let value_ok = |value: &ConfigValue| match value {
+            ConfigValue::View(v) => view_ok(v),
+            ConfigValue::Cluster(c) => c.validate().is_ok(),
+        };
+        msg.from != self.cfg.id
+            && match &msg.body {
+                PeerBody::Promise { accepted: Some((_, value)), .. } | PeerBody::Accept { value, .. } => {
+                    value_ok(value)
+                }
+                PeerBody::ViewAnnounce { view }
+                | PeerBody::StaleEpoch { view }
+                | PeerBody::Append { view, .. }
+                | PeerBody::InstallSnapshot { view, .. } => view_ok(view),
+                _ => true,
+            }
     }
 
     fn on_peer(&mut self, requests: &mut Requests, msg: PeerMsg) {

@@ -64,6 +64,21 @@ impl View {
         self.members.contains(&node)
     }
 
+    /// Whether this could be a view the config store holds: every view
+    /// there is an initial view of a valid map or `next` of one, so its
+    /// members are sorted, distinct, bounded and include its leader. A view
+    /// from a peer that is not is dropped with its message: adopting one
+    /// (a leader outside its members) tripped `next`'s assertion later
+    /// (found by the fuzzer).
+    pub fn is_well_formed(&self) -> bool {
+        self.epoch >= 1
+            && !self.members.is_empty()
+            && self.members.len() <= crate::limits::MAX_NODES
+            && self.members.windows(2).all(|w| w[0] < w[1])
+            && self.members.contains(&self.leader)
+            && (1..=crate::limits::MAX_NODES).contains(&self.min_members)
+    }
+
     /// The next view: same group and mode, epoch plus one.
     pub fn next(&self, leader: NodeId, mut members: Vec<NodeId>) -> View {
         members.sort_unstable();
