@@ -133,15 +133,13 @@ fn wal_recovery_from_arbitrary_bytes_never_panics() {
         let dir = tmp.path().join(format!("case-{case}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(&name), &bytes).unwrap();
-        match Wal::open(&dir, WalOptions::default()) {
-            Ok((_, raw)) => {
-                for r in raw {
-                    // The runtime refuses to start on a record that passes
-                    // its checksum but does not decode; either way, no panic.
-                    let _ = wire::decode::<WalRecord>(&r);
-                }
+        // An I/O error is an answer too; only a panic fails.
+        if let Ok((_, raw)) = Wal::open(&dir, WalOptions::default()) {
+            for r in raw {
+                // The runtime refuses to start on a record that passes its
+                // checksum but does not decode; either way, no panic.
+                let _ = wire::decode::<WalRecord>(&r);
             }
-            Err(_) => {}
         }
         std::fs::remove_dir_all(&dir).unwrap();
     });
