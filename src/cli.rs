@@ -44,6 +44,12 @@ pub enum Command {
     /// Start a local cluster on 127.0.0.1 as child processes, bootstrap it,
     /// and keep it running until Ctrl-C.
     Demo(crate::demo::DemoArgs),
+    /// Initialise a cluster of nodes started by hand with `pactdb node`:
+    /// asks every node of --endpoints (all of them, client addresses) who it
+    /// is, checks they were started with the same --peers, and stores the
+    /// cluster map and the groups' first views. Running it again with the
+    /// same nodes and options is harmless; other options are refused.
+    Bootstrap(crate::bootstrap::BootstrapArgs),
     /// Write a value.
     Put { key: String, value: String },
     /// Read a value (exit code 3 if the key does not exist).
@@ -247,6 +253,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Node(args) => run_node(args),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Bootstrap(args) => runtime().block_on(crate::bootstrap::run(args, cli.endpoints.clone())),
         Command::Workload(args) => crate::workload::run(args, endpoints),
         Command::Sim(args) => Ok(pactdb_sim::run_cli(args)),
         cmd => runtime().block_on(client_command(endpoints, cmd)),
@@ -389,7 +396,7 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         Command::TxnStatus { txn, json } => return txn_status(&client, txn, json).await,
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
         Command::Txn(_) => unreachable!("handled before connecting"),
-        Command::Node(_) | Command::Demo(_) | Command::Workload(_) | Command::Sim(_) => {
+        Command::Node(_) | Command::Demo(_) | Command::Bootstrap(_) | Command::Workload(_) | Command::Sim(_) => {
             unreachable!("handled in run")
         }
     }

@@ -3,9 +3,9 @@
 //! tests and scripts find the nodes and know how to restart one.
 
 use anyhow::{bail, Context};
-use pactdb_client::{call, Client, Error};
+use pactdb_client::{Client, Error};
 use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs, NodeId, View};
-use pactdb_core::wire::{ClientMsg, ClientReply, NodeStatus, ReplicaStatus};
+use pactdb_core::wire::{NodeStatus, ReplicaStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,6 +31,16 @@ pub struct DemoArgs {
     /// How many nodes (1 to 9).
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+}
+
+/// The groups of a new cluster (`demo` and `bootstrap`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LayoutArgs {
     /// How many replica groups.
     #[arg(long, default_value_t = 3)]
     pub groups: u32,
@@ -48,9 +58,6 @@ pub struct DemoArgs {
     /// Writes are refused while a group's view has fewer members than this.
     #[arg(long, default_value_t = 1)]
     pub min_members: usize,
-    /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
-    #[arg(long, default_value_t = 0)]
-    pub port_offset: u16,
 }
 
 /// What `cluster.json` holds for one node.
@@ -74,7 +81,7 @@ pub struct ClusterInfo {
 
 /// The demo's layout: `groups` groups of `replicas` members, placed round
 /// robin so the leaders (first placed node) spread over the nodes.
-pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, args: &DemoArgs) -> ClusterMap {
+pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, args: &LayoutArgs) -> ClusterMap {
     let (groups, replicas, min_members) = (args.groups, args.replicas, args.min_members);
     let first_active = groups.saturating_sub(args.active_groups);
     let ids: Vec<NodeId> = nodes.keys().copied().collect();
@@ -118,7 +125,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     if args.nodes == 0 || args.nodes > 9 {
         bail!("--nodes must be 1 to 9");
     }
-    if args.replicas == 0 || args.replicas > args.nodes as usize {
+    if args.layout.replicas == 0 || args.layout.replicas > args.nodes as usize {
         bail!("--replicas must be 1 to --nodes");
     }
     std::fs::create_dir_all(&args.data_dir)?;
@@ -180,7 +187,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
             let _ = c.wait();
         }
     };
-    let cluster = layout(&addrs, &args);
+    let cluster = layout(&addrs, &args.layout);
     let info = ClusterInfo { nodes: nodes.clone(), cluster: cluster.clone() };
     if let Err(e) = bootstrap(&info) {
         stop(&mut children);
@@ -191,11 +198,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
     println!(
         "pactdb demo: {} nodes, {} groups of {} members ({} passive, {} active{})",
         args.nodes,
-        args.groups,
-        args.replicas.min(args.nodes as usize),
-        args.groups - args.active_groups.min(args.groups),
-        args.active_groups.min(args.groups),
-        if args.voting { ", voting" } else { "" }
+        args.layout.groups,
+        args.layout.replicas.min(args.nodes as usize),
+        args.layout.groups - args.layout.active_groups.min(args.layout.groups),
+        args.layout.active_groups.min(args.layout.groups),
+        if args.layout.voting { ", voting" } else { "" }
     );
     for n in &nodes {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
@@ -215,43 +222,8 @@ fn bootstrap(info: &ClusterInfo) -> anyhow::Result<()> {
             .with_context(|| format!("node {} did not start; see {}", n.id, n.log.display()))?;
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = String::new();
-        'boot: while Instant::now() < deadline {
-            for n in &info.nodes {
-                match call(&n.client, &ClientMsg::Bootstrap { cluster: info.cluster.clone() }, Duration::from_secs(5))
-                    .await
-                {
-                    Ok(ClientReply::Bootstrapped(Ok(()))) => break 'boot,
-                    Ok(ClientReply::Bootstrapped(Err(e))) if e.contains("different map") => bail!("{e}"),
-                    Ok(other) => last = format!("{other:?}"),
-                    Err(e) => last = e.to_string(),
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("bootstrap did not complete: {last}");
-        }
-        // Wait until every group has a primary that serves reads.
-        let endpoints: Vec<String> = info.nodes.iter().map(|n| n.client.clone()).collect();
-        let client = Client::connect(&endpoints).await?;
-        for g in &info.cluster.groups {
-            let key = (0u64..)
-                .map(|i| format!("probe-{i}"))
-                .find(|k| info.cluster.group_of(k.as_bytes()) == g.id)
-                .expect("some key maps to every group");
-            let mut ok = false;
-            while Instant::now() < deadline && !ok {
-                ok = client.get(key.clone()).await.is_ok();
-            }
-            if !ok {
-                bail!("group {} has no serving primary", g.id);
-            }
-        }
-        Ok(())
-    })
+    let endpoints: Vec<String> = info.nodes.iter().map(|n| n.client.clone()).collect();
+    rt.block_on(crate::bootstrap::init_cluster(&info.cluster, &endpoints, Duration::from_secs(30)))
 }
 
 fn wait_for_signal() {

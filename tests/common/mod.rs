@@ -58,6 +58,15 @@ impl TestCluster {
     /// Starts `n` nodes with `passive` passive groups followed by `active`
     /// active groups (voting if `voting`).
     pub async fn start_mixed(n: u64, passive: u32, active: u32, voting: bool, extra_args: &[&str]) -> TestCluster {
+        let c = Self::spawn_mixed(n, passive, active, voting, extra_args);
+        c.bootstrap().await;
+        c
+    }
+
+    /// Starts the nodes of `start_mixed` without bootstrapping them, as an
+    /// operator who runs `pactdb node` by hand; `map` is the map the test
+    /// means them to get.
+    pub fn spawn_mixed(n: u64, passive: u32, active: u32, voting: bool, extra_args: &[&str]) -> TestCluster {
         let groups = passive + active;
         let tmp = tempfile::tempdir().unwrap();
         let mut nodes = BTreeMap::new();
@@ -111,7 +120,6 @@ impl TestCluster {
         for id in ids {
             c.restart(id);
         }
-        c.bootstrap().await;
         c
     }
 

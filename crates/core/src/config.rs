@@ -221,6 +221,14 @@ impl Proposer {
         }
     }
 
+    /// The acceptors changed (the node learned the cluster map). Rounds
+    /// already running finish against the old set; new ones use this.
+    pub fn set_acceptors(&mut self, acceptors: Vec<NodeId>) {
+        if !acceptors.is_empty() {
+            self.acceptors = acceptors;
+        }
+    }
+
     /// Recovery: an earlier incarnation reserved rounds up to `upto`.
     pub fn recover_rounds(&mut self, upto: u64) {
         self.highest_round_seen = self.highest_round_seen.max(upto);

@@ -368,7 +368,7 @@ impl FrontEnd {
                 }
                 self.on_result(now, rng, id.seq, from, result);
             }
-            ClientReply::Status(_) | ClientReply::Bootstrapped(_) => {}
+            ClientReply::Status(_) | ClientReply::Bootstrapped(_) | ClientReply::NodeInfo { .. } => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending

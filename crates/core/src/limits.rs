@@ -38,6 +38,9 @@ pub const MAX_SESSIONS: usize = 100_000;
 pub const MAX_GROUPS: usize = 64;
 /// Nodes in one cluster (and members in one group).
 pub const MAX_NODES: usize = 64;
+/// Acceptors of the config store: the first this many nodes by id. Five
+/// survive two failures; more would only slow every proposal down.
+pub const MAX_CONFIG_MEMBERS: usize = 5;
 /// Config-store operations a node queues per register while one is running.
 pub const MAX_CONFIG_QUEUE: usize = 64;
 /// Effects a node holds back while they wait for a `Persisted` input.

@@ -11,7 +11,7 @@ use crate::bugs::Bugs;
 use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
 use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, TxnTiming};
-use crate::types::{ClusterMap, GroupId, Millis, NodeId, View};
+use crate::types::{config_members_of, ClusterMap, GroupId, Millis, NodeId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,9 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// Every node of the cluster (announcements go to all of them).
+    /// Every node of the cluster (announcements go to all of them). From
+    /// the runtime's peer list until the node knows the cluster map, then
+    /// the map's nodes.
     pub nodes: Vec<NodeId>,
-    /// The config store's acceptors (at most 5; a majority must be up).
+    /// The config store's acceptors (at most 5; a majority must be up):
+    /// likewise from the peer list, then from the cluster map.
     pub config_members: Vec<NodeId>,
     pub passive: ReplicaTiming,
     pub txn: TxnTiming,
@@ -40,7 +43,7 @@ impl NodeConfig {
     pub fn new(id: NodeId, mut nodes: Vec<NodeId>) -> NodeConfig {
         nodes.sort_unstable();
         nodes.dedup();
-        let config_members = nodes.iter().copied().take(5).collect();
+        let config_members = config_members_of(nodes.iter().copied());
         NodeConfig {
             id,
             nodes,
@@ -150,6 +153,7 @@ impl Node {
                     node.caught_up.insert(group);
                 }
                 WalRecord::ProposerRounds { upto } => node.proposer.recover_rounds(upto),
+                WalRecord::Cluster { map } => node.adopt_cluster(map),
             }
         }
         if wal_was_cut {
@@ -233,7 +237,11 @@ impl Node {
         for input in inputs {
             match input {
                 Input::Tick => self.on_tick(&mut requests),
-                Input::Peer(msg) => self.on_peer(&mut requests, msg),
+                Input::Peer(msg) => {
+                    if self.is_plausible(&msg) {
+                        self.on_peer(&mut requests, msg)
+                    }
+                }
                 Input::Client { token, msg } => self.on_client(&mut requests, token, msg),
                 Input::Persisted { lsn } => self.on_persisted(&mut requests, lsn),
             }
@@ -344,6 +352,35 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether a peer message's views and config values could come from a
+    /// correct peer: well formed, and of a group and nodes of the cluster
+    /// map once it is known. Anything else is dropped whole (a faulty or
+    /// corrupted peer; a correct one never sends it), never taken in and
+    /// never a panic later.
+    fn is_plausible(&self, msg: &PeerMsg) -> bool {
+        let view_ok = |v: &View| {
+            v.is_well_formed()
+                && self.cluster.as_ref().is_none_or(|c| {
+                    c.groups.iter().any(|g| g.id == v.group) && v.members.iter().all(|m| c.nodes.contains_key(m))
+                })
+        };
+        let value_ok = |value: &ConfigValue| match value {
+            ConfigValue::View(v) => view_ok(v),
+            ConfigValue::Cluster(c) => c.validate().is_ok(),
+        };
+        msg.from != self.cfg.id
+            && match &msg.body {
+                PeerBody::Promise { accepted: Some((_, value)), .. } | PeerBody::Accept { value, .. } => {
+                    value_ok(value)
+                }
+                PeerBody::ViewAnnounce { view }
+                | PeerBody::StaleEpoch { view }
+                | PeerBody::Append { view, .. }
+                | PeerBody::InstallSnapshot { view, .. } => view_ok(view),
+                _ => true,
+            }
     }
 
     fn on_peer(&mut self, requests: &mut Requests, msg: PeerMsg) {
@@ -483,11 +520,29 @@ impl Node {
         }
     }
 
+    /// Takes the cluster map read from the config store; the first time,
+    /// persists it, so a restart knows the cluster's nodes and acceptors
+    /// without trusting its flags.
     fn learn_cluster(&mut self, cluster: ClusterMap) {
+        if self.cluster.as_ref() == Some(&cluster) {
+            return;
+        }
+        self.out.persist(WalRecord::Cluster { map: cluster.clone() });
+        self.adopt_cluster(cluster);
+    }
+
+    /// Makes the map this node's truth: its replicas, the nodes it
+    /// announces to, and the config store's acceptors. Flags that named
+    /// others (the runtime refuses to go on with them) must not leave this
+    /// node counting majorities of a different acceptor set.
+    fn adopt_cluster(&mut self, cluster: ClusterMap) {
         let me = self.cfg.id;
         for g in cluster.groups.iter().filter(|g| g.placement.contains(&me)) {
             self.replica_mut(g.id);
         }
+        self.cfg.nodes = cluster.nodes.keys().copied().collect();
+        self.cfg.config_members = cluster.config_members();
+        self.proposer.set_acceptors(self.cfg.config_members.clone());
         self.cluster = Some(cluster);
     }
 
@@ -595,6 +650,11 @@ impl Node {
                     ClientReply::Views { cluster: self.cluster.clone(), views: self.views.values().cloned().collect() };
                 self.out.reply(token, reply);
             }
+            ClientMsg::GetNodeInfo => {
+                // The runtime answers it; the core knows no addresses.
+                let reason = "node info is answered by the node's runtime".to_string();
+                self.out.reply(token, ClientReply::ProtocolError { reason });
+            }
             ClientMsg::GetStatus => {
                 let now = self.out.now;
                 let status =
@@ -604,6 +664,18 @@ impl Node {
             ClientMsg::Bootstrap { cluster } => {
                 if let Err(e) = cluster.validate() {
                     return self.out.reply(token, ClientReply::Bootstrapped(Err(e)));
+                }
+                // The map is written through this node's proposer, to the
+                // acceptors its own peer list names; a map naming other
+                // nodes would name other acceptors, and the majorities
+                // would not need to overlap.
+                let named: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+                if named != self.cfg.nodes {
+                    let reason = format!(
+                        "the map names nodes {named:?}, but node {} knows nodes {:?} (its --peers or its stored map)",
+                        self.cfg.id, self.cfg.nodes
+                    );
+                    return self.out.reply(token, ClientReply::Bootstrapped(Err(reason)));
                 }
                 self.bootstraps.push(BootstrapState { token, cluster: cluster.clone(), pending: BTreeSet::new() });
                 self.proposer.propose(

@@ -64,6 +64,21 @@ impl View {
         self.members.contains(&node)
     }
 
+    /// Whether this could be a view the config store holds: every view
+    /// there is an initial view of a valid map or `next` of one, so its
+    /// members are sorted, distinct, bounded and include its leader. A view
+    /// from a peer that is not is dropped with its message: adopting one
+    /// (a leader outside its members) tripped `next`'s assertion later
+    /// (found by the fuzzer).
+    pub fn is_well_formed(&self) -> bool {
+        self.epoch >= 1
+            && !self.members.is_empty()
+            && self.members.len() <= crate::limits::MAX_NODES
+            && self.members.windows(2).all(|w| w[0] < w[1])
+            && self.members.contains(&self.leader)
+            && (1..=crate::limits::MAX_NODES).contains(&self.min_members)
+    }
+
     /// The next view: same group and mode, epoch plus one.
     pub fn next(&self, leader: NodeId, mut members: Vec<NodeId>) -> View {
         members.sort_unstable();
@@ -100,6 +115,16 @@ pub struct GroupSpec {
     pub voting: bool,
 }
 
+/// The config store's acceptors among `nodes`: the first
+/// `MAX_CONFIG_MEMBERS` by id.
+pub fn config_members_of(nodes: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+    let mut nodes: Vec<NodeId> = nodes.into_iter().collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes.truncate(crate::limits::MAX_CONFIG_MEMBERS);
+    nodes
+}
+
 /// The cluster map, stored in the config store's `cluster` register.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
@@ -128,6 +153,46 @@ impl ClusterMap {
                 View { group: g.id, epoch: 1, mode: g.mode, leader, members, min_members: g.min_members }
             })
             .collect()
+    }
+
+    /// The config store's acceptors: the first `MAX_CONFIG_MEMBERS` nodes of
+    /// the map by id. Once a node knows the map, this (and not its own
+    /// flags) says who the acceptors are, so every node agrees on them and
+    /// any two majorities overlap.
+    pub fn config_members(&self) -> Vec<NodeId> {
+        config_members_of(self.nodes.keys().copied())
+    }
+
+    /// Whether a node's peer list (`--peers`: id and peer address of every
+    /// node) describes this map: the same nodes at the same peer addresses.
+    /// The error says what differs and the list that would agree.
+    pub fn check_peers(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), String> {
+        let same_addr = |a: &str, b: &str| match (a.parse::<std::net::SocketAddr>(), b.parse::<std::net::SocketAddr>())
+        {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        };
+        let mut diffs = Vec::new();
+        for (id, a) in &self.nodes {
+            match peers.get(id) {
+                None => diffs.push(format!("node {id} ({}) is missing", a.peer)),
+                Some(p) if !same_addr(p, &a.peer) => diffs.push(format!("node {id} is at {p}, not {}", a.peer)),
+                Some(_) => {}
+            }
+        }
+        for (id, p) in peers {
+            if !self.nodes.contains_key(id) {
+                diffs.push(format!("node {id} ({p}) is not in the cluster"));
+            }
+        }
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        let wanted = self.nodes.iter().map(|(id, a)| format!("{id}={}", a.peer)).collect::<Vec<_>>().join(",");
+        Err(format!(
+            "the peer list disagrees with the stored cluster map: {}; the map's list is {wanted}",
+            diffs.join("; ")
+        ))
     }
 
     /// Checks the map is usable: groups exist, placements name known nodes.

@@ -65,3 +65,33 @@ fn appends_no_correct_primary_sends_are_dropped() {
     assert!(fx.iter().any(|e| matches!(e, Effect::Persist { .. })), "{fx:#?}");
     assert_eq!(log_of(&h, 2), vec![(epoch, 1), (epoch, 2)]);
 }
+
+/// An append whose `prev_index` lies below the backup's compacted base skips
+/// the previous-entry check (the backup no longer knows that entry); its
+/// entries must still agree with the base, or an entry of an older epoch
+/// would follow it (found by review: it tripped `Log::append`'s epoch
+/// assertion). A correct primary's append below the base is still taken.
+#[test]
+fn append_below_the_compacted_base_must_agree_with_it() {
+    use pactdb_core::state::{Snapshot, StateMachine};
+    let mut h = Harness::three_nodes();
+    let epoch = h.view(node(2)).epoch;
+    let view = h.view(node(2));
+    let snapshot = Box::new(Snapshot { index: 10, epoch, state: StateMachine::default() });
+    let sent_ms = h.now;
+    h.inject(node(2), node(1), PeerBody::InstallSnapshot { view, snapshot, sent_ms });
+    h.persist_all();
+    assert_eq!(h.replica(node(2)).log().base_index(), 10);
+    assert_eq!(h.replica(node(2)).commit_index(), 10);
+
+    // Entries 9..=11 of epoch 1 after (8, 1): entry 10 contradicts the
+    // base (epoch 2), and entry 11 would go back an epoch.
+    let fx = append(&mut h, 8, epoch - 1, vec![entry(epoch - 1, 9), entry(epoch - 1, 10), entry(epoch - 1, 11)]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Persist { .. })), "nothing is written: {fx:#?}");
+    assert_eq!(h.replica(node(2)).last_index(), 10, "the log is unchanged");
+
+    // The same positions as a correct primary has them are taken.
+    let fx = append(&mut h, 8, epoch, vec![entry(epoch, 9), entry(epoch, 10), entry(epoch, 11)]);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Persist { .. })), "{fx:#?}");
+    assert_eq!(log_of(&h, 2), vec![(epoch, 11)]);
+}

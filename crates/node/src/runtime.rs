@@ -76,6 +76,23 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         })?;
         records.push(rec);
     }
+    // Once bootstrapped, the stored cluster map says who the peers and the
+    // config store's acceptors are. Flags that disagree would make this node
+    // count majorities of another set of acceptors (or talk to nodes at the
+    // wrong addresses), so it refuses to start rather than guess.
+    let peer_list = peer_strings(&opts.peers);
+    if let Some(map) = records.iter().rev().find_map(|r| match r {
+        WalRecord::Cluster { map } => Some(map),
+        _ => None,
+    }) {
+        map.check_peers(&peer_list).map_err(|e| {
+            anyhow::anyhow!(
+                "node {}: {e} (stored in {} at bootstrap); refusing to start: give --peers as the map has them",
+                opts.id,
+                wal_dir.display()
+            )
+        })?;
+    }
     let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());
     if let Some(n) = opts.log_retain_entries {
         cfg.log_retain_entries = n;
@@ -86,6 +103,9 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     // With a cut, the node's first record (lsn n + 1) is its `WalCut`.
     let mut cut_lsn = was_cut.then_some(n_records as u64 + 1);
     let mut node = Node::recover(cfg, seed, Bugs::default(), records, was_cut);
+    // A node that learns the map while running checks its flags then too.
+    let mut map_checked = node.cluster().is_some();
+    let mut result = Ok(());
     tracing::info!(node = opts.id, records = n_records, was_cut, "recovered from the WAL");
 
     let (persisted_tx, mut persisted_rx) = mpsc::unbounded_channel::<u64>();
@@ -107,6 +127,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     .await?;
     tracing::info!(node = opts.id, peer = %net.local_peer_addr(), client = %net.local_client_addr(), "listening");
 
+    let me = Identity { id: opts.id, peers: peer_list.clone() };
     let start = Instant::now();
     let mut inline_paused_until = start;
     let mut last_tick = start;
@@ -143,7 +164,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                     while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
                     durable(lsn, &mut inputs);
                 }
-                Some(ev) = events_rx.recv() => push_event(&net, &mut inputs, ev),
+                Some(ev) = events_rx.recv() => push_event(&net, &me, &mut inputs, ev),
                 _ = tick.tick() => {
                     last_tick = Instant::now();
                     inputs.push(Input::Tick);
@@ -152,12 +173,26 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         }
         while inputs.len() < MAX_INPUTS_PER_STEP {
             match events_rx.try_recv() {
-                Ok(ev) => push_event(&net, &mut inputs, ev),
+                Ok(ev) => push_event(&net, &me, &mut inputs, ev),
                 Err(_) => break,
             }
         }
         let now = start.elapsed().as_millis() as u64;
         let effects = node.step_batch(now, inputs.drain(..));
+        if !map_checked {
+            if let Some(map) = node.cluster() {
+                map_checked = true;
+                if let Err(e) = map.check_peers(&peer_list) {
+                    // The core already follows the map; the transport still
+                    // follows the flags. Stop rather than run half of each.
+                    tracing::error!(node = opts.id, "{e}; stopping: restart with --peers as the map has them");
+                    result = Err(anyhow::anyhow!(
+                        "node {}: {e}; stopped: restart with --peers as the map has them",
+                        opts.id
+                    ));
+                }
+            }
+        }
         let mut records = Vec::new();
         for effect in effects {
             match effect {
@@ -169,6 +204,9 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             }
         }
         if records.is_empty() {
+            if result.is_err() {
+                break;
+            }
             continue;
         }
         if records.len() <= INLINE_SYNC_MAX_RECORDS && writer.is_idle() && Instant::now() >= inline_paused_until {
@@ -195,11 +233,25 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         } else {
             writer.submit_batch(records).await;
         }
+        if result.is_err() {
+            break;
+        }
     }
     tracing::info!(node = opts.id, "shutting down");
     drop(net);
     tokio::task::spawn_blocking(move || writer.shutdown()).await?;
-    Ok(())
+    result
+}
+
+/// The peer list as the cluster map writes addresses.
+fn peer_strings(peers: &BTreeMap<u64, SocketAddr>) -> BTreeMap<u64, String> {
+    peers.iter().map(|(id, a)| (*id, a.to_string())).collect()
+}
+
+/// What the runtime itself answers: who this node is.
+struct Identity {
+    id: u64,
+    peers: BTreeMap<u64, String>,
 }
 
 /// Creates `path` and makes it and its directory entry durable.
@@ -210,13 +262,17 @@ fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Resu
 
 /// Decodes one network event into a core input. Undecodable peer messages
 /// are logged and dropped; undecodable client messages get a clear error.
-fn push_event(net: &Net, inputs: &mut Vec<Input>, ev: NetEvent) {
+fn push_event(net: &Net, me: &Identity, inputs: &mut Vec<Input>, ev: NetEvent) {
     match ev {
         NetEvent::Peer { payload } => match wire::decode::<PeerMsg>(&payload) {
             Ok(m) => inputs.push(Input::Peer(m)),
             Err(e) => tracing::warn!("dropping an undecodable peer message ({} bytes): {e}", payload.len()),
         },
         NetEvent::Client { conn, payload } => match wire::decode::<ClientMsg>(&payload) {
+            Ok(ClientMsg::GetNodeInfo) => {
+                let reply = ClientReply::NodeInfo { node: me.id, peers: me.peers.clone() };
+                net.send_to_client(conn, wire::encode(&reply));
+            }
             Ok(m) => inputs.push(Input::Client { token: conn, msg: m }),
             Err(e) => {
                 tracing::warn!(conn, "undecodable client message ({} bytes): {e}", payload.len());

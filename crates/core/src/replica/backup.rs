@@ -79,7 +79,19 @@ impl Replica {
         let n = entries.len() as Index;
         let marks_before = self.marks.len();
         for e in entries {
-            if e.index <= self.log.base_index() {
+            if e.index < base {
+                continue;
+            }
+            if e.index == base {
+                // A `prev_index` below the compacted base skipped the check
+                // above, so the base itself is the last entry this append
+                // can be checked against: it is committed, so a correct
+                // primary holds the same one. One that disagrees is
+                // faulty, and what follows would not extend this log
+                // (epochs could even go backwards; found by review).
+                if e.epoch != self.log.epoch_at(base).unwrap_or(e.epoch) {
+                    return;
+                }
                 continue;
             }
             match self.log.epoch_at(e.index) {
@@ -97,6 +109,12 @@ impl Replica {
             }
             if e.index != self.log.last_index() + 1 {
                 break;
+            }
+            if e.epoch < self.log.last_epoch() {
+                // Cannot follow a checked previous entry (epochs never go
+                // backwards in a well-formed append); kept so that no peer
+                // input can ever reach `Log::append`'s assertion.
+                return;
             }
             self.append_local(ctx, e);
         }

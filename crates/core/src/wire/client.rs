@@ -109,6 +109,10 @@ pub enum ClientMsg {
     Bootstrap {
         cluster: ClusterMap,
     },
+    /// Who this node is: its id, and the peer list it was started with.
+    /// Answered by the runtime (the core knows no addresses); `pactdb
+    /// bootstrap` builds the cluster map from every node's answer.
+    GetNodeInfo,
 }
 
 /// Per-group status of one replica.
@@ -153,6 +157,11 @@ pub enum ClientReply {
     },
     Status(NodeStatus),
     Bootstrapped(Result<(), String>),
+    NodeInfo {
+        node: NodeId,
+        /// Every node's peer address, as this node was started with them.
+        peers: std::collections::BTreeMap<NodeId, String>,
+    },
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
     ProtocolError {

@@ -6,7 +6,7 @@
 
 use crate::log::SharedEntry;
 use crate::state::Snapshot;
-use crate::types::{GroupId, Index};
+use crate::types::{ClusterMap, GroupId, Index};
 use crate::wire::peer::{Ballot, ConfigValue};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,12 @@ pub enum WalRecord {
     /// restart it starts above them, so it never reuses a ballot (see
     /// `config::Proposer::start_round`).
     ProposerRounds { upto: u64 },
+    /// The cluster map, as this node first learned it. After a restart the
+    /// node takes its peers and the config store's acceptors from it rather
+    /// than from its flags (the runtime refuses flags that disagree), so a
+    /// node restarted with another peer list can never count a majority of
+    /// acceptors that does not overlap the others'.
+    Cluster { map: ClusterMap },
 }
 
 impl WalRecord {
