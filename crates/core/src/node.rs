@@ -199,7 +199,10 @@ impl Node {
         if silenced {
             records.push(WalRecord::WalCut);
             records.extend(self.acceptor.checkpoint_records(|k| relearned.contains(k)));
-            records.extend(self.caught_up.iter().map(|&group| WalRecord::CaughtUp { group }));
+            // The replicas know which were caught up in this incarnation
+            // (`caught_up` holds only what recovery read).
+            let caught_up = self.replicas.iter().filter(|(_, r)| !r.is_amnesiac()).map(|(&g, _)| g);
+            records.extend(caught_up.map(|group| WalRecord::CaughtUp { group }));
         }
         for r in self.replicas.values() {
             r.checkpoint_records(&mut records);

@@ -50,6 +50,12 @@ impl Replica {
         self.apply_committed(None);
     }
 
+    /// Whether this replica still waits to be caught up after a cut (its
+    /// `CaughtUp` record is what ends that, durably).
+    pub fn is_amnesiac(&self) -> bool {
+        self.amnesiac
+    }
+
     /// The WAL records that rebuild this replica's durable state, in replay
     /// order: its applied state as a snapshot, the entries after it (those
     /// not yet committed too), and its commit hint. Cheap: the state's
