@@ -82,7 +82,8 @@ struct Recovered {
 /// empty, as after a cut (amnesiac until a primary and the config store's
 /// majority catch it up).
 fn recover_data_dir(wal_dir: &std::path::Path, segment_bytes: u64) -> anyhow::Result<Recovered> {
-    snapshot::remove_temps(wal_dir).with_context(|| format!("removing snapshot temp files in {}", wal_dir.display()))?;
+    snapshot::remove_temps(wal_dir)
+        .with_context(|| format!("removing snapshot temp files in {}", wal_dir.display()))?;
     let snapshots = snapshot::list_snapshots(wal_dir)?;
     let (mut wal, raw) = Wal::open(wal_dir, WalOptions { segment_bytes })
         .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
