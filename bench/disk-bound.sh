@@ -136,12 +136,20 @@ done
 log "killing every node (SIGKILL) and restarting it"
 read -r -a PIDS <<<"$(json 'print(" ".join(str(n["pid"]) for n in d["nodes"]))')"
 for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-sleep 0.5
+# The demo notices its children died; it must not restart or hold anything.
+stop_pids "$DEMO_PID"
+DEMO_PID=
+for p in "${PIDS[@]}"; do
+    while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+done
+for port in $(json 'print(" ".join(n[k].rsplit(":", 1)[1] for n in d["nodes"] for k in ("peer", "client")))'); do
+    for _ in $(seq 100); do port_free "$port" && break; sleep 0.1; done
+done
 start_ns=$(date +%s%N)
 for i in "${!IDS[@]}"; do
     cmd=$(json "import shlex; print(shlex.join(d['nodes'][$i]['command']))")
     log=$(json "print(d['nodes'][$i]['log'])")
-    eval "$cmd" >>"$log" 2>&1 &
+    eval "exec $cmd" >>"$log" 2>&1 &
     NODE_PIDS+=($!)
 done
 ok=0
@@ -154,6 +162,9 @@ for _ in $(seq 600); do
 done
 end_ns=$(date +%s%N)
 [ $ok = 1 ] || { echo "the cluster did not serve a put within 30 s of the restart" >&2; exit 1; }
+for i in "${!IDS[@]}"; do
+    kill -0 "${NODE_PIDS[$i]}" 2>/dev/null || { echo "node ${IDS[$i]} did not restart:" >&2; tail -n 3 "$TMP/pactdb/node-${IDS[$i]}/node.log" >&2; exit 1; }
+done
 for id in "${IDS[@]}"; do
     took=$(grep 'recovered' "$TMP/pactdb/node-$id/node.log" | tail -n 1 | sed -n 's/.*took_ms=\([0-9]*\).*/\1/p')
     from=$(grep -c 'recovering from snapshot' "$TMP/pactdb/node-$id/node.log" || true)
