@@ -410,3 +410,49 @@ fn push_event(net: &Net, inputs: &mut Vec<Input>, ev: NetEvent) {
         NetEvent::ClientClosed { .. } => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> WalRecord {
+        WalRecord::Truncate { group: 1, index: i }
+    }
+
+    #[test]
+    fn recovery_passes_over_an_invalid_snapshot_for_an_older_one_and_more_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // One record per segment, so that pruning deletes some.
+        let (mut wal, _) = Wal::open(dir, WalOptions { segment_bytes: 1 }).unwrap();
+        for i in 0..10 {
+            wal.append(&wire::encode(&rec(i))).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        for (covers, stands_for) in [(4, 100), (8, 200)] {
+            let (temp, _) = snapshot::write_temp(dir, covers, &[rec(stands_for)]).unwrap();
+            snapshot::install(dir, &temp, covers).unwrap();
+        }
+        // The WAL before the older snapshot goes; the rest stays for it.
+        let (_, segments, _) = snapshot::prune(dir).unwrap();
+        assert_eq!(segments, 4);
+
+        let r = recover_data_dir(dir, 1).unwrap();
+        assert_eq!(r.records, vec![rec(200), rec(8), rec(9)]);
+        assert!(!r.was_cut);
+        assert_eq!(r.wal.next_seq(), 10);
+        drop(r);
+
+        // The newest snapshot rots: the older one and more WAL stand in.
+        let newest = snapshot::snapshot_path(dir, 8);
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&newest, &bytes).unwrap();
+        let r = recover_data_dir(dir, 1).unwrap();
+        let expected: Vec<WalRecord> = std::iter::once(rec(100)).chain((4..10).map(rec)).collect();
+        assert_eq!(r.records, expected);
+        assert!(!r.was_cut);
+    }
+}
