@@ -175,6 +175,13 @@ pub struct NodeArgs {
     /// further behind gets a snapshot.
     #[arg(long)]
     pub log_retain_entries: Option<u64>,
+    /// WAL bytes written between two snapshots of the node's state (after
+    /// each, the WAL the older kept snapshot covers is deleted).
+    #[arg(long)]
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Size at which the WAL starts a new segment file.
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// The TOML form of `NodeArgs`.
@@ -187,6 +194,8 @@ struct NodeFile {
     client_listen: Option<SocketAddr>,
     peers: Option<BTreeMap<String, SocketAddr>>,
     log_retain_entries: Option<u64>,
+    snapshot_wal_bytes: Option<u64>,
+    wal_segment_bytes: Option<u64>,
 }
 
 fn parse_peers(list: &[String]) -> anyhow::Result<BTreeMap<NodeId, SocketAddr>> {
@@ -230,6 +239,8 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
         client_listen: args.client_listen.or(file.client_listen).context("--client-listen is required")?,
         peers,
         log_retain_entries: args.log_retain_entries.or(file.log_retain_entries),
+        snapshot_wal_bytes: args.snapshot_wal_bytes.or(file.snapshot_wal_bytes),
+        wal_segment_bytes: args.wal_segment_bytes.or(file.wal_segment_bytes),
     })
 }
 

@@ -36,6 +36,12 @@ pub struct DemoArgs {
     /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
+    /// Passed to every node: WAL bytes between two snapshots.
+    #[arg(long)]
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Passed to every node: size at which the WAL starts a new segment.
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// The groups of a new cluster (`demo` and `bootstrap`).
@@ -160,6 +166,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
             "--peers".into(),
             peers.clone(),
         ];
+        let mut command = command;
+        if let Some(n) = args.snapshot_wal_bytes {
+            command.extend(["--snapshot-wal-bytes".to_string(), n.to_string()]);
+        }
+        if let Some(n) = args.wal_segment_bytes {
+            command.extend(["--wal-segment-bytes".to_string(), n.to_string()]);
+        }
         let mut info = NodeInfo {
             id,
             pid: 0,

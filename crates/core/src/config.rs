@@ -97,6 +97,17 @@ impl Acceptor {
         self.registers.insert(key, Register { promised, accepted });
     }
 
+    /// The WAL records that rebuild the registers `which` selects, for a
+    /// checkpoint. Every change of a register is persisted in the step that
+    /// makes it, so between steps this is exactly what replay would give.
+    pub fn checkpoint_records(&self, which: impl Fn(&str) -> bool) -> Vec<WalRecord> {
+        self.registers
+            .iter()
+            .filter(|(k, _)| which(k))
+            .map(|(k, r)| WalRecord::Acceptor { key: k.clone(), promised: r.promised, accepted: r.accepted.clone() })
+            .collect()
+    }
+
     pub fn on_prepare(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) {
         let reg = self.registers.entry(key.clone()).or_default();
         if ballot < reg.promised {
@@ -230,6 +241,11 @@ impl Proposer {
     }
 
     /// Recovery: an earlier incarnation reserved rounds up to `upto`.
+    /// The ballot rounds reserved durably (`WalRecord::ProposerRounds`).
+    pub fn reserved_rounds(&self) -> u64 {
+        self.reserved_upto
+    }
+
     pub fn recover_rounds(&mut self, upto: u64) {
         self.highest_round_seen = self.highest_round_seen.max(upto);
         self.reserved_upto = self.reserved_upto.max(upto);

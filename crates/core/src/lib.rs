@@ -19,4 +19,4 @@ pub mod types;
 pub mod wire;
 
 pub use io::{ClientToken, Effect, Input, Lsn};
-pub use node::{Node, NodeConfig};
+pub use node::{Checkpoint, Node, NodeConfig};

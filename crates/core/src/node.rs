@@ -57,6 +57,19 @@ impl NodeConfig {
     }
 }
 
+/// A node's durable state at one point of its WAL, as the records that
+/// rebuild it: replaying `records` and then the WAL records issued after
+/// `upto_lsn` recovers the same node as replaying the whole WAL would. The
+/// runtime writes it to disk as a snapshot file and then deletes the WAL
+/// that it covers; the simulator replaces its disk's prefix with it.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The last lsn issued when the checkpoint was taken: every record up to
+    /// it is reflected in `records`, none after it.
+    pub upto_lsn: Lsn,
+    pub records: Vec<WalRecord>,
+}
+
 #[derive(Debug)]
 struct BootstrapState {
     token: ClientToken,
@@ -167,6 +180,44 @@ impl Node {
             r.finish_replay(cut && !caught_up.contains(g));
         }
         node
+    }
+
+    /// A checkpoint of everything this node has issued to its WAL so far
+    /// (see `Checkpoint`). Taken between steps; cheap, so that a driver can
+    /// take one without stalling: the key-value maps are persistent and log
+    /// entries shared, and what is copied (session tables, locks, prepared
+    /// records, acceptor registers) is bounded by `limits.rs`. It may cover
+    /// records that are not durable yet: whoever stores it must not let it
+    /// replace the WAL before the WAL is durable up to `upto_lsn`.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut records = Vec::new();
+        // The stored cluster map first: replay adopts it (its acceptors and
+        // the replicas placed here) before anything else is rebuilt, as the
+        // WAL it stands for did once bootstrapped.
+        if let Some(map) = &self.cluster {
+            records.push(WalRecord::Cluster { map: map.clone() });
+        }
+        let rounds = self.proposer.reserved_rounds();
+        if rounds > 0 {
+            records.push(WalRecord::ProposerRounds { upto: rounds });
+        }
+        // Replay treats a register's record after a `WalCut` as relearned,
+        // so the relearned ones go after it, the others before.
+        let silenced = self.acceptor_silenced;
+        let relearned = &self.relearned;
+        records.extend(self.acceptor.checkpoint_records(|k| !(silenced && relearned.contains(k))));
+        if silenced {
+            records.push(WalRecord::WalCut);
+            records.extend(self.acceptor.checkpoint_records(|k| relearned.contains(k)));
+            // The replicas know which were caught up in this incarnation
+            // (`caught_up` holds only what recovery read).
+            let caught_up = self.replicas.iter().filter(|(_, r)| !r.is_amnesiac()).map(|(&g, _)| g);
+            records.extend(caught_up.map(|group| WalRecord::CaughtUp { group }));
+        }
+        for r in self.replicas.values() {
+            r.checkpoint_records(&mut records);
+        }
+        Checkpoint { upto_lsn: self.out.last_lsn(), records }
     }
 
     fn replica_mut(&mut self, group: GroupId) -> &mut Replica {

@@ -3,4 +3,5 @@
 pub mod frame;
 pub mod net;
 pub mod runtime;
+pub mod snapshot;
 pub mod wal;

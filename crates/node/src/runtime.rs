@@ -8,7 +8,8 @@
 //! has fsynced it.
 
 use crate::net::{Net, NetConfig, NetEvent};
-use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalWriter};
+use crate::snapshot;
+use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalSyncHandle, WalWriter, DEFAULT_SEGMENT_BYTES};
 use anyhow::Context;
 use pactdb_core::bugs::Bugs;
 use pactdb_core::wire::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
@@ -40,6 +41,14 @@ pub const INLINE_SYNC_MAX_RECORDS: usize = 2;
 /// and harmless.
 pub const INLINE_SYNC_SLOW_MS: u64 = 20;
 pub const INLINE_SYNC_PAUSE_MS: u64 = 1_000;
+/// The node takes a snapshot once this many WAL bytes were written since
+/// the last one (`--snapshot-wal-bytes`). With two snapshots kept (see
+/// `snapshot.rs`), a node's data dir stays within about three snapshots
+/// plus twice this plus two WAL segments.
+pub const DEFAULT_SNAPSHOT_WAL_BYTES: u64 = 64 * 1024 * 1024;
+/// While a snapshot waits for the WAL to be durable up to its checkpoint,
+/// it asks for a sync after this long (a lazy record may be the last one).
+const SNAPSHOT_SYNC_NUDGE_MS: u64 = 20;
 
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -51,30 +60,160 @@ pub struct NodeOptions {
     pub peers: BTreeMap<u64, SocketAddr>,
     /// Overrides of the core's defaults (timing, log retention).
     pub log_retain_entries: Option<u64>,
+    /// WAL bytes between snapshots (default `DEFAULT_SNAPSHOT_WAL_BYTES`).
+    pub snapshot_wal_bytes: Option<u64>,
+    /// Size at which the WAL starts a new segment (default
+    /// `wal::DEFAULT_SEGMENT_BYTES`); segments are what snapshots free.
+    pub wal_segment_bytes: Option<u64>,
+}
+
+/// What recovery read from the data dir: the records to replay, and where
+/// the WAL's record positions stand against them.
+struct Recovered {
+    wal: Wal,
+    records: Vec<WalRecord>,
+    was_cut: bool,
+}
+
+/// Reads the newest valid snapshot and the WAL after it. A snapshot that is
+/// invalid, or that the WAL does not continue (its segments after it are
+/// gone), is passed over for an older one. With none usable and a WAL that
+/// does not start at its first record, the node's state is lost: it starts
+/// empty, as after a cut (amnesiac until a primary and the config store's
+/// majority catch it up).
+fn recover_data_dir(wal_dir: &std::path::Path, segment_bytes: u64) -> anyhow::Result<Recovered> {
+    snapshot::remove_temps(wal_dir)
+        .with_context(|| format!("removing snapshot temp files in {}", wal_dir.display()))?;
+    let snapshots = snapshot::list_snapshots(wal_dir)?;
+    let (mut wal, raw) = Wal::open(wal_dir, WalOptions { segment_bytes })
+        .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
+    let first = wal.first_seq();
+    let mut chosen = None;
+    for (covers, path) in &snapshots {
+        if *covers < first {
+            tracing::warn!("snapshot {} is older than the WAL's first record {first}; passed over", path.display());
+            continue;
+        }
+        match snapshot::read(path).with_context(|| format!("reading {}", path.display()))? {
+            Ok((c, records)) if c == *covers => {
+                chosen = Some((c, records));
+                break;
+            }
+            Ok((c, _)) => tracing::warn!("snapshot {} says it covers {c}; ignored", path.display()),
+            Err(reason) => tracing::warn!("snapshot {} is invalid ({reason}); ignored", path.display()),
+        }
+    }
+    let mut was_cut = wal.was_cut();
+    let decode = |i: u64, r: &[u8]| -> anyhow::Result<WalRecord> {
+        wire::decode(r).map_err(|e| {
+            anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display())
+        })
+    };
+    let mut records = Vec::new();
+    match chosen {
+        Some((covers, snap)) => {
+            records = snap;
+            let skip = (covers - first) as usize;
+            for (i, r) in raw.iter().enumerate().skip(skip) {
+                records.push(decode(first + i as u64, r)?);
+            }
+            if wal.next_seq() < covers {
+                // The WAL ends before the snapshot (a cut or a lost lazy
+                // tail): new records must not take positions it covers.
+                wal.restart_at(covers)?;
+            }
+            tracing::info!(covers, "recovering from snapshot {}", snapshot::snapshot_path(wal_dir, covers).display());
+        }
+        None if first > 0 => {
+            tracing::error!(
+                "no usable snapshot covers the WAL before record {first}: this node's state is lost;                  it starts empty and amnesiac"
+            );
+            let next = wal.next_seq();
+            wal.restart_at(next)?;
+            was_cut = true;
+        }
+        None => {
+            for (i, r) in raw.iter().enumerate() {
+                records.push(decode(i as u64, r)?);
+            }
+        }
+    }
+    Ok(Recovered { wal, records, was_cut })
+}
+
+/// A snapshot for the snapshot thread: the checkpoint, and the WAL position
+/// of the first record it does not cover.
+struct SnapshotJob {
+    checkpoint: pactdb_core::Checkpoint,
+    covers: u64,
+}
+
+/// The snapshot thread: serializes and writes each checkpoint off the event
+/// loop, installs it once the WAL is durable up to it, then prunes.
+fn run_snapshots(
+    dir: PathBuf,
+    wal: WalSyncHandle,
+    jobs: std::sync::mpsc::Receiver<SnapshotJob>,
+    done: mpsc::UnboundedSender<()>,
+) {
+    while let Ok(SnapshotJob { checkpoint, covers }) = jobs.recv() {
+        let began = Instant::now();
+        let upto_lsn = checkpoint.upto_lsn;
+        let written = snapshot::write_temp(&dir, covers, &checkpoint.records);
+        // The shared parts of the state go back to the event loop's sole
+        // ownership as soon as they are written.
+        drop(checkpoint);
+        let (temp, size) = match written {
+            Ok(t) => t,
+            Err(e) => {
+                // Not fatal: the WAL still holds everything; next time.
+                tracing::error!("writing a snapshot failed: {e}");
+                let _ = done.send(());
+                continue;
+            }
+        };
+        // Never let the snapshot stand for WAL that is not durable yet.
+        let waiting = Instant::now();
+        while wal.durable_lsn() < upto_lsn {
+            if waiting.elapsed() >= Duration::from_millis(SNAPSHOT_SYNC_NUDGE_MS) && wal.sync_through(upto_lsn) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let installed = snapshot::install(&dir, &temp, covers).and_then(|path| Ok((path, snapshot::prune(&dir)?)));
+        match installed {
+            Ok((path, (snaps, segments, bytes))) => tracing::info!(
+                took_ms = began.elapsed().as_millis() as u64,
+                size,
+                removed_snapshots = snaps,
+                removed_segments = segments,
+                removed_bytes = bytes,
+                "snapshot {} installed",
+                path.display()
+            ),
+            Err(e) => tracing::error!("installing a snapshot failed: {e}"),
+        }
+        let _ = done.send(());
+    }
 }
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     anyhow::ensure!(opts.peers.contains_key(&opts.id), "--peers must include this node ({})", opts.id);
     let wal_dir = opts.data_dir.join("wal");
-    let (wal, raw) = Wal::open(&wal_dir, WalOptions::default())
-        .with_context(|| format!("opening the WAL in {}", wal_dir.display()))?;
+    let snapshot_wal_bytes = opts.snapshot_wal_bytes.unwrap_or(DEFAULT_SNAPSHOT_WAL_BYTES).max(1);
+    let recovery_began = Instant::now();
+    let Recovered { wal, records, was_cut: cut_now } =
+        recover_data_dir(&wal_dir, opts.wal_segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES))?;
     // The core records a cut in its WAL (its first persist), but until that
     // record is durable only this marker file remembers it: a crash in
     // between would otherwise find a clean, shorter WAL and forget that
     // acknowledged entries may be gone.
     let cut_marker = opts.data_dir.join("wal-was-cut");
-    let was_cut = wal.was_cut() || cut_marker.exists();
-    if wal.was_cut() && !cut_marker.exists() {
+    let was_cut = cut_now || cut_marker.exists();
+    if cut_now && !cut_marker.exists() {
         write_durably(&cut_marker, &opts.data_dir)
             .with_context(|| format!("recording the WAL cut in {}", cut_marker.display()))?;
-    }
-    let mut records = Vec::with_capacity(raw.len());
-    for (i, r) in raw.iter().enumerate() {
-        let rec: WalRecord = wire::decode(r).map_err(|e| {
-            anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display())
-        })?;
-        records.push(rec);
     }
     // Once bootstrapped, the stored cluster map says who the peers and the
     // config store's acceptors are. Flags that disagree would make this node
@@ -106,7 +245,17 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     // A node that learns the map while running checks its flags then too.
     let mut map_checked = node.cluster().is_some();
     let mut result = Ok(());
-    tracing::info!(node = opts.id, records = n_records, was_cut, "recovered from the WAL");
+    tracing::info!(
+        node = opts.id,
+        records = n_records,
+        was_cut,
+        took_ms = recovery_began.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    // The WAL position of this incarnation's lsn `l`: its first lsn goes to
+    // the WAL's next record.
+    let (first_lsn, first_seq) = (n_records as u64 + 1, wal.next_seq());
+    let seq_of = move |lsn: u64| first_seq + (lsn - first_lsn);
 
     let (persisted_tx, mut persisted_rx) = mpsc::unbounded_channel::<u64>();
     let writer = WalWriter::spawn(
@@ -115,6 +264,18 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             let _ = persisted_tx.send(lsn);
         }),
     );
+    let (snapshot_done_tx, mut snapshot_done_rx) = mpsc::unbounded_channel::<()>();
+    // At most one snapshot is in flight, so the queue never holds more.
+    let (snapshot_tx, snapshot_rx) = std::sync::mpsc::sync_channel::<SnapshotJob>(1);
+    let snapshot_thread = {
+        let (dir, handle) = (wal_dir.clone(), writer.sync_handle());
+        std::thread::Builder::new()
+            .name("pactdb-snapshot".to_string())
+            .spawn(move || run_snapshots(dir, handle, snapshot_rx, snapshot_done_tx))
+            .context("starting the snapshot thread")?
+    };
+    let mut snapshot_in_flight = false;
+    let mut wal_bytes_since_snapshot = 0u64;
     let (events_tx, mut events_rx) = mpsc::channel(NET_EVENT_QUEUE);
     let net = Net::start(
         NetConfig {
@@ -165,6 +326,10 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                     durable(lsn, &mut inputs);
                 }
                 Some(ev) = events_rx.recv() => push_event(&net, &me, &mut inputs, ev),
+                Some(()) = snapshot_done_rx.recv() => {
+                    snapshot_in_flight = false;
+                    continue;
+                }
                 _ = tick.tick() => {
                     last_tick = Instant::now();
                     inputs.push(Input::Tick);
@@ -209,6 +374,18 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             }
             continue;
         }
+        wal_bytes_since_snapshot += records.iter().map(|r| r.bytes.len() as u64).sum::<u64>();
+        if wal_bytes_since_snapshot >= snapshot_wal_bytes && !snapshot_in_flight {
+            // Between steps, so the checkpoint covers exactly the records
+            // issued so far (this step's included); a cheap clone, written
+            // out by the snapshot thread while the loop carries on.
+            let checkpoint = node.checkpoint();
+            let covers = seq_of(checkpoint.upto_lsn) + 1;
+            if snapshot_tx.try_send(SnapshotJob { checkpoint, covers }).is_ok() {
+                snapshot_in_flight = true;
+                wal_bytes_since_snapshot = 0;
+            }
+        }
         if records.len() <= INLINE_SYNC_MAX_RECORDS && writer.is_idle() && Instant::now() >= inline_paused_until {
             // A light step: sync here rather than wake the writer thread
             // and be woken back (two thread switches, a large part of one
@@ -239,7 +416,13 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     }
     tracing::info!(node = opts.id, "shutting down");
     drop(net);
-    tokio::task::spawn_blocking(move || writer.shutdown()).await?;
+    // A snapshot in flight may wait for the WAL: let it finish first.
+    drop(snapshot_tx);
+    tokio::task::spawn_blocking(move || {
+        let _ = snapshot_thread.join();
+        writer.shutdown()
+    })
+    .await?;
     result
 }
 
@@ -281,5 +464,51 @@ fn push_event(net: &Net, me: &Identity, inputs: &mut Vec<Input>, ev: NetEvent) {
             }
         },
         NetEvent::ClientClosed { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> WalRecord {
+        WalRecord::Truncate { group: 1, index: i }
+    }
+
+    #[test]
+    fn recovery_passes_over_an_invalid_snapshot_for_an_older_one_and_more_wal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // One record per segment, so that pruning deletes some.
+        let (mut wal, _) = Wal::open(dir, WalOptions { segment_bytes: 1 }).unwrap();
+        for i in 0..10 {
+            wal.append(&wire::encode(&rec(i))).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        for (covers, stands_for) in [(4, 100), (8, 200)] {
+            let (temp, _) = snapshot::write_temp(dir, covers, &[rec(stands_for)]).unwrap();
+            snapshot::install(dir, &temp, covers).unwrap();
+        }
+        // The WAL before the older snapshot goes; the rest stays for it.
+        let (_, segments, _) = snapshot::prune(dir).unwrap();
+        assert_eq!(segments, 4);
+
+        let r = recover_data_dir(dir, 1).unwrap();
+        assert_eq!(r.records, vec![rec(200), rec(8), rec(9)]);
+        assert!(!r.was_cut);
+        assert_eq!(r.wal.next_seq(), 10);
+        drop(r);
+
+        // The newest snapshot rots: the older one and more WAL stand in.
+        let newest = snapshot::snapshot_path(dir, 8);
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&newest, &bytes).unwrap();
+        let r = recover_data_dir(dir, 1).unwrap();
+        let expected: Vec<WalRecord> = std::iter::once(rec(100)).chain((4..10).map(rec)).collect();
+        assert_eq!(r.records, expected);
+        assert!(!r.was_cut);
     }
 }

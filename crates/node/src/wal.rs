@@ -13,6 +13,14 @@
 //!   on is cut away (the damaged segment is truncated, later segments are
 //!   deleted) and a warning names exactly what was removed, so that the log
 //!   always ends on a record boundary and new appends extend a clean prefix.
+//!   It tells a torn tail from corruption: a damaged record at the very end
+//!   of the last segment, followed by nothing but zeros, is a write whose
+//!   fsync never returned (never acknowledged), and cutting it is the normal
+//!   end of a crash; damage with anything after it, or in a segment that a
+//!   later one follows (a segment is synced before the next is created), is
+//!   corruption of what may have been acknowledged, and [`Wal::was_cut`]
+//!   says so. A bit flip in the last record itself looks like a torn write
+//!   and is taken for one: nothing on one disk tells them apart.
 //! * **Preallocation.** The segment being appended to is kept zero-filled
 //!   [`WAL_PREALLOCATE_BYTES`] ahead of the last record, written as real
 //!   zeros rather than a hole, so that an `fdatasync` of an ordinary append
@@ -155,6 +163,9 @@ pub struct Wal {
     file_len: u64,
     /// Position in the whole log that the next appended record will get.
     next_seq: u64,
+    /// Position of the first record `open` returned (segments before it
+    /// were deleted once a snapshot covered them).
+    first_seq: u64,
     /// Framed records not yet handed to the kernel.
     buf: Vec<u8>,
     /// Bytes were written to `file` since its last `sync_data`.
@@ -163,7 +174,8 @@ pub struct Wal {
     dir_dirty: bool,
     /// An earlier I/O error left the log in an unknown state.
     poisoned: bool,
-    /// Recovery cut something off (a gap, a torn or a corrupt record).
+    /// Recovery cut off something that may have been acknowledged (a gap,
+    /// a corrupt record); a torn tail does not count.
     was_cut: bool,
     stats: WalStats,
 }
@@ -185,6 +197,7 @@ impl Wal {
         // length of its records and the length of the file (records and zeros).
         let mut current: Option<(u64, PathBuf, u64, u64)> = None;
         let mut next_seq = 0;
+        let first_seq = segments.first().map_or(0, |(seq, _)| *seq);
         let mut was_cut = false;
 
         for (i, (seq, path)) in segments.iter().enumerate() {
@@ -214,6 +227,17 @@ impl Wal {
             match scan.damage {
                 None => current = Some((*seq, path.clone(), scan.good_len, scan.file_len)),
                 Some(reason) => {
+                    // A torn tail: the damaged record is the last thing in the
+                    // last segment, nothing but zeros after it. Its write was
+                    // never followed by a completed fsync (a finished segment
+                    // is synced before the next one is created, and any later
+                    // record would have been synced with it), so it was never
+                    // acknowledged: cutting it loses no promise. Anything else
+                    // (an intact-looking record after the damage, or damage
+                    // in an older segment) is corruption of what may have
+                    // been acknowledged.
+                    let last = i + 1 == segments.len();
+                    let torn = last && is_zero_from(path, scan.damage_end, scan.file_len)?;
                     // Delete later segments before truncating, so that a crash
                     // halfway through leaves the damage in place and the next
                     // open repeats the same repair instead of resurrecting
@@ -223,17 +247,27 @@ impl Wal {
                     let f = OpenOptions::new().write(true).open(path)?;
                     f.set_len(scan.good_len)?;
                     f.sync_all()?;
-                    was_cut = true;
-                    tracing::warn!(
-                        "wal: torn or corrupt tail in {} at offset {} ({}), \
-                         cut {} bytes and {} later segments ({} bytes)",
-                        file_name(path),
-                        scan.good_len,
-                        reason,
-                        scan.file_len - scan.good_len,
-                        later.len(),
-                        later_bytes
-                    );
+                    if torn {
+                        tracing::warn!(
+                            "wal: torn tail in {} at offset {} ({}), never acknowledged: cut {} bytes",
+                            file_name(path),
+                            scan.good_len,
+                            reason,
+                            scan.file_len - scan.good_len,
+                        );
+                    } else {
+                        was_cut = true;
+                        tracing::warn!(
+                            "wal: corrupt record in {} at offset {} ({}), \
+                             cut {} bytes and {} later segments ({} bytes)",
+                            file_name(path),
+                            scan.good_len,
+                            reason,
+                            scan.file_len - scan.good_len,
+                            later.len(),
+                            later_bytes
+                        );
+                    }
                     current = Some((*seq, path.clone(), scan.good_len, scan.good_len));
                     break;
                 }
@@ -246,7 +280,8 @@ impl Wal {
             None => {
                 // An empty log still gets its first segment now, so the
                 // directory always shows where appends go.
-                let file = create_segment(dir, 0)?;
+                next_seq = next_seq.max(first_seq);
+                let file = create_segment(dir, next_seq)?;
                 sync_dir(dir)?;
                 stats.segments_created = 1;
                 (file, 0, 0)
@@ -260,6 +295,7 @@ impl Wal {
             seg_len,
             file_len,
             next_seq,
+            first_seq,
             buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
             file_dirty: false,
             dir_dirty: false,
@@ -322,7 +358,9 @@ impl Wal {
         end > self.file_len.saturating_sub(HEADER_BYTES as u64)
     }
 
-    /// Whether `open` had to cut a torn or corrupt part of the log away.
+    /// Whether `open` had to cut away a part of the log that may have been
+    /// acknowledged: a corrupt record or a missing segment. A torn tail (see
+    /// the module documentation) is cut without setting this.
     pub fn was_cut(&self) -> bool {
         self.was_cut
     }
@@ -346,6 +384,35 @@ impl Wal {
     /// The directory holding the segment files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Position in the whole log of the first record `open` returned.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Drops every record and makes `seq` the position of the next one: all
+    /// segments are deleted and an empty one named `seq` is created. For a
+    /// log that a snapshot wholly covers but that ends before it (its
+    /// records' positions must not be reused for records the snapshot does
+    /// not hold). Must be called before anything is appended.
+    pub fn restart_at(&mut self, seq: u64) -> io::Result<()> {
+        self.check_usable()?;
+        assert!(self.buf.is_empty() && !self.file_dirty, "wal: restart_at after appends");
+        let segments = list_segments(&self.dir)?;
+        // Oldest first: a crash halfway leaves a suffix, which a snapshot
+        // still covers.
+        for (_, path) in &segments {
+            fs::remove_file(path)?;
+        }
+        self.file = create_segment(&self.dir, seq)?;
+        sync_dir(&self.dir)?;
+        self.seg_len = 0;
+        self.file_len = 0;
+        self.next_seq = seq;
+        self.first_seq = seq;
+        self.stats.segments_created += 1;
+        Ok(())
     }
 
     fn check_usable(&self) -> io::Result<()> {
@@ -451,6 +518,9 @@ struct SegmentScan {
     file_len: u64,
     /// Why reading stopped before the records' end, if it did.
     damage: Option<String>,
+    /// Where the damaged record ends, as far as its header tells: past its
+    /// claimed payload if the length is plausible, else past its header.
+    damage_end: u64,
 }
 
 /// Reads the intact records of one segment into `out`, stopping at the first
@@ -463,12 +533,14 @@ fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> 
     let mut reader = BufReader::with_capacity(WRITE_BUFFER_BYTES, file);
     let mut offset = 0u64;
     let mut records = 0u64;
+    let mut damage_end = file_len;
     let damage = loop {
         let remaining = file_len - offset;
         if remaining == 0 {
             break None;
         }
         if remaining < HEADER_BYTES as u64 {
+            damage_end = file_len;
             break Some(format!("short header: {remaining} of {HEADER_BYTES} bytes"));
         }
         let mut header = [0u8; HEADER_BYTES];
@@ -476,12 +548,14 @@ fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> 
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let available = remaining - HEADER_BYTES as u64;
+        damage_end = offset + HEADER_BYTES as u64;
         if len == 0 {
             break Some("zero record length".to_string());
         }
         if len as usize > MAX_RECORD_BYTES {
             break Some(format!("record length {len} exceeds the limit of {MAX_RECORD_BYTES}"));
         }
+        damage_end = (damage_end + u64::from(len)).min(file_len);
         if u64::from(len) > available {
             break Some(format!("record length {len} but only {available} bytes left in the file"));
         }
@@ -501,7 +575,7 @@ fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> 
         Some(_) if is_zero_from(path, offset, file_len)? => None,
         damage => damage,
     };
-    Ok(SegmentScan { records, good_len: offset, file_len, damage })
+    Ok(SegmentScan { records, good_len: offset, file_len, damage, damage_end })
 }
 
 /// Whether every byte of the file from `offset` to `file_len` is zero.
@@ -569,8 +643,32 @@ fn create_segment(dir: &Path, first_seq: u64) -> io::Result<File> {
     OpenOptions::new().write(true).create_new(true).open(segment_path(dir, first_seq))
 }
 
+/// Deletes, oldest first, the segments of the log in `dir` whose records
+/// all lie before position `upto_seq` (a snapshot holds them), never the
+/// newest segment, and syncs the directory. Returns how many segments and
+/// bytes went. Safe while a [`Wal`] appends to the same directory: a
+/// segment is judged by the name of the one after it, and the segment
+/// being appended to is always the newest.
+pub fn remove_segments_before(dir: &Path, upto_seq: u64) -> io::Result<(usize, u64)> {
+    let segments = list_segments(dir)?;
+    let mut removed = (0, 0);
+    for pair in segments.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first > upto_seq {
+            break;
+        }
+        removed.1 += fs::metadata(path)?.len();
+        fs::remove_file(path)?;
+        removed.0 += 1;
+    }
+    if removed.0 > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 /// Makes file creations and deletions in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -626,10 +724,54 @@ pub struct WalWriter {
     tx: mpsc::Sender<Vec<WalRecordBytes>>,
     thread: JoinHandle<()>,
     wal: Arc<Mutex<Wal>>,
+    marks: Arc<LsnMarks>,
     /// The highest lsn handed to the thread.
     queued_lsn: AtomicU64,
     /// The highest lsn the thread has appended (synced or, if lazy, not).
     appended_lsn: Arc<AtomicU64>,
+}
+
+/// How far the log has got, by lsn: appended (under the log's lock) and
+/// made durable, whichever path wrote it.
+#[derive(Debug, Default)]
+struct LsnMarks {
+    appended: AtomicU64,
+    durable: AtomicU64,
+}
+
+/// A handle for another thread (the snapshot writer) that must know when
+/// the log is durable up to an lsn, and may ask for a sync to get there.
+#[derive(Clone, Debug)]
+pub struct WalSyncHandle {
+    wal: Arc<Mutex<Wal>>,
+    marks: Arc<LsnMarks>,
+}
+
+impl WalSyncHandle {
+    /// The highest lsn known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.marks.durable.load(Ordering::Acquire)
+    }
+
+    /// Makes the log durable up to `lsn` if it has been appended that far
+    /// (a lazy record may sit unsynced while nothing else is written);
+    /// returns whether it is durable that far now. Whoever waits for the
+    /// records that need a sync is still told by its own path.
+    pub fn sync_through(&self, lsn: u64) -> bool {
+        if self.durable_lsn() >= lsn {
+            return true;
+        }
+        let mut wal = self.wal.lock().unwrap_or_else(|e| e.into_inner());
+        let appended = self.marks.appended.load(Ordering::Acquire);
+        if appended < lsn {
+            return false;
+        }
+        if let Err(e) = wal.sync() {
+            fatal(&format!("sync up to lsn {appended} failed"), &e);
+        }
+        self.marks.durable.fetch_max(appended, Ordering::AcqRel);
+        true
+    }
 }
 
 impl WalWriter {
@@ -643,12 +785,19 @@ impl WalWriter {
         let (tx, rx) = mpsc::channel(WAL_QUEUE_BATCHES);
         let wal = Arc::new(Mutex::new(wal));
         let appended_lsn = Arc::new(AtomicU64::new(0));
-        let (thread_wal, thread_appended) = (Arc::clone(&wal), Arc::clone(&appended_lsn));
+        let marks = Arc::new(LsnMarks::default());
+        let (thread_wal, thread_appended, thread_marks) =
+            (Arc::clone(&wal), Arc::clone(&appended_lsn), Arc::clone(&marks));
         let thread = std::thread::Builder::new()
             .name("pactdb-wal".to_string())
-            .spawn(move || run_writer(thread_wal, rx, on_durable, thread_appended))
+            .spawn(move || run_writer(thread_wal, rx, on_durable, thread_appended, thread_marks))
             .expect("failed to spawn the WAL writer thread");
-        WalWriter { tx, thread, wal, queued_lsn: AtomicU64::new(0), appended_lsn }
+        WalWriter { tx, thread, wal, marks, queued_lsn: AtomicU64::new(0), appended_lsn }
+    }
+
+    /// A handle that tells another thread how durable the log is.
+    pub fn sync_handle(&self) -> WalSyncHandle {
+        WalSyncHandle { wal: Arc::clone(&self.wal), marks: Arc::clone(&self.marks) }
     }
 
     /// Queues one record with its lsn; lsns must strictly increase across
@@ -707,7 +856,7 @@ impl WalWriter {
         if wal.must_grow_for(bytes) {
             return Err(InlineDeclined);
         }
-        Ok(append_and_sync(&mut wal, batch))
+        Ok(append_and_sync(&mut wal, batch, &self.marks))
     }
 
     /// Counters of the owned [`Wal`].
@@ -758,7 +907,7 @@ fn writer_gone(lsn: u64) -> ! {
 
 /// Appends the records and syncs if any needs it; returns the highest lsn
 /// made durable. Aborts the process on an I/O error (see [`fatal`]).
-fn append_and_sync(wal: &mut Wal, batch: &[WalRecordBytes]) -> Option<u64> {
+fn append_and_sync(wal: &mut Wal, batch: &[WalRecordBytes], marks: &LsnMarks) -> Option<u64> {
     let mut needs_sync = false;
     for r in batch {
         if let Err(e) = wal.append(&r.bytes) {
@@ -767,12 +916,14 @@ fn append_and_sync(wal: &mut Wal, batch: &[WalRecordBytes]) -> Option<u64> {
         needs_sync |= r.needs_sync;
     }
     let last = batch.last()?.lsn;
+    marks.appended.fetch_max(last, Ordering::AcqRel);
     if !needs_sync {
         return None;
     }
     if let Err(e) = wal.sync() {
         fatal(&format!("sync up to lsn {last} failed"), &e);
     }
+    marks.durable.fetch_max(last, Ordering::AcqRel);
     Some(last)
 }
 
@@ -783,6 +934,7 @@ fn run_writer(
     mut rx: mpsc::Receiver<Vec<WalRecordBytes>>,
     on_durable: Box<dyn Fn(u64) + Send + 'static>,
     appended_lsn: Arc<AtomicU64>,
+    marks: Arc<LsnMarks>,
 ) {
     let mut last_lsn: Option<u64> = None;
     let mut records = Vec::new();
@@ -808,7 +960,7 @@ fn run_writer(
         }
         let durable = {
             let mut wal = wal.lock().unwrap_or_else(|e| e.into_inner());
-            let durable = append_and_sync(&mut wal, &records);
+            let durable = append_and_sync(&mut wal, &records, &marks);
             if let Some(r) = records.last() {
                 appended_lsn.store(r.lsn, Ordering::Release);
             }
@@ -1005,6 +1157,7 @@ mod tests {
         let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         assert_eq!(got, records[..4]);
         assert_eq!(wal.next_seq(), 4);
+        assert!(!wal.was_cut(), "a torn tail was never acknowledged: not corruption");
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
         drop(wal);
         assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
@@ -1020,23 +1173,29 @@ mod tests {
         // Leave only 5 bytes of the last record's 8-byte header.
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(good + 5).unwrap();
 
-        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         assert_eq!(got, records[..4]);
+        assert!(!wal.was_cut());
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
         assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
     }
 
     #[test]
     fn garbage_after_last_record_is_cut() {
-        let cases: [&[u8]; 3] = [
-            // A header whose length exceeds MAX_RECORD_BYTES.
-            &[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5],
-            // A plausible length that runs past the end of the file.
-            &[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9],
+        // (bytes, whether it is corruption rather than a torn write)
+        let cases: [(&[u8], bool); 4] = [
+            // A header whose length exceeds MAX_RECORD_BYTES, and bytes
+            // after it: no write of ours leaves that.
+            (&[0xde, 0xad, 0xbe, 0xef, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5], true),
+            // A plausible length and part of its payload: a torn write.
+            (&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9], false),
             // A header-like start and then zeros: a torn write.
-            &[9, 0, 0, 0, 0, 0, 0, 0],
+            (&[9, 0, 0, 0, 0, 0, 0, 0], false),
+            // A record's header whose write did not land, then the rest of
+            // the record and more: damage with something after it.
+            (&[0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7], true),
         ];
-        for garbage in cases {
+        for (garbage, corrupt) in cases {
             use std::os::unix::fs::FileExt;
             let tmp = tempfile::tempdir().unwrap();
             let records: Vec<Vec<u8>> = (0..5).map(record).collect();
@@ -1048,7 +1207,7 @@ mod tests {
 
             let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
             assert_eq!(got, records);
-            assert!(wal.was_cut());
+            assert_eq!(wal.was_cut(), corrupt, "{garbage:?}");
             assert_eq!(fs::metadata(&seg).unwrap().len(), good);
             drop(wal);
             assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
@@ -1128,10 +1287,47 @@ mod tests {
         bytes[idx] ^= 0x01;
         fs::write(&seg, &bytes).unwrap();
 
-        let (_, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         assert_eq!(got, records[..4]);
+        // Indistinguishable from a torn write of the last record.
+        assert!(!wal.was_cut());
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+        drop(wal);
         assert_appends_after_recovery(tmp.path(), DEFAULT_SEGMENT_BYTES, &records[..4]);
+    }
+
+    #[test]
+    fn damage_before_an_intact_record_is_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..5).map(record).collect();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
+        let seg = segment_files(tmp.path()).remove(0);
+        let good = framed_len(&records[..2]);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[good as usize + HEADER_BYTES + 1] ^= 0x01;
+        fs::write(&seg, &bytes).unwrap();
+
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records[..2]);
+        assert!(wal.was_cut(), "records 3 and 4 were synced after record 2: it was acknowledged");
+        assert_eq!(fs::metadata(&seg).unwrap().len(), good);
+    }
+
+    #[test]
+    fn a_torn_end_of_an_older_segment_is_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..10).map(record).collect();
+        write_log(tmp.path(), 100, &records);
+        let files = segment_files(tmp.path());
+        assert!(files.len() > 2);
+        // The first segment loses its last 3 bytes: it was synced before the
+        // second was created, so this is not a write that never returned.
+        let len = fs::metadata(&files[0]).unwrap().len();
+        OpenOptions::new().write(true).open(&files[0]).unwrap().set_len(len - 3).unwrap();
+
+        let (wal, _) = Wal::open(tmp.path(), opts(100)).unwrap();
+        assert!(wal.was_cut());
+        assert_eq!(segment_files(tmp.path()), files[..1]);
     }
 
     #[test]
@@ -1152,6 +1348,7 @@ mod tests {
         let (wal, got) = Wal::open(tmp.path(), opts(1)).unwrap();
         assert_eq!(got, records[..4]);
         assert_eq!(wal.next_seq(), 4);
+        assert!(wal.was_cut());
         drop(wal);
         let remaining = segment_files(tmp.path());
         assert_eq!(remaining, files[..5]);

@@ -6,6 +6,11 @@
 //! simulated fsync that covers it completed, and a crash must never keep a
 //! record that no surviving prefix explains: the WAL is append-only, so what
 //! survives a crash is always a prefix of what was written.
+//!
+//! It also compacts, as the runtime's snapshots do: a durable prefix is
+//! replaced by the records of a node's checkpoint (`Node::checkpoint`), once
+//! the WAL is durable up to the checkpoint's lsn, and the node's later
+//! restarts replay the checkpoint and what followed it.
 
 use pactdb_core::wire::WalRecord;
 use pactdb_core::Lsn;
@@ -14,9 +19,12 @@ use rand_chacha::ChaCha8Rng;
 
 #[derive(Debug, Default)]
 pub struct Disk {
-    /// Records on disk, in order; the record at position `i` has lsn `i + 1`
-    /// for the current incarnation.
+    /// Records on disk, in order; the record at position `i` has lsn
+    /// `i + 1 + shift` for the current incarnation.
     durable: Vec<WalRecord>,
+    /// How far this incarnation's lsns run ahead of positions: compaction
+    /// replaced a prefix of records by a checkpoint of another length.
+    shift: i64,
     /// Written after `durable`, not yet covered by an fsync.
     unsynced: Vec<WalRecord>,
     /// The lsn the running fsync will make durable, if one is running.
@@ -35,8 +43,24 @@ impl Disk {
         self.durable.len()
     }
 
+    /// The highest lsn durable in this incarnation.
+    pub fn durable_lsn(&self) -> Lsn {
+        (self.durable.len() as i64 + self.shift) as Lsn
+    }
+
     fn next_lsn(&self) -> Lsn {
-        (self.durable.len() + self.unsynced.len()) as Lsn + 1
+        ((self.durable.len() + self.unsynced.len()) as i64 + self.shift) as Lsn + 1
+    }
+
+    /// Replaces the durable records up to `upto_lsn` by `records`, which
+    /// rebuild the same state (a checkpoint). Only a durable prefix is ever
+    /// replaced: the caller waits until `durable_lsn() >= upto_lsn`.
+    pub fn compact(&mut self, upto_lsn: Lsn, records: Vec<WalRecord>) {
+        assert!(upto_lsn <= self.durable_lsn(), "only a durable prefix is compacted");
+        let covered = (upto_lsn as i64 - self.shift) as usize;
+        let k = records.len();
+        self.durable.splice(..covered, records);
+        self.shift = upto_lsn as i64 - k as i64;
     }
 
     /// Appends a record the node asked to persist.
@@ -64,7 +88,7 @@ impl Disk {
     pub fn fsync_done(&mut self, upto: Lsn) {
         assert_eq!(self.syncing_upto, Some(upto), "only the running fsync completes");
         self.syncing_upto = None;
-        let n = upto as usize - self.durable.len();
+        let n = (upto - self.durable_lsn()) as usize;
         self.durable.extend(self.unsynced.drain(..n));
     }
 
@@ -112,9 +136,10 @@ impl Disk {
         self.durable.iter().chain(self.unsynced.iter())
     }
 
-    /// The records a restarting node replays.
-    pub fn recover(&self) -> Vec<WalRecord> {
+    /// The records a restarting node replays; its lsns start after them.
+    pub fn recover(&mut self) -> Vec<WalRecord> {
         assert!(self.unsynced.is_empty(), "recovery happens after a crash");
+        self.shift = 0;
         self.durable.clone()
     }
 }
@@ -161,6 +186,30 @@ mod tests {
         assert_eq!(d.recover(), vec![rec(1), rec(2)]);
         // The restarted node numbers its next record after the survivors.
         d.append(3, rec(30));
+    }
+
+    #[test]
+    fn compaction_replaces_a_durable_prefix_and_lsns_go_on() {
+        let mut d = Disk::default();
+        for i in 1..=5 {
+            d.append(i, rec(i));
+        }
+        assert_eq!(d.start_fsync(), Some(5));
+        d.fsync_done(5);
+        d.append(6, rec(6));
+        d.compact(4, vec![rec(40), rec(41)]);
+        assert_eq!(d.durable(), &[rec(40), rec(41), rec(5)]);
+        assert_eq!(d.durable_lsn(), 5);
+        d.append(7, rec(7));
+        assert_eq!(d.start_fsync(), Some(7));
+        d.fsync_done(7);
+        assert_eq!(d.durable_lsn(), 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        d.crash(&mut rng, 0.0, 0.0);
+        assert_eq!(d.recover(), vec![rec(40), rec(41), rec(5), rec(6), rec(7)]);
+        // The next incarnation numbers its records after what it replayed.
+        d.append(6, rec(8));
+        assert_eq!(d.durable_lsn(), 5);
     }
 
     #[test]

@@ -56,9 +56,18 @@
 //!   records may have reached the disk anyway, and the last of them may be
 //!   torn (partially written): recovery cuts the torn record. Nothing that
 //!   was acknowledged is lost by a torn tail, so such a recovery passes
-//!   `wal_was_cut = false`. Separately, a *durable* record may be corrupt at
+//!   `wal_was_cut = false`, as the runtime's WAL does for a damaged record
+//!   at the very end of its last segment. Separately, a *durable* record
+//!   (anywhere in the log, so with intact records after it, or inside a
+//!   compacted checkpoint) may be corrupt at
 //!   restart on a fixed minority of nodes chosen per seed; recovery then cuts
-//!   the log at that record and passes `wal_was_cut = true`. A corrupt disk
+//!   the log at that record and passes `wal_was_cut = true`, as the runtime
+//!   does for damage followed by more records. On half the seeds nodes
+//!   also compact: every N records (20, 100 or 1,000) a node takes a
+//!   checkpoint (`Node::checkpoint`) between steps, and once its disk is
+//!   durable up to it the durable prefix is replaced by the checkpoint's
+//!   records, as the runtime's snapshot files replace WAL segments; later
+//!   restarts replay the checkpoint and what followed. A corrupt disk
 //!   is a failed member, so it is injected only when the claim still covers
 //!   it: for every group placed on the node, another up node that is not
 //!   itself recovering from corruption holds every entry ever seen

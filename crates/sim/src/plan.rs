@@ -189,6 +189,10 @@ pub struct Plan {
     pub fsync_max_us: u64,
     /// The bank workload, on most seeds.
     pub bank: Option<BankPlan>,
+    /// Nodes checkpoint after this many WAL records and compact their disk
+    /// into the checkpoint once it is durable (as the runtime's on-disk
+    /// snapshots do), on some seeds.
+    pub checkpoint_every_records: Option<usize>,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -286,6 +290,8 @@ impl Plan {
                 c.txn_moment_p = rng.gen_range(0.1..0.6);
             }
         }
+        // Drawn after everything else, so the draws above stay as they were.
+        let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
         Plan {
             nodes,
             groups,
@@ -307,6 +313,7 @@ impl Plan {
             fsync_min_us,
             fsync_max_us,
             bank,
+            checkpoint_every_records,
         }
     }
 
@@ -363,6 +370,9 @@ impl Plan {
                  account reads {:.2}",
                 b.accounts, b.initial, b.transfers, b.abandon_p, b.auditors, b.think_max_ms, b.account_read_p
             ));
+        }
+        if let Some(n) = self.checkpoint_every_records {
+            parts.push(format!("checkpoints every {n} records"));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

@@ -19,7 +19,7 @@ use crate::workload::{account_names, Client, ClientRole};
 use pactdb_core::bugs::Bugs;
 use pactdb_core::io::{ClientToken, Effect, Input};
 use pactdb_core::log::Payload;
-use pactdb_core::node::{Node, NodeConfig};
+use pactdb_core::node::{Checkpoint, Node, NodeConfig};
 use pactdb_core::replica::Role;
 use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Index, Mode, NodeAddrs, NodeId};
 use pactdb_core::wire::{ClientMsg, ClientReply, ConfigValue, PeerBody, PeerMsg, WalRecord};
@@ -75,6 +75,9 @@ pub struct RunReport {
     /// Answers a voting front end outvoted (`FeEffect::Dissent`), counted
     /// per dissenting member.
     pub dissents: usize,
+    /// Disks compacted into a checkpoint, and restarts that replayed one.
+    pub compactions: usize,
+    pub restarts_from_checkpoint: usize,
     /// The seed's cluster shape and fault mix.
     pub plan: String,
     /// Notable events (faults, phases); filled only for verbose runs.
@@ -249,6 +252,13 @@ struct Slot {
     cut_unrecorded: bool,
     /// The lsn of the `WalCut` record the node persists after a cut.
     cut_record_lsn: Option<u64>,
+    /// A checkpoint that replaces the disk's prefix once the disk is
+    /// durable up to it (as the runtime installs a snapshot file).
+    checkpoint: Option<Checkpoint>,
+    /// Records persisted since the last checkpoint was taken.
+    since_checkpoint: usize,
+    /// The disk's prefix is a checkpoint.
+    compacted: bool,
 }
 
 impl Slot {
@@ -261,7 +271,7 @@ impl Slot {
 
     /// Forgets a cut once the node's record of it is durable.
     fn note_durable(&mut self) {
-        if self.cut_record_lsn.is_some_and(|lsn| self.disk.durable_len() as u64 >= lsn) {
+        if self.cut_record_lsn.is_some_and(|lsn| self.disk.durable_lsn() >= lsn) {
             self.cut_unrecorded = false;
             self.cut_record_lsn = None;
         }
@@ -330,6 +340,8 @@ struct World {
     admin_waiting: bool,
     heal_at: Micros,
     dissents: usize,
+    compactions: usize,
+    restarts_from_checkpoint: usize,
     violations: Vec<Violation>,
     /// A crash waiting for the next two-phase commit moment, until then.
     txn_crash_armed: Option<Micros>,
@@ -400,6 +412,8 @@ impl World {
             admin_waiting: false,
             heal_at: 0,
             dissents: 0,
+            compactions: 0,
+            restarts_from_checkpoint: 0,
             violations: Vec::new(),
             txn_crash_armed: None,
         }
@@ -457,6 +471,9 @@ impl World {
                 held: Vec::new(),
                 cut_unrecorded: false,
                 cut_record_lsn: None,
+                checkpoint: None,
+                since_checkpoint: 0,
+                compacted: false,
             };
             let first_tick = self.rng.gen_range(0..slot.tick_us());
             self.slots.insert(id, slot);
@@ -678,6 +695,8 @@ impl World {
             txns_committed: txns.iter().filter(|t| t.outcome.is_committed()).count(),
             sim_ms: self.now / 1_000,
             dissents: self.dissents,
+            compactions: self.compactions,
+            restarts_from_checkpoint: self.restarts_from_checkpoint,
             plan: self.plan.summary(),
             timeline: std::mem::take(&mut self.timeline),
         }
@@ -801,6 +820,15 @@ impl World {
         let slot = self.slots.get_mut(&id).expect("slot");
         slot.disk.fsync_done(upto);
         slot.note_durable();
+        if slot.checkpoint.as_ref().is_some_and(|c| c.upto_lsn <= slot.disk.durable_lsn()) {
+            let c = slot.checkpoint.take().expect("checked");
+            let (upto, n) = (c.upto_lsn, c.records.len());
+            slot.disk.compact(c.upto_lsn, c.records);
+            slot.compacted = true;
+            self.compactions += 1;
+            self.hash(&[id, upto, n as u64]);
+            self.detail(format!("node {id} compacted its WAL up to lsn {upto} into {n} records"));
+        }
         self.deliver(id, Input::Persisted { lsn: upto });
         self.start_fsync(id);
     }
@@ -864,7 +892,9 @@ impl World {
                 }
                 Effect::Persist { lsn, record } => {
                     self.hash(&[lsn]);
-                    self.slots.get_mut(&id).expect("slot").disk.append(lsn, record);
+                    let slot = self.slots.get_mut(&id).expect("slot");
+                    slot.disk.append(lsn, record);
+                    slot.since_checkpoint += 1;
                 }
             }
         }
@@ -888,6 +918,14 @@ impl World {
             }
         }
         self.start_fsync(id);
+        if let Some(every) = self.plan.checkpoint_every_records {
+            // Between steps, as the runtime takes them.
+            let slot = self.slots.get_mut(&id).expect("slot");
+            if slot.since_checkpoint >= every && slot.checkpoint.is_none() {
+                slot.since_checkpoint = 0;
+                slot.checkpoint = Some(slot.node.as_ref().expect("live").checkpoint());
+            }
+        }
         let node = self.slots[&id].node.as_ref().expect("live");
         self.obs.after_step(self.now, node);
         if self.verbose {
@@ -1156,6 +1194,9 @@ impl World {
         let damage = slot.disk.crash(&mut self.rng, plan.unsynced_survive_p, plan.torn_p);
         slot.note_durable();
         slot.cut_record_lsn = None;
+        // A snapshot not yet installed dies with the process.
+        slot.checkpoint = None;
+        slot.since_checkpoint = 0;
         let corruptible = self.plan.corruption.clone().filter(|c| c.nodes.contains(&id));
         let mut corrupt = String::new();
         if let Some(c) = corruptible {
@@ -1253,6 +1294,7 @@ impl World {
         let seed = self.rng.gen();
         let slot = self.slots.get_mut(&id).expect("slot");
         let records = slot.disk.recover();
+        self.restarts_from_checkpoint += usize::from(slot.compacted);
         let cut = slot.cut_unrecorded;
         let n = records.len();
         slot.cut_record_lsn = cut.then_some(n as u64 + 1);

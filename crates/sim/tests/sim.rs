@@ -22,6 +22,11 @@ fn clean_runs_of_the_full_fault_mix_pass() {
     assert!(ok > seeds as usize * 100, "only {ok} operations succeeded over {seeds} seeds");
     let txns: usize = reports.iter().map(|r| r.txns_committed).sum();
     assert!(txns > seeds as usize * 50, "only {txns} transactions committed over {seeds} seeds");
+    // Disks were compacted into checkpoints, and nodes restarted from them.
+    let compactions: usize = reports.iter().map(|r| r.compactions).sum();
+    let restarts: usize = reports.iter().map(|r| r.restarts_from_checkpoint).sum();
+    assert!(compactions > seeds as usize, "only {compactions} compactions over {seeds} seeds");
+    assert!(restarts > seeds as usize / 10, "only {restarts} restarts from a checkpoint over {seeds} seeds");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,

@@ -1,5 +1,6 @@
 //! A replica rebuilt from its WAL after a restart: entries, truncations,
-//! commit hints and snapshots replayed in order.
+//! commit hints and snapshots replayed in order; and the records of a
+//! checkpoint, which rebuild the same replica from far fewer of them.
 //!
 //! It must never treat anything replayed as more than the WAL promised: a
 //! commit hint may have been lost, so only what the last surviving hint
@@ -9,6 +10,7 @@ use super::Replica;
 use crate::log::SharedEntry;
 use crate::state::Snapshot;
 use crate::types::Index;
+use crate::wire::WalRecord;
 
 impl Replica {
     pub fn replay_entry(&mut self, entry: SharedEntry) {
@@ -46,5 +48,33 @@ impl Replica {
         self.commit_index = self.persisted_commit.min(self.log.last_index()).max(self.commit_index);
         self.amnesiac = amnesiac;
         self.apply_committed(None);
+    }
+
+    /// Whether this replica still waits to be caught up after a cut (its
+    /// `CaughtUp` record is what ends that, durably).
+    pub fn is_amnesiac(&self) -> bool {
+        self.amnesiac
+    }
+
+    /// The WAL records that rebuild this replica's durable state, in replay
+    /// order: its applied state as a snapshot, the entries after it (those
+    /// not yet committed too), and its commit hint. Cheap: the state's
+    /// key-value map is persistent and entries are shared, so this copies
+    /// no key or value. Called between steps, when every change to the log
+    /// has its record issued; entries before the applied index are left
+    /// out (a member that needs them gets a snapshot instead).
+    pub fn checkpoint_records(&self, out: &mut Vec<WalRecord>) {
+        let applied = self.applied_index;
+        if applied > 0 {
+            let epoch = self.log.epoch_at(applied).expect("the log keeps every entry after the applied one");
+            let snapshot = Snapshot { index: applied, epoch, state: self.state.clone() };
+            out.push(WalRecord::Snapshot { group: self.group, snapshot: Box::new(snapshot) });
+        }
+        for e in self.log.range(applied + 1, self.log.last_index()) {
+            out.push(WalRecord::Entry { group: self.group, entry: SharedEntry::clone(e) });
+        }
+        if self.persisted_commit > applied {
+            out.push(WalRecord::Commit { group: self.group, index: self.persisted_commit });
+        }
     }
 }

@@ -4,6 +4,11 @@
 //! It must never see an uncommitted write: the passive primary executes
 //! against an overlay (see `replica/passive.rs`) and only committed writes
 //! reach `KvStore::apply`.
+//!
+//! The map is persistent (a hash array mapped trie whose nodes are shared
+//! between copies): a clone costs O(1), so a checkpoint of the store for an
+//! on-disk snapshot or a catch-up is taken without stopping the event loop,
+//! and only the nodes a later write touches are copied, once.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -87,12 +92,17 @@ impl std::hash::BuildHasher for FixedState {
     }
 }
 
+/// A persistent hash map with the fixed hash function: O(1) to clone, and
+/// its iteration order is the same on every replica and in every run.
+pub type PersistentMap<K, V> = imbl::GenericHashMap<K, V, FixedState, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// The applied key-value state of one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
     /// Hashed, not ordered: point operations are all the store serves, and a
-    /// hash lookup costs one key comparison where a B-tree costs a dozen.
-    map: FixedHashMap<Key, Versioned>,
+    /// hash lookup costs a few key comparisons where a B-tree costs a dozen.
+    /// Persistent, so that a checkpoint is a cheap clone (see the module doc).
+    map: PersistentMap<Key, Versioned>,
     /// XOR of a hash of every (key, value, version): adding and removing a
     /// pair is O(1), so replicas can compare whole states cheaply.
     digest: u64,
@@ -121,7 +131,8 @@ impl KvStore {
                 self.digest ^= entry_hash(key, value, *version);
                 match self.map.get_mut(key.as_slice()) {
                     // An overwrite reuses the key and the old value's buffer:
-                    // no allocation on the path of most writes.
+                    // no allocation on the path of most writes (unless a
+                    // checkpoint still shares this part of the map).
                     Some(old) => {
                         self.digest ^= entry_hash(key, &old.value, old.version);
                         old.value.clear();
@@ -150,6 +161,12 @@ impl KvStore {
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Versioned)> {
         self.map.iter()
     }
+
+    /// Whether `other` shares this store's whole map (a clone not written to
+    /// since): the O(1) clone's promise, for tests.
+    pub fn shares_map_with(&self, other: &KvStore) -> bool {
+        self.map.ptr_eq(&other.map)
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +190,28 @@ mod tests {
         a.apply(&Write::Delete { key: "x".into() });
         assert_eq!(a.digest(), a.recompute_digest());
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn a_clone_shares_the_map_and_writes_to_either_stay_apart() {
+        let mut a = KvStore::default();
+        for i in 0..1000u64 {
+            a.apply(&put(&format!("k{i}"), "v", i));
+        }
+        let b = a.clone();
+        assert!(a.shares_map_with(&b), "a clone copies nothing");
+        a.apply(&put("k7", "changed", 2000));
+        a.apply(&Write::Delete { key: "k8".into() });
+        assert!(!a.shares_map_with(&b));
+        assert_eq!(b.get(b"k7"), Some(&Versioned { value: b"v".to_vec(), version: 7 }));
+        assert!(b.get(b"k8").is_some());
+        assert_eq!(b.len(), 1000);
+        assert_eq!(a.len(), 999);
+        assert_eq!(b.digest(), b.recompute_digest());
+        assert_eq!(a.digest(), a.recompute_digest());
+        // The encoding is a plain map, whatever the map's representation.
+        let decoded: KvStore = crate::wire::decode(&crate::wire::encode(&b)).unwrap();
+        assert_eq!(decoded, b);
     }
 
     #[test]

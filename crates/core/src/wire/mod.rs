@@ -32,6 +32,22 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     options().deserialize(bytes).map_err(|e| e.to_string())
 }
 
+/// Encodes a record of a snapshot file, in the same encoding but with no
+/// message limit: a group's whole state may be larger than any message.
+pub fn encode_stored<T: Serialize>(record: &T) -> Vec<u8> {
+    bincode::DefaultOptions::new().allow_trailing_bytes().serialize(record).expect("pactdb records always serialize")
+}
+
+/// Decodes a record read from a snapshot file, bounded by the bytes given
+/// (which the file's framing already checked); never panics.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    bincode::DefaultOptions::new()
+        .with_limit(bytes.len() as u64)
+        .allow_trailing_bytes()
+        .deserialize(bytes)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
