@@ -226,8 +226,10 @@ impl Replica {
             }
             let (_, rs) = self.parked_reads.pop_first().expect("non-empty");
             self.parked_count -= rs.len();
+            // Still under the lease: the write it waited for committed, but
+            // a lease that lapsed meanwhile may mean a newer primary.
             for (token, id, result) in rs {
-                ctx.out.reply(token, ClientReply::Response { id, result: Ok(result) });
+                self.answer_read(ctx, token, id, result);
             }
         }
         self.compact();
