@@ -374,6 +374,8 @@ struct World {
     overloaded: bool,
     partitioned: bool,
     quiet: bool,
+    /// The isolation phase: no reply is lost (the network is calm too).
+    calm: bool,
     bootstrapped: bool,
     admin_waiting: bool,
     heal_at: Micros,
@@ -446,6 +448,7 @@ impl World {
             overloaded: false,
             partitioned: false,
             quiet: false,
+            calm: false,
             bootstrapped: false,
             admin_waiting: false,
             heal_at: 0,
@@ -639,6 +642,7 @@ impl World {
     fn isolate_a_primary(&mut self, len_ms: u64) {
         let profile = self.net.profile.clone();
         self.net.profile = profile.calm();
+        self.calm = true;
         self.run_for_ms(ISOLATION_LEAD_MS);
         let primary = self.slots.iter().find_map(|(&id, s)| {
             s.node.as_ref().and_then(|n| n.replica(0)).is_some_and(|r| r.role() == Role::Primary).then_some(id)
@@ -657,6 +661,7 @@ impl World {
             self.isolations.push(Isolation { node: id, start, healed: start + len_ms * 1_000, until: self.now });
         }
         self.net.profile = profile;
+        self.calm = false;
     }
 
     fn start_faults(&mut self) {
@@ -1195,6 +1200,7 @@ impl World {
             Conn::Admin { .. } => self.schedule(delay, What::AdminReply { reply: Box::new(reply) }),
             Conn::Client { client, .. } => {
                 let lose = !self.quiet
+                    && !self.calm
                     && self.plan.reply_loss_p > 0.0
                     && matches!(reply, ClientReply::Response { .. })
                     && self.rng.gen_bool(self.plan.reply_loss_p);
