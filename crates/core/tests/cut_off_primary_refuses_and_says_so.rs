@@ -24,8 +24,11 @@ fn a_primary_without_its_lease_refuses_reads_and_writes_with_cut_off() {
     h.isolate(node(2));
     h.isolate(node(3));
     h.now = sent + lease_ms - 1;
-    let (_, fx) = h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
+    let (waiting, fx) = h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
     assert!(replies(&fx).is_empty(), "the write waits for its commit: {fx:?}");
+    // A read of its key waits for it too.
+    let (parked, fx) = h.client(node(1), request(rid(8, 1), view.epoch, get("k")));
+    assert!(replies(&fx).is_empty(), "the read waits for the write: {fx:?}");
 
     // From the lease's end on, it refuses every request and says why.
     h.now = sent + lease_ms;
@@ -35,6 +38,12 @@ fn a_primary_without_its_lease_refuses_reads_and_writes_with_cut_off() {
     assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 2), cut_off()) }]);
     let (token, fx) = h.client(node(1), request(rid(7, 3), view.epoch, put("k", "w")));
     assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), cut_off()) }]);
+    // The next tick tells the clients still waiting here, so they ask
+    // elsewhere now rather than after their attempt timeout (the write may
+    // yet commit, here or at the next primary: a retry under its id runs
+    // it at most once).
+    let fx = h.tick(node(1));
+    assert_eq!(replies(&fx), vec![(waiting, response(rid(7, 1), cut_off())), (parked, response(rid(8, 1), cut_off()))]);
     // A retry of the waiting write too: it cannot commit from here.
     let (token, fx) = h.client(node(1), request(rid(7, 1), view.epoch, put("k", "v")));
     assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), cut_off()) }]);

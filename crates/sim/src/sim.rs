@@ -634,7 +634,8 @@ impl World {
         committed
     }
 
-    /// Cuts the primary of group 0 off from every other node for `len_ms`,
+    /// Cuts the primary of the first passive group off from every other
+    /// node for `len_ms`,
     /// while its clients still reach it, on an otherwise calm network and
     /// before any other fault: then whatever stalls the group's operations
     /// is this partition alone, and the liveness checker bounds it while the
@@ -644,15 +645,20 @@ impl World {
         self.net.profile = profile.calm();
         self.calm = true;
         self.run_for_ms(ISOLATION_LEAD_MS);
-        let primary = self.slots.iter().find_map(|(&id, s)| {
-            s.node.as_ref().and_then(|n| n.replica(0)).is_some_and(|r| r.role() == Role::Primary).then_some(id)
+        let group = self.cluster.groups.iter().find(|g| g.mode == Mode::Passive).map(|g| g.id);
+        let primary = group.and_then(|group| {
+            self.slots.iter().find_map(|(&id, s)| {
+                s.node.as_ref().and_then(|n| n.replica(group)).is_some_and(|r| r.role() == Role::Primary).then_some(id)
+            })
         });
-        if let Some(id) = primary {
+        if let (Some(id), Some(group)) = (primary, group) {
             let nodes = self.plan.nodes.clone();
             let what = self.net.partition(&mut self.rng, &nodes, PartitionKind::Isolate, Some(id));
             self.partitioned = true;
             let start = self.now;
-            self.note(format!("partition: {what}, the primary of group 0, for {len_ms}ms (clients still reach it)"));
+            self.note(format!(
+                "partition: {what}, the primary of group {group}, for {len_ms}ms (clients still reach it)"
+            ));
             self.run_for_ms(len_ms);
             self.net.heal();
             self.partitioned = false;

@@ -19,6 +19,7 @@
 use super::atomicity::name;
 use super::{FinalReplica, Violation};
 use crate::history::{History, Micros, Outcome, TxnResult};
+use pactdb_core::types::{ClusterMap, Mode};
 
 /// Time the quiet phase gives the cluster to restart, re-elect and re-admit
 /// before operations must succeed promptly.
@@ -44,11 +45,18 @@ const PROPERTY: &str = "liveness";
 /// of the later of its invocation and the partition's start. Transactions
 /// are left out (their votes and locks may wait on the cut-off node's
 /// coordinator for longer, by design), and so are reads of their accounts.
-pub fn check_isolations(history: &History, isolations: &[super::Isolation]) -> Vec<Violation> {
+pub fn check_isolations(cluster: &ClusterMap, history: &History, isolations: &[super::Isolation]) -> Vec<Violation> {
+    // Passive groups only: an active group in voting mode needs f+1
+    // members' answers, and one still joining when its sequencer is cut
+    // off leaves it without them until it is admitted.
+    let passive = |key: &[u8]| {
+        let g = cluster.group_of(key);
+        cluster.groups.iter().any(|s| s.id == g && s.mode == Mode::Passive)
+    };
     let mut v = Vec::new();
     for iso in isolations {
         for o in history.ops.iter().filter(|o| o.txn.is_none()) {
-            let register = o.op.key().is_some_and(|k| k.starts_with(b"k"));
+            let register = o.op.key().is_some_and(|k| k.starts_with(b"k") && passive(k));
             let before = o.complete_us.is_some_and(|done| done < iso.start);
             // Invoked late enough that its bound ends after the calm phase:
             // other faults may have struck it.
@@ -161,6 +169,12 @@ mod tests {
         assert_eq!(check(&h, &[], heal, end).len(), 1, "still pending at the end");
     }
 
+    fn cluster() -> ClusterMap {
+        use pactdb_core::types::GroupSpec;
+        let group = GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1, 2, 3], min_members: 1, voting: false };
+        ClusterMap { nodes: Default::default(), groups: vec![group] }
+    }
+
     #[test]
     fn rejects_an_operation_stalled_by_an_isolated_primary() {
         let iso = crate::check::Isolation { node: 1, start: 10_000_000, healed: 13_000_000, until: 15_000_000 };
@@ -178,14 +192,15 @@ mod tests {
         // A transaction's account: left out.
         let d = h.invoke(3, Op::Get { key: b"acct-1".to_vec() }, 11_000_000);
         h.complete(d, 14_000_000, Outcome::Ok(OpResult::Value(None)));
-        assert_eq!(check_isolations(&h, &[iso]), vec![]);
+        let cluster = cluster();
+        assert_eq!(check_isolations(&cluster, &h, &[iso]), vec![]);
         let e = h.invoke(4, put(), 12_000_000);
         h.complete(e, 13_100_000, Outcome::Ok(OpResult::Written { version: 3 }));
-        let v = check_isolations(&h, &[iso]);
+        let v = check_isolations(&cluster, &h, &[iso]);
         assert!(v.len() == 1 && v[0].detail.contains("took 1100ms"), "{v:?}");
         // Never answered at all.
         h.invoke(5, put(), 12_500_000);
-        assert_eq!(check_isolations(&h, &[iso]).len(), 2);
+        assert_eq!(check_isolations(&cluster, &h, &[iso]).len(), 2);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));
     v.extend(bank::check(facts.cluster, facts.history, facts.finals, facts.faulty));
     v.extend(liveness::check(facts.history, facts.finals, facts.heal_at, facts.end_at));
-    v.extend(liveness::check_isolations(facts.history, facts.isolations));
+    v.extend(liveness::check_isolations(facts.cluster, facts.history, facts.isolations));
     v.extend(agreement::check(facts.dissents, facts.diverged_on_purpose));
     v
 }
