@@ -418,7 +418,9 @@ impl Node {
                 })
         };
         let value_ok = |value: &ConfigValue| match value {
-            ConfigValue::View(v) => view_ok(v),
+            // An acceptor stores registers it need not understand; only a
+            // view nobody could hold is refused.
+            ConfigValue::View(v) => v.is_well_formed(),
             ConfigValue::Cluster(c) => c.validate().is_ok(),
         };
         msg.from != self.cfg.id
