@@ -242,7 +242,7 @@ fn fuzz_role(name: &str, salt: u64, peer: &[Vec<u8>], mut h: Harness, to: NodeId
             m.from = if to == 1 { 2 } else { 1 };
         }
         h.step(to, Input::Peer(m));
-        if step % 8 == 0 {
+        if step.is_multiple_of(8) {
             h.run_for(5);
         }
     });

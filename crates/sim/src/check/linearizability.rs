@@ -740,9 +740,8 @@ mod tests {
                 }
                 _ => unreachable!("only register operations"),
             };
-            let outcome = if indeterminate {
-                Outcome::Failed("timed out".into())
-            } else if op.is_read() && rng.gen_bool(0.1) {
+            let failed_read = op.is_read() && rng.gen_bool(0.1);
+            let outcome = if indeterminate || failed_read {
                 Outcome::Failed("timed out".into())
             } else {
                 Outcome::Ok(result)
