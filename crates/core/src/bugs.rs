@@ -11,7 +11,7 @@ pub struct Bugs {
     /// The primary answers before every backup acked the entry.
     pub reply_before_replicated: bool,
     /// The primary answers some writes it executed (every third request of
-    /// a client) with a definite refusal (`BelowMinMembers`) instead of
+    /// a client) with a definite refusal (`Malformed`) instead of
     /// their result: the client is told a write that ran never did.
     pub refuse_executed_write: bool,
     /// A backup acks entries before they are durable.

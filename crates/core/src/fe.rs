@@ -66,22 +66,24 @@ impl std::error::Error for FeError {}
 impl FeError {
     /// Whether the operation certainly never took effect and never will:
     /// the front end never sent it, or the cluster refused it for a reason
-    /// that would have refused every attempt alike (the request is invalid)
-    /// or that a primary gives only after it found no earlier attempt run or
-    /// pending (`BelowMinMembers` is checked after the session table and the
-    /// uncommitted suffix). A timeout is not, and neither is
-    /// `SessionExpired`: it refuses a retry whose earlier attempt may have
-    /// run before the session table forgot it.
+    /// that would refuse every attempt alike (the request itself is
+    /// invalid). A refusal that depends on the group's state is not: an
+    /// earlier attempt of the same request (or a copy the network
+    /// duplicated) may still be on its way and run once the state changes.
+    /// The simulator found exactly that for `BelowMinMembers`: a put whose
+    /// retry was refused below `min_members` was later committed by its
+    /// first attempt. A timeout is not definite either, nor `SessionExpired`
+    /// (it refuses a retry whose earlier attempt may have run).
     pub fn never_ran(&self) -> bool {
         match self {
             FeError::Refused(e) => match e {
                 ClientError::KeyTooLarge { .. }
                 | ClientError::ValueTooLarge { .. }
-                | ClientError::BelowMinMembers { .. }
                 | ClientError::InvalidTransaction { .. }
                 | ClientError::Malformed { .. }
                 | ClientError::UnknownGroup { .. } => true,
                 ClientError::SessionExpired
+                | ClientError::BelowMinMembers { .. }
                 | ClientError::NotLeader { .. }
                 | ClientError::StaleEpoch { .. }
                 | ClientError::Busy

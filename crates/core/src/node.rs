@@ -191,12 +191,10 @@ impl Node {
     /// replace the WAL before the WAL is durable up to `upto_lsn`.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut records = Vec::new();
-        // The stored cluster map first: replay adopts it (its acceptors and
-        // the replicas placed here) before anything else is rebuilt, as the
-        // WAL it stands for did once bootstrapped.
-        if let Some(map) = &self.cluster {
-            records.push(WalRecord::Cluster { map: map.clone() });
-        }
+        // Not the stored cluster map (yet): replaying it ahead of the
+        // replicas' records left a replica the map places here with no state
+        // of its own stuck joining (simulator, passive seed 427). A node
+        // restarted from a checkpoint relearns the map from the config store.
         let rounds = self.proposer.reserved_rounds();
         if rounds > 0 {
             records.push(WalRecord::ProposerRounds { upto: rounds });

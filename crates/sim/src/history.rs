@@ -27,8 +27,8 @@ pub enum Outcome {
     /// nothing.
     Failed(String),
     /// The cluster or the front end refused it definitely
-    /// (`FeError::never_ran`: the request was invalid, the group was below
-    /// its `min_members`, it was never sent): it never took effect and never
+    /// (`FeError::never_ran`: the request was invalid, or it was never
+    /// sent): it never took effect and never
     /// will, and checkers hold it to that. A read refused this way tells
     /// nothing.
     Refused(String),

@@ -142,8 +142,10 @@
 //!   one of unknown outcome as indeterminate, an aborted one not at all (so
 //!   reading its value fails). A client error is definite or not
 //!   (`FeError::never_ran`): a write refused definitely (an invalid
-//!   request, a group below `min_members`, never sent) is checked as never
-//!   having happened, a timeout or `SessionExpired` as indeterminate. The
+//!   request, never sent) is checked as never having happened; a timeout,
+//!   `SessionExpired` or a refusal that depends on the group's state
+//!   (`BelowMinMembers`: an earlier attempt may still arrive and run) as
+//!   indeterminate. The
 //!   optimised search is compared with a plain one on thousands of random
 //!   small histories (`check::linearizability` tests);
 //! * atomicity: a transaction's writes take effect in every group or none,

@@ -243,8 +243,7 @@ impl Replica {
             for (token, id) in ws {
                 let written = matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. });
                 if self.bugs.refuse_executed_write && written && id.seq % 3 == 0 {
-                    let members = self.view.as_ref().map_or(0, |v| v.members.len());
-                    let refusal = ClientError::BelowMinMembers { members, min_members: members + 1 };
+                    let refusal = ClientError::Malformed { reason: "refused (bug refuse-executed-write)".into() };
                     ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal) });
                     continue;
                 }

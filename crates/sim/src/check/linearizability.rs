@@ -741,11 +741,8 @@ mod tests {
                 _ => unreachable!("only register operations"),
             };
             let failed_read = op.is_read() && rng.gen_bool(0.1);
-            let outcome = if indeterminate || failed_read {
-                Outcome::Failed("timed out".into())
-            } else {
-                Outcome::Ok(result)
-            };
+            let outcome =
+                if indeterminate || failed_read { Outcome::Failed("timed out".into()) } else { Outcome::Ok(result) };
             rec(&mut h, client, op, (invoke, Some(ret)), outcome);
         }
         if rng.gen_bool(0.5) {
