@@ -1,15 +1,22 @@
 //! The front end's logic: what hides replication from a client.
 //!
-//! It owns request identities (a random client id and a sequence number per
-//! request, kept across retries so a retried write runs at most once), the
-//! cached cluster map and views, routing of keys to groups, and the retry
-//! policy (redirects, timeouts, back-off). It never performs IO: the async
-//! client library and the simulator carry out its `FeEffect`s and feed back
-//! replies and time.
+//! It owns request identities (a random client id, the start of its session
+//! in each group, and a sequence number per request, kept across retries so
+//! a retried write runs at most once), the cached cluster map and views,
+//! routing of keys to groups, and the retry policy (redirects, timeouts,
+//! back-off). It never performs IO: the async client library and the
+//! simulator carry out its `FeEffect`s and feed back replies and time.
+//!
+//! Sessions: a request first goes out with `RequestId::NO_SESSION` until the
+//! group named a start (`ClientError::OpenSession`, one round trip per group
+//! and session); from then on its id never changes. A request told
+//! `SessionExpired` fails with that error (it may have run before, and is
+//! never sent again), and the front end starts a new session: a new client
+//! id, and new starts. It never re-runs a request under a new id.
 
 use crate::limits::MAX_SESSION_RESPONSES;
 use crate::state::op::{Op, OpResult};
-use crate::types::{ClusterMap, GroupId, Millis, Mode, NodeId, RequestId, View};
+use crate::types::{ClusterMap, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -69,8 +76,9 @@ pub enum FeEffect {
     Send { to: NodeId, msg: ClientMsg },
     /// Ask node `to` for the cluster map and views (answer via `on_reply`).
     FetchViews { to: NodeId },
-    /// The operation finished.
-    Done { op: OpId, result: Result<OpResult, FeError> },
+    /// The operation finished; `id` is the request id it was sent under
+    /// last (a transaction's id is made of its commit's).
+    Done { op: OpId, id: RequestId, result: Result<OpResult, FeError> },
     /// A voting front end saw these members of an active group answer the
     /// operation differently from the f+1 that agreed (reported just before
     /// its `Done`).
@@ -93,6 +101,11 @@ struct Pending {
 
 pub struct FrontEnd {
     client_id: u64,
+    /// Where this client's current session starts in each group that named
+    /// a start (see `RequestId::session`).
+    sessions: BTreeMap<GroupId, Index>,
+    /// Sessions started over after `SessionExpired`.
+    renewals: u64,
     next_seq: u64,
     timing: FeTiming,
     cluster: Option<ClusterMap>,
@@ -109,6 +122,8 @@ impl FrontEnd {
         FrontEnd {
             // Client id 0 is reserved for no-op entries (`RequestId::NOOP`).
             client_id: rng.gen_range(1..=u64::MAX),
+            sessions: BTreeMap::new(),
+            renewals: 0,
             next_seq: 1,
             timing,
             cluster: None,
@@ -122,6 +137,18 @@ impl FrontEnd {
 
     pub fn client_id(&self) -> u64 {
         self.client_id
+    }
+
+    /// How many times this front end started a new session after its
+    /// requests were told `SessionExpired`.
+    pub fn renewals(&self) -> u64 {
+        self.renewals
+    }
+
+    /// The request id operation `op` goes out under now, while it is pending
+    /// (its session may still be unnamed).
+    pub fn request_id(&self, op: OpId) -> Option<RequestId> {
+        self.pending.get(&op).map(|p| p.request.id)
     }
 
     pub fn cluster(&self) -> Option<&ClusterMap> {
@@ -155,11 +182,12 @@ impl FrontEnd {
         // last slot of the window that `can_submit` had just offered.
         let admissible = self.can_submit();
         self.next_seq += 1;
+        let id = RequestId { client: self.client_id, session: RequestId::NO_SESSION, seq };
         if !admissible {
-            self.effects.push(FeEffect::Done { op: seq, result: Err(FeError::TooManyOutstanding) });
+            self.effects.push(FeEffect::Done { op: seq, id, result: Err(FeError::TooManyOutstanding) });
             return seq;
         }
-        let request = ClientRequest { id: RequestId { client: self.client_id, seq }, group: 0, epoch: 0, op };
+        let request = ClientRequest { id, group: 0, epoch: 0, op };
         self.pending.insert(
             seq,
             Pending {
@@ -201,8 +229,15 @@ impl FrontEnd {
             return self.finish(op, Err(FeError::Refused(ClientError::UnknownGroup { group })));
         };
         let view = self.views.get(&group).cloned();
+        let start = self.sessions.get(&group).copied();
+        let client = self.client_id;
         let p = self.pending.get_mut(&op).expect("pending");
         p.request.group = group;
+        if let (RequestId::NO_SESSION, Some(start)) = (p.request.id.session, start) {
+            // Named once, for good: a request that went out with no session
+            // never ran, so it may still join the current session.
+            p.request.id = RequestId { client, session: start, seq: p.request.id.seq };
+        }
         let target = match (&view, p.target) {
             (Some(v), _) => {
                 p.request.epoch = v.epoch;
@@ -254,8 +289,8 @@ impl FrontEnd {
     }
 
     fn finish(&mut self, op: OpId, result: Result<OpResult, FeError>) {
-        self.pending.remove(&op);
-        self.effects.push(FeEffect::Done { op, result });
+        let Some(p) = self.pending.remove(&op) else { return };
+        self.effects.push(FeEffect::Done { op, id: p.request.id, result });
     }
 
     /// Learns a view if it is newer than the cached one; says whether it was.
@@ -307,10 +342,9 @@ impl FrontEnd {
                 self.retry_on_new_views(now, rng, &changed);
             }
             ClientReply::Response { id, result } => {
-                if id.client != self.client_id {
-                    return;
-                }
-                if !self.pending.contains_key(&id.seq) {
+                // An answer to the request as it is now: not to an attempt
+                // sent before its session was named.
+                if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
                     return;
                 }
                 if let Ok(r) = &result {
@@ -420,10 +454,26 @@ impl FrontEnd {
                     self.backoff(now, rng, op, e.to_string());
                 }
                 ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
+                ClientError::OpenSession { start } => {
+                    let group = self.pending[&op].request.group;
+                    self.sessions.entry(group).or_insert(start);
+                    self.try_send(now, rng, op);
+                }
+                ClientError::SessionExpired => {
+                    // Whether it ran cannot be told: the caller hears so, and
+                    // this client's later requests go in a new session (the
+                    // table forgot the old one, or will keep refusing it).
+                    let client = self.pending[&op].request.id.client;
+                    if client == self.client_id {
+                        self.client_id = rng.gen_range(1..=u64::MAX);
+                        self.sessions.clear();
+                        self.renewals += 1;
+                    }
+                    self.finish(op, Err(FeError::Refused(e)));
+                }
                 ClientError::KeyTooLarge { .. }
                 | ClientError::ValueTooLarge { .. }
                 | ClientError::BelowMinMembers { .. }
-                | ClientError::SessionExpired
                 | ClientError::InvalidTransaction { .. }
                 | ClientError::Malformed { .. } => self.finish(op, Err(FeError::Refused(e))),
             },

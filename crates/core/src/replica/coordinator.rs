@@ -352,7 +352,7 @@ impl Replica {
     /// of a transaction with other contents (finished, being decided, or
     /// being sequenced).
     pub(super) fn reuses_txn_id(&self, id: RequestId, digest: u64) -> bool {
-        if let Dedup::Done(d) = self.state.commit_digests.lookup(id) {
+        if let Dedup::Done(d) = self.state.commit_digests.lookup_remembered(id) {
             return *d != digest;
         }
         let Some(&index) = self.pending_ids.get(&id) else { return false };
@@ -432,10 +432,14 @@ impl Replica {
         }
         match self.state.sessions.lookup(txn.request_id()) {
             Dedup::Done(OpResult::Txn(o)) => return send_decision(ctx, from, group, txn, o.is_committed()),
-            // The id answered something that is not a transaction, or was
-            // forgotten: no participant can hold a live prepare of it.
-            Dedup::Done(_) | Dedup::Expired => return,
-            Dedup::New => {}
+            // The id answered something that is not a transaction: no
+            // participant can hold a live prepare of it.
+            Dedup::Done(_) => return,
+            // Forgotten, or never seen. A decision stays in `decisions`
+            // until every participant applied it, so a participant still
+            // prepared proves none was logged: presuming abort is safe, and
+            // never answering would leave it prepared for good.
+            Dedup::Expired | Dedup::New => {}
         }
         let asker = Asker::Participant { node: from, group };
         if self.pending_ids.contains_key(&txn.request_id()) || self.coordinator.collecting.contains_key(&txn) {

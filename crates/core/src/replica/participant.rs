@@ -153,7 +153,7 @@ impl Replica {
             self.participant.vote_waiters.entry(txn).or_default().push(from);
             return;
         }
-        match self.state.resolved.lookup(txn.request_id()) {
+        match self.state.resolved.lookup_remembered(txn.request_id()) {
             Dedup::Done(v) => return send_vote(ctx, v.clone()),
             Dedup::Expired => return send_vote(ctx, refused("the transaction finished too long ago")),
             Dedup::New => {}
@@ -264,7 +264,7 @@ impl Replica {
             self.dirty = true;
             return;
         }
-        match self.state.resolved.lookup(txn.request_id()) {
+        match self.state.resolved.lookup_remembered(txn.request_id()) {
             // Resolved already (a retry, or a new coordinator repeating it).
             Dedup::Done(_) | Dedup::Expired => ack(ctx),
             Dedup::New if self.participant.preparing.contains_key(&txn) => {

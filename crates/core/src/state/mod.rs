@@ -18,7 +18,7 @@ pub mod sessions;
 pub mod txn;
 
 use crate::bugs::Bugs;
-use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS};
+use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS, MAX_SESSIONS};
 use crate::log::{Entry, Payload};
 use crate::types::{Epoch, GroupId, Index, RequestId};
 use kv::{Key, KvStore, Versioned, Write};
@@ -76,15 +76,16 @@ impl StateMachine {
     /// state; the two-phase commit entries are deterministic steps.
     /// `bugs.diverge_state` makes this member's state silently go wrong.
     /// `group` is the group this state belongs to (its transactions' home
-    /// or not).
-    pub fn apply(&mut self, e: &Entry, bugs: &Bugs, group: GroupId) -> Applied {
+    /// or not); the client session table keeps at most `max_sessions`
+    /// sessions (see `Sessions::record`).
+    pub fn apply(&mut self, e: &Entry, bugs: &Bugs, group: GroupId, max_sessions: usize) -> Applied {
         match &e.payload {
             Payload::Noop => Applied::Nothing,
             Payload::Effects { id, response, writes } => {
                 for w in writes {
                     self.kv.apply(w);
                 }
-                self.sessions.record(*id, e.index, response.clone());
+                self.sessions.record(*id, e.index, response.clone(), max_sessions);
                 Applied::Answered { id: *id, response: response.clone() }
             }
             Payload::Sequenced { id, op } => {
@@ -94,7 +95,7 @@ impl StateMachine {
                 let txn = TxnId::new(*id, 0);
                 let (response, mut writes) = execute(op, e.index, txn, &*self);
                 if let Op::Commit(req) = op {
-                    self.commit_digests.record(*id, e.index, req.digest());
+                    self.commit_digests.record(*id, e.index, req.digest(), MAX_SESSIONS);
                 }
                 if bugs.diverge_state {
                     for w in writes.iter_mut() {
@@ -111,7 +112,7 @@ impl StateMachine {
                 // end would see healthy members answer the same request
                 // differently (one from each execution).
                 if !(bugs.rerun_retried_read && op.is_read()) {
-                    self.sessions.record(*id, e.index, response.clone());
+                    self.sessions.record(*id, e.index, response.clone(), max_sessions);
                 }
                 Applied::Answered { id: *id, response }
             }
@@ -127,9 +128,9 @@ impl StateMachine {
                 // Copied once, for the record; whoever answers a client
                 // copies it from the entry (only a primary or an awaited
                 // member does).
-                self.sessions.record(txn.request_id(), e.index, OpResult::Txn(outcome.clone()));
+                self.sessions.record(txn.request_id(), e.index, OpResult::Txn(outcome.clone()), max_sessions);
                 if *digest != 0 {
-                    self.commit_digests.record(txn.request_id(), e.index, *digest);
+                    self.commit_digests.record(txn.request_id(), e.index, *digest, MAX_SESSIONS);
                 }
                 if !participants.is_empty() {
                     self.decisions.insert(*txn, Decision { commit: *commit, participants: participants.clone() });
@@ -161,7 +162,7 @@ impl StateMachine {
                 no("the transaction id was reused with other contents")
             };
         }
-        match self.resolved.lookup(txn.request_id()) {
+        match self.resolved.lookup_remembered(txn.request_id()) {
             Dedup::Done(v) => return v.clone(),
             Dedup::Expired => return no("the transaction finished too long ago to be prepared again"),
             Dedup::New => {}
@@ -169,6 +170,10 @@ impl StateMachine {
         // In the home group the decision itself is the record: a transaction
         // decided here is never prepared again.
         let decided = if txn.home == group { self.sessions.lookup(txn.request_id()) } else { Dedup::New };
+        if let Dedup::Expired = decided {
+            // Its decision may have been recorded and forgotten.
+            return no("the transaction finished too long ago to be prepared again");
+        }
         if let Dedup::Done(OpResult::Txn(outcome)) = decided {
             return match outcome {
                 TxnOutcome::Committed { versions, reads } => {
@@ -218,7 +223,7 @@ impl StateMachine {
     /// decision already applied here is not applied twice.
     fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index, remember: bool) {
         let prepared = self.prepared.remove(&txn);
-        let first = prepared.is_some() || matches!(self.resolved.lookup(txn.request_id()), Dedup::New);
+        let first = prepared.is_some() || matches!(self.resolved.lookup_remembered(txn.request_id()), Dedup::New);
         if let Some(p) = &prepared {
             for (key, _) in p.part.locks() {
                 self.locks.unlock(key, txn);
@@ -230,7 +235,7 @@ impl StateMachine {
             }
         }
         if first && remember {
-            self.resolved.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()));
+            self.resolved.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()), MAX_SESSIONS);
         }
     }
 
