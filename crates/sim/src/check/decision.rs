@@ -236,7 +236,7 @@ mod tests {
         }
     }
 
-    const T: TxnId = TxnId { client: 7, seq: 3, home: 0 };
+    const T: TxnId = TxnId { client: 7, session: 0, seq: 3, home: 0 };
 
     /// A clean commit of `T` between groups 0 (home) and 1.
     fn clean() -> Observations {

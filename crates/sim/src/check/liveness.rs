@@ -113,7 +113,7 @@ mod tests {
         use pactdb_core::state::txn::{TxnId, TxnRequest};
         let heal = 10_000_000;
         let end = heal + 8_000_000;
-        let txn = TxnId { client: 1, seq: 1, home: 0 };
+        let txn = TxnId { client: 1, session: 0, seq: 1, home: 0 };
         let mut h = History::default();
         let t = h.begin_txn(0, TxnKind::Transfer, txn, vec![], TxnRequest::default(), 1_000);
         // Its client crashed: it never learns the outcome, which is fine.
