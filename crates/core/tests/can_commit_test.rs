@@ -76,7 +76,11 @@ fn a_participant_votes_yes_only_once_its_prepare_is_durable_on_every_member() {
     );
     let state = h.replica_of(node(2), OTHER).state();
     assert!(state.prepared.contains_key(&id));
-    assert!(state.locks.conflicts(b.as_bytes(), LockMode::Shared, TxnId { client: 9, session: 0, seq: 2, home: GROUP }));
+    assert!(state.locks.conflicts(
+        b.as_bytes(),
+        LockMode::Shared,
+        TxnId { client: 9, session: 0, seq: 2, home: GROUP }
+    ));
     assert!(state.kv.get(b.as_bytes()).is_none(), "a prepared write is not visible");
 }
 

@@ -28,7 +28,10 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(named) }]);
     assert_eq!(fe.request_id(op), Some(named));
     fe.on_reply(2, &mut rng, 1, response(named, Ok(OpResult::Written { version: 41 })));
-    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, id: named, result: Ok(OpResult::Written { version: 41 }) }]);
+    assert_eq!(
+        fe.take_effects(),
+        vec![FeEffect::Done { op, id: named, result: Ok(OpResult::Written { version: 41 }) }]
+    );
 
     // The next request goes straight out in the same session.
     let op2 = fe.submit(3, &mut rng, put("k", "v"));

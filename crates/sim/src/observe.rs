@@ -19,8 +19,8 @@ use pactdb_core::log::{Entry, Payload};
 use pactdb_core::node::Node;
 use pactdb_core::replica::Role;
 use pactdb_core::state::kv::Write;
-use pactdb_core::state::txn::TxnId;
 use pactdb_core::state::op::Op;
+use pactdb_core::state::txn::TxnId;
 use pactdb_core::types::{Epoch, GroupId, Index, NodeId, RequestId, View};
 use std::collections::{BTreeMap, HashMap};
 

@@ -162,8 +162,7 @@ impl<R> Sessions<R> {
             }
         }
         if self.activity.len() > 2 * self.by_session.len() + 64 {
-            let mut live: Vec<(Index, SessionKey)> =
-                self.by_session.iter().map(|(&k, s)| (s.last_active, k)).collect();
+            let mut live: Vec<(Index, SessionKey)> = self.by_session.iter().map(|(&k, s)| (s.last_active, k)).collect();
             live.sort_unstable();
             self.activity = live.into();
         }

@@ -81,10 +81,9 @@ impl std::fmt::Display for ClientError {
                 f,
                 "writes refused: the group has {members} members in its view, below min_members {min_members}"
             ),
-            ClientError::SessionExpired => write!(
-                f,
-                "session expired: the request is too old to tell whether it ran, and was not run again"
-            ),
+            ClientError::SessionExpired => {
+                write!(f, "session expired: the request is too old to tell whether it ran, and was not run again")
+            }
             ClientError::OpenSession { start } => write!(f, "no session named; open one at index {start}"),
             ClientError::Busy => write!(f, "node busy, retry later"),
             ClientError::UnknownGroup { group } => write!(f, "group {group} is not known to this node"),
