@@ -51,7 +51,8 @@ pub enum ClientRole {
     Transfer { abandon_p: f64 },
     /// Audits of every account.
     Audit,
-    /// Puts and gets on `keys` register keys, keeping up to `depth` of them
+    /// Puts and gets on keys of its own (`p{client}-{n}`, at least `keys`
+    /// and about one per request in flight), keeping up to `depth` of them
     /// in flight at once.
     Pipelined { keys: usize, depth: usize },
 }
@@ -241,7 +242,9 @@ impl Client {
             return;
         }
         while self.inflight.len() < depth && self.fe.can_submit() {
-            let key: Key = format!("k{}", self.rng.gen_range(0..keys)).into_bytes();
+            // Keys of its own, about one per request in flight: the
+            // linearizability search stays small however deep the pipeline.
+            let key: Key = format!("p{}-{}", self.index, self.rng.gen_range(0..keys.max(depth))).into_bytes();
             let op = if self.rng.gen_bool(0.7) { Op::Put { key, value: self.value("") } } else { Op::Get { key } };
             let hid = history.invoke(self.index, op.clone(), now);
             let fid = self.fe.submit(now / 1_000, &mut self.rng, op);
