@@ -435,12 +435,17 @@ impl Replica {
             // The id answered something that is not a transaction: no
             // participant can hold a live prepare of it.
             Dedup::Done(_) => return,
-            // Forgotten, or never seen. A decision stays in `decisions`
+            Dedup::New => {}
+            // Its session was forgotten. A decision stays in `decisions`
             // until every participant applied it, so a participant still
-            // prepared proves none was logged: presuming abort is safe, and
-            // never answering would leave it prepared for good.
-            Dedup::Expired | Dedup::New => {}
+            // prepared proves none was logged; and the transaction can
+            // never commit now (its commit would be told `SessionExpired`).
+            // Unless it is being decided right now, the answer is abort,
+            // with no tombstone to log (logging one each time its record
+            // was evicted again decided it twice; found by the simulator).
+            Dedup::Expired => {}
         }
+        let expired = matches!(self.state.sessions.lookup(txn.request_id()), Dedup::Expired);
         let asker = Asker::Participant { node: from, group };
         if self.pending_ids.contains_key(&txn.request_id()) || self.coordinator.collecting.contains_key(&txn) {
             // The decision is being logged, or still being made.
@@ -449,6 +454,9 @@ impl Replica {
                 askers.push(asker);
             }
             return;
+        }
+        if expired {
+            return send_decision(ctx, from, group, txn, false);
         }
         self.presume_abort(ctx, txn, asker);
     }
