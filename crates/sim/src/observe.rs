@@ -216,7 +216,7 @@ impl Observations {
                             slot.insert(TxnLogged { entry, node: id, at });
                         }
                     }
-                    if let Some(rid) = r.log().get(i).and_then(|e| write_id(e)) {
+                    if let Some(rid) = r.log().get(i).and_then(write_id) {
                         let first = *self.write_ids.entry((g, rid)).or_insert(i);
                         if first != i && self.double_applies.len() < MAX_NOTES {
                             self.double_applies.push(format!(
