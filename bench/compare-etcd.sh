@@ -89,20 +89,6 @@ ETCD_PIDS=()
 DEMO_PID=
 WATCHDOG_PID=
 
-stop_pids() { # TERM, then KILL whatever is left after 5 s
-    local pids=("$@") p i
-    [ ${#pids[@]} -eq 0 ] && return 0
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for i in $(seq 50); do
-        local alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive -eq 0 ] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-
 node_pids() { # the pids cluster.json lists (the demo's children)
     [ -f "$TMP/pactdb/cluster.json" ] &&
         python3 -c 'import json,sys; print(" ".join(str(n["pid"]) for n in json.load(open(sys.argv[1]))["nodes"]))' "$TMP/pactdb/cluster.json" ||

@@ -52,20 +52,6 @@ WATCHDOG_PID=
 declare -A NODE_PID=()
 STARTED_HERE=()
 
-stop_pids() { # TERM, then KILL whatever is left after 5 s
-    local pids=("$@") p i
-    [ ${#pids[@]} -eq 0 ] && return 0
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for i in $(seq 50); do
-        local alive=0
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive -eq 0 ] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM

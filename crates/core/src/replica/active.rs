@@ -10,7 +10,7 @@
 use super::{Ctx, Replica};
 use crate::io::{ClientToken, Outbox};
 use crate::limits::MAX_AWAITING;
-use crate::log::{Entry, Payload};
+use crate::log::Payload;
 use crate::state::op::{Op, OpResult};
 use crate::state::sessions::Dedup;
 use crate::types::RequestId;
@@ -21,13 +21,8 @@ impl Replica {
     /// member, this one included, executes it once every member holds it
     /// durably.
     pub(super) fn sequence(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, op: Op) {
-        let epoch = self.view.as_ref().expect("sequencer has a view").epoch;
-        let index = self.log.last_index() + 1;
         self.await_answer(token, id);
-        let entry = Entry { epoch, index, payload: Payload::Sequenced { id, op } };
-        self.note_pending(&entry);
-        self.append_local(ctx, entry);
-        self.dirty = true;
+        self.append_own(ctx, Payload::Sequenced { id, op });
     }
 
     /// Active mode, a member that is not the sequencer: it answers a request

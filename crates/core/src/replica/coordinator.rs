@@ -338,14 +338,7 @@ impl Replica {
         writes: Vec<Write>,
         digest: u64,
     ) -> Index {
-        let epoch = self.view.as_ref().expect("primary has a view").epoch;
-        let index = self.log.last_index() + 1;
-        let payload = Payload::Decide { txn, commit, participants, outcome, writes, digest };
-        let entry = Entry { epoch, index, payload };
-        self.note_pending(&entry);
-        self.append_local(ctx, entry);
-        self.dirty = true;
-        index
+        self.append_own(ctx, Payload::Decide { txn, commit, participants, outcome, writes, digest })
     }
 
     /// Whether a commit under `id` of a request with `digest` reuses the id
@@ -562,12 +555,7 @@ impl Replica {
         if !c.ended.is_empty() && c.ending.is_empty() {
             let n = c.ended.len().min(MAX_ENDED_PER_ENTRY);
             let txns: Vec<TxnId> = c.ended.drain(..n).collect();
-            let epoch = self.view.as_ref().expect("primary has a view").epoch;
-            let index = self.log.last_index() + 1;
-            let entry = Entry { epoch, index, payload: Payload::Ended { txns } };
-            self.note_pending(&entry);
-            self.append_local(ctx, entry);
-            self.dirty = true;
+            self.append_own(ctx, Payload::Ended { txns });
         }
     }
 

@@ -254,14 +254,9 @@ impl Replica {
             return;
         }
         if let Some(writes) = self.state.prepared_writes(txn) {
-            let epoch = self.view.as_ref().expect("primary has a view").epoch;
-            let index = self.log.last_index() + 1;
             let writes = if commit { writes } else { Vec::new() };
-            let entry = Entry { epoch, index, payload: Payload::Resolve { txn, commit, writes } };
             self.participant.ack_waiters.entry(txn).or_default().push(from);
-            self.note_pending(&entry);
-            self.append_local(ctx, entry);
-            self.dirty = true;
+            self.append_own(ctx, Payload::Resolve { txn, commit, writes });
             return;
         }
         match self.state.resolved.lookup(txn.request_id()) {

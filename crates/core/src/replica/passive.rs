@@ -10,7 +10,7 @@
 use super::{Ctx, Participant, Replica};
 use crate::io::ClientToken;
 use crate::limits::MAX_PARKED_READS;
-use crate::log::{Entry, Payload};
+use crate::log::Payload;
 use crate::state::kv::{Key, Versioned};
 use crate::state::op::{execute, ExecState, Op, OpResult};
 use crate::state::txn::{LockMode, TxnId};
@@ -55,15 +55,13 @@ impl Replica {
     /// the primary and logs its effects; the client is answered when the
     /// entry commits.
     pub(super) fn execute_passive(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, op: Op) {
-        let epoch = self.view.as_ref().expect("primary has a view").epoch;
+        // Executed against the state as of the entry it will be.
         let index = self.log.last_index() + 1;
         let txn = TxnId::new(id, self.group);
         let (response, writes) = execute(&op, index, txn, &self.primary_state());
-        let entry = Entry { epoch, index, payload: Payload::Effects { id, response, writes } };
-        self.note_pending(&entry);
         self.waiters.entry(index).or_default().push((token, id));
-        self.append_local(ctx, entry);
-        self.dirty = true;
+        let appended = self.append_own(ctx, Payload::Effects { id, response, writes });
+        debug_assert_eq!(appended, index);
     }
 
     /// The state as the next entry will find it, seen from the primary: the

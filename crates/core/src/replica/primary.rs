@@ -9,7 +9,7 @@
 
 use super::{Ctx, Replica, SNAPSHOT_RETRY_FACTOR};
 use crate::limits::{MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES};
-use crate::log::Entry;
+use crate::log::{Entry, Payload};
 use crate::state::kv::{Versioned, Write};
 use crate::state::op::OpResult;
 use crate::state::{Applied, Snapshot};
@@ -300,6 +300,19 @@ impl Replica {
                 self.propose_view(ctx, next);
             }
         }
+    }
+
+    /// Appends `payload` as the next entry of this primary's (or
+    /// sequencer's) epoch: recorded as pending, persisted, and streamed to
+    /// the backups at the end of the step. Returns its index.
+    pub(super) fn append_own(&mut self, ctx: &mut Ctx, payload: Payload) -> Index {
+        let epoch = self.view.as_ref().expect("a primary has a view").epoch;
+        let index = self.log.last_index() + 1;
+        let entry = Entry { epoch, index, payload };
+        self.note_pending(&entry);
+        self.append_local(ctx, entry);
+        self.dirty = true;
+        index
     }
 
     /// Records an entry of the uncommitted suffix: its request id is pending
