@@ -14,7 +14,6 @@ use pactdb_core::fe::FeError;
 use pactdb_core::state::kv::{Key, Value, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{AbortReason, Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
-use pactdb_core::wire::ClientError;
 use std::collections::{BTreeMap, HashMap};
 
 /// A committed transaction.
@@ -207,13 +206,15 @@ impl Txn {
             Ok(OpResult::Txn(outcome)) => outcome_of(txn, outcome),
             Ok(other) => Err(Error::Other(format!("unexpected result {other:?}")).into()),
             // The commit may have run: ask. A coordinator without a record
-            // of it records an abort, so whatever it answers is final.
+            // of it records an abort, so whatever it answers is final. Only
+            // a refusal that proves the request never ran (`never_ran`) is
+            // final by itself: a state-dependent one (below min_members, a
+            // session forgotten) may answer a retry while an earlier attempt
+            // is still in flight and commits.
             Err(FeError::Timeout { last_error }) => {
                 lookup(&self.client, txn, last_error.unwrap_or_else(|| "no answer".into())).await
             }
-            Err(FeError::Refused(ClientError::SessionExpired)) => {
-                lookup(&self.client, txn, ClientError::SessionExpired.to_string()).await
-            }
+            Err(e) if !e.never_ran() => lookup(&self.client, txn, e.to_string()).await,
             Err(e) => Err(Error::Fe(e).into()),
         }
     }

@@ -23,7 +23,6 @@ use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
 use pactdb_core::types::{ClusterMap, NodeId, RequestId};
-use pactdb_core::wire::ClientError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -383,8 +382,10 @@ impl Client {
             Step::Single(hid) => self.single_done(now, hid, result, history),
             Step::Commit(tid) => match result {
                 Ok(r) => self.txn_done(now, tid, r, history),
-                // The commit may have run: ask, like the client library.
-                Err(FeError::Timeout { .. } | FeError::Refused(ClientError::SessionExpired)) => {
+                // The commit may have run (a timeout, or a refusal that
+                // depends on the group's state while an earlier attempt may
+                // still be in flight): ask, like the client library.
+                Err(e) if !e.never_ran() => {
                     self.ask_status = Some(tid);
                 }
                 Err(e) => {
