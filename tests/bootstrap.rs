@@ -8,7 +8,7 @@ mod common;
 
 use common::TestCluster;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn pactdb(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pactdb")).args(args).stdin(Stdio::null()).output().unwrap()
@@ -57,31 +57,8 @@ async fn a_cluster_started_by_hand_is_bootstrapped_and_keeps_its_map() {
 
     // Node 3 restarted with a peer list that moves node 2 elsewhere.
     c.kill(3);
-    let t = &c.nodes[&3];
-    let peers_at = t.args.iter().position(|a| a == "--peers").unwrap() + 1;
     let node2 = c.nodes[&2].peer.clone();
-    let mut bad_args = t.args.clone();
-    bad_args[peers_at] = bad_args[peers_at].replace(&node2, "127.0.0.1:9");
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pactdb"))
-            .args(&bad_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("a node with a disagreeing --peers kept running");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out = tokio::task::block_in_place(|| c.run_with_moved_peer(3, 2));
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("disagrees with the stored cluster map") && said.contains("refusing to start"), "{said}");

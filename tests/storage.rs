@@ -124,6 +124,21 @@ async fn snapshots_bound_the_data_dir_and_a_restart_after_truncation_loses_nothi
     acked.extend(overwrite(&client, 40, 5, "b").await);
     assert_all_readable(&client, &acked).await;
     cluster.wait_converged(None, Duration::from_secs(30)).await.unwrap();
+
+    // Enough writes that the segments written since the restart are
+    // deleted too (a node that had lost its map would have stored it again
+    // when it relearned it). The snapshot carries the map, so a restart
+    // with a peer list that disagrees with it is still refused at once.
+    acked.extend(overwrite(&client, 40, 200, "c").await);
+    assert_all_readable(&client, &acked).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(1);
+    let out = tokio::task::block_in_place(|| cluster.run_with_moved_peer(1, 2));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("disagrees with the stored cluster map") && said.contains("refusing to start"), "{said}");
+    cluster.restart(1);
+    cluster.wait_converged(Some(1), Duration::from_secs(30)).await.unwrap();
 }
 
 /// Where the last intact record of a WAL segment ends.

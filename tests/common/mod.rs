@@ -148,6 +148,33 @@ impl TestCluster {
         }
     }
 
+    /// Runs node `id` (stopped) once with a `--peers` that moves node
+    /// `moved` to 127.0.0.1:9, and returns what it printed when it exited;
+    /// a node that keeps running past 10 s is killed and the test fails.
+    /// Its own command line is untouched, so `restart` brings it back.
+    pub fn run_with_moved_peer(&self, id: NodeId, moved: NodeId) -> std::process::Output {
+        let t = &self.nodes[&id];
+        let peers_at = t.args.iter().position(|a| a == "--peers").unwrap() + 1;
+        let mut bad_args = t.args.clone();
+        bad_args[peers_at] = bad_args[peers_at].replace(&self.nodes[&moved].peer, "127.0.0.1:9");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pactdb"))
+            .args(&bad_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} with a disagreeing --peers kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     /// SIGKILL: the process gets no chance to flush anything.
     pub fn kill(&mut self, id: NodeId) {
         let t = self.nodes.get_mut(&id).unwrap();

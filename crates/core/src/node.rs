@@ -191,10 +191,13 @@ impl Node {
     /// replace the WAL before the WAL is durable up to `upto_lsn`.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut records = Vec::new();
-        // Not the stored cluster map (yet): replaying it ahead of the
-        // replicas' records left a replica the map places here with no state
-        // of its own stuck joining (simulator, passive seed 427). A node
-        // restarted from a checkpoint relearns the map from the config store.
+        // Not the stored cluster map: a node restarted from a checkpoint
+        // relearns it from the config store, and the runtime keeps a copy in
+        // a file of its own for its start-up check of `--peers`. With the map
+        // replayed first, the simulator showed a joiner stuck for good
+        // (passive seed 427, fixed in `on_install_snapshot`) and another
+        // kept out of its group for seconds (passive seed 1886), both from
+        // replicas created before their own records were replayed.
         let rounds = self.proposer.reserved_rounds();
         if rounds > 0 {
             records.push(WalRecord::ProposerRounds { upto: rounds });

@@ -219,16 +219,24 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     // config store's acceptors are. Flags that disagree would make this node
     // count majorities of another set of acceptors (or talk to nodes at the
     // wrong addresses), so it refuses to start rather than guess.
+    // The WAL's own copy goes with the segment that held it once snapshots
+    // prune it (the checkpoint leaves the map out: the node relearns it from
+    // the config store), so the map is also kept in a file of its own.
     let peer_list = peer_strings(&opts.peers);
-    if let Some(map) = records.iter().rev().find_map(|r| match r {
-        WalRecord::Cluster { map } => Some(map),
+    let map_file = opts.data_dir.join(CLUSTER_MAP_FILE);
+    let stored_map = match records.iter().rev().find_map(|r| match r {
+        WalRecord::Cluster { map } => Some(map.clone()),
         _ => None,
     }) {
+        Some(map) => Some(map),
+        None => read_stored_map(&map_file)?,
+    };
+    if let Some(map) = stored_map {
         map.check_peers(&peer_list).map_err(|e| {
             anyhow::anyhow!(
                 "node {}: {e} (stored in {} at bootstrap); refusing to start: give --peers as the map has them",
                 opts.id,
-                wal_dir.display()
+                opts.data_dir.display()
             )
         })?;
     }
@@ -364,6 +372,14 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                 Effect::Send { to, msg } => net.send_to_peer(to, wire::encode(&msg)),
                 Effect::Reply { token, reply } => net.send_to_client(token, wire::encode(&reply)),
                 Effect::Persist { lsn, record } => {
+                    if let WalRecord::Cluster { map } = &record {
+                        // Once per node (the map is adopted once); a failure
+                        // costs only the start-up check after the WAL's copy
+                        // is pruned, so it is logged, not fatal.
+                        if let Err(e) = store_map(&map_file, &opts.data_dir, map) {
+                            tracing::error!("storing the cluster map in {}: {e}", map_file.display());
+                        }
+                    }
                     records.push(WalRecordBytes { lsn, bytes: wire::encode(&record), needs_sync: record.needs_sync() })
                 }
             }
@@ -438,6 +454,37 @@ struct Identity {
 }
 
 /// Creates `path` and makes it and its directory entry durable.
+/// The file beside the WAL that keeps the stored cluster map.
+const CLUSTER_MAP_FILE: &str = "cluster-map";
+
+/// Writes the map durably and atomically: a temporary file, fsync, rename,
+/// fsync of the directory.
+fn store_map(
+    path: &std::path::Path,
+    dir: &std::path::Path,
+    map: &pactdb_core::types::ClusterMap,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&wire::encode(map))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The map `store_map` kept, if any; a file that does not decode is an
+/// error (the node will not start on a map it cannot read).
+fn read_stored_map(path: &std::path::Path) -> anyhow::Result<Option<pactdb_core::types::ClusterMap>> {
+    match std::fs::read(path) {
+        Ok(bytes) => wire::decode(&bytes)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("the stored cluster map {} is unreadable: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("reading the stored cluster map {}: {e}", path.display())),
+    }
+}
+
 fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::create(path)?.sync_all()?;
     std::fs::File::open(dir)?.sync_all()

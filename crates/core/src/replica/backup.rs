@@ -198,6 +198,14 @@ impl Replica {
         self.reset_primary_deadline(ctx);
         self.last_sent_ms = self.last_sent_ms.max(sent_ms);
         if snapshot.index <= self.commit_index {
+            // Nothing to install, but the ack must say how far this log
+            // matches: everything up to the commit index is committed, so
+            // it is the primary's too. Acking the old match (0 after a
+            // restart from a checkpoint) had the primary send this snapshot
+            // again after every silence and never an append: a joiner
+            // stayed out of its group for good (simulator, passive seed
+            // 427, once checkpoints carried the cluster map).
+            self.matched_upto = self.matched_upto.max(snapshot.index);
             return self.send_ack(ctx);
         }
         if !snapshot.is_intact() {
