@@ -477,8 +477,21 @@ impl FrontEnd {
             Ok(r) => self.finish(op, Ok(r)),
             Err(e) => match e {
                 ClientError::StaleEpoch { ref view } => {
+                    let (group, sent_epoch) = (self.pending[&op].request.group, self.pending[&op].request.epoch);
                     self.learn_view(view.clone());
-                    self.retry_soon(now, rng, op, e.to_string());
+                    if view.epoch < sent_epoch {
+                        // The leader of our view has not heard of that view:
+                        // it was chosen (proposed by it, say) just as it was
+                        // cut off from the members who chose it, and they
+                        // may be replacing it already. Resending to it only
+                        // repeats this answer for the whole partition (the
+                        // simulator, passive seed 540): suspect it and ask
+                        // the others for a newer view.
+                        self.suspect(now, rng, group, from);
+                        self.backoff(now, rng, op, e.to_string());
+                    } else {
+                        self.retry_soon(now, rng, op, e.to_string());
+                    }
                 }
                 ClientError::NotLeader { view: Some(ref view) } => {
                     self.learn_view(view.clone());
