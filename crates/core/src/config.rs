@@ -8,7 +8,7 @@
 //! register serialise and, for views, exactly one proposal per epoch wins.
 
 use crate::io::{Lsn, Outbox};
-use crate::limits::MAX_CONFIG_QUEUE;
+use crate::limits::{MAX_CONFIG_QUEUE, MAX_OWN_ACCEPT_ROUNDS};
 use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeId, View};
 use crate::wire::{Ballot, ConfigValue, PeerBody, WalRecord};
 use rand::Rng;
@@ -164,6 +164,10 @@ struct Pending {
     deadline_ms: Millis,
     /// Rounds started so far; each one waits twice as long as the last.
     rounds: u32,
+    /// The ballots of this proposal's rounds that sent accepts, and whether
+    /// the change took effect in the value each one sent (the latest
+    /// `MAX_OWN_ACCEPT_ROUNDS`).
+    own_accepts: VecDeque<(Ballot, bool)>,
 }
 
 #[derive(Debug)]
@@ -262,7 +266,16 @@ impl Proposer {
 
     /// Starts (or queues) a change. Returns false if the queue is full.
     pub fn propose(&mut self, out: &mut Outbox, key: String, change: Change, requester: Requester) -> bool {
-        let op = Pending { change, requester, deadline_ms: out.now() + self.timing.op_timeout_ms, rounds: 0 };
+        let deadline_ms = out.now() + self.timing.op_timeout_ms;
+        let op = Pending { change, requester, deadline_ms, rounds: 0, own_accepts: VecDeque::new() };
+        // A change does not wait behind a refresh read of the same register:
+        // the read is dropped (nobody waits on it, and the change's outcome
+        // carries the register's value too). Queued behind it, a view change
+        // waited for as long as the read lost rounds to other nodes' reads.
+        let refresh_read = |r: &Running| r.op.change == Change::Read && r.op.requester == Requester::Refresh;
+        if op.change != Change::Read && self.running.get(&key).is_some_and(refresh_read) {
+            self.running.remove(&key);
+        }
         if self.running.contains_key(&key) {
             let q = self.queued.entry(key).or_default();
             if q.len() >= MAX_CONFIG_QUEUE {
@@ -344,10 +357,28 @@ impl Proposer {
             return;
         }
         // The newest accepted value among a majority is the register's value.
-        let current = promises.values().flatten().max_by_key(|(b, _)| *b).map(|(_, v)| v.clone());
-        let (value, applied) = run.op.change.apply(current.as_ref());
+        let newest = promises.values().flatten().max_by_key(|(b, _)| *b).cloned();
+        let own = newest.as_ref().and_then(|(b, _)| run.op.own_accepts.iter().find(|(o, _)| o == b));
+        let (value, applied) = match (own, newest) {
+            // The value one of this proposal's earlier rounds sent: the
+            // change was already applied to the register (or found not to
+            // apply) by this very proposal, whose round then lost its
+            // majority of acks to a competing prepare. Applying it again
+            // would judge the change against its own result: a view change
+            // would see its own epoch, report "not applied", and the
+            // winner, not knowing it won, would move to yet another epoch
+            // (found by the simulator, passive seed 351: two backups
+            // replacing a cut-off primary took two view changes). Ballots are
+            // never reused, so only this proposal sent a value at them.
+            (Some(&(_, applied)), Some((_, v))) => (Some(v), applied),
+            (_, newest) => run.op.change.apply(newest.map(|(_, v)| v).as_ref()),
+        };
         match &value {
             Some(v) => {
+                if run.op.own_accepts.len() >= MAX_OWN_ACCEPT_ROUNDS {
+                    run.op.own_accepts.pop_front();
+                }
+                run.op.own_accepts.push_back((ballot, applied));
                 for &a in &self.acceptors {
                     out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone() });
                 }

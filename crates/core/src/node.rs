@@ -356,7 +356,13 @@ impl Node {
             r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()));
         }
         if now >= self.next_refresh_ms {
-            self.next_refresh_ms = now + self.cfg.refresh_ms;
+            // Jittered: nodes started together refreshed in lockstep, every
+            // node's read of a register preempting the others' and the view
+            // change a primary queued behind its own read (found by the
+            // simulator, passive seed 343: a group with a cut-off backup got
+            // its new view only after a second of duelling reads).
+            let refresh = self.cfg.refresh_ms.max(2);
+            self.next_refresh_ms = now + self.rng.gen_range(refresh / 2..=refresh * 3 / 2);
             self.refresh();
         } else if now >= self.next_eager_ms {
             // Groups with no view at all are refreshed eagerly, but about
