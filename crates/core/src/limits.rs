@@ -43,9 +43,6 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_CONFIG_MEMBERS: usize = 5;
 /// Config-store operations a node queues per register while one is running.
 pub const MAX_CONFIG_QUEUE: usize = 64;
-/// Earlier rounds of one config-store proposal whose accepts it remembers
-/// (to recognise its own value when a later round reads it back).
-pub const MAX_OWN_ACCEPT_ROUNDS: usize = 16;
 /// Effects a node holds back while they wait for a `Persisted` input.
 pub const MAX_GATED_EFFECTS: usize = 1024 * 1024;
 /// Keys (checked and written together) in one transaction. A bank audit of
