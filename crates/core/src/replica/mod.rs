@@ -258,6 +258,9 @@ pub struct Replica {
     /// A new primary serves clients only from this time on (see
     /// `become_primary`).
     serve_after_ms: Millis,
+    /// Before this a primary is not judged cut off: `lease_ms` after it
+    /// began to serve, or after it became primary if that was later.
+    cut_off_after_ms: Millis,
     /// The last index of the log this replica held when it became primary.
     /// An earlier primary may have committed up to there, even though this
     /// one's commit index gets there only with its no-op (see `Entry::noop`).
@@ -328,6 +331,7 @@ impl Replica {
             next_join_ms: 0,
             lease_granted_ms: None,
             serve_after_ms: 0,
+            cut_off_after_ms: 0,
             inherited_upto: 0,
             coordinator: Coordinator::default(),
             participant: Participant::default(),
@@ -432,13 +436,17 @@ impl Replica {
 
     /// Whether this primary is cut off from its backups: it has served long
     /// enough to hold a lease (`lease_ms` past the time it began to serve,
-    /// time for several heartbeats to be acked) and holds none now. Its
+    /// or became primary if that was later: time for several heartbeats to
+    /// be acked) and holds none now. Counted from the time it began to
+    /// serve only, a backup that won its view long after its last ack (a
+    /// later-ranked backup, a slow config store) refused everything as cut
+    /// off before it had sent a single heartbeat. Its
     /// writes cannot commit and its reads may be stale, and the backups
     /// that stopped hearing from it may be replacing it, so it refuses
     /// requests with `CutOff` until they answer again. A sole member is
     /// never cut off.
     pub fn cut_off(&self, now: Millis) -> bool {
-        self.is_primary() && now >= self.serve_after_ms + self.timing.lease_ms && !self.lease_valid(now)
+        self.is_primary() && now >= self.cut_off_after_ms && !self.lease_valid(now)
     }
 
     /// When the primary's lease runs out (local time): `lease_ms` after the

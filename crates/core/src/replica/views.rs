@@ -114,6 +114,7 @@ impl Replica {
         // `lease_ms` plus drift, so waiting it out from the last ack is safe.
         let granted = self.lease_granted_ms.unwrap_or(now);
         self.serve_after_ms = granted + self.timing.primary_suspect_ms;
+        self.cut_off_after_ms = self.serve_after_ms.max(now) + self.timing.lease_ms;
         self.append_noop_if_inherited(ctx);
     }
 
