@@ -421,16 +421,19 @@ impl Node {
                     c.groups.iter().any(|g| g.id == v.group) && v.members.iter().all(|m| c.nodes.contains_key(m))
                 })
         };
-        let value_ok = |value: &ConfigValue| match value {
-            // An acceptor stores registers it need not understand; only a
-            // view nobody could hold is refused.
-            ConfigValue::View(v) => v.is_well_formed(),
-            ConfigValue::Cluster(c) => c.validate().is_ok(),
+        // An acceptor stores registers it need not understand; only a value
+        // nobody could hold is refused: a malformed one, or one of another
+        // register than its key (a proposal reading a view of another group
+        // under its own group's key adopted it, and a replica asserts its
+        // views are its own).
+        let value_ok = |key: &str, value: &ConfigValue| match value {
+            ConfigValue::View(v) => v.is_well_formed() && key == view_key(v.group),
+            ConfigValue::Cluster(c) => c.validate().is_ok() && key == CLUSTER_KEY,
         };
         msg.from != self.cfg.id
             && match &msg.body {
-                PeerBody::Promise { accepted: Some((_, value)), .. } | PeerBody::Accept { value, .. } => {
-                    value_ok(value)
+                PeerBody::Promise { key, accepted: Some((_, value)), .. } | PeerBody::Accept { key, value, .. } => {
+                    value_ok(key, value)
                 }
                 PeerBody::ViewAnnounce { view }
                 | PeerBody::StaleEpoch { view }
