@@ -422,19 +422,23 @@ impl Node {
                 })
         };
         // An acceptor stores registers it need not understand; only a value
-        // nobody could hold is refused: a malformed one, or one of another
-        // register than its key (a proposal reading a view of another group
-        // under its own group's key adopted it, and a replica asserts its
-        // views are its own).
-        let value_ok = |key: &str, value: &ConfigValue| match value {
-            ConfigValue::View(v) => v.is_well_formed() && key == view_key(v.group),
-            ConfigValue::Cluster(c) => c.validate().is_ok() && key == CLUSTER_KEY,
+        // nobody could hold is refused.
+        let value_ok = |value: &ConfigValue| match value {
+            ConfigValue::View(v) => v.is_well_formed(),
+            ConfigValue::Cluster(c) => c.validate().is_ok(),
+        };
+        // A proposal takes a promised value for its register's value, so it
+        // must also be of that register: a view change that read a view of
+        // another group under its own group's key adopted it, and a replica
+        // asserts its views are its own.
+        let fits_key = |key: &str, value: &ConfigValue| match value {
+            ConfigValue::View(v) => key == view_key(v.group),
+            ConfigValue::Cluster(_) => key == CLUSTER_KEY,
         };
         msg.from != self.cfg.id
             && match &msg.body {
-                PeerBody::Promise { key, accepted: Some((_, value)), .. } | PeerBody::Accept { key, value, .. } => {
-                    value_ok(key, value)
-                }
+                PeerBody::Promise { key, accepted: Some((_, value)), .. } => value_ok(value) && fits_key(key, value),
+                PeerBody::Accept { value, .. } => value_ok(value),
                 PeerBody::ViewAnnounce { view }
                 | PeerBody::StaleEpoch { view }
                 | PeerBody::Append { view, .. }
