@@ -22,6 +22,11 @@ pub struct Bugs {
     pub skip_dedup: bool,
     /// The primary serves reads without a valid lease.
     pub read_without_lease: bool,
+    /// The primary checks its lease only against the time its step began
+    /// (the runtime reads the clock once per batch of inputs) and marks no
+    /// read with the lease's expiry, so a slow step releases reads after
+    /// the lease ran out.
+    pub lease_checked_at_batch_start: bool,
     /// A backup keeps entries the new primary's log contradicts.
     pub keep_divergent_suffix: bool,
     /// An active-group member executes entries as soon as it holds them,

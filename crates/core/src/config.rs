@@ -164,6 +164,9 @@ struct Pending {
     deadline_ms: Millis,
     /// Rounds started so far; each one waits twice as long as the last.
     rounds: u32,
+    /// The value an earlier round of this proposal sent with its change
+    /// applied, if one did.
+    sent_applied: Option<ConfigValue>,
 }
 
 #[derive(Debug)]
@@ -262,7 +265,16 @@ impl Proposer {
 
     /// Starts (or queues) a change. Returns false if the queue is full.
     pub fn propose(&mut self, out: &mut Outbox, key: String, change: Change, requester: Requester) -> bool {
-        let op = Pending { change, requester, deadline_ms: out.now() + self.timing.op_timeout_ms, rounds: 0 };
+        let deadline_ms = out.now() + self.timing.op_timeout_ms;
+        let op = Pending { change, requester, deadline_ms, rounds: 0, sent_applied: None };
+        // A change does not wait behind a refresh read of the same register:
+        // the read is dropped (nobody waits on it, and the change's outcome
+        // carries the register's value too). Queued behind it, a view change
+        // waited for as long as the read lost rounds to other nodes' reads.
+        let refresh_read = |r: &Running| r.op.change == Change::Read && r.op.requester == Requester::Refresh;
+        if op.change != Change::Read && self.running.get(&key).is_some_and(refresh_read) {
+            self.running.remove(&key);
+        }
         if self.running.contains_key(&key) {
             let q = self.queued.entry(key).or_default();
             if q.len() >= MAX_CONFIG_QUEUE {
@@ -345,9 +357,27 @@ impl Proposer {
         }
         // The newest accepted value among a majority is the register's value.
         let current = promises.values().flatten().max_by_key(|(b, _)| *b).map(|(_, v)| v.clone());
-        let (value, applied) = run.op.change.apply(current.as_ref());
+        let (value, applied) = match (&run.op.sent_applied, current) {
+            // The value an earlier round of this very proposal sent with its
+            // change applied, read back after that round lost its majority
+            // of acks to a competing prepare (whose proposer wrote the same
+            // value back at its own ballot): the change took effect, once.
+            // Judged again, a view change would see its own epoch and report
+            // "not applied", and a backup that won, not knowing it, moved to
+            // yet another epoch (found by the simulator, passive seed 351 and
+            // mixed seed 238: a cut-off primary's backups took two or three
+            // view changes). Nobody else proposes this value: a view names
+            // its proposer as leader, and one this node proposed in an
+            // earlier incarnation cannot have been chosen before this
+            // proposal read the register without it, so it never served.
+            (Some(mine), Some(cur)) if *mine == cur => (Some(cur), true),
+            (_, current) => run.op.change.apply(current.as_ref()),
+        };
         match &value {
             Some(v) => {
+                if applied {
+                    run.op.sent_applied = Some(v.clone());
+                }
                 for &a in &self.acceptors {
                     out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone() });
                 }
@@ -501,6 +531,70 @@ mod tests {
         assert_eq!(win.apply(Some(&cur)), (Some(ConfigValue::View(view(5, 2))), true));
         let lose = Change::ReplaceView { expect_epoch: 3, view: view(4, 3) };
         assert_eq!(lose.apply(Some(&cur)), (Some(cur.clone()), false));
+    }
+
+    /// What a proposer sent, to others and to its own acceptor.
+    fn sent_bodies(out: &mut Outbox) -> Vec<PeerBody> {
+        let mut bodies: Vec<PeerBody> = out
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Send { msg, .. } => Some(msg.body),
+                _ => None,
+            })
+            .collect();
+        bodies.extend(out.to_self.drain(..).map(|m| m.body));
+        bodies
+    }
+
+    /// A view change whose accepts were preempted, and whose value a
+    /// competing proposer then wrote back at its own ballot, reads its own
+    /// value on its next round: it won, once, and says so (judged again, the
+    /// compare-and-set would see its own epoch and report a loss).
+    #[test]
+    fn a_proposal_that_reads_back_its_own_value_won() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let timing = ProposerTiming { round_ms: 100, op_timeout_ms: 10_000, backoff_ms: 10 };
+        let mut p = Proposer::new(vec![1, 2, 3], timing);
+        let mut out = Outbox::new(2, 1);
+        let key = view_key(0);
+        let change = Change::ReplaceView { expect_epoch: 4, view: view(5, 2) };
+        p.propose(&mut out, key.clone(), change.clone(), Requester::Replica(0));
+        out.on_persisted(out.last_lsn());
+        let prepare = PeerBody::Prepare { key: key.clone(), ballot: Ballot { round: 1, node: 2 } };
+        assert_eq!(sent_bodies(&mut out), vec![prepare.clone(), prepare.clone(), prepare]);
+        let first = Ballot { round: 1, node: 2 };
+        let old = Some((Ballot { round: 1, node: 1 }, ConfigValue::View(view(4, 1))));
+        p.on_promise(&mut out, 1, key.clone(), first, old.clone());
+        p.on_promise(&mut out, 2, key.clone(), first, old);
+        let accept = PeerBody::Accept { key: key.clone(), ballot: first, value: ConfigValue::View(view(5, 2)) };
+        assert_eq!(sent_bodies(&mut out), vec![accept.clone(), accept.clone(), accept]);
+        // Node 3 prepares over it, reads the new view and writes it back.
+        let theirs = Ballot { round: 5, node: 3 };
+        p.on_reject(&mut out, &mut rng, key.clone(), first, theirs);
+        out.now = 1_000;
+        assert_eq!(p.on_tick(&mut out, &mut rng), vec![]);
+        let second = Ballot { round: 6, node: 2 };
+        let prepare = PeerBody::Prepare { key: key.clone(), ballot: second };
+        assert_eq!(sent_bodies(&mut out), vec![prepare.clone(), prepare.clone(), prepare]);
+        let written_back = Some((theirs, ConfigValue::View(view(5, 2))));
+        p.on_promise(&mut out, 1, key.clone(), second, written_back.clone());
+        p.on_promise(&mut out, 3, key.clone(), second, written_back);
+        out.take_effects();
+        assert_eq!(p.on_accepted(&mut out, 1, key.clone(), second), None);
+        let outcome = p.on_accepted(&mut out, 3, key.clone(), second).expect("a majority accepted");
+        assert_eq!(
+            outcome,
+            ConfigOutcome {
+                key,
+                requester: Requester::Replica(0),
+                change,
+                applied: true,
+                value: Some(ConfigValue::View(view(5, 2))),
+                completed: true,
+                ballot: second,
+            }
+        );
     }
 
     /// Two proposers race for the same epoch through three acceptors with

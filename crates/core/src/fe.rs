@@ -9,7 +9,7 @@
 
 use crate::limits::MAX_SESSION_RESPONSES;
 use crate::state::op::{Op, OpResult};
-use crate::types::{ClusterMap, GroupId, Millis, Mode, NodeId, RequestId, View};
+use crate::types::{ClusterMap, Epoch, GroupId, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -85,6 +85,7 @@ impl FeError {
                 ClientError::SessionExpired
                 | ClientError::BelowMinMembers { .. }
                 | ClientError::NotLeader { .. }
+                | ClientError::CutOff { .. }
                 | ClientError::StaleEpoch { .. }
                 | ClientError::Busy
                 | ClientError::Unavailable { .. } => false,
@@ -134,6 +135,11 @@ pub struct FrontEnd {
     pending: BTreeMap<OpId, Pending>,
     effects: Vec<FeEffect>,
     next_fetch_ms: Millis,
+    /// Groups whose leader in the cached view went silent (an attempt timed
+    /// out, or its connection failed) or said it is cut off from its
+    /// backups, with that view's epoch and leader. Until a newer view is
+    /// learned the front end keeps asking other nodes for views.
+    suspects: BTreeMap<GroupId, (Epoch, NodeId)>,
 }
 
 impl FrontEnd {
@@ -149,6 +155,7 @@ impl FrontEnd {
             pending: BTreeMap::new(),
             effects: Vec::new(),
             next_fetch_ms: 0,
+            suspects: BTreeMap::new(),
         }
     }
 
@@ -263,10 +270,15 @@ impl FrontEnd {
             return;
         }
         self.next_fetch_ms = now + self.timing.backoff_base_ms.max(1) * 4;
-        let nodes: Vec<NodeId> = match &self.cluster {
+        let mut nodes: Vec<NodeId> = match &self.cluster {
             Some(c) => c.nodes.keys().copied().collect(),
             None => self.seeds.clone(),
         };
+        // A suspected leader would only repeat the view it leads: ask the
+        // others, who learn a newer one as soon as it is chosen.
+        if nodes.iter().any(|n| !self.is_suspect(*n)) {
+            nodes.retain(|n| !self.is_suspect(*n));
+        }
         if nodes.is_empty() {
             return;
         }
@@ -293,10 +305,39 @@ impl FrontEnd {
     /// Learns a view if it is newer than the cached one; says whether it was.
     pub fn learn_view(&mut self, view: View) -> bool {
         if self.views.get(&view.group).is_none_or(|v| v.epoch < view.epoch) {
+            if self.suspects.get(&view.group).is_some_and(|(e, _)| *e < view.epoch) {
+                self.suspects.remove(&view.group);
+            }
             self.views.insert(view.group, view);
             return true;
         }
         false
+    }
+
+    /// Whether `node` leads a group's cached view and went silent or said
+    /// it is cut off.
+    fn is_suspect(&self, node: NodeId) -> bool {
+        self.suspects.values().any(|(_, n)| *n == node)
+    }
+
+    /// The leader `node` of `group`'s cached view went silent or said it is
+    /// cut off from its backups: they may be replacing it. The view is kept
+    /// (so a view fetched from that very node, no newer, is not taken for
+    /// news), and other nodes are asked for views until a newer one comes.
+    fn suspect(&mut self, now: Millis, rng: &mut ChaCha8Rng, group: GroupId, node: NodeId) {
+        if let Some(v) = self.views.get(&group).filter(|v| v.leader == node) {
+            if self.suspects.insert(group, (v.epoch, node)) != Some((v.epoch, node)) {
+                // A new suspicion: ask at once, not at the next periodic fetch.
+                self.next_fetch_ms = self.next_fetch_ms.min(now);
+            }
+        }
+        self.fetch_views(now, rng);
+    }
+
+    /// The front end's current suspicion about `group`'s leader, if any:
+    /// the epoch and leader of the view whose leader went silent.
+    pub fn suspected(&self, group: GroupId) -> Option<(Epoch, NodeId)> {
+        self.suspects.get(&group).copied()
     }
 
     /// A group got a new view: operations backing off after a failover go
@@ -341,6 +382,10 @@ impl FrontEnd {
             ClientReply::Response { id, result } => {
                 if id.client != self.client_id {
                     return;
+                }
+                if result.is_ok() {
+                    // It answers again: no longer silent.
+                    self.suspects.retain(|_, (_, n)| *n != from);
                 }
                 if !self.pending.contains_key(&id.seq) {
                     return;
@@ -432,8 +477,21 @@ impl FrontEnd {
             Ok(r) => self.finish(op, Ok(r)),
             Err(e) => match e {
                 ClientError::StaleEpoch { ref view } => {
+                    let (group, sent_epoch) = (self.pending[&op].request.group, self.pending[&op].request.epoch);
                     self.learn_view(view.clone());
-                    self.retry_soon(now, rng, op, e.to_string());
+                    if view.epoch < sent_epoch {
+                        // The leader of our view has not heard of that view:
+                        // it was chosen (proposed by it, say) just as it was
+                        // cut off from the members who chose it, and they
+                        // may be replacing it already. Resending to it only
+                        // repeats this answer for the whole partition (the
+                        // simulator, passive seed 540): suspect it and ask
+                        // the others for a newer view.
+                        self.suspect(now, rng, group, from);
+                        self.backoff(now, rng, op, e.to_string());
+                    } else {
+                        self.retry_soon(now, rng, op, e.to_string());
+                    }
                 }
                 ClientError::NotLeader { view: Some(ref view) } => {
                     self.learn_view(view.clone());
@@ -449,6 +507,12 @@ impl FrontEnd {
                     self.views.retain(|_, v| v.leader != from);
                     self.pending.get_mut(&op).expect("pending").target = None;
                     self.fetch_views(now, rng);
+                    self.backoff(now, rng, op, e.to_string());
+                }
+                ClientError::CutOff { ref view } => {
+                    self.learn_view(view.clone());
+                    let group = self.pending[&op].request.group;
+                    self.suspect(now, rng, group, from);
                     self.backoff(now, rng, op, e.to_string());
                 }
                 ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
@@ -478,6 +542,10 @@ impl FrontEnd {
     pub fn on_unreachable(&mut self, now: Millis, rng: &mut ChaCha8Rng, node: NodeId) {
         let ops: Vec<OpId> =
             self.pending.iter().filter(|(_, p)| p.in_flight && p.target == Some(node)).map(|(&o, _)| o).collect();
+        let led: Vec<GroupId> = self.views.values().filter(|v| v.leader == node).map(|v| v.group).collect();
+        for group in led {
+            self.suspect(now, rng, group, node);
+        }
         for op in ops {
             self.pending.get_mut(&op).expect("pending").target = None;
             self.backoff(now, rng, op, format!("node {node} unreachable"));
@@ -498,12 +566,13 @@ impl FrontEnd {
                 continue;
             }
             if p.in_flight {
-                // No answer in time: the target may be dead. Forget its view
-                // and ask around, then try again.
-                let target = p.target;
-                let group = p.request.group;
-                if self.views.get(&group).is_some_and(|v| Some(v.leader) == target) {
-                    self.views.remove(&group);
+                // No answer in time: the leader may be dead, or cut off from
+                // its backups, who are replacing it. Ask the other nodes for
+                // a newer view (it is resent the moment one comes), and try
+                // again after a back-off meanwhile.
+                let (target, group) = (p.target, p.request.group);
+                if let Some(t) = target {
+                    self.suspect(now, rng, group, t);
                 }
                 let p = self.pending.get_mut(&op).expect("pending");
                 p.target = None;
@@ -524,7 +593,9 @@ impl FrontEnd {
     /// resends as soon as a new view exists rather than when the grown
     /// back-off ends: that lag was up to `backoff_max_ms` of every failover.
     fn waiting_for_a_view(&self) -> bool {
-        self.pending.values().any(|p| !p.in_flight && p.target.is_none() && p.failures > 0)
+        self.pending.values().any(|p| {
+            (!p.in_flight && p.target.is_none() && p.failures > 0) || self.suspects.contains_key(&p.request.group)
+        })
     }
 
     /// The earliest time `on_tick` has work to do.

@@ -7,7 +7,7 @@
 
 use crate::limits::MAX_GATED_EFFECTS;
 use crate::types::{Millis, NodeId};
-use crate::wire::{ClientMsg, ClientReply, PeerBody, PeerMsg, WalRecord};
+use crate::wire::{ClientError, ClientMsg, ClientReply, PeerBody, PeerMsg, WalRecord};
 use std::collections::VecDeque;
 
 /// Identifies a client connection to the runtime, so a reply finds its way.
@@ -40,6 +40,19 @@ pub enum Effect {
         token: ClientToken,
         reply: ClientReply,
     },
+    /// A read the primary answered under its lease, which holds until
+    /// `lease_expires_ms` of this node's local time. The step that made it
+    /// was told the time once, when the step (a whole batch of inputs) began;
+    /// a slow step can end after the lease did. So whoever releases it reads
+    /// the clock again at release and sends what [`release_under_lease`]
+    /// gives for that time: the answer while the lease still holds, a
+    /// refusal after (by then a new primary may have taken writes the
+    /// answer would miss).
+    ReplyUnderLease {
+        token: ClientToken,
+        reply: ClientReply,
+        lease_expires_ms: Millis,
+    },
     /// Append `record` to the WAL and fsync; answer with `Input::Persisted`.
     /// A record that does not [need a sync of its
     /// own](crate::wire::WalRecord::needs_sync) may wait in the WAL, unsynced,
@@ -49,6 +62,22 @@ pub enum Effect {
         record: WalRecord,
     },
 }
+
+/// What a read served under a lease that holds until `lease_expires_ms`
+/// sends when it is released at local time `now_ms`: its answer while the
+/// lease holds, else a refusal (the front end retries it).
+pub fn release_under_lease(reply: ClientReply, lease_expires_ms: Millis, now_ms: Millis) -> ClientReply {
+    match reply {
+        ClientReply::Response { id, result: Ok(_) } if now_ms >= lease_expires_ms => ClientReply::Response {
+            id,
+            result: Err(ClientError::Unavailable { reason: LEASE_RAN_OUT_BEFORE_RELEASE.to_string() }),
+        },
+        r => r,
+    }
+}
+
+/// The refusal of a read whose lease ran out before its answer left the node.
+pub const LEASE_RAN_OUT_BEFORE_RELEASE: &str = "the primary's lease ran out before the read was answered";
 
 /// Collects effects during one step. Effects queued "durable" are released
 /// only once every record persisted before them is on disk, which is how the
@@ -109,6 +138,12 @@ impl Outbox {
 
     pub fn reply(&mut self, token: ClientToken, reply: ClientReply) {
         self.emit(Effect::Reply { token, reply });
+    }
+
+    /// Answers a read served under a lease that holds until
+    /// `lease_expires_ms` (see `Effect::ReplyUnderLease`).
+    pub fn reply_under_lease(&mut self, token: ClientToken, reply: ClientReply, lease_expires_ms: Millis) {
+        self.emit(Effect::ReplyUnderLease { token, reply, lease_expires_ms });
     }
 
     /// Queues a record for the WAL and returns its lsn.

@@ -359,7 +359,13 @@ impl Node {
             r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()));
         }
         if now >= self.next_refresh_ms {
-            self.next_refresh_ms = now + self.cfg.refresh_ms;
+            // Jittered: nodes started together refreshed in lockstep, every
+            // node's read of a register preempting the others' and the view
+            // change a primary queued behind its own read (found by the
+            // simulator, passive seed 343: a group with a cut-off backup got
+            // its new view only after a second of duelling reads).
+            let refresh = self.cfg.refresh_ms.max(2);
+            self.next_refresh_ms = now + self.rng.gen_range(refresh / 2..=refresh * 3 / 2);
             self.refresh();
         } else if now >= self.next_eager_ms {
             // Groups with no view at all are refreshed eagerly, but about
@@ -418,17 +424,24 @@ impl Node {
                     c.groups.iter().any(|g| g.id == v.group) && v.members.iter().all(|m| c.nodes.contains_key(m))
                 })
         };
+        // An acceptor stores registers it need not understand; only a value
+        // nobody could hold is refused.
         let value_ok = |value: &ConfigValue| match value {
-            // An acceptor stores registers it need not understand; only a
-            // view nobody could hold is refused.
             ConfigValue::View(v) => v.is_well_formed(),
             ConfigValue::Cluster(c) => c.validate().is_ok(),
         };
+        // A proposal takes a promised value for its register's value, so it
+        // must also be of that register: a view change that read a view of
+        // another group under its own group's key adopted it, and a replica
+        // asserts its views are its own.
+        let fits_key = |key: &str, value: &ConfigValue| match value {
+            ConfigValue::View(v) => key == view_key(v.group),
+            ConfigValue::Cluster(_) => key == CLUSTER_KEY,
+        };
         msg.from != self.cfg.id
             && match &msg.body {
-                PeerBody::Promise { accepted: Some((_, value)), .. } | PeerBody::Accept { value, .. } => {
-                    value_ok(value)
-                }
+                PeerBody::Promise { key, accepted: Some((_, value)), .. } => value_ok(value) && fits_key(key, value),
+                PeerBody::Accept { value, .. } => value_ok(value),
                 PeerBody::ViewAnnounce { view }
                 | PeerBody::StaleEpoch { view }
                 | PeerBody::Append { view, .. }

@@ -25,12 +25,26 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
         assert_eq!(sends.len(), 1, "one attempt at a time: {effects:?}");
         assert_eq!(sends[0].1.id, id, "every attempt reuses the id");
         attempts += 1;
-        // Nothing until the attempt times out.
+        // Nothing but view queries until the attempt times out: once an
+        // attempt went unanswered the front end suspects the silent leader
+        // and asks the other nodes for a newer view every few ms meanwhile.
         let timeout_at = now + t.attempt_timeout_ms;
         if timeout_at >= t.op_timeout_ms {
             break;
         }
-        assert_eq!(fe.next_wake_ms(), Some(timeout_at));
+        if attempts == 1 {
+            assert_eq!(fe.next_wake_ms(), Some(timeout_at), "no suspicion before the first timeout");
+        }
+        loop {
+            let wake = fe.next_wake_ms().unwrap();
+            assert!(wake <= timeout_at, "the attempt's timeout is {timeout_at}, the next wake-up {wake}");
+            if wake == timeout_at {
+                break;
+            }
+            fe.on_tick(wake, &mut rng);
+            let fx = fe.take_effects();
+            assert!(!fx.is_empty() && fx.iter().all(|e| matches!(e, FeEffect::FetchViews { .. })), "{fx:?}");
+        }
         fe.on_tick(timeout_at - 1, &mut rng);
         assert_eq!(fe.take_effects(), vec![]);
         // Timed out: ask around for views, but do not resend at once.

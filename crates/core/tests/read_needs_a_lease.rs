@@ -5,9 +5,15 @@
 mod common;
 
 use common::*;
+use pactdb_core::bugs::Bugs;
+use pactdb_core::io::release_under_lease;
 use pactdb_core::state::op::OpResult;
 use pactdb_core::wire::{ClientError, PeerBody};
 use pactdb_core::Effect;
+
+fn lease_ms() -> pactdb_core::types::Millis {
+    pactdb_core::replica::ReplicaTiming::default().lease_ms
+}
 
 fn no_lease() -> Result<OpResult, ClientError> {
     Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() })
@@ -41,6 +47,7 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
 
     // The first heartbeat goes out: one empty Append per backup.
     h.advance(1);
+    let heartbeat_ms = h.now;
     let fx = h.tick(node(1));
     let appends: Vec<_> = sends(&fx).into_iter().filter(|(_, b)| matches!(b, PeerBody::Append { .. })).collect();
     assert_eq!(appends.len(), 2, "{fx:#?}");
@@ -55,31 +62,80 @@ fn a_fresh_primary_serves_reads_only_once_every_backup_acked() {
     let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
     assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), no_lease()) }]);
 
-    // Backup 3 acks too: served.
+    // Backup 3 acks too: served, marked with the lease it relied on, which
+    // ends `lease_ms` after the acked heartbeat was sent.
     h.deliver_to(node(3));
     h.deliver(node(3), node(1));
     let (token, fx) = h.client(node(1), request(rid(7, 4), epoch, get("k")));
-    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 4), Ok(OpResult::Value(None))) }]);
+    let lease_expires_ms = heartbeat_ms + lease_ms();
+    let reply = response(rid(7, 4), Ok(OpResult::Value(None)));
+    assert_eq!(fx, vec![Effect::ReplyUnderLease { token, reply, lease_expires_ms }]);
 }
 
 #[test]
 fn a_lapsed_lease_serves_no_reads() {
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(1)).epoch;
+    let sent = h.now; // three_nodes() ends with an acked heartbeat sent now
+    let lease_ms = lease_ms();
+    let lease_expires_ms = sent + lease_ms;
     let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
-    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), Ok(OpResult::Value(None))) }]);
+    let reply = response(rid(7, 1), Ok(OpResult::Value(None)));
+    assert_eq!(fx, vec![Effect::ReplyUnderLease { token, reply, lease_expires_ms }]);
 
     // The backups go silent. The lease is counted from when the acked
     // heartbeat was sent, so it ends `lease_ms` after that, not after the ack.
     h.isolate(node(2));
-    let sent = h.now; // three_nodes() ends with an acked heartbeat sent now
-    let lease_ms = pactdb_core::replica::ReplicaTiming::default().lease_ms;
     h.now = sent + lease_ms - 1;
     let (token, fx) = h.client(node(1), request(rid(7, 2), epoch, get("k")));
-    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 2), Ok(OpResult::Value(None))) }]);
+    let reply = response(rid(7, 2), Ok(OpResult::Value(None)));
+    assert_eq!(fx, vec![Effect::ReplyUnderLease { token, reply, lease_expires_ms }]);
+    // Past it, the primary is cut off from a backup and says so.
     h.now = sent + lease_ms;
     let (token, fx) = h.client(node(1), request(rid(7, 3), epoch, get("k")));
-    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), no_lease()) }]);
+    let cut_off = Err(ClientError::CutOff { view: h.view(node(1)).clone() });
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 3), cut_off) }]);
+}
+
+/// The step that served a read was told the time once, when it began; a
+/// slow step (or a slow batch of inputs) can end after the lease did. The
+/// read is released only while its lease holds, by the clock at release.
+#[test]
+fn a_read_released_after_its_lease_ran_out_is_refused() {
+    let mut h = Harness::three_nodes();
+    let epoch = h.view(node(1)).epoch;
+    let lease_expires_ms = h.now + lease_ms();
+    let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
+    let answer = response(rid(7, 1), Ok(OpResult::Value(None)));
+    assert_eq!(fx, vec![Effect::ReplyUnderLease { token, reply: answer.clone(), lease_expires_ms }]);
+
+    // Released before the lease ends: the answer. At its end or later: a
+    // refusal the front end retries.
+    assert_eq!(release_under_lease(answer.clone(), lease_expires_ms, lease_expires_ms - 1), answer);
+    let ran_out = response(
+        rid(7, 1),
+        Err(ClientError::Unavailable { reason: "the primary's lease ran out before the read was answered".into() }),
+    );
+    assert_eq!(release_under_lease(answer.clone(), lease_expires_ms, lease_expires_ms), ran_out);
+    assert_eq!(release_under_lease(answer, lease_expires_ms, lease_expires_ms + 500), ran_out);
+    // A refusal needs no lease and is released as it is.
+    let refused = response(rid(7, 1), no_lease());
+    assert_eq!(release_under_lease(refused.clone(), lease_expires_ms, lease_expires_ms + 500), refused);
+}
+
+/// The bug `lease-checked-at-batch-start` is today's behaviour before the
+/// fix: the read is answered with no expiry, so nothing stops its release
+/// after the lease ran out.
+#[test]
+fn with_the_bug_a_read_carries_no_lease_expiry() {
+    let bugs = Bugs { lease_checked_at_batch_start: true, ..Bugs::default() };
+    let mut h = Harness::with_bugs(&[1, 2, 3], &[(1, bugs)]);
+    h.bootstrap(1);
+    h.wait_out_predecessor_lease();
+    h.first_heartbeat();
+    let epoch = h.view(node(1)).epoch;
+    let (token, fx) = h.client(node(1), request(rid(7, 1), epoch, get("k")));
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), Ok(OpResult::Value(None))) }]);
 }
 
 #[test]
@@ -139,5 +195,6 @@ fn a_new_primary_does_not_take_the_old_primarys_clock_as_its_lease() {
     h.run_for(500);
     assert!(!h.replica(node(p)).lease_valid(h.local_now(p)), "lease still held after 500 ms without acks");
     let (token, fx) = h.client(node(p), request(rid(7, 1), epoch, get("k")));
-    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), no_lease()) }]);
+    let cut_off = Err(ClientError::CutOff { view: h.view(node(p)).clone() });
+    assert_eq!(fx, vec![Effect::Reply { token, reply: response(rid(7, 1), cut_off) }]);
 }

@@ -4,14 +4,16 @@
 //! writer thread), the TCP transport and the clock. It turns them into core
 //! inputs and carries out the core's effects, and nothing else: no protocol
 //! decision is made here. It must never send an effect the core has not
-//! released, and never tell the core a record is durable before the writer
-//! has fsynced it.
+//! released, never release a read answered under a lease after that lease
+//! ran out by the clock at release (`Effect::ReplyUnderLease`), and never
+//! tell the core a record is durable before the writer has fsynced it.
 
 use crate::net::{Net, NetConfig, NetEvent};
 use crate::snapshot;
 use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalSyncHandle, WalWriter, DEFAULT_SEGMENT_BYTES};
 use anyhow::Context;
 use pactdb_core::bugs::Bugs;
+use pactdb_core::io::release_under_lease;
 use pactdb_core::wire::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
 use pactdb_core::{Effect, Input, Node, NodeConfig};
 use std::collections::BTreeMap;
@@ -371,6 +373,14 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             match effect {
                 Effect::Send { to, msg } => net.send_to_peer(to, wire::encode(&msg)),
                 Effect::Reply { token, reply } => net.send_to_client(token, wire::encode(&reply)),
+                Effect::ReplyUnderLease { token, reply, lease_expires_ms } => {
+                    // The clock is read again here, not taken from the
+                    // batch's `now`: the batch may have taken long enough
+                    // for the lease the read relied on to run out.
+                    let now = start.elapsed().as_millis() as u64;
+                    let reply = release_under_lease(reply, lease_expires_ms, now);
+                    net.send_to_client(token, wire::encode(&reply))
+                }
                 Effect::Persist { lsn, record } => {
                     if let WalRecord::Cluster { map } = &record {
                         // Once per node (the map is adopted once); a failure

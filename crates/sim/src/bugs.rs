@@ -10,13 +10,14 @@ use pactdb_core::bugs::Bugs;
 /// Every injectable bug, by its command-line name. `execute-before-stable`,
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// last six concern two-phase commit.
-const BUGS: [&str; 16] = [
+const BUGS: [&str; 17] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
     "promote-without-cas",
     "skip-dedup",
     "read-without-lease",
+    "lease-checked-at-batch-start",
     "keep-divergent-suffix",
     "execute-before-stable",
     "diverge-state",
@@ -44,6 +45,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "promote-without-cas" => bugs.promote_without_cas = true,
         "skip-dedup" => bugs.skip_dedup = true,
         "read-without-lease" => bugs.read_without_lease = true,
+        "lease-checked-at-batch-start" => bugs.lease_checked_at_batch_start = true,
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
         "execute-before-stable" => bugs.execute_before_stable = true,
         "diverge-state" => bugs.diverge_state = true,

@@ -74,6 +74,15 @@
 //!   committed, and at most one node is recovering from corruption at a time
 //!   (it counts as recovered once its replicas reach the highest commit index
 //!   seen when it was corrupted).
+//! * **Steps take time**: a node's step takes every input at one instant
+//!   (its clock read once, as the runtime does per batch) and ends later, in
+//!   proportion to its inputs and effects, and now and then (while faults
+//!   are on) after a stall of 10-300 ms. Its messages and replies leave, a
+//!   lease-marked read is judged by the clock, and the node takes the inputs
+//!   that arrived meanwhile (as one batch), only when the step ends.
+//! * **A cut-off primary**: on some seeds, before the other faults start and
+//!   on an otherwise calm network, group 0's primary is cut off from every
+//!   peer for 1.5-4 s while its clients still reach it, then healed.
 //! * **Clock**: every node's clock runs at its own rate, within a bounded
 //!   drift (at most 4%, so the lease margin `primary_suspect_ms > lease_ms`
 //!   holds with room to spare), from its own random offset. Clocks are
@@ -162,7 +171,9 @@
 //!   total, and no balance is negative;
 //! * liveness: every operation and commit completes, promptly once healed,
 //!   and at the end no replica holds a prepared transaction, a lock or an
-//!   unfinished decision.
+//!   unfinished decision; while a primary is cut off from its peers (and
+//!   for two seconds after the heal), every register operation completes
+//!   within a second of its start or the cut.
 //! * agreement: healthy members of an active group never answer one
 //!   request differently (as a voting front end sees them).
 //!

@@ -82,6 +82,30 @@ pub struct CrashPlan {
     pub txn_moment_p: f64,
 }
 
+/// What a node's step costs in simulated time. A step takes its inputs at
+/// one instant (the runtime reads the clock once per batch) and ends later,
+/// in proportion to its work; its messages and replies leave, and the node
+/// takes its next inputs, only then. Now and then a step stalls (a big
+/// apply, a snapshot, the process descheduled), which is what makes a read
+/// checked against the step's start time late.
+#[derive(Clone, Debug)]
+pub struct StepCostPlan {
+    pub per_input_us: u64,
+    /// Per effect (message, reply, record) the step produced.
+    pub per_effect_us: u64,
+    /// Probability that a step, while faults are on, stalls.
+    pub stall_p: f64,
+    pub stall_max_ms: u64,
+}
+
+/// A primary cut off from every peer while its clients still reach it,
+/// before the other faults start, with the network otherwise calm: the
+/// liveness checker bounds how long its group's operations stall.
+#[derive(Clone, Debug)]
+pub struct IsolationPlan {
+    pub len_ms: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct PausePlan {
     pub mean_gap_ms: u64,
@@ -193,6 +217,8 @@ pub struct Plan {
     /// into the checkpoint once it is durable (as the runtime's on-disk
     /// snapshots do), on some seeds.
     pub checkpoint_every_records: Option<usize>,
+    pub steps: StepCostPlan,
+    pub isolation: Option<IsolationPlan>,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -290,7 +316,15 @@ impl Plan {
                 c.txn_moment_p = rng.gen_range(0.1..0.6);
             }
         }
-        // Drawn after everything else, so the draws above stay as they were.
+        // Drawn after everything else, so that the draws above stay as
+        // they were before steps cost time.
+        let steps = StepCostPlan {
+            per_input_us: rng.gen_range(2..=30),
+            per_effect_us: rng.gen_range(1..=10),
+            stall_p: if rng.gen_bool(0.5) { rng.gen_range(0.0005..0.005) } else { 0.0 },
+            stall_max_ms: [30, 100, 300][rng.gen_range(0..3)],
+        };
+        let isolation = rng.gen_bool(0.3).then(|| IsolationPlan { len_ms: rng.gen_range(1_500..=4_000) });
         let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
         Plan {
             nodes,
@@ -314,6 +348,8 @@ impl Plan {
             fsync_max_us,
             bank,
             checkpoint_every_records,
+            steps,
+            isolation,
         }
     }
 
@@ -373,6 +409,14 @@ impl Plan {
         }
         if let Some(n) = self.checkpoint_every_records {
             parts.push(format!("checkpoints every {n} records"));
+        }
+        let st = &self.steps;
+        parts.push(format!(
+            "steps {}us/input {}us/effect, stalls {:.4} up to {}ms",
+            st.per_input_us, st.per_effect_us, st.stall_p, st.stall_max_ms
+        ));
+        if let Some(i) = &self.isolation {
+            parts.push(format!("a primary isolated for {}ms first", i.len_ms));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

@@ -9,15 +9,15 @@
 //! node's state except through `Node::step` and `Node::recover`, and it
 //! delivers `Input::Persisted` only for records its disk made durable.
 
-use crate::check::{self, FinalReplica, Violation};
+use crate::check::{self, FinalReplica, Isolation, Violation};
 use crate::disk::Disk;
 use crate::history::{History, Micros, TxnKind, TxnResult};
 use crate::net::Net;
 use crate::observe::{Observations, ReadServed};
-use crate::plan::{gap_ms, OpMix, Plan, Shape};
+use crate::plan::{gap_ms, OpMix, PartitionKind, Plan, Shape};
 use crate::workload::{account_names, Client, ClientRole};
 use pactdb_core::bugs::Bugs;
-use pactdb_core::io::{ClientToken, Effect, Input};
+use pactdb_core::io::{release_under_lease, ClientToken, Effect, Input};
 use pactdb_core::log::Payload;
 use pactdb_core::node::{Checkpoint, Node, NodeConfig};
 use pactdb_core::replica::Role;
@@ -54,6 +54,14 @@ const MAX_TIMELINE: usize = 2_000;
 /// The bank's setup transaction must have committed by then after the
 /// bootstrap (no faults are on yet).
 const SETUP_DEADLINE_US: Micros = 10_000_000;
+/// Inputs a node takes in one step at most: the runtime's bound
+/// (`pactdb_node::runtime::MAX_INPUTS_PER_STEP`).
+const MAX_INPUTS_PER_STEP: usize = 4096;
+/// The calm network runs this long before a primary is isolated
+/// (`Plan::isolation`), and this long after the partition heals, before the
+/// other faults start.
+const ISOLATION_LEAD_MS: u64 = 500;
+const ISOLATION_TAIL_MS: u64 = 2_000;
 /// A crash waiting for a two-phase commit moment gives up after this long.
 const TXN_MOMENT_WAIT_US: Micros = 1_000_000;
 
@@ -169,20 +177,56 @@ pub fn run_seed_with(seed: u64, opts: SimOptions, verbose: bool) -> RunReport {
 /// than the client's current one was superseded and does nothing.
 #[derive(Debug)]
 enum What {
-    Tick { node: NodeId, inc: u64 },
-    Fsync { node: NodeId, inc: u64, upto: u64 },
-    Peer { to: NodeId, msg: Box<PeerMsg> },
-    ToNode { to: NodeId, token: ClientToken, msg: Box<ClientMsg> },
-    ToClient { client: usize, from: NodeId, reply: Box<ClientReply> },
-    Unreachable { client: usize, node: NodeId },
-    AdminReply { reply: Box<ClientReply> },
-    ClientTick { client: usize, generation: u64 },
+    Tick {
+        node: NodeId,
+        inc: u64,
+    },
+    Fsync {
+        node: NodeId,
+        inc: u64,
+        upto: u64,
+    },
+    Peer {
+        to: NodeId,
+        msg: Box<PeerMsg>,
+    },
+    ToNode {
+        to: NodeId,
+        token: ClientToken,
+        msg: Box<ClientMsg>,
+    },
+    ToClient {
+        client: usize,
+        from: NodeId,
+        reply: Box<ClientReply>,
+    },
+    Unreachable {
+        client: usize,
+        node: NodeId,
+    },
+    AdminReply {
+        reply: Box<ClientReply>,
+    },
+    ClientTick {
+        client: usize,
+        generation: u64,
+    },
     NextPartition,
     HealPartition,
     NextCrash,
-    Restart { node: NodeId },
+    Restart {
+        node: NodeId,
+    },
     NextPause,
-    Resume { node: NodeId, inc: u64 },
+    Resume {
+        node: NodeId,
+        inc: u64,
+    },
+    /// A node's step ended: it takes the inputs that arrived meanwhile.
+    StepEnded {
+        node: NodeId,
+        inc: u64,
+    },
 }
 
 impl What {
@@ -202,6 +246,7 @@ impl What {
             What::Restart { .. } => 12,
             What::NextPause => 13,
             What::Resume { .. } => 14,
+            What::StepEnded { .. } => 15,
         }
     }
 }
@@ -243,8 +288,11 @@ struct Slot {
     offset_us: u64,
     tick_ms: u64,
     paused: bool,
-    /// Inputs that arrived while paused, delivered in order on resume.
+    /// Inputs that arrived while paused or in the middle of a step,
+    /// delivered in order (as one batch) on resume or when the step ends.
     held: Vec<Input>,
+    /// The node's current step ends then (see `StepCostPlan`).
+    busy_until: Micros,
     /// Recovery must pass `wal_was_cut`: a corrupt record was cut, and the
     /// node's own `WalCut` record of it is not durable yet. A runtime keeps
     /// this knowledge outside the log (the cut removed the evidence from it)
@@ -336,6 +384,8 @@ struct World {
     overloaded: bool,
     partitioned: bool,
     quiet: bool,
+    /// The isolation phase: no reply is lost (the network is calm too).
+    calm: bool,
     bootstrapped: bool,
     admin_waiting: bool,
     heal_at: Micros,
@@ -345,6 +395,8 @@ struct World {
     violations: Vec<Violation>,
     /// A crash waiting for the next two-phase commit moment, until then.
     txn_crash_armed: Option<Micros>,
+    /// The isolated primaries of `isolate_a_primary`, for the liveness check.
+    isolations: Vec<Isolation>,
 }
 
 impl World {
@@ -408,6 +460,7 @@ impl World {
             overloaded: false,
             partitioned: false,
             quiet: false,
+            calm: false,
             bootstrapped: false,
             admin_waiting: false,
             heal_at: 0,
@@ -416,6 +469,7 @@ impl World {
             restarts_from_checkpoint: 0,
             violations: Vec::new(),
             txn_crash_armed: None,
+            isolations: Vec::new(),
         }
     }
 
@@ -439,6 +493,9 @@ impl World {
                 "liveness",
                 format!("the bank's setup transaction did not commit within 10s without faults: {outcome:?}"),
             ));
+        }
+        if let Some(iso) = self.plan.isolation.clone() {
+            self.isolate_a_primary(iso.len_ms);
         }
         self.start_faults();
         self.run_for_ms(self.plan.fault_ms);
@@ -469,6 +526,7 @@ impl World {
                 tick_ms: self.rng.gen_range(5..=10),
                 paused: false,
                 held: Vec::new(),
+                busy_until: 0,
                 cut_unrecorded: false,
                 cut_record_lsn: None,
                 checkpoint: None,
@@ -593,6 +651,42 @@ impl World {
         committed
     }
 
+    /// Cuts the primary of the first passive group off from every other
+    /// node for `len_ms`,
+    /// while its clients still reach it, on an otherwise calm network and
+    /// before any other fault: then whatever stalls the group's operations
+    /// is this partition alone, and the liveness checker bounds it while the
+    /// partition lasts and after it heals (`check::liveness::ISOLATION_BOUND_MS`).
+    fn isolate_a_primary(&mut self, len_ms: u64) {
+        let profile = self.net.profile.clone();
+        self.net.profile = profile.calm();
+        self.calm = true;
+        self.run_for_ms(ISOLATION_LEAD_MS);
+        let group = self.cluster.groups.iter().find(|g| g.mode == Mode::Passive).map(|g| g.id);
+        let primary = group.and_then(|group| {
+            self.slots.iter().find_map(|(&id, s)| {
+                s.node.as_ref().and_then(|n| n.replica(group)).is_some_and(|r| r.role() == Role::Primary).then_some(id)
+            })
+        });
+        if let (Some(id), Some(group)) = (primary, group) {
+            let nodes = self.plan.nodes.clone();
+            let what = self.net.partition(&mut self.rng, &nodes, PartitionKind::Isolate, Some(id));
+            self.partitioned = true;
+            let start = self.now;
+            self.note(format!(
+                "partition: {what}, the primary of group {group}, for {len_ms}ms (clients still reach it)"
+            ));
+            self.run_for_ms(len_ms);
+            self.net.heal();
+            self.partitioned = false;
+            self.note("partition healed".to_string());
+            self.run_for_ms(ISOLATION_TAIL_MS);
+            self.isolations.push(Isolation { node: id, start, healed: start + len_ms * 1_000, until: self.now });
+        }
+        self.net.profile = profile;
+        self.calm = false;
+    }
+
     fn start_faults(&mut self) {
         self.faults_on = true;
         self.note("faults on".to_string());
@@ -668,6 +762,7 @@ impl World {
             diverged_on_purpose: self.faulty.is_some() || self.bugs.diverge_state,
             heal_at: self.heal_at,
             end_at: self.now,
+            isolations: &self.isolations,
         };
         if self.trace_inputs {
             for o in &self.history.ops {
@@ -795,6 +890,13 @@ impl World {
                     self.resume(node);
                 }
             }
+            What::StepEnded { node, inc } => {
+                let s = &self.slots[&node];
+                if s.inc == inc && !s.paused && s.node.is_some() {
+                    let held = std::mem::take(&mut self.slots.get_mut(&node).expect("slot").held);
+                    self.step_held(node, held);
+                }
+            }
         }
     }
 
@@ -807,8 +909,9 @@ impl World {
         }
         let (next, paused) = (slot.tick_us(), slot.paused);
         self.schedule(next, What::Tick { node: id, inc });
-        // A paused process misses its ticks; its clock keeps running.
-        if !paused {
+        // A paused process misses its ticks, and so does one in the middle of
+        // a step; its clock keeps running.
+        if !paused && self.now >= self.slots[&id].busy_until {
             self.step(id, Input::Tick);
         }
     }
@@ -852,43 +955,95 @@ impl World {
             slot.held.push(input);
             return;
         }
+        if self.now < slot.busy_until {
+            if slot.held.is_empty() {
+                let (after, inc) = (slot.busy_until - self.now, slot.inc);
+                self.schedule(after, What::StepEnded { node: id, inc });
+            }
+            self.slots.get_mut(&id).expect("slot").held.push(input);
+            return;
+        }
         self.step(id, input);
     }
 
+    /// Steps held inputs as the runtime does, in batches of at most its
+    /// `MAX_INPUTS_PER_STEP`.
+    fn step_held(&mut self, id: NodeId, held: Vec<Input>) {
+        let mut held = held.into_iter().peekable();
+        while held.peek().is_some() {
+            if self.slots[&id].node.is_none() {
+                // It crashed while catching up (at a two-phase commit moment).
+                break;
+            }
+            let batch: Vec<Input> = held.by_ref().take(MAX_INPUTS_PER_STEP).collect();
+            self.step_batch(id, batch);
+        }
+    }
+
+    /// What a step of `inputs` inputs that produced `effects` effects costs,
+    /// in simulated microseconds (see `StepCostPlan`).
+    fn step_cost_us(&mut self, inputs: usize, effects: usize) -> Micros {
+        let c = &self.plan.steps;
+        let work = c.per_input_us * inputs as u64 + c.per_effect_us * effects as u64;
+        let stall = self.faults_on && c.stall_p > 0.0 && self.rng.gen_bool(c.stall_p);
+        if !stall {
+            return work;
+        }
+        let ms = self.rng.gen_range(10..=c.stall_max_ms.max(10));
+        work + ms * 1_000
+    }
+
     fn step(&mut self, id: NodeId, input: Input) {
+        self.step_batch(id, vec![input]);
+    }
+
+    /// One step of node `id`: every input at the instant the step begins
+    /// (the node's clock read once, as the runtime does per batch); its
+    /// messages and replies leave when the step ends (`step_cost_us` later).
+    fn step_batch(&mut self, id: NodeId, inputs: Vec<Input>) {
         if self.trace_inputs {
-            eprintln!("{:>12}us node {id} <- {input:?}", self.now);
+            for input in &inputs {
+                eprintln!("{:>12}us node {id} <- {input:?}", self.now);
+            }
         }
         // Reads a passive primary serves on its own lease. (An active group
         // orders reads through its log, so no lease is involved.)
-        let read = match &input {
-            Input::Client { token, msg: ClientMsg::Request(r) } if r.op.is_read() && self.is_passive(r.group) => {
-                Some((*token, r.group))
-            }
-            _ => None,
-        };
+        let mut reads: Vec<(ClientToken, GroupId)> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::Client { token, msg: ClientMsg::Request(r) } if r.op.is_read() && self.is_passive(r.group) => {
+                    Some((*token, r.group))
+                }
+                _ => None,
+            })
+            .collect();
         let before = if self.verbose { self.roles(id) } else { Vec::new() };
+        let n_inputs = inputs.len();
         let slot = self.slots.get_mut(&id).expect("slot");
         let now_ms = slot.local_ms(self.now);
         let node = slot.node.as_mut().expect("stepping a live node");
-        let effects = node.step(now_ms, input);
+        let effects = node.step_batch(now_ms, inputs);
         self.hash(&[id, now_ms, effects.len() as u64]);
         let cut = self.txn_crash_cut(id, &effects);
         let kept = cut.unwrap_or(effects.len());
-        let mut read_answered = false;
+        let began = self.now;
+        let cost = self.step_cost_us(n_inputs, kept);
+        if cost >= 10_000 {
+            self.note(format!("node {id} stalls for {}ms in a step", cost / 1_000));
+        }
+        let ends = began + cost;
+        self.slots.get_mut(&id).expect("slot").busy_until = ends;
+        // What the step produced leaves when it ends: everything below is
+        // scheduled from then, and a lease is judged by the clock then.
+        self.now = ends;
+        let release_ms = self.slots[&id].local_ms(ends);
         for e in effects.into_iter().take(kept) {
             match e {
                 Effect::Send { to, msg } => self.send_peer(id, to, msg),
-                Effect::Reply { token, reply } => {
-                    if read.is_some_and(|(t, _)| t == token) {
-                        read_answered = true;
-                        if matches!(reply, ClientReply::Response { result: Ok(_), .. }) {
-                            let (_, group) = read.expect("checked");
-                            let served = self.read_served(id, group);
-                            self.obs.reads.extend(served);
-                        }
-                    }
-                    self.reply(id, token, reply);
+                Effect::Reply { token, reply } => self.reply_from_step(id, &mut reads, token, reply),
+                Effect::ReplyUnderLease { token, reply, lease_expires_ms } => {
+                    let reply = release_under_lease(reply, lease_expires_ms, release_ms);
+                    self.reply_from_step(id, &mut reads, token, reply);
                 }
                 Effect::Persist { lsn, record } => {
                     self.hash(&[lsn]);
@@ -898,6 +1053,7 @@ impl World {
                 }
             }
         }
+        self.now = began;
         if cut.is_some() {
             // The process dies here, in the middle of its step: what it did
             // in memory is observed (its commits are real), the rest of its
@@ -911,7 +1067,7 @@ impl World {
             self.schedule(down * 1_000, What::Restart { node: id });
             return;
         }
-        if let Some((token, group)) = read.filter(|_| !read_answered) {
+        for (token, group) in reads {
             // Parked behind a pending write: decided now, answered later.
             if let Some(r) = self.read_served(id, group) {
                 self.parked_reads.insert(token, r);
@@ -939,6 +1095,26 @@ impl World {
                 self.detail(format!("node {id} group {}: {} of epoch {} (commit {})", a.0, a.1, a.2, a.3));
             }
         }
+    }
+
+    /// A reply of node `id`'s step, leaving now (when the step ends). A
+    /// successful answer to one of the step's own passive reads is a read
+    /// served now; the read is no longer waiting.
+    fn reply_from_step(
+        &mut self,
+        id: NodeId,
+        reads: &mut Vec<(ClientToken, GroupId)>,
+        token: ClientToken,
+        reply: ClientReply,
+    ) {
+        if let Some(i) = reads.iter().position(|(t, _)| *t == token) {
+            let (_, group) = reads.swap_remove(i);
+            if matches!(reply, ClientReply::Response { result: Ok(_), .. }) {
+                let served = self.read_served(id, group);
+                self.obs.reads.extend(served);
+            }
+        }
+        self.reply(id, token, reply);
     }
 
     /// Where an armed crash cuts this step of node `id`: after the step's
@@ -1024,6 +1200,7 @@ impl World {
 
     /// The read `id` serves for `group` now, if it is primary of it.
     fn read_served(&self, id: NodeId, group: GroupId) -> Option<ReadServed> {
+        // `self.now` is when the answer leaves the node.
         let r = self.slots[&id].node.as_ref()?.replica(group)?;
         let epoch = r.view()?.epoch;
         (r.role() == Role::Primary).then_some(ReadServed { node: id, group, epoch, at: self.now })
@@ -1064,13 +1241,15 @@ impl World {
         let parked = self.parked_reads.remove(&token);
         let Some(conn) = self.conns.remove(&token) else { return };
         if let (Some(r), ClientReply::Response { result: Ok(_), .. }) = (parked, &reply) {
-            self.obs.reads.push(r);
+            // Served when its answer leaves, under the epoch it was read in.
+            self.obs.reads.push(ReadServed { at: self.now, ..r });
         }
         let delay = self.client_delay();
         match conn {
             Conn::Admin { .. } => self.schedule(delay, What::AdminReply { reply: Box::new(reply) }),
             Conn::Client { client, .. } => {
                 let lose = !self.quiet
+                    && !self.calm
                     && self.plan.reply_loss_p > 0.0
                     && matches!(reply, ClientReply::Response { .. })
                     && self.rng.gen_bool(self.plan.reply_loss_p);
@@ -1196,6 +1375,7 @@ impl World {
         slot.inc += 1;
         slot.paused = false;
         slot.held.clear();
+        slot.busy_until = 0;
         let damage = slot.disk.crash(&mut self.rng, plan.unsynced_survive_p, plan.torn_p);
         slot.note_durable();
         slot.cut_record_lsn = None;
@@ -1336,13 +1516,7 @@ impl World {
         slot.paused = false;
         let held = std::mem::take(&mut slot.held);
         self.note(format!("resume node {id} ({} inputs waiting)", held.len()));
-        for input in held {
-            if self.slots[&id].node.is_none() {
-                // It crashed while catching up (at a two-phase commit moment).
-                break;
-            }
-            self.step(id, input);
-        }
+        self.step_held(id, held);
     }
 
     // ----- Trace --------------------------------------------------------------

@@ -48,6 +48,9 @@ fn meant_for(bug: &str) -> &'static str {
         // A member executes an entry the next sequencer replaces.
         "execute-before-stable" => "replicas converge",
         "diverge-state" => "replicas converge",
+        // A read leaves a stalled primary after its lease ran out, and a
+        // newer primary committed meanwhile.
+        "lease-checked-at-batch-start" => "no read without lease",
         // Members answer a retried read from two executions.
         "rerun-retried-read" => "agreement",
         // A participant that voted no (or never prepared) is missing.

@@ -43,13 +43,18 @@ use crate::state::kv::{Key, KvStore, Versioned};
 use crate::state::op::OpResult;
 use crate::state::{Applied, StateMachine};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
-use crate::wire::{ClientRequest, PeerBody, ReplicaStatus, WalRecord};
+use crate::wire::{ClientError, ClientReply, ClientRequest, PeerBody, ReplicaStatus, WalRecord};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A snapshot still unacknowledged after this many retransmit periods is
 /// sent again.
 const SNAPSHOT_RETRY_FACTOR: Millis = 10;
+
+/// The refusal of a read at a primary that holds no lease.
+pub(crate) fn no_lease() -> ClientError {
+    ClientError::Unavailable { reason: "the primary's lease is not held".into() }
+}
 
 /// Timeouts of log replication (both modes), in milliseconds of local time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,6 +258,9 @@ pub struct Replica {
     /// A new primary serves clients only from this time on (see
     /// `become_primary`).
     serve_after_ms: Millis,
+    /// Before this a primary is not judged cut off: `lease_ms` after it
+    /// began to serve, or after it became primary if that was later.
+    cut_off_after_ms: Millis,
     /// The last index of the log this replica held when it became primary.
     /// An earlier primary may have committed up to there, even though this
     /// one's commit index gets there only with its no-op (see `Entry::noop`).
@@ -323,6 +331,7 @@ impl Replica {
             next_join_ms: 0,
             lease_granted_ms: None,
             serve_after_ms: 0,
+            cut_off_after_ms: 0,
             inherited_upto: 0,
             coordinator: Coordinator::default(),
             participant: Participant::default(),
@@ -422,14 +431,55 @@ impl Replica {
     /// a lease (found by the simulator: a sole primary kept serving reads
     /// after the member it admitted had taken over and served writes).
     pub fn lease_valid(&self, now: Millis) -> bool {
-        let Some(view) = &self.view else { return false };
+        self.lease_expires_ms().is_some_and(|expires| now < expires)
+    }
+
+    /// Whether this primary is cut off from its backups: it has served long
+    /// enough to hold a lease (`lease_ms` past the time it began to serve,
+    /// or became primary if that was later: time for several heartbeats to
+    /// be acked) and holds none now. Counted from the time it began to
+    /// serve only, a backup that won its view long after its last ack (a
+    /// later-ranked backup, a slow config store) refused everything as cut
+    /// off before it had sent a single heartbeat. Its
+    /// writes cannot commit and its reads may be stale, and the backups
+    /// that stopped hearing from it may be replacing it, so it refuses
+    /// requests with `CutOff` until they answer again. A sole member is
+    /// never cut off.
+    pub fn cut_off(&self, now: Millis) -> bool {
+        self.is_primary() && now >= self.cut_off_after_ms && !self.lease_valid(now)
+    }
+
+    /// When the primary's lease runs out (local time): `lease_ms` after the
+    /// oldest of the newest `Append`s each other member acked. `None` when
+    /// this replica is not primary or some member has acked none; a sole
+    /// member's lease never runs out.
+    pub fn lease_expires_ms(&self) -> Option<Millis> {
+        let view = self.view.as_ref()?;
         if !self.is_primary() {
-            return false;
+            return None;
         }
         let admitted = self.admitting.iter().chain(self.unresolved_admission.iter());
-        view.members.iter().chain(admitted).filter(|&&m| m != self.me).all(|m| {
-            self.progress.get(m).and_then(|p| p.lease_sent_ms).is_some_and(|sent| now < sent + self.timing.lease_ms)
-        })
+        let mut expires = Millis::MAX;
+        for m in view.members.iter().chain(admitted).filter(|&&m| m != self.me) {
+            let sent = self.progress.get(m).and_then(|p| p.lease_sent_ms)?;
+            expires = expires.min(sent + self.timing.lease_ms);
+        }
+        Some(expires)
+    }
+
+    /// Answers a read served under the lease: marked with the lease's
+    /// expiry, so that it is not released after it (see
+    /// `Effect::ReplyUnderLease`). With no lease held now it is refused.
+    fn answer_read(&self, ctx: &mut Ctx, token: ClientToken, id: RequestId, result: OpResult) {
+        let now = ctx.out.now();
+        let reply = ClientReply::Response { id, result: Ok(result) };
+        if self.bugs.read_without_lease || self.bugs.lease_checked_at_batch_start {
+            return ctx.out.reply(token, reply);
+        }
+        match self.lease_expires_ms() {
+            Some(expires) if now < expires => ctx.out.reply_under_lease(token, reply, expires),
+            _ => ctx.out.reply(token, ClientReply::Response { id, result: Err(no_lease()) }),
+        }
     }
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {

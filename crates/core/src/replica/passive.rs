@@ -25,7 +25,7 @@ impl Replica {
         let id = req.id;
         let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
         if !self.bugs.read_without_lease && !self.lease_valid(ctx.out.now()) {
-            return reply(ctx, Err(ClientError::Unavailable { reason: "the primary's lease is not held".into() }));
+            return reply(ctx, Err(super::no_lease()));
         }
         let key = req.op.key().expect("a read names its key");
         if self.blocked_by_lock(key, true) {
@@ -40,7 +40,7 @@ impl Replica {
             None => (OpResult::Value(self.state.kv.get(key).cloned()), 0),
         };
         if wait_for <= self.commit_index {
-            return reply(ctx, Ok(result));
+            return self.answer_read(ctx, token, id, result);
         }
         // The value read comes from a write that is not committed yet:
         // answer only once it is, so no read ever sees a lost write.

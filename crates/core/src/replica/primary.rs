@@ -226,14 +226,37 @@ impl Replica {
             }
             let (_, rs) = self.parked_reads.pop_first().expect("non-empty");
             self.parked_count -= rs.len();
+            // Still under the lease: the write it waited for committed, but
+            // a lease that lapsed meanwhile may mean a newer primary.
             for (token, id, result) in rs {
-                ctx.out.reply(token, ClientReply::Response { id, result: Ok(result) });
+                self.answer_read(ctx, token, id, result);
             }
         }
         self.compact();
         if locks_changed {
             self.release_lock_waiters(ctx);
         }
+    }
+
+    /// A primary cut off from its backups tells the clients waiting for
+    /// its writes to commit, and its parked reads, that it is cut off, so
+    /// that they ask elsewhere now rather than after their attempt timeout.
+    /// A write told so may still commit here (if the partition heals in
+    /// time) or be inherited by the next primary: the front end retries it
+    /// under the same request id, which runs it at most once.
+    fn release_waiting_clients(&mut self, ctx: &mut Ctx, view: &View) {
+        let cut_off = || Err(ClientError::CutOff { view: view.clone() });
+        for (_, ws) in std::mem::take(&mut self.waiters) {
+            for (token, id) in ws {
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+            }
+        }
+        for (_, rs) in std::mem::take(&mut self.parked_reads) {
+            for (token, id, _) in rs {
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+            }
+        }
+        self.parked_count = 0;
     }
 
     /// Answers the clients of request `id`, carried out by entry `index`.
@@ -256,6 +279,9 @@ impl Replica {
     /// dropping members that stopped acking, settling an admission.
     pub(super) fn tick_primary(&mut self, ctx: &mut Ctx, view: &View) {
         let now = ctx.out.now();
+        if self.cut_off(now) {
+            self.release_waiting_clients(ctx, view);
+        }
         self.append_noop_if_inherited(ctx);
         if now >= self.next_heartbeat_ms {
             self.next_heartbeat_ms = now + self.timing.heartbeat_ms;

@@ -1,6 +1,7 @@
 //! The checks every client request to a group passes before either
 //! execution strategy sees it: leadership, epoch, limits, the session table
-//! (a retry gets its recorded answer, or waits for its pending entry), the
+//! (a retry gets its recorded answer, or waits for its pending entry), a
+//! primary cut off from its backups (refused: ask elsewhere), the
 //! view's `min_members`, and back-pressure.
 //!
 //! A request whose key a prepared transaction locks waits here until the
@@ -42,6 +43,12 @@ impl Replica {
         if !active && ctx.out.now() < self.serve_after_ms {
             let reason = "a new primary is waiting out its predecessor's read lease".to_string();
             return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
+        if self.cut_off(ctx.out.now()) {
+            // Writes could not commit and reads may be stale: say so at
+            // once, so the front end asks the other members for a newer
+            // view instead of waiting here for the whole partition.
+            return reply(ctx.out, Err(ClientError::CutOff { view }));
         }
         if let Err(e) = req.op.validate() {
             return reply(ctx.out, Err(e.into()));

@@ -16,6 +16,13 @@ pub enum ClientError {
     NotLeader {
         view: Option<View>,
     },
+    /// This node leads `view` but has heard from its backups too little to
+    /// hold its lease: it is cut off from them, and they may be replacing
+    /// it. It serves nothing until they answer again; ask another member
+    /// for the current view.
+    CutOff {
+        view: View,
+    },
     /// The request named an epoch that is not the group's current one.
     StaleEpoch {
         view: View,
@@ -63,6 +70,12 @@ impl std::fmt::Display for ClientError {
                 write!(f, "not the leader of group {} (leader is node {} in epoch {})", v.group, v.leader, v.epoch)
             }
             ClientError::NotLeader { view: None } => write!(f, "not the leader, and the view is unknown"),
+            ClientError::CutOff { view } => write!(
+                f,
+                "node {} leads group {} in epoch {} but is cut off from its backups (its lease lapsed); ask another \
+                 member for the current view",
+                view.leader, view.group, view.epoch
+            ),
             ClientError::StaleEpoch { view } => {
                 write!(f, "stale epoch: group {} is at epoch {}", view.group, view.epoch)
             }

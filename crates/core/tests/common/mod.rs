@@ -375,6 +375,9 @@ impl Harness {
                     q.push((*lsn, record.clone()));
                 }
                 Effect::Reply { token, reply } => self.replies.push((from, *token, reply.clone())),
+                // Released at once, at the time of the step: the lease it was
+                // marked with holds then.
+                Effect::ReplyUnderLease { token, reply, .. } => self.replies.push((from, *token, reply.clone())),
             }
         }
     }
@@ -682,7 +685,9 @@ pub fn replies(effects: &[Effect]) -> Vec<(ClientToken, ClientReply)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Reply { token, reply } => Some((*token, reply.clone())),
+            Effect::Reply { token, reply } | Effect::ReplyUnderLease { token, reply, .. } => {
+                Some((*token, reply.clone()))
+            }
             _ => None,
         })
         .collect()

@@ -7,10 +7,20 @@
 //! every transaction comes to an end, even one whose client crashed: at the
 //! end no replica holds a transaction prepared, a key locked, or a
 //! decision some participant has not acknowledged.
+//!
+//! A primary cut off from its peers while its clients still reach it (the
+//! simulator's isolation phase, on an otherwise calm network) must not stall
+//! its group for the partition's length: its lease lapses, it says it is cut
+//! off, the backups elect a new primary, and front ends find it. Every
+//! register operation in flight at the cut (invoked at most
+//! `ISOLATION_IN_FLIGHT_MS` before it) or invoked while the partition lasts, and
+//! until a while after it heals, completes within `ISOLATION_BOUND_MS` of
+//! when it was invoked or the partition began, whichever is later.
 
 use super::atomicity::name;
 use super::{FinalReplica, Violation};
 use crate::history::{History, Micros, Outcome, TxnResult};
+use pactdb_core::types::{ClusterMap, Mode};
 
 /// Time the quiet phase gives the cluster to restart, re-elect and re-admit
 /// before operations must succeed promptly.
@@ -20,7 +30,70 @@ pub const BOUND_MS: u64 = 2_000;
 /// Clients stop invoking this long before the run ends.
 pub const DRAIN_MS: u64 = 2_500;
 
+/// How long a primary cut off from its peers may stall an operation: the
+/// lease (60 ms), the backups' suspicion (100 ms plus up to 50 of jitter),
+/// the view change, the new primary's wait for the old lease (100 ms from
+/// the last ack), and a front end's attempt timeout (500 ms) for a request
+/// that reached the old primary before its lease lapsed. The goal is one
+/// second of unavailability.
+pub const ISOLATION_BOUND_MS: u64 = 1_000;
+
+/// An operation invoked at most this long before the cut counts as in
+/// flight at the cut (and is bounded from it).
+pub const ISOLATION_IN_FLIGHT_MS: u64 = 100;
+
 const PROPERTY: &str = "liveness";
+
+/// Bounds how long an isolated primary stalls operations (see the module
+/// docs): every register operation invoked before the isolation phase ends
+/// and still running when the partition began completes within the bound
+/// of the later of its invocation and the partition's start. Transactions
+/// are left out (their votes and locks may wait on the cut-off node's
+/// coordinator for longer, by design), and so are reads of their accounts.
+pub fn check_isolations(cluster: &ClusterMap, history: &History, isolations: &[super::Isolation]) -> Vec<Violation> {
+    // Passive groups only: an active group in voting mode needs f+1
+    // members' answers, and one still joining when its sequencer is cut
+    // off leaves it without them until it is admitted.
+    let passive = |key: &[u8]| {
+        let g = cluster.group_of(key);
+        cluster.groups.iter().any(|s| s.id == g && s.mode == Mode::Passive)
+    };
+    let mut v = Vec::new();
+    for iso in isolations {
+        for o in history.ops.iter().filter(|o| o.txn.is_none()) {
+            let register = o.op.key().is_some_and(|k| k.starts_with(b"k") && passive(k));
+            // Done before the cut, or already stuck well before it (on a calm
+            // network an operation is answered within milliseconds): not
+            // the partition's doing (seed 869: a read invoked 500 ms before
+            // the cut, while the group was still forming).
+            let before = o.complete_us.is_some_and(|done| done < iso.start)
+                || o.invoke_us + ISOLATION_IN_FLIGHT_MS * 1_000 < iso.start;
+            // Invoked late enough that its bound ends after the calm phase:
+            // other faults may have struck it.
+            let late_invoke = o.invoke_us + ISOLATION_BOUND_MS * 1_000 > iso.until;
+            if !register || before || late_invoke {
+                continue;
+            }
+            let from = o.invoke_us.max(iso.start);
+            let took = o.complete_us.map(|done| done - from);
+            if took.is_some_and(|t| t <= ISOLATION_BOUND_MS * 1_000) {
+                continue;
+            }
+            let took = took.map_or("never completed".to_string(), |t| format!("took {}ms", t / 1_000));
+            v.push(Violation::new(
+                PROPERTY,
+                format!(
+                    "op #{} ({:?}) invoked at {}us, with node {} cut off from its peers from {}us to {}us, {took}",
+                    o.id, o.op, o.invoke_us, iso.node, iso.start, iso.healed
+                ),
+            ));
+            if v.len() >= 3 {
+                return v;
+            }
+        }
+    }
+    v
+}
 
 pub fn check(history: &History, finals: &[FinalReplica], heal_at: Micros, end_at: Micros) -> Vec<Violation> {
     let mut v = Vec::new();
@@ -104,6 +177,42 @@ mod tests {
         assert_eq!(check(&h, &[], heal, end), vec![]);
         h.invoke(1, get(), heal + 4_500_000);
         assert_eq!(check(&h, &[], heal, end).len(), 1, "still pending at the end");
+    }
+
+    fn cluster() -> ClusterMap {
+        use pactdb_core::types::GroupSpec;
+        let group = GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1, 2, 3], min_members: 1, voting: false };
+        ClusterMap { nodes: Default::default(), groups: vec![group] }
+    }
+
+    #[test]
+    fn rejects_an_operation_stalled_by_an_isolated_primary() {
+        let iso = crate::check::Isolation { node: 1, start: 10_000_000, healed: 13_000_000, until: 15_000_000 };
+        let put = || Op::Put { key: b"k1".to_vec(), value: b"v".to_vec() };
+        let mut h = History::default();
+        // Done before the partition: not its business.
+        let a = h.invoke(0, put(), 1_000_000);
+        h.complete(a, 1_001_000, Outcome::Ok(OpResult::Written { version: 1 }));
+        // Stuck long before it: another cause.
+        h.invoke(6, put(), 9_000_000);
+        // In flight when it began: bounded from its start.
+        let b = h.invoke(1, put(), 9_950_000);
+        h.complete(b, 10_900_000, Outcome::Ok(OpResult::Written { version: 2 }));
+        // Invoked during it, answered (even with a failure) in time.
+        let c = h.invoke(2, put(), 11_000_000);
+        h.complete(c, 11_500_000, Outcome::Failed("refused".into()));
+        // A transaction's account: left out.
+        let d = h.invoke(3, Op::Get { key: b"acct-1".to_vec() }, 11_000_000);
+        h.complete(d, 14_000_000, Outcome::Ok(OpResult::Value(None)));
+        let cluster = cluster();
+        assert_eq!(check_isolations(&cluster, &h, &[iso]), vec![]);
+        let e = h.invoke(4, put(), 12_000_000);
+        h.complete(e, 13_100_000, Outcome::Ok(OpResult::Written { version: 3 }));
+        let v = check_isolations(&cluster, &h, &[iso]);
+        assert!(v.len() == 1 && v[0].detail.contains("took 1100ms"), "{v:?}");
+        // Never answered at all.
+        h.invoke(5, put(), 12_500_000);
+        assert_eq!(check_isolations(&cluster, &h, &[iso]).len(), 2);
     }
 
     #[test]

@@ -89,6 +89,19 @@ pub struct Facts<'a> {
     pub heal_at: Micros,
     /// When the run ended.
     pub end_at: Micros,
+    /// Primaries cut off from their peers (clients still reaching them) on
+    /// an otherwise calm network.
+    pub isolations: &'a [Isolation],
+}
+
+/// A primary cut off from every peer from `start` until `healed`, while its
+/// clients still reached it, with no other fault until `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Isolation {
+    pub node: NodeId,
+    pub start: Micros,
+    pub healed: Micros,
+    pub until: Micros,
 }
 
 /// Runs every checker. The register checkers (durability,
@@ -106,6 +119,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));
     v.extend(bank::check(facts.cluster, facts.history, facts.finals, facts.faulty));
     v.extend(liveness::check(facts.history, facts.finals, facts.heal_at, facts.end_at));
+    v.extend(liveness::check_isolations(facts.cluster, facts.history, facts.isolations));
     v.extend(agreement::check(facts.dissents, facts.diverged_on_purpose));
     v
 }
