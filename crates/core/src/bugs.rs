@@ -53,4 +53,8 @@ pub struct Bugs {
     /// answers `getDecision` with abort without recording the abort, so the
     /// transaction may still commit later.
     pub abort_without_record: bool,
+    /// A member taking a streamed snapshot takes a chunk past a gap (one
+    /// lost on the way) as if the gap held nothing, and installs the stream
+    /// once its last byte arrived without checking its digest.
+    pub install_incomplete_snapshot: bool,
 }

@@ -193,6 +193,18 @@ pub struct Plan {
     /// into the checkpoint once it is durable (as the runtime's on-disk
     /// snapshots do), on some seeds.
     pub checkpoint_every_records: Option<usize>,
+    /// On some seeds, replicas keep few entries, so that a member that
+    /// falls behind gets a snapshot, streamed in small (even tiny) chunks.
+    pub snapshots: Option<SnapshotPlan>,
+}
+
+/// How a seed makes members take snapshots.
+#[derive(Clone, Debug)]
+pub struct SnapshotPlan {
+    pub log_retain_entries: u64,
+    pub chunk_bytes: u64,
+    /// The per-stream throttle, 0 for none.
+    pub bytes_per_sec: u64,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -292,6 +304,11 @@ impl Plan {
         }
         // Drawn after everything else, so the draws above stay as they were.
         let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
+        let snapshots = rng.gen_bool(0.4).then(|| SnapshotPlan {
+            log_retain_entries: [2, 10, 50][rng.gen_range(0..3)],
+            chunk_bytes: [16, 64, 512, 1 << 20][rng.gen_range(0..4)],
+            bytes_per_sec: [0, 0, 50_000, 500_000][rng.gen_range(0..4)],
+        });
         Plan {
             nodes,
             groups,
@@ -314,6 +331,7 @@ impl Plan {
             fsync_max_us,
             bank,
             checkpoint_every_records,
+            snapshots,
         }
     }
 
@@ -373,6 +391,12 @@ impl Plan {
         }
         if let Some(n) = self.checkpoint_every_records {
             parts.push(format!("checkpoints every {n} records"));
+        }
+        if let Some(p) = &self.snapshots {
+            parts.push(format!(
+                "logs keep {} entries, snapshots in chunks of {} bytes at {} bytes/s",
+                p.log_retain_entries, p.chunk_bytes, p.bytes_per_sec
+            ));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",
