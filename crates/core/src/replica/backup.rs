@@ -209,7 +209,11 @@ impl Replica {
         self.last_sent_ms = self.last_sent_ms.max(sent_ms);
         if meta.id.index <= self.commit_index {
             // Held already (a late chunk of a snapshot installed, or of one
-            // older than what this replica committed since).
+            // older than what this replica committed since). Its committed
+            // entries are every correct primary's: it says it matches up to
+            // there, or a primary whose log is pinned at that snapshot could
+            // stream it again and again.
+            self.matched_upto = self.matched_upto.max(self.commit_index);
             return self.send_ack(ctx);
         }
         let taken = self.take_snapshot_chunk(meta, offset, data);

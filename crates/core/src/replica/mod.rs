@@ -88,6 +88,8 @@ struct Outgoing {
     /// When the member last acknowledged a chunk (or the stream began):
     /// unacknowledged chunks are resent from `acked` after a silence.
     last_ack_ms: Millis,
+    /// The offset the stream last went back to after a refused chunk.
+    rewound_to: Option<u64>,
 }
 
 /// Timeouts of log replication (both modes), in milliseconds of local time.

@@ -107,6 +107,7 @@ impl Replica {
                 cursor: Cursor::default(),
                 next_send_ms: now,
                 last_ack_ms: now,
+                rewound_to: None,
             });
         }
         let chunk_bytes = self.streaming.chunk_bytes;
@@ -164,13 +165,33 @@ impl Replica {
         if p.learner {
             p.last_ack_ms = now;
         }
-        if refused || received < s.acked || received > s.sent {
+        if received > s.sent {
+            // It holds more, from an earlier attempt: go on from there.
             s.sent = received;
+        } else if refused && s.rewound_to != Some(received) {
+            // A chunk did not continue its stream (one before it was lost,
+            // or it lost its partial stream): resend from what it holds,
+            // once per position. Every chunk of the window behind the lost
+            // one is refused alike; rewinding for each of them made a storm
+            // of resends (found by the simulator).
+            s.sent = received;
+            s.rewound_to = Some(received);
         }
-        if received != s.acked {
+        if received > s.acked {
             s.last_ack_ms = now;
         }
-        s.acked = received;
+        if received > s.acked || refused {
+            s.acked = received;
+        }
+        if received == s.frozen.meta.total_bytes {
+            // It holds the whole stream: appends go on after the snapshot's
+            // index (a member whose install failed rejects them, and gets a
+            // stream again). Waiting for its ack of the index instead left
+            // a joiner that installed before it had confirmed its view (and
+            // so acked nothing) waiting for a stream that had ended (found by
+            // the simulator).
+            p.next_index = p.next_index.max(s.frozen.meta.id.index + 1);
+        }
         self.send_appends(ctx, from, false);
     }
 
@@ -362,6 +383,7 @@ impl Replica {
                 if now >= s.last_ack_ms + self.timing.retransmit_ms {
                     s.sent = s.acked;
                     s.last_ack_ms = now;
+                    s.rewound_to = None;
                     resend.push(id);
                 }
             }
