@@ -164,7 +164,9 @@ impl Node {
                     node.replica_mut(group).replay_snapshot_chunk(meta, offset, &data)
                 }
                 WalRecord::SnapshotInstalled { .. } => {}
-                WalRecord::SnapshotPartial { group, partial } => node.replica_mut(group).replay_snapshot_partial(partial),
+                WalRecord::SnapshotPartial { group, partial } => {
+                    node.replica_mut(group).replay_snapshot_partial(partial)
+                }
                 WalRecord::WalCut => {
                     node.acceptor_silenced = true;
                     node.caught_up.clear();

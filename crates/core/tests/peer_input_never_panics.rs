@@ -149,7 +149,8 @@ fn corpus() -> Corpus {
     let frozen = Frozen::freeze(snap.index, snap.epoch, &snap.state);
     let mut at = Cursor::default();
     while let Some((data, next)) = frozen.chunk(at.offset, at, 24) {
-        let body = PeerBody::SnapshotChunk { view: g.view(node(2)), meta: frozen.meta, offset: at.offset, data, sent_ms: 1 };
+        let body =
+            PeerBody::SnapshotChunk { view: g.view(node(2)), meta: frozen.meta, offset: at.offset, data, sent_ms: 1 };
         c.peer.push(wire::encode(&PeerMsg { from: 1, body }));
         at = next;
     }

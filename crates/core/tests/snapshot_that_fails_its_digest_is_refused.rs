@@ -42,7 +42,8 @@ fn a_snapshot_stream_whose_digest_does_not_match_is_refused() {
 
     // The same stream with its true digest is taken, in several chunks.
     let fx = h.stream_snapshot(node(2), node(1), &snap, 100, |_| {});
-    let chunks = fx.iter().filter(|e| matches!(e, Effect::Persist { record: WalRecord::SnapshotChunk { .. }, .. })).count();
+    let chunks =
+        fx.iter().filter(|e| matches!(e, Effect::Persist { record: WalRecord::SnapshotChunk { .. }, .. })).count();
     assert!(chunks > 3, "{chunks} chunks");
     assert!(installs(&fx), "{fx:#?}");
     assert_eq!(h.replica(node(2)).kv().len(), 20);

@@ -62,8 +62,8 @@ fn meant_for(bug: &str) -> &'static str {
         "presume-commit" => "one decision",
         // A participant aborts on a decision its coordinator never logged.
         "abort-without-record" => "one decision",
-        // A member installs a snapshot stream with a chunk lost on the way:
-        // its state lacks the keys that chunk held.
+        // A member installs a snapshot stream before its pairs arrived: its
+        // state lacks keys the others hold.
         "install-incomplete-snapshot" => "replicas converge",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }

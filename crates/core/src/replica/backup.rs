@@ -223,7 +223,13 @@ impl Replica {
         let received = self.incoming.as_ref().filter(|p| p.meta == meta).map_or(0, |p| p.received);
         ctx.out.send(
             from,
-            PeerBody::SnapshotAck { group: self.group, epoch: view.epoch, id: meta.id, received, refused: taken.is_err() },
+            PeerBody::SnapshotAck {
+                group: self.group,
+                epoch: view.epoch,
+                id: meta.id,
+                received,
+                refused: taken.is_err(),
+            },
         );
         if taken == Ok(true) {
             if let Some(snapshot) = self.finish_snapshot() {
@@ -242,8 +248,9 @@ impl Replica {
             self.incoming = Some(Box::new(Partial::new(meta)?));
         }
         let p = self.incoming.as_mut().expect("set above");
-        p.take(offset, data, self.bugs.install_incomplete_snapshot)?;
-        Ok(p.is_complete())
+        let bug = self.bugs.install_incomplete_snapshot;
+        p.take(offset, data, bug)?;
+        Ok(p.is_complete() || (bug && p.has_header()))
     }
 
     /// The snapshot the complete partial stream holds, if its digest

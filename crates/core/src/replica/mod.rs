@@ -38,11 +38,11 @@ pub use participant::Participant;
 use crate::bugs::Bugs;
 use crate::config::Change;
 use crate::io::{ClientToken, Lsn, Outbox};
-use crate::log::{Entry, Log, SharedEntry};
 use crate::limits::{MAX_SNAPSHOT_CHUNK_BYTES, MAX_SNAPSHOT_PINNED_ENTRIES};
+use crate::log::{Entry, Log, SharedEntry};
 use crate::state::kv::{Key, KvStore, Versioned};
-use crate::state::stream::{Cursor, Frozen, Partial};
 use crate::state::op::OpResult;
+use crate::state::stream::{Cursor, Frozen, Partial};
 use crate::state::{Applied, StateMachine};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientRequest, PeerBody, ReplicaStatus, SnapshotTransfer, WalRecord};
@@ -469,7 +469,13 @@ impl Replica {
         let sending = self.progress.iter().filter_map(|(&peer, p)| {
             let s = p.stream.as_ref()?;
             let meta = s.frozen.meta;
-            Some(SnapshotTransfer { peer, sending: true, index: meta.id.index, bytes: s.acked, total: meta.total_bytes })
+            Some(SnapshotTransfer {
+                peer,
+                sending: true,
+                index: meta.id.index,
+                bytes: s.acked,
+                total: meta.total_bytes,
+            })
         });
         let leader = self.view.as_ref().map_or(0, |v| v.leader);
         let taking = self.incoming.iter().map(|p| SnapshotTransfer {

@@ -14,10 +14,10 @@ use crate::state::kv::{Versioned, Write};
 use crate::state::op::OpResult;
 use crate::state::stream::{Cursor, Frozen, SnapshotId};
 use crate::state::Applied;
-use std::sync::Arc;
 use crate::types::RequestId;
 use crate::types::{Epoch, Index, Millis, NodeId, View};
 use crate::wire::{ClientError, ClientReply, PeerBody};
+use std::sync::Arc;
 
 impl Replica {
     /// Sends whatever each backup is missing, bounded by the in-flight window.

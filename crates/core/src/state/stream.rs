@@ -21,7 +21,9 @@
 
 use super::kv::{Key, KvStore, Versioned, Write};
 use super::{Snapshot, StateMachine};
-use crate::limits::{MAX_KEY_BYTES, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, MAX_SNAPSHOT_HEADER_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{
+    MAX_KEY_BYTES, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, MAX_SNAPSHOT_HEADER_BYTES, MAX_VALUE_BYTES,
+};
 use crate::types::{Epoch, Index};
 use bincode::Options;
 use serde::{Deserialize, Serialize};
@@ -189,7 +191,9 @@ impl Partial {
         if meta.total_bytes > MAX_SNAPSHOT_BYTES {
             return Err(format!("a snapshot of {} bytes exceeds the limit of {MAX_SNAPSHOT_BYTES}", meta.total_bytes));
         }
-        if meta.header_bytes == 0 || meta.header_bytes > MAX_SNAPSHOT_HEADER_BYTES || meta.header_bytes > meta.total_bytes
+        if meta.header_bytes == 0
+            || meta.header_bytes > MAX_SNAPSHOT_HEADER_BYTES
+            || meta.header_bytes > meta.total_bytes
         {
             return Err(format!("a header of {} bytes in a stream of {}", meta.header_bytes, meta.total_bytes));
         }
@@ -256,6 +260,11 @@ impl Partial {
         self.received == self.meta.total_bytes
     }
 
+    /// Whether the header arrived (the key-value pairs follow it).
+    pub fn has_header(&self) -> bool {
+        self.rest.is_some()
+    }
+
     /// The snapshot, once every byte arrived and the digest matches (with
     /// `skip_digest`, the bug, whatever arrived).
     pub fn finish(self, skip_digest: bool) -> Result<Snapshot, Refusal> {
@@ -263,7 +272,10 @@ impl Partial {
         let Some(rest) = self.rest else { return Err("the stream ended without a header".into()) };
         if !skip_digest {
             if !complete || self.items != rest.kv_len {
-                return Err(format!("{} of {} bytes, {} of {} items", self.received, self.meta.total_bytes, self.items, rest.kv_len));
+                return Err(format!(
+                    "{} of {} bytes, {} of {} items",
+                    self.received, self.meta.total_bytes, self.items, rest.kv_len
+                ));
             }
             let digest = stream_digest(&self.header, self.kv.digest());
             if digest != self.meta.digest {

@@ -6,8 +6,8 @@
 //! receiving protocol's business, and it must drop, never trip over, one.
 
 use crate::log::SharedEntry;
-use crate::state::txn::{TxnId, TxnPart, Vote};
 use crate::state::stream::{SnapshotId, StreamMeta};
+use crate::state::txn::{TxnId, TxnPart, Vote};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, View};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
