@@ -182,6 +182,13 @@ pub struct NodeArgs {
     /// Size at which the WAL starts a new segment file.
     #[arg(long)]
     pub wal_segment_bytes: Option<u64>,
+    /// Bytes per second a primary streams one snapshot to a member far
+    /// behind (0: unthrottled; default 48 MiB/s), so the group keeps serving.
+    #[arg(long)]
+    pub snapshot_bytes_per_sec: Option<u64>,
+    /// Bytes per chunk of a streamed snapshot (at most 1 MiB, the default).
+    #[arg(long)]
+    pub snapshot_chunk_bytes: Option<u64>,
 }
 
 /// The TOML form of `NodeArgs`.
@@ -196,6 +203,8 @@ struct NodeFile {
     log_retain_entries: Option<u64>,
     snapshot_wal_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
+    snapshot_bytes_per_sec: Option<u64>,
+    snapshot_chunk_bytes: Option<u64>,
 }
 
 fn parse_peers(list: &[String]) -> anyhow::Result<BTreeMap<NodeId, SocketAddr>> {
@@ -241,6 +250,8 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
         log_retain_entries: args.log_retain_entries.or(file.log_retain_entries),
         snapshot_wal_bytes: args.snapshot_wal_bytes.or(file.snapshot_wal_bytes),
         wal_segment_bytes: args.wal_segment_bytes.or(file.wal_segment_bytes),
+        snapshot_bytes_per_sec: args.snapshot_bytes_per_sec.or(file.snapshot_bytes_per_sec),
+        snapshot_chunk_bytes: args.snapshot_chunk_bytes.or(file.snapshot_chunk_bytes),
     })
 }
 

@@ -267,6 +267,10 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                     "digest": format!("{:016x}", r.digest), "keys": r.keys,
                     "prepared": r.prepared, "locks": r.locks, "oldest_prepared_ms": r.oldest_prepared_ms,
                     "unfinished_decisions": r.unfinished_decisions,
+                    "snapshot_transfers": r.transfers.iter().map(|t| serde_json::json!({
+                        "peer": t.peer, "direction": if t.sending { "to" } else { "from" },
+                        "index": t.index, "bytes": t.bytes, "total": t.total,
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>()})
                 }
                 Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
@@ -343,6 +347,39 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                 }
             }
             Err(e) => println!("{id:<5} DOWN   {e}"),
+        }
+    }
+    // Snapshot streams under way: bytes the member holds of the total, as
+    // the sending primary and the taking member each see it.
+    let transfers: Vec<String> = statuses
+        .iter()
+        .filter_map(|(id, s)| Some((id, s.as_ref().ok()?)))
+        .flat_map(|(id, s)| {
+            s.replicas.iter().flat_map(move |r| {
+                r.transfers.iter().map(move |t| {
+                    let (from, to) = if t.sending { (*id, t.peer) } else { (t.peer, *id) };
+                    let side = if t.sending { "sender" } else { "receiver" };
+                    format!(
+                        "{:<6} {:<5} {:<5} {:<9} {:<9} {:>13} / {:<13} {:>5.1}%",
+                        r.group,
+                        from,
+                        to,
+                        side,
+                        t.index,
+                        t.bytes,
+                        t.total,
+                        100.0 * t.bytes as f64 / t.total.max(1) as f64
+                    )
+                })
+            })
+        })
+        .collect();
+    if !transfers.is_empty() {
+        println!();
+        println!("SNAPSHOT TRANSFERS");
+        println!("GROUP  FROM  TO    SEEN BY   INDEX     BYTES SENT    / TOTAL");
+        for t in transfers {
+            println!("{t}");
         }
     }
     Ok(0)

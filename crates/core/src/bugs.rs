@@ -58,4 +58,9 @@ pub struct Bugs {
     /// answers `getDecision` with abort without recording the abort, so the
     /// transaction may still commit later.
     pub abort_without_record: bool,
+    /// A member taking a streamed snapshot installs it as soon as its
+    /// header arrived, before the key-value pairs, without checking the
+    /// digest (and takes a chunk past a lost one as if the gap held
+    /// nothing).
+    pub install_incomplete_snapshot: bool,
 }

@@ -64,3 +64,18 @@ pub const MAX_ENDED_PER_ENTRY: usize = 1024;
 /// Requests a primary holds back while a key they need is locked by a
 /// prepared transaction; past it they get `Busy`.
 pub const MAX_LOCK_WAITERS: usize = 64 * 1024;
+/// Largest chunk of a streamed snapshot (a chunk holds at least one whole
+/// key-value pair, so one may be a pair's size beyond this).
+pub const MAX_SNAPSHOT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Chunks of a streamed snapshot a sender has out before the receiver
+/// acknowledged them.
+pub const MAX_SNAPSHOT_CHUNKS_IN_FLIGHT: u64 = 8;
+/// Largest snapshot a receiver takes (its one partial stream is at most this).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
+/// Largest header of a streamed snapshot: the state machine's tables other
+/// than the key-value pairs (sessions, locks, prepared records, decisions).
+pub const MAX_SNAPSHOT_HEADER_BYTES: u64 = 4 << 30;
+/// Entries beyond `log_retain_entries` a primary keeps while it streams a
+/// snapshot, so that the member can continue from the log once it installed
+/// it; past this the snapshot is taken again at a newer index.
+pub const MAX_SNAPSHOT_PINNED_ENTRIES: u64 = 256 * 1024;

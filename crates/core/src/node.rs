@@ -10,7 +10,7 @@
 use crate::bugs::Bugs;
 use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
-use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, TxnTiming};
+use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, SnapshotStreaming, TxnTiming};
 use crate::types::{config_members_of, ClusterMap, GroupId, Millis, NodeId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
 use rand::{Rng, SeedableRng};
@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub refresh_ms: Millis,
     /// Committed entries kept in memory for catching backups up.
     pub log_retain_entries: u64,
+    /// How a primary streams snapshots to members far behind.
+    pub snapshot_stream: SnapshotStreaming,
 }
 
 impl NodeConfig {
@@ -53,6 +55,7 @@ impl NodeConfig {
             proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
             refresh_ms: 2_000,
             log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,
+            snapshot_stream: SnapshotStreaming::default(),
         }
     }
 }
@@ -157,6 +160,13 @@ impl Node {
                 WalRecord::Truncate { group, index } => node.replica_mut(group).replay_truncate(index),
                 WalRecord::Commit { group, index } => node.replica_mut(group).replay_commit(index),
                 WalRecord::Snapshot { group, snapshot } => node.replica_mut(group).replay_snapshot(*snapshot),
+                WalRecord::SnapshotChunk { group, meta, offset, data } => {
+                    node.replica_mut(group).replay_snapshot_chunk(meta, offset, &data)
+                }
+                WalRecord::SnapshotInstalled { .. } => {}
+                WalRecord::SnapshotPartial { group, partial } => {
+                    node.replica_mut(group).replay_snapshot_partial(partial)
+                }
                 WalRecord::WalCut => {
                     node.acceptor_silenced = true;
                     node.caught_up.clear();
@@ -224,10 +234,12 @@ impl Node {
     fn replica_mut(&mut self, group: GroupId) -> &mut Replica {
         let (id, timing, txn_timing, retain, bugs) =
             (self.cfg.id, self.cfg.passive.clone(), self.cfg.txn.clone(), self.cfg.log_retain_entries, self.bugs);
+        let streaming = self.cfg.snapshot_stream;
         // A replica first created after a cut may have lost all its records.
         let amnesiac = self.acceptor_silenced && !self.caught_up.contains(&group);
         self.replicas.entry(group).or_insert_with(|| {
             let mut r = Replica::new(group, id, timing, txn_timing, retain, bugs);
+            r.set_snapshot_streaming(streaming);
             if amnesiac {
                 r.finish_replay(true);
             }
@@ -445,7 +457,7 @@ impl Node {
                 PeerBody::ViewAnnounce { view }
                 | PeerBody::StaleEpoch { view }
                 | PeerBody::Append { view, .. }
-                | PeerBody::InstallSnapshot { view, .. } => view_ok(view),
+                | PeerBody::SnapshotChunk { view, .. } => view_ok(view),
                 _ => true,
             }
     }
@@ -481,11 +493,23 @@ impl Node {
                     r.on_append(ctx, from, view, prev_index, prev_epoch, entries, commit_index, sent_ms)
                 });
             }
-            PeerBody::InstallSnapshot { view, snapshot, sent_ms } => {
+            PeerBody::SnapshotChunk { view, meta, offset, data, sent_ms } => {
                 self.note_view(&view);
                 self.with_replica(view.group, requests, |r, ctx| {
-                    r.on_install_snapshot(ctx, from, view, *snapshot, sent_ms)
+                    r.on_snapshot_chunk(ctx, from, view, meta, offset, &data, sent_ms)
                 });
+            }
+            PeerBody::SnapshotAck { group, epoch, id, received, refused } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    r.on_snapshot_ack(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        from,
+                        epoch,
+                        id,
+                        received,
+                        refused,
+                    );
+                }
             }
             PeerBody::AppendAck { group, epoch, match_index, sent_ms } => {
                 if let Some(r) = self.replicas.get_mut(&group) {

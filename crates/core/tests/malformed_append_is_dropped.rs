@@ -77,9 +77,9 @@ fn append_below_the_compacted_base_must_agree_with_it() {
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(2)).epoch;
     let view = h.view(node(2));
-    let snapshot = Box::new(Snapshot { index: 10, epoch, state: StateMachine::default() });
-    let sent_ms = h.now;
-    h.inject(node(2), node(1), PeerBody::InstallSnapshot { view, snapshot, sent_ms });
+    let _ = view;
+    let snapshot = Snapshot { index: 10, epoch, state: StateMachine::default() };
+    h.stream_snapshot(node(2), node(1), &snapshot, 1024, |_| {});
     h.persist_all();
     assert_eq!(h.replica(node(2)).log().base_index(), 10);
     assert_eq!(h.replica(node(2)).commit_index(), 10);

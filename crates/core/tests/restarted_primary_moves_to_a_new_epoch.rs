@@ -68,7 +68,7 @@ fn a_restarted_primary_wins_a_new_epoch_before_acting() {
     // Nothing it sent since the restart streamed in epoch 2.
     for (to, m) in &h.sent[mark..] {
         if m.from == 1 {
-            if let PeerBody::Append { view, .. } | PeerBody::InstallSnapshot { view, .. } = &m.body {
+            if let PeerBody::Append { view, .. } | PeerBody::SnapshotChunk { view, .. } = &m.body {
                 assert_eq!(view.epoch, e2 + 1, "streamed to {to} in the old epoch: {m:?}");
             }
         }

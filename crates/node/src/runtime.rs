@@ -67,6 +67,11 @@ pub struct NodeOptions {
     /// Size at which the WAL starts a new segment (default
     /// `wal::DEFAULT_SEGMENT_BYTES`); segments are what snapshots free.
     pub wal_segment_bytes: Option<u64>,
+    /// Per-stream throttle of snapshot transfers, bytes per second (0: none;
+    /// default `DEFAULT_SNAPSHOT_BYTES_PER_SEC`).
+    pub snapshot_bytes_per_sec: Option<u64>,
+    /// Bytes per snapshot chunk (default and most `MAX_SNAPSHOT_CHUNK_BYTES`).
+    pub snapshot_chunk_bytes: Option<u64>,
 }
 
 /// What recovery read from the data dir: the records to replay, and where
@@ -245,6 +250,12 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());
     if let Some(n) = opts.log_retain_entries {
         cfg.log_retain_entries = n;
+    }
+    if let Some(n) = opts.snapshot_bytes_per_sec {
+        cfg.snapshot_stream.bytes_per_sec = n;
+    }
+    if let Some(n) = opts.snapshot_chunk_bytes {
+        cfg.snapshot_stream.chunk_bytes = n;
     }
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ (std::process::id() as u64) << 32;

@@ -9,8 +9,9 @@ use pactdb_core::bugs::Bugs;
 
 /// Every injectable bug, by its command-line name. `execute-before-stable`,
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
-/// last six concern two-phase commit.
-const BUGS: [&str; 17] = [
+/// six after them concern two-phase commit; `install-incomplete-snapshot`
+/// needs a snapshot stream that loses a chunk.
+const BUGS: [&str; 18] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -28,6 +29,7 @@ const BUGS: [&str; 17] = [
     "release-locks-at-prepare",
     "presume-commit",
     "abort-without-record",
+    "install-incomplete-snapshot",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -56,6 +58,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "release-locks-at-prepare" => bugs.release_locks_at_prepare = true,
         "presume-commit" => bugs.presume_commit = true,
         "abort-without-record" => bugs.abort_without_record = true,
+        "install-incomplete-snapshot" => bugs.install_incomplete_snapshot = true,
         _ => return None,
     }
     Some(bugs)

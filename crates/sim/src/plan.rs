@@ -219,6 +219,18 @@ pub struct Plan {
     pub checkpoint_every_records: Option<usize>,
     pub steps: StepCostPlan,
     pub isolation: Option<IsolationPlan>,
+    /// On some seeds, replicas keep few entries, so that a member that
+    /// falls behind gets a snapshot, streamed in small (even tiny) chunks.
+    pub snapshots: Option<SnapshotPlan>,
+}
+
+/// How a seed makes members take snapshots.
+#[derive(Clone, Debug)]
+pub struct SnapshotPlan {
+    pub log_retain_entries: u64,
+    pub chunk_bytes: u64,
+    /// The per-stream throttle, 0 for none.
+    pub bytes_per_sec: u64,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -326,6 +338,16 @@ impl Plan {
         };
         let isolation = rng.gen_bool(0.3).then(|| IsolationPlan { len_ms: rng.gen_range(1_500..=4_000) });
         let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
+        let snapshots = rng.gen_bool(0.4).then(|| SnapshotPlan {
+            // Not fewer: the checkers see committed entries in the logs
+            // after each step, and a step that applied and dropped more
+            // than the log keeps hid them (runs with 2 failed for that).
+            log_retain_entries: [20, 100][rng.gen_range(0..2)],
+            // Not smaller: a stream of 16-byte chunks, resent after each
+            // restart, ran past the simulator's bound on events.
+            chunk_bytes: [256, 4096, 1 << 20][rng.gen_range(0..3)],
+            bytes_per_sec: [0, 0, 50_000, 500_000][rng.gen_range(0..4)],
+        });
         Plan {
             nodes,
             groups,
@@ -350,6 +372,7 @@ impl Plan {
             checkpoint_every_records,
             steps,
             isolation,
+            snapshots,
         }
     }
 
@@ -417,6 +440,12 @@ impl Plan {
         ));
         if let Some(i) = &self.isolation {
             parts.push(format!("a primary isolated for {}ms first", i.len_ms));
+        }
+        if let Some(p) = &self.snapshots {
+            parts.push(format!(
+                "logs keep {} entries, snapshots in chunks of {} bytes at {} bytes/s",
+                p.log_retain_entries, p.chunk_bytes, p.bytes_per_sec
+            ));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

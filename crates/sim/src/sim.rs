@@ -86,6 +86,11 @@ pub struct RunReport {
     /// Disks compacted into a checkpoint, and restarts that replayed one.
     pub compactions: usize,
     pub restarts_from_checkpoint: usize,
+    /// Snapshot chunks sent, chunks refused (a gap, a duplicate: the stream
+    /// resumed from what the member held), and snapshots installed.
+    pub snapshot_chunks: usize,
+    pub snapshot_chunks_refused: usize,
+    pub snapshots_installed: usize,
     /// The seed's cluster shape and fault mix.
     pub plan: String,
     /// Notable events (faults, phases); filled only for verbose runs.
@@ -392,6 +397,9 @@ struct World {
     dissents: usize,
     compactions: usize,
     restarts_from_checkpoint: usize,
+    snapshot_chunks: usize,
+    snapshot_chunks_refused: usize,
+    snapshots_installed: usize,
     violations: Vec<Violation>,
     /// A crash waiting for the next two-phase commit moment, until then.
     txn_crash_armed: Option<Micros>,
@@ -467,6 +475,9 @@ impl World {
             dissents: 0,
             compactions: 0,
             restarts_from_checkpoint: 0,
+            snapshot_chunks: 0,
+            snapshot_chunks_refused: 0,
+            snapshots_installed: 0,
             violations: Vec::new(),
             txn_crash_armed: None,
             isolations: Vec::new(),
@@ -516,9 +527,17 @@ impl World {
         let drift = self.plan.drift_ppm_max as i64;
         for &id in &nodes {
             let drift_ppm = if drift == 0 { 0 } else { self.rng.gen_range(-drift..=drift) };
+            let mut cfg = NodeConfig::new(id, nodes.clone());
+            // A faulty member's state would spread in snapshots (see
+            // `checkpoint_every_records` below).
+            if let Some(p) = self.plan.snapshots.as_ref().filter(|_| self.faulty.is_none()) {
+                cfg.log_retain_entries = p.log_retain_entries;
+                cfg.snapshot_stream.chunk_bytes = p.chunk_bytes;
+                cfg.snapshot_stream.bytes_per_sec = p.bytes_per_sec;
+            }
             let slot = Slot {
-                cfg: NodeConfig::new(id, nodes.clone()),
-                node: Some(Node::with_bugs(NodeConfig::new(id, nodes.clone()), self.rng.gen(), self.bugs_for(id))),
+                cfg: cfg.clone(),
+                node: Some(Node::with_bugs(cfg, self.rng.gen(), self.bugs_for(id))),
                 inc: 0,
                 disk: Disk::default(),
                 drift_ppm,
@@ -792,6 +811,9 @@ impl World {
             dissents: self.dissents,
             compactions: self.compactions,
             restarts_from_checkpoint: self.restarts_from_checkpoint,
+            snapshot_chunks: self.snapshot_chunks,
+            snapshot_chunks_refused: self.snapshot_chunks_refused,
+            snapshots_installed: self.snapshots_installed,
             plan: self.plan.summary(),
             timeline: std::mem::take(&mut self.timeline),
         }
@@ -1047,6 +1069,9 @@ impl World {
                 }
                 Effect::Persist { lsn, record } => {
                     self.hash(&[lsn]);
+                    if matches!(record, WalRecord::SnapshotInstalled { .. }) {
+                        self.snapshots_installed += 1;
+                    }
                     let slot = self.slots.get_mut(&id).expect("slot");
                     slot.disk.append(lsn, record);
                     slot.since_checkpoint += 1;
@@ -1213,6 +1238,11 @@ impl World {
         }
         if let Some(what) = self.vouches_for_unsynced(from, &msg.body) {
             self.obs.note_premature(format!("at {}us node {from} told node {to}: {what}", self.now));
+        }
+        match &msg.body {
+            PeerBody::SnapshotChunk { .. } => self.snapshot_chunks += 1,
+            PeerBody::SnapshotAck { refused: true, .. } => self.snapshot_chunks_refused += 1,
+            _ => {}
         }
         let delays = self.net.fate(&mut self.rng, from, to);
         let entries = entries_in(&msg.body);
@@ -1571,7 +1601,8 @@ fn body_tag(body: &PeerBody) -> u64 {
         }
         PeerBody::AppendAck { match_index, .. } => 8 | match_index << 8,
         PeerBody::AppendReject { last_index, .. } => 9 | last_index << 8,
-        PeerBody::InstallSnapshot { snapshot, .. } => 10 | snapshot.index << 8,
+        PeerBody::SnapshotChunk { meta, offset, .. } => 10 | meta.id.index << 8 | offset << 32,
+        PeerBody::SnapshotAck { id, received, .. } => 19 | id.index << 8 | received << 32,
         PeerBody::Join { last_index, .. } => 11 | last_index << 8,
         PeerBody::StaleEpoch { view } => 12 | view.epoch << 8,
         PeerBody::CanCommit { txn, .. } => 13 | txn.seq << 8,

@@ -9,6 +9,7 @@
 
 use super::{Ctx, Replica};
 use crate::log::SharedEntry;
+use crate::state::stream::{Partial, SnapshotId, StreamMeta};
 use crate::state::Snapshot;
 use crate::types::{Epoch, Index, Millis, NodeId, View};
 use crate::wire::{PeerBody, WalRecord};
@@ -184,12 +185,21 @@ impl Replica {
         );
     }
 
-    pub fn on_install_snapshot(
+    /// A chunk of a snapshot stream from the primary. It is taken only if
+    /// it continues the one partial stream this replica holds (or starts a
+    /// new one at offset 0), logged lazily, and acknowledged with the bytes
+    /// held either way, so the primary resumes there. The chunk that
+    /// completes the stream installs the snapshot, if its digest matches;
+    /// the snapshot's index is acknowledged once that is durable.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_snapshot_chunk(
         &mut self,
         ctx: &mut Ctx,
         from: NodeId,
         view: View,
-        snapshot: Snapshot,
+        meta: StreamMeta,
+        offset: u64,
+        data: &[u8],
         sent_ms: Millis,
     ) {
         if !self.check_epoch(ctx, from, &view) {
@@ -197,31 +207,75 @@ impl Replica {
         }
         self.reset_primary_deadline(ctx);
         self.last_sent_ms = self.last_sent_ms.max(sent_ms);
-        if snapshot.index <= self.commit_index {
-            // Nothing to install, but the ack must say how far this log
-            // matches: everything up to the commit index is committed, so
-            // it is the primary's too. Acking the old match (0 after a
-            // restart from a checkpoint) had the primary send this snapshot
-            // again after every silence and never an append: a joiner
-            // stayed out of its group for good (simulator, passive seed
-            // 427, once checkpoints carried the cluster map).
-            self.matched_upto = self.matched_upto.max(snapshot.index);
+        if meta.id.index <= self.commit_index {
+            // Held already (a late chunk of a snapshot installed, or of one
+            // older than what this replica committed since). Its committed
+            // entries are every correct primary's: it says it matches up to
+            // there. Acking the old match instead (0 after a restart from a
+            // checkpoint) had the primary send the snapshot again after
+            // every silence and never an append: a joiner stayed out of its
+            // group for good (simulator, passive seed 427).
+            self.matched_upto = self.matched_upto.max(self.commit_index);
             return self.send_ack(ctx);
         }
-        if !snapshot.is_intact() {
-            // The state is not what its sender hashed: damaged on the way or
-            // by a faulty peer. It is refused, not installed and not a crash
-            // (bad input never panics); the primary sends another later.
-            return;
+        let taken = self.take_snapshot_chunk(meta, offset, data);
+        if taken.is_ok() {
+            ctx.out.persist(WalRecord::SnapshotChunk { group: self.group, meta, offset, data: data.to_vec() });
         }
-        let lsn = ctx.out.persist(WalRecord::Snapshot { group: self.group, snapshot: Box::new(snapshot.clone()) });
+        let received = self.incoming.as_ref().filter(|p| p.meta == meta).map_or(0, |p| p.received);
+        ctx.out.send(
+            from,
+            PeerBody::SnapshotAck {
+                group: self.group,
+                epoch: view.epoch,
+                id: meta.id,
+                received,
+                refused: taken.is_err(),
+            },
+        );
+        if taken == Ok(true) {
+            if let Some(snapshot) = self.finish_snapshot() {
+                self.install_snapshot(ctx, snapshot, view.epoch);
+            }
+        }
+    }
+
+    /// Takes a chunk into the partial stream (a chunk at offset 0 of
+    /// another stream replaces it); says whether the stream is complete.
+    pub(super) fn take_snapshot_chunk(&mut self, meta: StreamMeta, offset: u64, data: &[u8]) -> Result<bool, String> {
+        if self.incoming.as_ref().is_none_or(|p| p.meta != meta) {
+            if offset != 0 {
+                return Err("a chunk of a stream not held, past its start".into());
+            }
+            self.incoming = Some(Box::new(Partial::new(meta)?));
+        }
+        let p = self.incoming.as_mut().expect("set above");
+        let bug = self.bugs.install_incomplete_snapshot;
+        p.take(offset, data, bug)?;
+        Ok(p.is_complete() || (bug && p.has_header()))
+    }
+
+    /// The snapshot the complete partial stream holds, if its digest
+    /// matches; the partial stream goes either way (a bad one starts over).
+    pub(super) fn finish_snapshot(&mut self) -> Option<Snapshot> {
+        let partial = self.incoming.take()?;
+        partial.finish(self.bugs.install_incomplete_snapshot).ok()
+    }
+
+    /// Installs a verified snapshot, durably: its index is acked once the
+    /// `SnapshotInstalled` record (and every chunk before it) is on disk.
+    fn install_snapshot(&mut self, ctx: &mut Ctx, snapshot: Snapshot, epoch: Epoch) {
+        let lsn = ctx.out.persist(WalRecord::SnapshotInstalled {
+            group: self.group,
+            id: SnapshotId { index: snapshot.index, epoch: snapshot.epoch },
+        });
         self.marks.clear();
         self.durable_index = 0;
         self.marks.push_back((lsn, snapshot.index));
         self.matched_upto = snapshot.index;
         self.replay_snapshot(snapshot);
         if self.amnesiac {
-            self.end_amnesia(ctx, view.epoch);
+            self.end_amnesia(ctx, epoch);
         }
         self.send_ack(ctx);
     }

@@ -38,18 +38,59 @@ pub use participant::Participant;
 use crate::bugs::Bugs;
 use crate::config::Change;
 use crate::io::{ClientToken, Lsn, Outbox};
+use crate::limits::{MAX_SNAPSHOT_CHUNK_BYTES, MAX_SNAPSHOT_PINNED_ENTRIES};
 use crate::log::{Entry, Log, SharedEntry};
 use crate::state::kv::{Key, KvStore, Versioned};
 use crate::state::op::OpResult;
+use crate::state::stream::{Cursor, Frozen, Partial};
 use crate::state::{Applied, StateMachine};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
-use crate::wire::{ClientError, ClientReply, ClientRequest, PeerBody, ReplicaStatus, WalRecord};
+use crate::wire::{ClientError, ClientReply, ClientRequest, PeerBody, ReplicaStatus, SnapshotTransfer, WalRecord};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
-/// A snapshot still unacknowledged after this many retransmit periods is
-/// sent again.
-const SNAPSHOT_RETRY_FACTOR: Millis = 10;
+/// How a primary streams a snapshot to a member too far behind its log
+/// (see `state::stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotStreaming {
+    /// Bytes per chunk (at most `MAX_SNAPSHOT_CHUNK_BYTES`; a chunk holds at
+    /// least one whole key-value pair).
+    pub chunk_bytes: u64,
+    /// Bytes per second per stream, so that a transfer leaves the primary's
+    /// network and event loop to the group's clients; 0: unthrottled.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for SnapshotStreaming {
+    fn default() -> Self {
+        SnapshotStreaming { chunk_bytes: MAX_SNAPSHOT_CHUNK_BYTES, bytes_per_sec: DEFAULT_SNAPSHOT_BYTES_PER_SEC }
+    }
+}
+
+/// The default throttle of one snapshot stream: 200 MiB go in about four
+/// seconds, a fraction of a gigabit link.
+pub const DEFAULT_SNAPSHOT_BYTES_PER_SEC: u64 = 48 * 1024 * 1024;
+
+/// A snapshot stream the primary has under way to one member.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    /// Shared by every member streamed the same snapshot.
+    frozen: Arc<Frozen>,
+    /// Bytes the member said it holds.
+    acked: u64,
+    /// Bytes sent (from `acked` on, at most the in-flight window ahead).
+    sent: u64,
+    /// Where `sent` stands among the items, to cut the next chunk there.
+    cursor: Cursor,
+    /// The throttle: no chunk before this time.
+    next_send_ms: Millis,
+    /// When the member last acknowledged a chunk (or the stream began):
+    /// unacknowledged chunks are resent from `acked` after a silence.
+    last_ack_ms: Millis,
+    /// The offset the stream last went back to after a refused chunk.
+    rewound_to: Option<u64>,
+}
 
 /// The refusal of a read at a primary that holds no lease.
 pub(crate) fn no_lease() -> ClientError {
@@ -152,7 +193,9 @@ struct Progress {
     lease_sent_ms: Option<Millis>,
     /// Not in the view yet: streamed to but not waited for.
     learner: bool,
-    snapshot_sent_ms: Option<Millis>,
+    /// The snapshot stream under way to it, when it needs entries the log
+    /// no longer has.
+    stream: Option<Outgoing>,
 }
 
 /// Requests a replica makes of the node during a step: view changes for the
@@ -189,6 +232,9 @@ pub struct Replica {
     txn_timing: TxnTiming,
     bugs: Bugs,
     retain_entries: u64,
+    streaming: SnapshotStreaming,
+    /// Backup or joining: the one snapshot stream it is taking, if any.
+    incoming: Option<Box<Partial>>,
     view: Option<View>,
     /// The epoch this incarnation won as leader, if any.
     led_epoch: Option<Epoch>,
@@ -299,6 +345,8 @@ impl Replica {
             txn_timing,
             bugs,
             retain_entries: retain_entries.max(1),
+            streaming: SnapshotStreaming::default(),
+            incoming: None,
             view: None,
             led_epoch: None,
             amnesiac: false,
@@ -343,6 +391,13 @@ impl Replica {
 
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    pub fn set_snapshot_streaming(&mut self, streaming: SnapshotStreaming) {
+        self.streaming = SnapshotStreaming {
+            chunk_bytes: streaming.chunk_bytes.clamp(1, MAX_SNAPSHOT_CHUNK_BYTES),
+            bytes_per_sec: streaming.bytes_per_sec,
+        };
     }
 
     pub fn view(&self) -> Option<&View> {
@@ -413,7 +468,33 @@ impl Replica {
             locks: self.state.locks.len(),
             oldest_prepared_ms: oldest.map(|t| now.saturating_sub(t)),
             unfinished_decisions: self.state.decisions.len(),
+            transfers: self.transfers(),
         }
+    }
+
+    /// Snapshot streams under way: those this primary sends, by member, and
+    /// the one this replica takes.
+    fn transfers(&self) -> Vec<SnapshotTransfer> {
+        let sending = self.progress.iter().filter_map(|(&peer, p)| {
+            let s = p.stream.as_ref()?;
+            let meta = s.frozen.meta;
+            Some(SnapshotTransfer {
+                peer,
+                sending: true,
+                index: meta.id.index,
+                bytes: s.acked,
+                total: meta.total_bytes,
+            })
+        });
+        let leader = self.view.as_ref().map_or(0, |v| v.leader);
+        let taking = self.incoming.iter().map(|p| SnapshotTransfer {
+            peer: leader,
+            sending: false,
+            index: p.meta.id.index,
+            bytes: p.received,
+            total: p.meta.total_bytes,
+        });
+        sending.chain(taking).collect()
     }
 
     /// A replica acks nothing until it has read its view from the config
@@ -625,7 +706,18 @@ impl Replica {
         // loop long enough under load for backups to suspect the primary
         // (found by the benchmark at 200,000 entries per group).
         if held > self.retain_entries {
-            self.log.compact_upto(self.applied_index - self.retain_entries);
+            let mut upto = self.applied_index - self.retain_entries;
+            // A member taking a snapshot continues from the log after the
+            // snapshot's index: those entries are kept while it streams, up
+            // to a bound (past it the member gets a newer snapshot).
+            let streamed = self.progress.values().filter_map(|p| p.stream.as_ref());
+            if let Some(pin) = streamed.map(|s| s.frozen.meta.id.index).min() {
+                let floor = self.applied_index.saturating_sub(self.retain_entries + MAX_SNAPSHOT_PINNED_ENTRIES);
+                upto = upto.min(pin.max(floor));
+            }
+            if upto > self.log.base_index() {
+                self.log.compact_upto(upto);
+            }
         }
     }
 }

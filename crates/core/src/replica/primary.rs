@@ -7,15 +7,17 @@
 //! and every member of the view (and a learner being admitted) acked it,
 //! and never commit past the last entry of its own epoch.
 
-use super::{Ctx, Replica, SNAPSHOT_RETRY_FACTOR};
-use crate::limits::{MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES};
+use super::{Ctx, Outgoing, Replica};
+use crate::limits::{MAX_APPEND_BYTES, MAX_APPEND_ENTRIES, MAX_INFLIGHT_ENTRIES, MAX_SNAPSHOT_CHUNKS_IN_FLIGHT};
 use crate::log::{Entry, Payload};
 use crate::state::kv::{Versioned, Write};
 use crate::state::op::OpResult;
-use crate::state::{Applied, Snapshot};
+use crate::state::stream::{Cursor, Frozen, SnapshotId};
+use crate::state::Applied;
 use crate::types::RequestId;
 use crate::types::{Epoch, Index, Millis, NodeId, View};
 use crate::wire::{ClientError, ClientReply, PeerBody};
+use std::sync::Arc;
 
 impl Replica {
     /// Sends whatever each backup is missing, bounded by the in-flight window.
@@ -57,23 +59,11 @@ impl Replica {
             sent_any = true;
         }
         if p.next_index <= base {
-            // The backup needs entries this log no longer has: send the state.
-            // A snapshot is the whole state: cloning, encoding and installing
-            // it takes long under load, so it is resent only after a long
-            // silence. Resending it every retransmit period made a busy
-            // primary clone its state over and over while the first copy was
-            // still on its way (found by the benchmark at 200,000 entries).
-            if p.snapshot_sent_ms.is_none_or(|t| now >= t + SNAPSHOT_RETRY_FACTOR * self.timing.retransmit_ms) {
-                p.snapshot_sent_ms = Some(now);
-                let snapshot = Snapshot {
-                    index: self.applied_index,
-                    epoch: self.log.epoch_at(self.applied_index).unwrap_or(0),
-                    state: self.state.clone(),
-                };
-                ctx.out.send(to, PeerBody::InstallSnapshot { view, snapshot: Box::new(snapshot), sent_ms: now });
-            }
-            return;
+            // The member needs entries this log no longer has: it gets the
+            // state, streamed.
+            return self.send_snapshot_chunks(ctx, to, view);
         }
+        p.stream = None;
         if heartbeat && !sent_any {
             let prev_index = p.match_index.max(base);
             let prev_epoch = self.log.epoch_at(prev_index).expect("prev is within the log");
@@ -89,6 +79,120 @@ impl Replica {
                 },
             );
         }
+    }
+
+    /// Streams the member `to` a snapshot: the one under way if the log
+    /// still continues it, else one another member is being streamed, else
+    /// the state frozen now. Sends chunks from where the member stands, at
+    /// most `MAX_SNAPSHOT_CHUNKS_IN_FLIGHT` ahead of its acknowledgements,
+    /// no faster than the throttle.
+    fn send_snapshot_chunks(&mut self, ctx: &mut Ctx, to: NodeId, view: View) {
+        let now = ctx.out.now();
+        let base = self.log.base_index();
+        let usable = |s: &Outgoing| s.frozen.meta.id.index >= base;
+        if !self.progress.get(&to).and_then(|p| p.stream.as_ref()).is_some_and(usable) {
+            let shared = self.progress.values().filter_map(|p| p.stream.as_ref()).find(|s| usable(s));
+            let frozen = match shared {
+                Some(s) => Arc::clone(&s.frozen),
+                None => {
+                    let epoch = self.log.epoch_at(self.applied_index).unwrap_or(0);
+                    Arc::new(Frozen::freeze(self.applied_index, epoch, &self.state))
+                }
+            };
+            let Some(p) = self.progress.get_mut(&to) else { return };
+            p.stream = Some(Outgoing {
+                frozen,
+                acked: 0,
+                sent: 0,
+                cursor: Cursor::default(),
+                next_send_ms: now,
+                last_ack_ms: now,
+                rewound_to: None,
+            });
+        }
+        let chunk_bytes = self.streaming.chunk_bytes;
+        let rate = self.streaming.bytes_per_sec;
+        let Some(s) = self.progress.get_mut(&to).and_then(|p| p.stream.as_mut()) else { return };
+        let meta = s.frozen.meta;
+        while s.sent < meta.total_bytes
+            && s.sent - s.acked.min(s.sent) < MAX_SNAPSHOT_CHUNKS_IN_FLIGHT * chunk_bytes
+            && now >= s.next_send_ms
+        {
+            let Some((data, next)) = s.frozen.chunk(s.sent, s.cursor, chunk_bytes) else {
+                // The member holds a prefix that is no item boundary of this
+                // stream (another sender's): start over.
+                if s.sent == 0 {
+                    break;
+                }
+                (s.sent, s.acked, s.cursor) = (0, 0, Cursor::default());
+                continue;
+            };
+            let offset = s.sent;
+            let len = data.len() as u64;
+            s.sent += len;
+            s.cursor = next;
+            if rate > 0 {
+                s.next_send_ms = s.next_send_ms.max(now) + (len * 1000).div_ceil(rate);
+            }
+            ctx.out.send(to, PeerBody::SnapshotChunk { view: view.clone(), meta, offset, data, sent_ms: now });
+        }
+    }
+
+    /// A member holds `received` bytes of snapshot `id`: the stream goes on
+    /// from there (backwards after a refused chunk or a lost partial
+    /// stream, forwards when it held more from an earlier attempt).
+    pub fn on_snapshot_ack(
+        &mut self,
+        ctx: &mut Ctx,
+        from: NodeId,
+        epoch: Epoch,
+        id: SnapshotId,
+        received: u64,
+        refused: bool,
+    ) {
+        if !self.is_primary() || self.view.as_ref().is_some_and(|v| v.epoch != epoch) {
+            return;
+        }
+        let now = ctx.out.now();
+        let Some(p) = self.progress.get_mut(&from) else { return };
+        let Some(s) = p.stream.as_mut().filter(|s| s.frozen.meta.id == id) else { return };
+        if received > s.frozen.meta.total_bytes {
+            return;
+        }
+        // A learner streamed a snapshot is alive; a member of the view is
+        // not kept in it by chunks (commits wait for its acks of entries,
+        // so it leaves the view and is re-admitted once caught up).
+        if p.learner {
+            p.last_ack_ms = now;
+        }
+        if received > s.sent {
+            // It holds more, from an earlier attempt: go on from there.
+            s.sent = received;
+        } else if refused && s.rewound_to != Some(received) {
+            // A chunk did not continue its stream (one before it was lost,
+            // or it lost its partial stream): resend from what it holds,
+            // once per position. Every chunk of the window behind the lost
+            // one is refused alike; rewinding for each of them made a storm
+            // of resends (found by the simulator).
+            s.sent = received;
+            s.rewound_to = Some(received);
+        }
+        if received > s.acked {
+            s.last_ack_ms = now;
+        }
+        if received > s.acked || refused {
+            s.acked = received;
+        }
+        if received == s.frozen.meta.total_bytes {
+            // It holds the whole stream: appends go on after the snapshot's
+            // index (a member whose install failed rejects them, and gets a
+            // stream again). Waiting for its ack of the index instead left
+            // a joiner that installed before it had confirmed its view (and
+            // so acked nothing) waiting for a stream that had ended (found by
+            // the simulator).
+            p.next_index = p.next_index.max(s.frozen.meta.id.index + 1);
+        }
+        self.send_appends(ctx, from, false);
     }
 
     pub fn on_append_ack(&mut self, ctx: &mut Ctx, from: NodeId, epoch: Epoch, match_index: Index, sent_ms: Millis) {
@@ -298,6 +402,20 @@ impl Replica {
                 resend.push(id);
             }
         }
+        for (&id, p) in self.progress.iter_mut() {
+            if let Some(s) = p.stream.as_mut().filter(|s| s.sent > s.acked) {
+                // Chunks lost on the way (a connection dropped): resent from
+                // what the member holds, not from the start.
+                if now >= s.last_ack_ms + self.timing.retransmit_ms {
+                    s.sent = s.acked;
+                    s.last_ack_ms = now;
+                    s.rewound_to = None;
+                    resend.push(id);
+                }
+            }
+        }
+        resend.sort_unstable();
+        resend.dedup();
         for id in resend {
             self.send_appends(ctx, id, false);
         }

@@ -8,6 +8,7 @@
 
 use super::Replica;
 use crate::log::SharedEntry;
+use crate::state::stream::{Partial, StreamMeta};
 use crate::state::Snapshot;
 use crate::types::Index;
 use crate::wire::WalRecord;
@@ -39,6 +40,21 @@ impl Replica {
         self.commit_index = snapshot.index;
         self.applied_index = snapshot.index;
         self.persisted_commit = self.persisted_commit.max(snapshot.index);
+    }
+
+    /// A chunk this replica took before it stopped, taken again; the chunk
+    /// that completed a verified snapshot installs it.
+    pub fn replay_snapshot_chunk(&mut self, meta: StreamMeta, offset: u64, data: &[u8]) {
+        if self.take_snapshot_chunk(meta, offset, data) == Ok(true) {
+            if let Some(snapshot) = self.finish_snapshot() {
+                self.replay_snapshot(snapshot);
+            }
+        }
+    }
+
+    /// The partial stream a checkpoint recorded.
+    pub fn replay_snapshot_partial(&mut self, partial: Box<Partial>) {
+        self.incoming = Some(partial);
     }
 
     /// Ends recovery: everything replayed is durable, and the entries up to
@@ -75,6 +91,9 @@ impl Replica {
         }
         if self.persisted_commit > applied {
             out.push(WalRecord::Commit { group: self.group, index: self.persisted_commit });
+        }
+        if let Some(partial) = &self.incoming {
+            out.push(WalRecord::SnapshotPartial { group: self.group, partial: partial.clone() });
         }
     }
 }

@@ -126,7 +126,7 @@ impl Replica {
             last_progress_ms: now,
             lease_sent_ms: None,
             learner,
-            snapshot_sent_ms: None,
+            stream: None,
         }
     }
 

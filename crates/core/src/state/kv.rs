@@ -102,10 +102,35 @@ pub struct KvStore {
     /// Hashed, not ordered: point operations are all the store serves, and a
     /// hash lookup costs a few key comparisons where a B-tree costs a dozen.
     /// Persistent, so that a checkpoint is a cheap clone (see the module doc).
+    #[serde(deserialize_with = "deserialize_map")]
     map: PersistentMap<Key, Versioned>,
     /// XOR of a hash of every (key, value, version): adding and removing a
     /// pair is O(1), so replicas can compare whole states cheaply.
     digest: u64,
+}
+
+/// Decodes the map one pair at a time. imbl's own decoder reserves room
+/// for as many pairs as the input claims, so a claimed length of billions
+/// aborted the process on a capacity overflow (found by the fuzzer in a
+/// snapshot header): bad input must never panic.
+fn deserialize_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PersistentMap<Key, Versioned>, D::Error> {
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = PersistentMap<Key, Versioned>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of keys to versioned values")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = PersistentMap::default();
+            while let Some((k, v)) = access.next_entry::<Key, Versioned>()? {
+                map.insert(k, v);
+            }
+            Ok(map)
+        }
+    }
+    d.deserialize_map(Pairs)
 }
 
 impl KvStore {

@@ -15,6 +15,7 @@ pub mod kv;
 pub mod locks;
 pub mod op;
 pub mod sessions;
+pub mod stream;
 pub mod txn;
 
 use crate::bugs::Bugs;

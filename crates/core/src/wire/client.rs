@@ -149,6 +149,21 @@ pub struct ReplicaStatus {
     /// Decisions this group coordinated whose participants have not all
     /// acknowledged them yet.
     pub unfinished_decisions: usize,
+    /// Snapshot streams under way on this replica.
+    pub transfers: Vec<SnapshotTransfer>,
+}
+
+/// A snapshot stream under way: sent by a primary to `peer`, or taken by a
+/// member from `peer` (the leader it knows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTransfer {
+    pub peer: NodeId,
+    pub sending: bool,
+    /// The log index the snapshot stands for.
+    pub index: Index,
+    /// Bytes the member holds (as it acknowledged them, on the sender).
+    pub bytes: u64,
+    pub total: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,8 @@
 //! receiving protocol's business, and it must drop, never trip over, one.
 
 use crate::log::SharedEntry;
+use crate::state::stream::{SnapshotId, StreamMeta};
 use crate::state::txn::{TxnId, TxnPart, Vote};
-use crate::state::Snapshot;
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, NodeId, View};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -91,11 +91,26 @@ pub enum PeerBody {
         epoch: Epoch,
         last_index: Index,
     },
-    /// The whole state, for a member too far behind the primary's log.
-    InstallSnapshot {
+    /// A piece of the state, for a member too far behind the primary's log:
+    /// the bytes at `offset` of the snapshot stream `meta` describes (see
+    /// `state::stream`).
+    SnapshotChunk {
         view: View,
-        snapshot: Box<Snapshot>,
+        meta: StreamMeta,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
         sent_ms: Millis,
+    },
+    /// The member holds the first `received` bytes of snapshot `id` (not
+    /// necessarily durably: it only says where to resume). `refused`: the
+    /// chunk that prompted it did not continue the stream.
+    SnapshotAck {
+        group: GroupId,
+        epoch: Epoch,
+        id: SnapshotId,
+        received: u64,
+        refused: bool,
     },
     /// A node placed in the group but not in its view asks to be caught up and
     /// re-admitted.

@@ -5,6 +5,7 @@
 //! It owns only the record shapes and which of them promise durability.
 
 use crate::log::SharedEntry;
+use crate::state::stream::{Partial, SnapshotId, StreamMeta};
 use crate::state::Snapshot;
 use crate::types::{ClusterMap, GroupId, Index};
 use crate::wire::peer::{Ballot, ConfigValue};
@@ -26,6 +27,25 @@ pub enum WalRecord {
     Commit { group: GroupId, index: Index },
     /// The group's state was replaced by a snapshot.
     Snapshot { group: GroupId, snapshot: Box<Snapshot> },
+    /// A chunk of a snapshot stream this replica took (see
+    /// `PeerBody::SnapshotChunk`). Replay takes it as the message was taken,
+    /// and installs the snapshot with the chunk that completes it. Lazy: it
+    /// only saves resending the chunk after a restart; the install's
+    /// promise is `SnapshotInstalled`.
+    SnapshotChunk {
+        group: GroupId,
+        meta: StreamMeta,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The chunk before it completed a verified snapshot, installed. The
+    /// member acknowledges the snapshot's index once this is durable (and
+    /// with it every chunk before it).
+    SnapshotInstalled { group: GroupId, id: SnapshotId },
+    /// A replica's partial snapshot stream, in a checkpoint (never in the
+    /// WAL itself: it may be larger than a record).
+    SnapshotPartial { group: GroupId, partial: Box<Partial> },
     /// The WAL was cut at a recovery (a damaged record and everything after
     /// it were lost), so this node may have forgotten entries it acked and
     /// promises its acceptor made. Written because the cut WAL itself no
@@ -53,8 +73,10 @@ impl WalRecord {
     /// one seen are applied at once); losing it in a crash only means the
     /// replica learns its commit index again from the primary, so nothing
     /// ever waits for it to be durable. It rides along with the next record
-    /// that does need an fsync. Every other record is a promise.
+    /// that does need an fsync. So does a `SnapshotChunk`: the
+    /// `SnapshotInstalled` after it is the promise. Every other record is a
+    /// promise.
     pub fn needs_sync(&self) -> bool {
-        !matches!(self, WalRecord::Commit { .. })
+        !matches!(self, WalRecord::Commit { .. } | WalRecord::SnapshotChunk { .. })
     }
 }

@@ -12,7 +12,9 @@ use pactdb_core::bugs::Bugs;
 use pactdb_core::log::{Entry, Payload};
 use pactdb_core::replica::{Replica, ReplicaTiming, Role};
 use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::state::stream::{Cursor, Frozen, StreamMeta};
 use pactdb_core::state::txn::{Check, TxnPart, TxnRequest, TxnWrite};
+use pactdb_core::state::Snapshot;
 use pactdb_core::types::{ClusterMap, Epoch, GroupId, GroupSpec, Millis, Mode, NodeAddrs, NodeId, RequestId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply, ClientRequest, PeerBody, PeerMsg, WalRecord};
 use pactdb_core::{ClientToken, Effect, Input, Lsn, Node, NodeConfig};
@@ -394,6 +396,32 @@ impl Harness {
     /// handed straight to `to`.
     pub fn inject(&mut self, to: NodeId, from: NodeId, body: PeerBody) -> Vec<Effect> {
         self.step(to, Input::Peer(PeerMsg { from, body }))
+    }
+
+    /// Streams `snapshot` to `to` as its primary `from` would, in chunks of
+    /// `chunk_bytes` (with the stream's announced shape changed by
+    /// `tamper`); returns the effects of every chunk.
+    pub fn stream_snapshot(
+        &mut self,
+        to: NodeId,
+        from: NodeId,
+        snapshot: &Snapshot,
+        chunk_bytes: u64,
+        tamper: impl Fn(&mut StreamMeta),
+    ) -> Vec<Effect> {
+        let view = self.view(to);
+        let frozen = Frozen::freeze(snapshot.index, snapshot.epoch, &snapshot.state);
+        let mut meta = frozen.meta;
+        tamper(&mut meta);
+        let mut at = Cursor::default();
+        let mut fx = Vec::new();
+        while let Some((data, next)) = frozen.chunk(at.offset, at, chunk_bytes) {
+            let sent_ms = self.now;
+            let body = PeerBody::SnapshotChunk { view: view.clone(), meta, offset: at.offset, data, sent_ms };
+            fx.extend(self.inject(to, from, body));
+            at = next;
+        }
+        fx
     }
 
     pub fn tick(&mut self, n: NodeId) -> Vec<Effect> {
