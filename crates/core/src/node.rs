@@ -442,14 +442,7 @@ impl Node {
             ConfigValue::View(v) => v.is_well_formed(),
             ConfigValue::Cluster(c) => c.validate().is_ok(),
         };
-        // A proposal takes a promised value for its register's value, so it
-        // must also be of that register: a view change that read a view of
-        // another group under its own group's key adopted it, and a replica
-        // asserts its views are its own.
-        let fits_key = |key: &str, value: &ConfigValue| match value {
-            ConfigValue::View(v) => key == view_key(v.group),
-            ConfigValue::Cluster(_) => key == CLUSTER_KEY,
-        };
+        // A promised value must fit its register (`fits_key`).
         msg.from != self.cfg.id
             && match &msg.body {
                 PeerBody::Promise { key, accepted: Some((_, value)), .. } => value_ok(value) && fits_key(key, value),
@@ -645,7 +638,16 @@ impl Node {
         }
     }
 
-    fn on_outcome(&mut self, requests: &mut Requests, outcome: ConfigOutcome) {
+    fn on_outcome(&mut self, requests: &mut Requests, mut outcome: ConfigOutcome) {
+        // Acceptors store values they need not understand, so a faulty
+        // peer's `Accept` can leave a view of another group under a group's
+        // register, and this node's own acceptor answers its proposer
+        // without passing `is_plausible`. Such a value is no value of the
+        // register: a replica asserts its views are its own (found by the
+        // fuzzer once proposals took their own acceptor's promise).
+        if outcome.value.as_ref().is_some_and(|v| !fits_key(&outcome.key, v)) {
+            outcome.value = None;
+        }
         let relearn = outcome.completed
             && self.acceptor_silenced
             && self.cfg.config_members.contains(&self.cfg.id)
@@ -784,5 +786,16 @@ impl Node {
         for r in self.replicas.values_mut() {
             r.on_persisted(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()), lsn);
         }
+    }
+}
+
+/// Whether `value` could be the value of register `key`: a proposal takes a
+/// promised value for its register's value, so it must also be of that
+/// register (a view change that read a view of another group under its own
+/// group's key adopted it, and a replica asserts its views are its own).
+fn fits_key(key: &str, value: &ConfigValue) -> bool {
+    match value {
+        ConfigValue::View(v) => key == view_key(v.group),
+        ConfigValue::Cluster(_) => key == CLUSTER_KEY,
     }
 }
