@@ -35,6 +35,14 @@ pub struct NodeConfig {
     pub refresh_ms: Millis,
     /// Committed entries kept in memory for catching backups up.
     pub log_retain_entries: u64,
+    /// Client sessions each group's exactly-once table holds (at most
+    /// `MAX_SESSIONS`, the default); past it the least recently active is
+    /// evicted, and its retries are told `SessionExpired`. Every node of a
+    /// cluster should use the same value: a different one is still safe
+    /// (each replica judges by what it forgot itself), but members would
+    /// forget different sessions. The simulator makes it small on some
+    /// seeds, to reach eviction.
+    pub max_sessions: usize,
 }
 
 impl NodeConfig {
@@ -53,6 +61,7 @@ impl NodeConfig {
             proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
             refresh_ms: 2_000,
             log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,
+            max_sessions: crate::limits::MAX_SESSIONS,
         }
     }
 }
@@ -221,10 +230,11 @@ impl Node {
     fn replica_mut(&mut self, group: GroupId) -> &mut Replica {
         let (id, timing, txn_timing, retain, bugs) =
             (self.cfg.id, self.cfg.passive.clone(), self.cfg.txn.clone(), self.cfg.log_retain_entries, self.bugs);
+        let max_sessions = self.cfg.max_sessions;
         // A replica first created after a cut may have lost all its records.
         let amnesiac = self.acceptor_silenced && !self.caught_up.contains(&group);
         self.replicas.entry(group).or_insert_with(|| {
-            let mut r = Replica::new(group, id, timing, txn_timing, retain, bugs);
+            let mut r = Replica::new(group, id, timing, txn_timing, retain, max_sessions, bugs);
             if amnesiac {
                 r.finish_replay(true);
             }

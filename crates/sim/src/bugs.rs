@@ -10,12 +10,13 @@ use pactdb_core::bugs::Bugs;
 /// Every injectable bug, by its command-line name. `execute-before-stable`,
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// last six concern two-phase commit.
-const BUGS: [&str; 16] = [
+const BUGS: [&str; 17] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
     "promote-without-cas",
     "skip-dedup",
+    "forget-evicted-session",
     "read-without-lease",
     "keep-divergent-suffix",
     "execute-before-stable",
@@ -43,6 +44,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "ack-before-fsync" => bugs.ack_before_fsync = true,
         "promote-without-cas" => bugs.promote_without_cas = true,
         "skip-dedup" => bugs.skip_dedup = true,
+        "forget-evicted-session" => bugs.forget_evicted_session = true,
         "read-without-lease" => bugs.read_without_lease = true,
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,
         "execute-before-stable" => bugs.execute_before_stable = true,

@@ -193,6 +193,18 @@ pub struct Plan {
     /// into the checkpoint once it is durable (as the runtime's on-disk
     /// snapshots do), on some seeds.
     pub checkpoint_every_records: Option<usize>,
+    /// Committed entries each replica keeps in memory
+    /// (`NodeConfig::log_retain_entries`): small on some seeds, so that logs
+    /// are compacted and members that fall behind catch up by snapshot.
+    pub log_retain_entries: Option<u64>,
+    /// Clients that keep many requests in flight at once (pipelined), on
+    /// some seeds, and how many each keeps.
+    pub pipelined: usize,
+    pub pipeline_depth: usize,
+    /// Sessions each group's exactly-once table holds
+    /// (`NodeConfig::max_sessions`): below the number of clients on some
+    /// seeds, so that sessions are evicted while their clients still retry.
+    pub max_sessions: Option<usize>,
 }
 
 /// Longest simulated time the quiet phase gives the cluster to converge.
@@ -292,6 +304,12 @@ impl Plan {
         }
         // Drawn after everything else, so the draws above stay as they were.
         let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
+        // The coverage knobs, drawn after everything else.
+        let log_retain_entries = rng.gen_bool(0.35).then(|| rng.gen_range(5..=200));
+        let pipelined = if rng.gen_bool(0.35) { rng.gen_range(1..=2) } else { 0 };
+        let pipeline_depth = rng.gen_range(4..=32);
+        let total = clients + pipelined + bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
+        let max_sessions = rng.gen_bool(0.35).then(|| rng.gen_range((total / 2).max(1)..total));
         Plan {
             nodes,
             groups,
@@ -314,6 +332,10 @@ impl Plan {
             fsync_max_us,
             bank,
             checkpoint_every_records,
+            log_retain_entries,
+            pipelined,
+            pipeline_depth,
+            max_sessions,
         }
     }
 
@@ -373,6 +395,15 @@ impl Plan {
         }
         if let Some(n) = self.checkpoint_every_records {
             parts.push(format!("checkpoints every {n} records"));
+        }
+        if let Some(n) = self.log_retain_entries {
+            parts.push(format!("logs keep {n} entries"));
+        }
+        if self.pipelined > 0 {
+            parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));
+        }
+        if let Some(n) = self.max_sessions {
+            parts.push(format!("session tables hold {n}"));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

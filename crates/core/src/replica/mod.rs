@@ -184,6 +184,8 @@ pub struct Replica {
     txn_timing: TxnTiming,
     bugs: Bugs,
     retain_entries: u64,
+    /// The bound of the client session table (`NodeConfig::max_sessions`).
+    max_sessions: usize,
     view: Option<View>,
     /// The epoch this incarnation won as leader, if any.
     led_epoch: Option<Epoch>,
@@ -282,6 +284,7 @@ impl Replica {
         timing: ReplicaTiming,
         txn_timing: TxnTiming,
         retain_entries: u64,
+        max_sessions: usize,
         bugs: Bugs,
     ) -> Replica {
         Replica {
@@ -291,6 +294,7 @@ impl Replica {
             txn_timing,
             bugs,
             retain_entries: retain_entries.max(1),
+            max_sessions: max_sessions.clamp(1, crate::limits::MAX_SESSIONS),
             view: None,
             led_epoch: None,
             amnesiac: false,
@@ -563,7 +567,7 @@ impl Replica {
     /// Applies the next entry to the state machine and says what it did.
     fn apply_entry(&mut self, e: &Entry) -> Applied {
         assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
-        let applied = self.state.apply(e, &self.bugs, self.group);
+        let applied = self.state.apply(e, &self.bugs, self.group, self.max_sessions);
         self.applied_index = e.index;
         applied
     }
