@@ -329,7 +329,7 @@ mod tests {
 
     /// A part writing `b` = "v" in this group.
     fn part() -> Arc<TxnPart> {
-        let writes = vec![TxnWrite { key: b"b".to_vec(), value: Some(b"v".to_vec().into()) }];
+        let writes = vec![TxnWrite { key: b"b".to_vec(), value: Some(b"v".to_vec()) }];
         Arc::new(TxnPart { checks: Vec::new(), writes, reads: Vec::new(), digest: 5 })
     }
 
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(applied, Applied::Voted { txn: txn(1, 50), vote: refused });
         assert!(s.prepared.is_empty() && s.locks.is_empty());
         // A late decision applies nothing.
-        let writes = vec![Write::Put { key: b"b".to_vec(), value: b"v".to_vec().into(), version: 6 }];
+        let writes = vec![Write::Put { key: b"b".to_vec(), value: b"v".to_vec(), version: 6 }];
         s.apply(&entry(6, Payload::Resolve { txn: txn(1, 50), commit: true, writes }), &Bugs::default(), HERE, 1);
         assert_eq!(s.kv.get(b"b").map(|v| v.version), Some(3), "the late decision applied nothing");
         // A session that starts after the one evicted cannot have been
