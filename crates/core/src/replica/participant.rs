@@ -261,11 +261,14 @@ impl Replica {
         }
         match self.state.resolved_vote(txn) {
             // Resolved already (a retry, or a new coordinator repeating it).
-            Dedup::Done(_) | Dedup::Expired => ack(ctx),
-            Dedup::New if self.participant.preparing.contains_key(&txn) => {
+            Dedup::Done(_) => ack(ctx),
+            _ if self.participant.preparing.contains_key(&txn) => {
                 // The prepare is not applied here yet (this primary
                 // inherited it): the coordinator repeats the decision.
             }
+            // Resolved and forgotten: a commit needs this group's yes, and
+            // a part voted yes stays prepared until it resolves.
+            Dedup::Expired => ack(ctx),
             // Never prepared here (its canCommit? was lost, or it voted
             // no): an abort has nothing to undo.
             Dedup::New if !commit => ack(ctx),
