@@ -305,7 +305,7 @@ impl Plan {
         // Drawn after everything else, so the draws above stay as they were.
         let checkpoint_every_records = rng.gen_bool(0.5).then(|| [20, 100, 1_000][rng.gen_range(0..3)]);
         // The coverage knobs, drawn after everything else.
-        let log_retain_entries = rng.gen_bool(0.35).then(|| rng.gen_range(5..=200));
+        let log_retain_entries = rng.gen_bool(0.35).then(|| rng.gen_range(20..=200));
         let pipelined = if rng.gen_bool(0.35) { rng.gen_range(1..=2) } else { 0 };
         let pipeline_depth = rng.gen_range(4..=32);
         let total = clients + pipelined + bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
