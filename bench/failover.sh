@@ -182,6 +182,16 @@ sys.exit(0 if ok else 1)' "$1" "$(info 'print(",".join(str(g["id"]) for g in c["
 
 now_ms() { date +%s%3N; }
 
+# After SETTLE seconds of writes, sets `victim` to GROUP's primary and `pid`
+# to its process (exits if the probe died or no primary is found).
+pick_victim() {
+    sleep "$SETTLE"
+    kill -0 "$PROBE_PID" 2>/dev/null || { echo "the probe died:" >&2; cat "$TMP/probe.err" >&2; exit 1; }
+    victim=$(leader_of_group)
+    [ -n "$victim" ] || { echo "cannot find the primary of group $GROUP" >&2; exit 1; }
+    pid=${NODE_PID[$victim]}
+}
+
 # --- the load -------------------------------------------------------------------
 "$PACTDB" --endpoints "$EP" workload run kv --clients "$CLIENTS" --duration "${TIME_LIMIT}s" --json \
     >"$TMP/workload.json" 2>"$TMP/workload.log" &
@@ -193,11 +203,7 @@ PROBE_PID=$!
 # --- the kills ------------------------------------------------------------------
 : >"$TMP/kills"
 for k in $(seq "$KILLS"); do
-    sleep "$SETTLE"
-    kill -0 "$PROBE_PID" 2>/dev/null || { echo "the probe died:" >&2; cat "$TMP/probe.err" >&2; exit 1; }
-    victim=$(leader_of_group)
-    [ -n "$victim" ] || { echo "cannot find the primary of group $GROUP" >&2; exit 1; }
-    pid=${NODE_PID[$victim]}
+    pick_victim
     kill -KILL "$pid"
     t_kill=$(now_ms)
     wait "$pid" 2>/dev/null || true
@@ -250,11 +256,7 @@ if [ "$PARTITIONS" -gt 0 ]; then
     iptables -I OUTPUT 1 -o lo -j "$CHAIN"
 fi
 for k in $(seq "$PARTITIONS"); do
-    sleep "$SETTLE"
-    kill -0 "$PROBE_PID" 2>/dev/null || { echo "the probe died:" >&2; cat "$TMP/probe.err" >&2; exit 1; }
-    victim=$(leader_of_group)
-    [ -n "$victim" ] || { echo "cannot find the primary of group $GROUP" >&2; exit 1; }
-    pid=${NODE_PID[$victim]}
+    pick_victim
     own=$(peer_port "$victim")
     others=$(info 'print(",".join(n["peer"].rsplit(":", 1)[1] for n in c["nodes"] if n["id"] != int(sys.argv[2])))' "$victim")
     echo "$pid" >"$CG_ROOT/$CG_NAME/cgroup.procs"

@@ -15,9 +15,7 @@ fn a_backup_that_lost_acked_entries_is_caught_up_and_writes_go_on() {
     let mut h = Harness::three_nodes();
     let epoch = h.view(node(1)).epoch;
     for seq in 1..=2 {
-        let (t, _) = h.client(node(1), request(rid(7, seq), epoch, put(&format!("k{seq}"), "v")));
-        h.settle();
-        assert_eq!(h.take_reply(t), response(rid(7, seq), Ok(OpResult::Written { version: seq })));
+        assert_eq!(h.put_settled(seq), response(rid(7, seq), Ok(OpResult::Written { version: seq })));
     }
 
     // Node 3 crashes; recovery finds its WAL torn and cuts it before the

@@ -27,11 +27,8 @@ fn persists_a_snapshot(fx: &[Effect]) -> bool {
 #[test]
 fn a_snapshot_the_backup_already_has_is_acked_with_its_commit_index() {
     let mut h = Harness::three_nodes();
-    let epoch = h.view(node(1)).epoch;
     for seq in 1..=3 {
-        let (t, _) = h.client(node(1), request(rid(7, seq), epoch, put(&format!("k{seq}"), "v")));
-        h.settle();
-        h.take_reply(t);
+        h.put_settled(seq);
     }
     h.crash(node(2));
     h.restart(node(2));

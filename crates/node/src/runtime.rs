@@ -491,7 +491,7 @@ fn store_map(
     f.write_all(&wire::encode(map))?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::wal::sync_dir(dir)
 }
 
 /// The map `store_map` kept, if any; a file that does not decode is an

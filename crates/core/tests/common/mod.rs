@@ -392,6 +392,15 @@ impl Harness {
         (token, effects)
     }
 
+    /// Client 7's put of `k{seq}` (request `seq`) to the primary, node 1,
+    /// run until it settles; returns the reply.
+    pub fn put_settled(&mut self, seq: u64) -> ClientReply {
+        let epoch = self.view(node(1)).epoch;
+        let (t, _) = self.client(node(1), request(rid(7, seq), epoch, put(&format!("k{seq}"), "v")));
+        self.settle();
+        self.take_reply(t)
+    }
+
     /// A message that `from` never really sent (a delayed or forged one)
     /// handed straight to `to`.
     pub fn inject(&mut self, to: NodeId, from: NodeId, body: PeerBody) -> Vec<Effect> {
