@@ -76,7 +76,7 @@ pub enum Command {
     /// A transaction its coordinator has no record of is recorded as
     /// aborted first, so the answer is final either way.
     TxnStatus {
-        /// The id `pactdb txn` printed (CLIENT-SEQ@GROUP).
+        /// The id `pactdb txn` printed (CLIENT-SESSION-SEQ@GROUP).
         txn: TxnId,
         /// Print `{"txn":..,"outcome":..,"reason":..,"versions":{..}}`.
         #[arg(long)]

@@ -81,7 +81,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
         let view = cluster.view(0).await.unwrap();
         let leader = cluster.nodes[&view.leader].client.clone();
         let req = ClientRequest {
-            id: RequestId { client: 42, seq: attempt + 1 },
+            id: RequestId { client: 42, session: 0, seq: attempt + 1 },
             group: 0,
             epoch: view.epoch - 1,
             op: Op::Put { key: key.clone().into_bytes(), value: b"v".to_vec() },

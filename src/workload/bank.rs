@@ -379,6 +379,7 @@ fn abort_kind(reason: &AbortReason) -> String {
         AbortReason::Timeout => "not every group voted in time".into(),
         AbortReason::NoRecord => "the coordinator had no record of it".into(),
         AbortReason::Refused { reason } => format!("refused: {reason}"),
+        AbortReason::SessionExpired => "a participant forgot the client session".into(),
     }
 }
 

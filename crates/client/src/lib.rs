@@ -247,7 +247,7 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
     let now = |s: Instant| s.elapsed().as_millis() as u64;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut conns: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut waiting: HashMap<OpId, (RequestId, OpReplyTx)> = HashMap::new();
+    let mut waiting: HashMap<OpId, OpReplyTx> = HashMap::new();
     let mut backlog: std::collections::VecDeque<(Op, OpReplyTx)> = Default::default();
     let mut cmds_open = true;
     let mut events = Vec::with_capacity(MAX_EVENTS_PER_ROUND);
@@ -291,13 +291,13 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
         while fe.can_submit() {
             let Some((op, tx)) = backlog.pop_front() else { break };
             let seq = fe.submit(t, &mut rng, op);
-            waiting.insert(seq, (RequestId { client: fe.client_id(), seq }, tx));
+            waiting.insert(seq, tx);
         }
         fe.on_tick(t, &mut rng);
         for effect in fe.take_effects() {
             match effect {
-                FeEffect::Done { op, result } => {
-                    if let Some((id, tx)) = waiting.remove(&op) {
+                FeEffect::Done { op, id, result } => {
+                    if let Some(tx) = waiting.remove(&op) {
                         let _ = tx.send((id, result));
                     }
                 }

@@ -20,6 +20,10 @@ pub struct Bugs {
     pub promote_without_cas: bool,
     /// A retried request is executed again.
     pub skip_dedup: bool,
+    /// The session table forgets that it evicted sessions: a retry whose
+    /// session was evicted (or recreated after an eviction) is taken as new
+    /// and runs again, as before sessions carried their start.
+    pub forget_evicted_session: bool,
     /// The primary serves reads without a valid lease.
     pub read_without_lease: bool,
     /// The primary checks its lease only against the time its step began

@@ -1,15 +1,26 @@
 //! The front end's logic: what hides replication from a client.
 //!
-//! It owns request identities (a random client id and a sequence number per
-//! request, kept across retries so a retried write runs at most once), the
-//! cached cluster map and views, routing of keys to groups, and the retry
-//! policy (redirects, timeouts, back-off). It never performs IO: the async
-//! client library and the simulator carry out its `FeEffect`s and feed back
-//! replies and time.
+//! It owns request identities (a random client id, the start of its session
+//! in each group, and a sequence number per request, kept across retries so
+//! a retried write runs at most once), the cached cluster map and views,
+//! routing of keys to groups, and the retry policy (redirects, timeouts,
+//! back-off). It never performs IO: the async client library and the
+//! simulator carry out its `FeEffect`s and feed back replies and time.
+//!
+//! Sessions: a request first goes out with `RequestId::NO_SESSION` until the
+//! group named a start (`ClientError::OpenSession`, one round trip per group
+//! and session); from then on its id never changes. A request told
+//! `SessionExpired` fails with that error (it may have run before, and is
+//! never sent again), and the front end starts a new session: a new client
+//! id, and new starts. It never re-runs a request under a new id. A commit
+//! aborted because a participant no longer remembers the session's
+//! transactions (`AbortReason::SessionExpired`) starts a new session too,
+//! before the next request.
 
 use crate::limits::MAX_SESSION_RESPONSES;
 use crate::state::op::{Op, OpResult};
-use crate::types::{ClusterMap, Epoch, GroupId, Millis, Mode, NodeId, RequestId, View};
+use crate::state::txn::{AbortReason, TxnOutcome};
+use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -73,7 +84,9 @@ impl FeError {
     /// The simulator found exactly that for `BelowMinMembers`: a put whose
     /// retry was refused below `min_members` was later committed by its
     /// first attempt. A timeout is not definite either, nor `SessionExpired`
-    /// (it refuses a retry whose earlier attempt may have run).
+    /// (it refuses a retry whose earlier attempt may have run). `OpenSession`
+    /// is definite: only a request that names no session is answered so, and
+    /// no such request ever runs (every attempt of it is refused alike).
     pub fn never_ran(&self) -> bool {
         match self {
             FeError::Refused(e) => match e {
@@ -81,7 +94,8 @@ impl FeError {
                 | ClientError::ValueTooLarge { .. }
                 | ClientError::InvalidTransaction { .. }
                 | ClientError::Malformed { .. }
-                | ClientError::UnknownGroup { .. } => true,
+                | ClientError::UnknownGroup { .. }
+                | ClientError::OpenSession { .. } => true,
                 ClientError::SessionExpired
                 | ClientError::BelowMinMembers { .. }
                 | ClientError::NotLeader { .. }
@@ -102,8 +116,9 @@ pub enum FeEffect {
     Send { to: NodeId, msg: ClientMsg },
     /// Ask node `to` for the cluster map and views (answer via `on_reply`).
     FetchViews { to: NodeId },
-    /// The operation finished.
-    Done { op: OpId, result: Result<OpResult, FeError> },
+    /// The operation finished; `id` is the request id it was sent under
+    /// last (a transaction's id is made of its commit's).
+    Done { op: OpId, id: RequestId, result: Result<OpResult, FeError> },
     /// A voting front end saw these members of an active group answer the
     /// operation differently from the f+1 that agreed (reported just before
     /// its `Done`).
@@ -126,6 +141,14 @@ struct Pending {
 
 pub struct FrontEnd {
     client_id: u64,
+    /// Where this client's current session starts in each group that named
+    /// a start (see `RequestId::session`).
+    sessions: BTreeMap<GroupId, Index>,
+    /// Sessions started over after `SessionExpired`.
+    renewals: u64,
+    /// A commit was refused as possibly forgotten by a participant: the
+    /// next request starts a new session.
+    renew: bool,
     next_seq: u64,
     timing: FeTiming,
     cluster: Option<ClusterMap>,
@@ -147,6 +170,9 @@ impl FrontEnd {
         FrontEnd {
             // Client id 0 is reserved for no-op entries (`RequestId::NOOP`).
             client_id: rng.gen_range(1..=u64::MAX),
+            sessions: BTreeMap::new(),
+            renewals: 0,
+            renew: false,
             next_seq: 1,
             timing,
             cluster: None,
@@ -161,6 +187,18 @@ impl FrontEnd {
 
     pub fn client_id(&self) -> u64 {
         self.client_id
+    }
+
+    /// How many times this front end started a new session after its
+    /// requests were told `SessionExpired`.
+    pub fn renewals(&self) -> u64 {
+        self.renewals
+    }
+
+    /// The request id operation `op` goes out under now, while it is pending
+    /// (its session may still be unnamed).
+    pub fn request_id(&self, op: OpId) -> Option<RequestId> {
+        self.pending.get(&op).map(|p| p.request.id)
     }
 
     pub fn cluster(&self) -> Option<&ClusterMap> {
@@ -188,17 +226,21 @@ impl FrontEnd {
 
     /// Starts an operation and returns its id.
     pub fn submit(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op) -> OpId {
+        if std::mem::take(&mut self.renew) {
+            self.new_session(rng);
+        }
         let seq = self.next_seq;
         // Judged before `next_seq` moves, so `submit` admits exactly what
         // `can_submit` promised: checking after the increment refused the
         // last slot of the window that `can_submit` had just offered.
         let admissible = self.can_submit();
         self.next_seq += 1;
+        let id = RequestId { client: self.client_id, session: RequestId::NO_SESSION, seq };
         if !admissible {
-            self.effects.push(FeEffect::Done { op: seq, result: Err(FeError::TooManyOutstanding) });
+            self.effects.push(FeEffect::Done { op: seq, id, result: Err(FeError::TooManyOutstanding) });
             return seq;
         }
-        let request = ClientRequest { id: RequestId { client: self.client_id, seq }, group: 0, epoch: 0, op };
+        let request = ClientRequest { id, group: 0, epoch: 0, op };
         self.pending.insert(
             seq,
             Pending {
@@ -240,8 +282,15 @@ impl FrontEnd {
             return self.finish(op, Err(FeError::Refused(ClientError::UnknownGroup { group })));
         };
         let view = self.views.get(&group).cloned();
+        let start = self.sessions.get(&group).copied();
+        let client = self.client_id;
         let p = self.pending.get_mut(&op).expect("pending");
         p.request.group = group;
+        if let (RequestId::NO_SESSION, Some(start)) = (p.request.id.session, start) {
+            // Named once, for good: a request that went out with no session
+            // never ran, so it may still join the current session.
+            p.request.id = RequestId { client, session: start, seq: p.request.id.seq };
+        }
         let target = match (&view, p.target) {
             (Some(v), _) => {
                 p.request.epoch = v.epoch;
@@ -297,9 +346,32 @@ impl FrontEnd {
         p.wake_ms = now + rng.gen_range(cap / 2..=cap);
     }
 
+    /// Starts a new session (a new client id, starts to be named anew)
+    /// after `op` learnt its session was forgotten, unless an earlier answer
+    /// already did.
+    fn renew_session(&mut self, rng: &mut ChaCha8Rng, op: OpId) {
+        if self.pending[&op].request.id.client == self.client_id {
+            self.new_session(rng);
+        }
+    }
+
+    fn new_session(&mut self, rng: &mut ChaCha8Rng) {
+        self.client_id = rng.gen_range(1..=u64::MAX);
+        self.sessions.clear();
+        self.renewals += 1;
+        self.renew = false;
+    }
+
     fn finish(&mut self, op: OpId, result: Result<OpResult, FeError>) {
-        self.pending.remove(&op);
-        self.effects.push(FeEffect::Done { op, result });
+        let Some(p) = self.pending.remove(&op) else { return };
+        if let Ok(OpResult::Txn(TxnOutcome::Aborted { reason: AbortReason::SessionExpired })) = &result {
+            // A participant refused the commit as one it may have resolved
+            // and forgotten: the session is too old there, and every later
+            // commit in it would be refused alike. The next request starts
+            // a new session (`submit`).
+            self.renew = self.renew || p.request.id.client == self.client_id;
+        }
+        self.effects.push(FeEffect::Done { op, id: p.request.id, result });
     }
 
     /// Learns a view if it is newer than the cached one; says whether it was.
@@ -387,7 +459,9 @@ impl FrontEnd {
                     // It answers again: no longer silent.
                     self.suspects.retain(|_, (_, n)| *n != from);
                 }
-                if !self.pending.contains_key(&id.seq) {
+                // An answer to the request as it is now: not to an attempt
+                // sent before its session was named.
+                if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
                     return;
                 }
                 if let Ok(r) = &result {
@@ -516,10 +590,21 @@ impl FrontEnd {
                     self.backoff(now, rng, op, e.to_string());
                 }
                 ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
+                ClientError::OpenSession { start } => {
+                    let group = self.pending[&op].request.group;
+                    self.sessions.entry(group).or_insert(start);
+                    self.try_send(now, rng, op);
+                }
+                ClientError::SessionExpired => {
+                    // Whether it ran cannot be told: the caller hears so, and
+                    // this client's later requests go in a new session (the
+                    // table forgot the old one, or will keep refusing it).
+                    self.renew_session(rng, op);
+                    self.finish(op, Err(FeError::Refused(e)));
+                }
                 ClientError::KeyTooLarge { .. }
                 | ClientError::ValueTooLarge { .. }
                 | ClientError::BelowMinMembers { .. }
-                | ClientError::SessionExpired
                 | ClientError::InvalidTransaction { .. }
                 | ClientError::Malformed { .. } => self.finish(op, Err(FeError::Refused(e))),
             },

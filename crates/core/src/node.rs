@@ -37,6 +37,14 @@ pub struct NodeConfig {
     pub log_retain_entries: u64,
     /// How a primary streams snapshots to members far behind.
     pub snapshot_stream: SnapshotStreaming,
+    /// Client sessions each group's exactly-once table holds (at most
+    /// `MAX_SESSIONS`, the default); past it the least recently active is
+    /// evicted, and its retries are told `SessionExpired`. Every node of a
+    /// cluster should use the same value: a different one is still safe
+    /// (each replica judges by what it forgot itself), but members would
+    /// forget different sessions. The simulator makes it small on some
+    /// seeds, to reach eviction.
+    pub max_sessions: usize,
 }
 
 impl NodeConfig {
@@ -56,6 +64,7 @@ impl NodeConfig {
             refresh_ms: 2_000,
             log_retain_entries: crate::limits::DEFAULT_LOG_RETAIN_ENTRIES,
             snapshot_stream: SnapshotStreaming::default(),
+            max_sessions: crate::limits::MAX_SESSIONS,
         }
     }
 }
@@ -235,10 +244,11 @@ impl Node {
         let (id, timing, txn_timing, retain, bugs) =
             (self.cfg.id, self.cfg.passive.clone(), self.cfg.txn.clone(), self.cfg.log_retain_entries, self.bugs);
         let streaming = self.cfg.snapshot_stream;
+        let max_sessions = self.cfg.max_sessions;
         // A replica first created after a cut may have lost all its records.
         let amnesiac = self.acceptor_silenced && !self.caught_up.contains(&group);
         self.replicas.entry(group).or_insert_with(|| {
-            let mut r = Replica::new(group, id, timing, txn_timing, retain, bugs);
+            let mut r = Replica::new(group, id, timing, txn_timing, retain, max_sessions, bugs);
             r.set_snapshot_streaming(streaming);
             if amnesiac {
                 r.finish_replay(true);

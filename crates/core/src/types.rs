@@ -14,16 +14,27 @@ pub type Millis = u64;
 
 /// A front end's unique request identity. Retries reuse it, which is what
 /// makes a retried write run at most once.
+///
+/// `session` is where the client's session in the request's group starts:
+/// an index the group had applied before the front end sent anything in
+/// that session, so every request of the session is applied above it. The
+/// session table uses it to tell a request it forgot (its session started
+/// before the newest session it evicted) from a new one (see
+/// `state::sessions`). `NO_SESSION` asks the group to name a start first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RequestId {
     pub client: u64,
+    pub session: Index,
     pub seq: u64,
 }
 
 impl RequestId {
     /// The id of a primary's no-op entry (see `Entry::noop`). Client id 0 is
     /// reserved for it: front ends never pick it and primaries refuse it.
-    pub const NOOP: RequestId = RequestId { client: 0, seq: 0 };
+    pub const NOOP: RequestId = RequestId { client: 0, session: 0, seq: 0 };
+    /// The session of a request sent before its group named a start: it is
+    /// never run, only answered with `ClientError::OpenSession`.
+    pub const NO_SESSION: Index = Index::MAX;
 }
 
 /// How a group replicates.

@@ -22,7 +22,7 @@ fn active_front_end(voting: bool) -> (FrontEnd, ChaCha8Rng) {
 /// Submits a put of "k" and returns its op and request id.
 fn submit(fe: &mut FrontEnd, rng: &mut ChaCha8Rng) -> (OpId, RequestId) {
     let op = fe.submit(0, rng, put("k", "v"));
-    (op, rid(fe.client_id(), op))
+    (op, fe.request_id(op).expect("pending"))
 }
 
 fn value(v: &str, version: u64) -> OpResult {
@@ -47,7 +47,7 @@ fn a_request_goes_to_every_member_and_the_first_answer_completes_it() {
     // Member 3, not the sequencer, answers first: that completes it.
     let ok = OpResult::Written { version: 1 };
     fe.on_reply(1, &mut rng, 3, response(id, Ok(ok.clone())));
-    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Ok(ok.clone()) }]);
+    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, id, result: Ok(ok.clone()) }]);
     assert_eq!(fe.outstanding(), 0);
 
     // The other members' answers come later and change nothing.
@@ -74,7 +74,7 @@ fn voting_needs_two_identical_answers_of_three() {
     fe.on_reply(3, &mut rng, 3, response(id, Ok(answer.clone())));
     assert_eq!(
         fe.take_effects(),
-        vec![FeEffect::Done { op, result: Ok(answer.clone()) }],
+        vec![FeEffect::Done { op, id, result: Ok(answer.clone()) }],
         "two identical answers decide, with no dissent"
     );
     fe.on_reply(4, &mut rng, 1, response(id, Ok(answer)));
@@ -98,7 +98,7 @@ fn voting_reports_the_member_that_answered_differently() {
     fe.on_reply(3, &mut rng, 2, response(id, Ok(right.clone())));
     assert_eq!(
         fe.take_effects(),
-        vec![FeEffect::Dissent { op, group: GROUP, members: vec![3] }, FeEffect::Done { op, result: Ok(right) }]
+        vec![FeEffect::Dissent { op, group: GROUP, members: vec![3] }, FeEffect::Done { op, id, result: Ok(right) }]
     );
 }
 
@@ -128,6 +128,6 @@ fn voting_after_a_member_left_the_view_still_needs_f_plus_one() {
     fe.on_reply(3, &mut rng, 1, response(id2, Ok(right.clone())));
     assert_eq!(fe.take_effects(), vec![]);
     fe.on_reply(4, &mut rng, 2, response(id2, Ok(right.clone())));
-    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op: op2, result: Ok(right) }]);
+    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op: op2, id: id2, result: Ok(right) }]);
     assert_ne!(op, op2);
 }

@@ -40,14 +40,23 @@ fn read_k(h: &mut Harness, voting: bool) -> (FrontEnd, ChaCha8Rng, Vec<(NodeId, 
     let cluster = group_map(&[1, 2, 3], 1, Mode::Active, voting);
     let (mut fe, mut rng) = front_end_of(cluster, h.view(node(1)));
     fe.submit(h.now, &mut rng, get("k"));
-    let mut asked: Vec<(NodeId, ClientToken)> = Vec::new();
-    for e in fe.take_effects() {
-        let (to, req) = sent_request(&e).expect("the front end only sends requests");
-        let (token, _) = h.client(node(to), ClientMsg::Request(req));
-        asked.push((to, token));
-    }
-    assert_eq!(asked.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
-    h.settle();
+    let send = |h: &mut Harness, fe: &mut FrontEnd| -> Vec<(NodeId, ClientToken)> {
+        let mut asked = Vec::new();
+        for e in fe.take_effects() {
+            let (to, req) = sent_request(&e).expect("the front end only sends requests");
+            let (token, _) = h.client(node(to), ClientMsg::Request(req));
+            asked.push((to, token));
+        }
+        assert_eq!(asked.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        h.settle();
+        asked
+    };
+    // The first attempt names no session: the sequencer says where one
+    // starts (the members stay silent), and the front end sends it again.
+    let asked = send(h, &mut fe);
+    let open = h.take_reply(asked[0].1);
+    fe.on_reply(h.now, &mut rng, 1, open);
+    let asked = send(h, &mut fe);
     let answers = asked.into_iter().map(|(n, t)| (n, h.take_reply(t))).collect();
     (fe, rng, answers)
 }

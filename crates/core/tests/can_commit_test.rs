@@ -14,7 +14,7 @@ use pactdb_core::Effect;
 
 /// A transaction coordinated by group 0 (node 1) that writes `b` in group 1.
 fn writes_b(h: &Harness, seq: u64, b: &str) -> (TxnId, PeerBody) {
-    let txn = TxnId { client: 9, seq, home: GROUP };
+    let txn = TxnId { client: 9, session: 0, seq, home: GROUP };
     let part = part_of(h, &txn_req(b), OTHER);
     (txn, PeerBody::CanCommit { group: OTHER, txn, part })
 }
@@ -76,7 +76,11 @@ fn a_participant_votes_yes_only_once_its_prepare_is_durable_on_every_member() {
     );
     let state = h.replica_of(node(2), OTHER).state();
     assert!(state.prepared.contains_key(&id));
-    assert!(state.locks.conflicts(b.as_bytes(), LockMode::Shared, TxnId { client: 9, seq: 2, home: GROUP }));
+    assert!(state.locks.conflicts(
+        b.as_bytes(),
+        LockMode::Shared,
+        TxnId { client: 9, session: 0, seq: 2, home: GROUP }
+    ));
     assert!(state.kv.get(b.as_bytes()).is_none(), "a prepared write is not visible");
 }
 
@@ -102,7 +106,7 @@ fn a_stale_read_version_gets_a_no() {
     let e = h.view_of(node(2), OTHER).epoch;
     h.client(node(2), request_to(rid(5, 1), OTHER, e, put(&b, "v")));
     h.settle();
-    let txn = TxnId { client: 9, seq: 1, home: GROUP };
+    let txn = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let part = part_of(&h, &txn_of_check(&b, 7), OTHER);
     let fx = h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn, part });
     let no = Vote::No { reason: AbortReason::VersionChanged { key: b.into_bytes(), expected: 7, actual: 1 } };

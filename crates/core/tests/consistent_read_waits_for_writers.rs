@@ -28,7 +28,7 @@ fn a_consistent_read_waits_for_a_prepared_writer_and_sees_its_outcome() {
     h.settle();
 
     // A writer of `b` is prepared in group 1 (its coordinator silent for now).
-    let writer = TxnId { client: 9, seq: 1, home: GROUP };
+    let writer = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let part = part_of(&h, &txn(&[], &[(&a, "x"), (&b, "b1")]), OTHER);
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: writer, part });
     h.settle();
@@ -42,7 +42,7 @@ fn a_consistent_read_waits_for_a_prepared_writer_and_sees_its_outcome() {
     ));
 
     // A new writer of `b` meanwhile is refused: the read reserved it.
-    let late = TxnId { client: 9, seq: 2, home: GROUP };
+    let late = TxnId { client: 9, session: 0, seq: 2, home: GROUP };
     let part = part_of(&h, &txn(&[], &[(&a, "y"), (&b, "b2")]), OTHER);
     let fx = h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: late, part });
     assert!(

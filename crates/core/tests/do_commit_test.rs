@@ -14,7 +14,7 @@ use pactdb_core::wire::{PeerBody, WalRecord};
 
 /// Group 1 (primary node 2) holds transaction `seq` prepared, writing `b`.
 fn prepared(h: &mut Harness, seq: u64, b: &str) -> TxnId {
-    let id = TxnId { client: 9, seq, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq, home: GROUP };
     let req: TxnRequest = txn(&[], &[(key_in(GROUP, "a").as_str(), "1"), (b, "2")]);
     let part = part_of(h, &req, OTHER);
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part });
@@ -92,7 +92,7 @@ fn a_repeated_decision_is_acknowledged_without_a_second_entry() {
 #[test]
 fn do_abort_of_a_transaction_never_prepared_here_is_acknowledged_at_once() {
     let mut h = Harness::two_groups();
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let fx = h.inject(node(2), node(1), PeerBody::DoAbort { group: OTHER, txn: id });
     assert_eq!(sends(&fx), vec![(1, PeerBody::HaveCommitted { group: OTHER, txn: id })]);
     assert_eq!(fx.len(), 1, "nothing is logged: {fx:#?}");
@@ -101,7 +101,7 @@ fn do_abort_of_a_transaction_never_prepared_here_is_acknowledged_at_once() {
 #[test]
 fn do_commit_of_a_transaction_never_prepared_here_is_not_acknowledged() {
     let mut h = Harness::two_groups();
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let fx = h.inject(node(2), node(1), PeerBody::DoCommit { group: OTHER, txn: id });
     assert_eq!(fx, vec![], "acknowledging would hide a lost part");
 }

@@ -15,7 +15,7 @@ fn an_unreachable_leader_means_polling_views_then_resending_at_once() {
     let t = FeTiming::default();
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     fe.take_effects();
 
     // Node 1 is dead: every attempt there fails at once.

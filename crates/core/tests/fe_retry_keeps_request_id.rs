@@ -14,7 +14,7 @@ use pactdb_core::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
 fn stale_epoch_and_not_leader_redirect_with_the_same_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     let req = |epoch| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op: put("k", "v") });
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(2) }]);
 
@@ -31,7 +31,7 @@ fn stale_epoch_and_not_leader_redirect_with_the_same_id() {
     assert_eq!(fe.take_effects(), vec![]);
 
     fe.on_reply(4, &mut rng, 3, response(id, Ok(OpResult::Written { version: 9 })));
-    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Ok(OpResult::Written { version: 9 }) }]);
+    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, id, result: Ok(OpResult::Written { version: 9 }) }]);
     assert_eq!(fe.outstanding(), 0);
 
     // A duplicate answer for a finished op is ignored.
@@ -45,7 +45,7 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
     // answers NotLeader naming itself. The FE waits, then asks it again.
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     fe.take_effects();
     fe.on_reply(1, &mut rng, 1, response(id, Err(ClientError::NotLeader { view: Some(view(2, 1)) })));
     assert_eq!(fe.take_effects(), vec![], "no hot loop against a node that is not serving");
@@ -65,7 +65,7 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
 fn an_unknown_leader_means_asking_for_views_then_retrying_the_same_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     fe.take_effects();
     fe.on_reply(1, &mut rng, 1, response(id, Err(ClientError::NotLeader { view: None })));
     let effects = fe.take_effects();
@@ -92,7 +92,8 @@ fn refusals_that_a_retry_cannot_fix_end_the_op() {
     ] {
         let op = fe.submit(0, &mut rng, put("k", "v"));
         fe.take_effects();
-        fe.on_reply(1, &mut rng, 1, response(rid(fe.client_id(), op), Err(error.clone())));
-        assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Err(FeError::Refused(error)) }]);
+        let id = fe.request_id(op).expect("pending");
+        fe.on_reply(1, &mut rng, 1, response(id, Err(error.clone())));
+        assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, id, result: Err(FeError::Refused(error)) }]);
     }
 }

@@ -14,7 +14,7 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
     let t = FeTiming::default();
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     let mut effects = fe.take_effects();
     let mut now = 0;
     let mut gaps = Vec::new();
@@ -90,7 +90,7 @@ fn unanswered_attempts_back_off_exponentially_with_the_same_id() {
     let effects = fe.take_effects();
     assert_eq!(
         effects.iter().filter(|e| matches!(e, FeEffect::Done { .. })).cloned().collect::<Vec<_>>(),
-        vec![FeEffect::Done { op, result: Err(FeError::Timeout { last_error: Some("no answer in time".into()) }) }]
+        vec![FeEffect::Done { op, id, result: Err(FeError::Timeout { last_error: Some("no answer in time".into()) }) }]
     );
     assert_eq!(fe.outstanding(), 0);
     assert_eq!(fe.next_wake_ms(), None);
@@ -101,7 +101,7 @@ fn busy_answers_back_off_exponentially_up_to_the_cap() {
     let t = FeTiming::default();
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = fe.request_id(op).expect("pending");
     fe.take_effects();
     let mut now = 0;
     for k in 1..=10u32 {

@@ -32,7 +32,10 @@ fn can_submit_and_submit_agree_at_the_window_edge() {
 
     // One more is refused at once, and sends nothing.
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    assert_eq!(fe.take_effects(), vec![FeEffect::Done { op, result: Err(FeError::TooManyOutstanding) }]);
+    assert_eq!(
+        fe.take_effects(),
+        vec![FeEffect::Done { op, id: rid_unnamed(fe.client_id(), op), result: Err(FeError::TooManyOutstanding) }]
+    );
     assert_eq!(fe.outstanding(), MAX_SESSION_RESPONSES);
 }
 
@@ -46,19 +49,29 @@ fn the_window_is_counted_from_the_oldest_outstanding_request() {
     fe.take_effects();
     // Every request but the oldest completes: the window does not move.
     for &op in &ops[1..] {
-        fe.on_reply(1, &mut rng, 1, response(rid(fe.client_id(), op), Ok(OpResult::Written { version: op })));
+        fe.on_reply(
+            1,
+            &mut rng,
+            1,
+            response(fe.request_id(op).expect("pending"), Ok(OpResult::Written { version: op })),
+        );
     }
     assert_eq!(fe.outstanding(), 1);
     assert!(!fe.can_submit(), "the oldest request still pins the window");
 
     // The oldest completes: room again.
-    fe.on_reply(2, &mut rng, 1, response(rid(fe.client_id(), ops[0]), Ok(OpResult::Written { version: 1 })));
+    fe.on_reply(
+        2,
+        &mut rng,
+        1,
+        response(fe.request_id(ops[0]).expect("pending"), Ok(OpResult::Written { version: 1 })),
+    );
     fe.take_effects();
     assert!(fe.can_submit());
     let op = fe.submit(3, &mut rng, put("k", "v"));
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(sent_request(e).map(|(_, r)| r.id), Some(rid(fe.client_id(), op))),
+        [e] => assert_eq!(sent_request(e).map(|(_, r)| r.id), Some(fe.request_id(op).expect("pending"))),
         other => panic!("expected the op to be sent, got {other:?}"),
     }
 }

@@ -26,7 +26,7 @@ fn logged(fx: &[pactdb_core::Effect]) -> Vec<Payload> {
 #[test]
 fn no_record_means_an_abort_is_logged_before_the_answer() {
     let mut h = Harness::two_groups();
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
 
     // Node 1 leads epoch 2 but has committed nothing in it: its log may not
     // hold every decision an earlier primary made, so it answers nothing
@@ -72,7 +72,7 @@ fn a_logged_decision_is_answered_at_once() {
     let (token, _) = h.client(node(1), commit(rid(9, 1), GROUP, e, txn(&[], &[(&a, "1"), (&b, "2")])));
     h.settle();
     h.take_reply(token);
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let fx = h.inject(node(1), node(3), PeerBody::GetDecision { group: OTHER, txn: id });
     assert_eq!(sends(&fx), vec![(3, PeerBody::DoCommit { group: OTHER, txn: id })]);
     assert_eq!(fx.len(), 1, "{fx:#?}");
@@ -84,7 +84,7 @@ fn a_participant_prepared_for_too_long_asks_and_is_released_by_the_answer() {
     let b = key_in(OTHER, "b");
     // A coordinator (node 1, group 0) that never decides: it sent
     // canCommit? and forgot (as if it crashed before logging anything).
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let part = part_of(&h, &txn(&[], &[(key_in(GROUP, "a").as_str(), "1"), (&b, "2")]), OTHER);
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part });
     h.settle();
@@ -110,7 +110,7 @@ fn a_participant_prepared_for_too_long_asks_and_is_released_by_the_answer() {
 #[test]
 fn a_status_query_without_a_record_records_an_abort_too() {
     let mut h = Harness::two_groups();
-    let id = TxnId { client: 9, seq: 7, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 7, home: GROUP };
     let e = h.view_of(node(1), GROUP).epoch;
     let status = |seq| request_to(rid(4, seq), GROUP, e, pactdb_core::state::op::Op::TxnStatus { txn: id });
     // A primary that has committed nothing of its epoch cannot answer yet.

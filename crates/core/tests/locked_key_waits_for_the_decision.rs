@@ -12,7 +12,7 @@ use pactdb_core::state::txn::TxnId;
 use pactdb_core::wire::PeerBody;
 
 fn prepare_b(h: &mut Harness, b: &str) -> TxnId {
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let part = part_of(h, &txn(&[], &[(key_in(GROUP, "a").as_str(), "1"), (b, "new")]), OTHER);
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part });
     h.settle();
@@ -59,7 +59,7 @@ fn a_read_of_a_key_only_checked_by_a_prepared_transaction_does_not_wait() {
     let mut h = Harness::two_groups();
     let b = key_in(OTHER, "b");
     let e = h.view_of(node(2), OTHER).epoch;
-    let id = TxnId { client: 9, seq: 1, home: GROUP };
+    let id = TxnId { client: 9, session: 0, seq: 1, home: GROUP };
     let part = part_of(&h, &txn(&[(&b, 0)], &[(key_in(GROUP, "a").as_str(), "1")]), OTHER);
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part });
     h.settle();

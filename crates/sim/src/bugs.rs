@@ -11,12 +11,13 @@ use pactdb_core::bugs::Bugs;
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
 /// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 18] = [
+const BUGS: [&str; 19] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
     "promote-without-cas",
     "skip-dedup",
+    "forget-evicted-session",
     "read-without-lease",
     "lease-checked-at-batch-start",
     "keep-divergent-suffix",
@@ -46,6 +47,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "ack-before-fsync" => bugs.ack_before_fsync = true,
         "promote-without-cas" => bugs.promote_without_cas = true,
         "skip-dedup" => bugs.skip_dedup = true,
+        "forget-evicted-session" => bugs.forget_evicted_session = true,
         "read-without-lease" => bugs.read_without_lease = true,
         "lease-checked-at-batch-start" => bugs.lease_checked_at_batch_start = true,
         "keep-divergent-suffix" => bugs.keep_divergent_suffix = true,

@@ -3,7 +3,9 @@
 //!
 //! It owns argument parsing, the thread pool over seeds and the report
 //! format. The output contract: every failing seed is printed with each
-//! violated property and the exact replay command, and the last line is
+//! violated property and the exact replay command, a `coverage:` line says
+//! how often the runs went through the rarely taken paths (snapshots,
+//! compaction, pipelined clients, session eviction), and the last line is
 //! `N passed, M failed`; the exit code is 0 exactly when nothing failed.
 
 use crate::bugs::{bug_names, parse_bug};
@@ -92,6 +94,7 @@ pub fn run_cli(args: SimArgs) -> i32 {
             "seed {seed}: {} events, {} simulated ms, {} ops ({} succeeded, {} transactions committed), {} dissenting answers, trace hash {:016x}",
             report.events, report.sim_ms, report.ops, report.ops_ok, report.txns_committed, report.dissents, report.trace_hash
         );
+        println!("{}", coverage_line(std::slice::from_ref(&report)));
         print_failure(&report, bug, mode);
         let failed = usize::from(!report.passed());
         println!("{} passed, {failed} failed", 1 - failed);
@@ -108,8 +111,34 @@ pub fn run_cli(args: SimArgs) -> i32 {
         reports.len(),
         reports.len() as f64 / secs.max(1e-9)
     );
+    println!("{}", coverage_line(&reports));
     println!("{} passed, {failed} failed", reports.len() - failed);
     i32::from(failed > 0)
+}
+
+/// One line of what the runs covered: each count summed over the runs, with
+/// how many runs reached it (so a change that quietly stops reaching a path
+/// shows as a zero).
+pub fn coverage_line(reports: &[RunReport]) -> String {
+    let total = reports.iter().fold(crate::sim::Coverage::default(), |a, r| a.add(&r.coverage));
+    let seeds = |f: fn(&crate::sim::Coverage) -> u64| reports.iter().filter(|r| f(&r.coverage) > 0).count();
+    format!(
+        "coverage: snapshots sent {} ({} seeds), installed {} ({} seeds); entries compacted {} ({} seeds); \
+         most requests in flight per client {} (pipelined in {} seeds); sessions evicted {} ({} seeds); \
+         SessionExpired answers {} ({} seeds)",
+        total.snapshots_sent,
+        seeds(|c| c.snapshots_sent),
+        total.snapshots_installed,
+        seeds(|c| c.snapshots_installed),
+        total.entries_compacted,
+        seeds(|c| c.entries_compacted),
+        total.max_in_flight,
+        seeds(|c| u64::from(c.max_in_flight > 1)),
+        total.sessions_evicted,
+        seeds(|c| c.sessions_evicted),
+        total.session_expired,
+        seeds(|c| c.session_expired),
+    )
 }
 
 /// The command that replays one seed.

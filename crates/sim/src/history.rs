@@ -302,7 +302,7 @@ mod tests {
         h.complete(g, 5, Outcome::Ok(OpResult::Value(None)));
         let put = |k: &str, v: &str| TxnWrite { key: k.into(), value: Some(v.into()) };
         let req = TxnRequest { writes: vec![put("a", "1"), put("b", "2")], ..Default::default() };
-        let id = |seq| TxnId { client: 9, seq, home: 0 };
+        let id = |seq| TxnId { client: 9, session: 0, seq, home: 0 };
         let committed = h.begin_txn(1, TxnKind::Transfer, id(1), vec![g], req.clone(), 10);
         let versions = vec![(b"a".to_vec(), 7), (b"b".to_vec(), 8)];
         h.complete_txn(committed, Some(20), TxnResult::Committed { versions });

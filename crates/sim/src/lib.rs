@@ -114,6 +114,19 @@
 //! does; its outcome is unknown only if that fails too. Some transfer
 //! clients crash just after they send a commit and come back as a new
 //! client, leaving the transaction to the cluster's presumed abort.
+//!
+//! Three knobs reach what a small healthy cluster never does, each on about
+//! a third of the seeds: replicas keep only 5 to 200 committed entries in
+//! memory (`log_retain_entries`), so logs are compacted and members that
+//! fall behind are caught up by snapshot; one or two pipelined clients keep
+//! 4 to 32 puts and gets in flight; and each group's session table holds
+//! fewer sessions than there are clients (`max_sessions`), so sessions are
+//! evicted while their clients still retry, and those retries are told
+//! `SessionExpired`. `RunReport::coverage` counts how often a run went
+//! through each path (snapshots sent and installed, entries compacted, most
+//! requests in flight, sessions evicted, `SessionExpired` answers), and
+//! `pactdb sim` prints the sums over all seeds, so a change that quietly
+//! stops reaching one shows.
 //! `--mode passive|active|mixed` narrows the groups to one mode (the
 //! default, mixed, draws each group's mode from the seed); the workload,
 //! transactions included, is the same in every mode. Active groups run
@@ -146,6 +159,9 @@
 //! * leadership: one primary and one view per epoch; no read without lease;
 //! * convergence: replicas agree at every applied index and at the end;
 //! * durability: no acknowledged write lost, nothing acked before fsync;
+//! * exactly-once: no client write's request id is committed at two indexes
+//!   of its group's log (noted as replicas commit, so it holds whatever
+//!   the clients were told);
 //! * linearizability per key (and exactly-once), with transactions' writes
 //!   fed in as writes: a committed one at the version its commit reported,
 //!   one of unknown outcome as indeterminate, an aborted one not at all (so
@@ -202,6 +218,6 @@ pub mod workload;
 
 pub use bugs::{bug_names, parse_bug};
 pub use check::Violation;
-pub use cli::{all_cores, describe_failures, run_cli, run_seeds, run_seeds_with, SeedOutcome, SimArgs};
+pub use cli::{all_cores, coverage_line, describe_failures, run_cli, run_seeds, run_seeds_with, SeedOutcome, SimArgs};
 pub use plan::{Shape, SimMode};
-pub use sim::{quiet_panics, run_seed, run_seed_with, RunReport, SimOptions};
+pub use sim::{quiet_panics, run_seed, run_seed_with, Coverage, RunReport, SimOptions};

@@ -3,8 +3,9 @@
 //! replica held for each epoch, the state digest at every applied index,
 //! which entry was committed at every index, the two-phase commit entries
 //! among them (prepares, resolutions, decisions, as first seen committed:
-//! entries compacted away later are noted already), and which reads were
-//! served.
+//! entries compacted away later are noted already), the index at which each
+//! client write request was committed (a request id committed at two
+//! indexes ran twice), and which reads were served.
 //!
 //! It owns these records and the cheap consistency checks that are best done
 //! as they are made (a digest or committed entry that differs from the one
@@ -18,8 +19,9 @@ use pactdb_core::log::{Entry, Payload};
 use pactdb_core::node::Node;
 use pactdb_core::replica::Role;
 use pactdb_core::state::kv::Write;
+use pactdb_core::state::op::Op;
 use pactdb_core::state::txn::TxnId;
-use pactdb_core::types::{Epoch, GroupId, Index, NodeId, View};
+use pactdb_core::types::{Epoch, GroupId, Index, NodeId, RequestId, View};
 use std::collections::{BTreeMap, HashMap};
 
 /// Most inconsistencies kept per kind; one is enough to fail a seed.
@@ -77,6 +79,17 @@ impl TxnEntry {
     }
 }
 
+/// The request id of a client write an entry carries: a passive primary's
+/// `Effects`, or an active group's sequenced write (not reads, and not
+/// commits, whose decisions the decision checker follows).
+fn write_id(e: &Entry) -> Option<RequestId> {
+    match &e.payload {
+        Payload::Effects { id, .. } => Some(*id),
+        Payload::Sequenced { id, op } if !op.is_read() && !matches!(op, Op::Commit(_)) => Some(*id),
+        _ => None,
+    }
+}
+
 /// A two-phase commit entry as first seen committed.
 #[derive(Clone, Debug)]
 pub struct TxnLogged {
@@ -120,6 +133,15 @@ pub struct Observations {
     pub commit_conflicts: Vec<String>,
     /// Every two-phase commit entry seen committed, by group and index.
     pub txn_log: BTreeMap<(GroupId, Index), TxnLogged>,
+    /// The index each client write (a passive `Effects` entry, or a
+    /// sequenced write) was seen committed at, by group and request id.
+    write_ids: HashMap<(GroupId, RequestId), Index>,
+    /// Request ids committed at two indexes of a group's log: run twice.
+    pub double_applies: Vec<String>,
+    /// Each group's eviction mark (`Sessions::evicted_upto`) as it grew:
+    /// when a replica of the group was first seen with it. A session
+    /// starting below it was forgotten by then.
+    pub eviction_marks: BTreeMap<GroupId, Vec<(Micros, Index)>>,
     pub reads: Vec<ReadServed>,
     /// Messages that vouched for state that was not yet durable.
     pub premature_acks: Vec<String>,
@@ -130,6 +152,12 @@ pub struct Observations {
 }
 
 impl Observations {
+    /// Whether group `g` had forgotten every session starting at `start`
+    /// by time `at` (its eviction mark was above the start).
+    pub fn session_forgotten(&self, g: GroupId, start: Index, at: Micros) -> bool {
+        self.eviction_marks.get(&g).is_some_and(|m| m.iter().any(|&(t, mark)| t <= at && start < mark))
+    }
+
     /// The highest index any replica of `group` was ever seen to commit.
     pub fn max_commit(&self, group: GroupId) -> Index {
         self.committed.get(&group).map_or(0, |c| c.len() as Index)
@@ -171,6 +199,11 @@ impl Observations {
                     }
                 }
             }
+            let mark = r.state().sessions.evicted_upto();
+            let marks = self.eviction_marks.entry(g).or_default();
+            if marks.last().is_none_or(|&(_, m)| m < mark) {
+                marks.push((at, mark));
+            }
             now.applied = r.applied_index();
             if now.applied != before.applied && self.faulty != Some(id) {
                 let digest = r.kv().digest();
@@ -196,6 +229,15 @@ impl Observations {
                     if let std::collections::btree_map::Entry::Vacant(slot) = self.txn_log.entry((g, i)) {
                         if let Some(entry) = r.log().get(i).and_then(TxnEntry::of) {
                             slot.insert(TxnLogged { entry, node: id, at });
+                        }
+                    }
+                    if let Some(rid) = r.log().get(i).and_then(write_id) {
+                        let first = *self.write_ids.entry((g, rid)).or_insert(i);
+                        if first != i && self.double_applies.len() < MAX_NOTES {
+                            self.double_applies.push(format!(
+                                "group {g}: request {rid:?} committed at index {first} and again at {i} \
+                                 (seen by node {id} at {at}us)"
+                            ));
                         }
                     }
                     let slot = i as usize - 1;

@@ -222,6 +222,14 @@ pub struct Plan {
     /// On some seeds, replicas keep few entries, so that a member that
     /// falls behind gets a snapshot, streamed in small (even tiny) chunks.
     pub snapshots: Option<SnapshotPlan>,
+    /// Clients that keep many requests in flight at once (pipelined), on
+    /// some seeds, and how many each keeps.
+    pub pipelined: usize,
+    pub pipeline_depth: usize,
+    /// Sessions each group's exactly-once table holds
+    /// (`NodeConfig::max_sessions`): below the number of clients on some
+    /// seeds, so that sessions are evicted while their clients still retry.
+    pub max_sessions: Option<usize>,
 }
 
 /// How a seed makes members take snapshots.
@@ -348,6 +356,11 @@ impl Plan {
             chunk_bytes: [256, 4096, 1 << 20][rng.gen_range(0..3)],
             bytes_per_sec: [0, 0, 50_000, 500_000][rng.gen_range(0..4)],
         });
+        // The coverage knobs, drawn after everything else.
+        let pipelined = if rng.gen_bool(0.35) { rng.gen_range(1..=2) } else { 0 };
+        let pipeline_depth = rng.gen_range(4..=32);
+        let total = clients + pipelined + bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
+        let max_sessions = rng.gen_bool(0.35).then(|| rng.gen_range((total / 2).max(1)..total));
         Plan {
             nodes,
             groups,
@@ -373,6 +386,9 @@ impl Plan {
             steps,
             isolation,
             snapshots,
+            pipelined,
+            pipeline_depth,
+            max_sessions,
         }
     }
 
@@ -446,6 +462,12 @@ impl Plan {
                 "logs keep {} entries, snapshots in chunks of {} bytes at {} bytes/s",
                 p.log_retain_entries, p.chunk_bytes, p.bytes_per_sec
             ));
+        }
+        if self.pipelined > 0 {
+            parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));
+        }
+        if let Some(n) = self.max_sessions {
+            parts.push(format!("session tables hold {n}"));
         }
         parts.push(format!(
             "drift {}ppm fsync {}..{}us reply loss {:.3} faults {}ms",

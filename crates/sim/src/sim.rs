@@ -22,7 +22,7 @@ use pactdb_core::log::Payload;
 use pactdb_core::node::{Checkpoint, Node, NodeConfig};
 use pactdb_core::replica::Role;
 use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Index, Mode, NodeAddrs, NodeId};
-use pactdb_core::wire::{ClientMsg, ClientReply, ConfigValue, PeerBody, PeerMsg, WalRecord};
+use pactdb_core::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, PeerBody, PeerMsg, WalRecord};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
@@ -91,6 +91,8 @@ pub struct RunReport {
     pub snapshot_chunks: usize,
     pub snapshot_chunks_refused: usize,
     pub snapshots_installed: usize,
+    /// Which rarely taken paths the run went through.
+    pub coverage: Coverage,
     /// The seed's cluster shape and fault mix.
     pub plan: String,
     /// Notable events (faults, phases); filled only for verbose runs.
@@ -100,6 +102,41 @@ pub struct RunReport {
 impl RunReport {
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+}
+
+/// How often a run went through the paths a small, healthy cluster rarely
+/// takes, so that a change that quietly stops reaching them shows (`pactdb
+/// sim` prints the sums over all seeds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// `InstallSnapshot` messages primaries sent.
+    pub snapshots_sent: u64,
+    /// Snapshots members installed (persisted).
+    pub snapshots_installed: u64,
+    /// Log entries compacted away: per group, the highest base index any
+    /// replica's in-memory log reached, summed over groups.
+    pub entries_compacted: u64,
+    /// The most requests one client had outstanding at once.
+    pub max_in_flight: u64,
+    /// Sessions evicted from the exactly-once tables: per group, the most
+    /// any replica counted, summed over groups.
+    pub sessions_evicted: u64,
+    /// Operations that ended with `SessionExpired`.
+    pub session_expired: u64,
+}
+
+impl Coverage {
+    /// The sums (and, for `max_in_flight`, the maximum) of two runs.
+    pub fn add(&self, o: &Coverage) -> Coverage {
+        Coverage {
+            snapshots_sent: self.snapshots_sent + o.snapshots_sent,
+            snapshots_installed: self.snapshots_installed + o.snapshots_installed,
+            entries_compacted: self.entries_compacted + o.entries_compacted,
+            max_in_flight: self.max_in_flight.max(o.max_in_flight),
+            sessions_evicted: self.sessions_evicted + o.sessions_evicted,
+            session_expired: self.session_expired + o.session_expired,
+        }
     }
 }
 
@@ -405,6 +442,9 @@ struct World {
     txn_crash_armed: Option<Micros>,
     /// The isolated primaries of `isolate_a_primary`, for the liveness check.
     isolations: Vec<Isolation>,
+    coverage: Coverage,
+    /// The highest base index of each group's in-memory log seen so far.
+    compacted: BTreeMap<GroupId, Index>,
 }
 
 impl World {
@@ -481,6 +521,8 @@ impl World {
             violations: Vec::new(),
             txn_crash_armed: None,
             isolations: Vec::new(),
+            coverage: Coverage::default(),
+            compacted: BTreeMap::new(),
         }
     }
 
@@ -534,6 +576,9 @@ impl World {
                 cfg.log_retain_entries = p.log_retain_entries;
                 cfg.snapshot_stream.chunk_bytes = p.chunk_bytes;
                 cfg.snapshot_stream.bytes_per_sec = p.bytes_per_sec;
+            }
+            if let Some(n) = self.plan.max_sessions {
+                cfg.max_sessions = n;
             }
             let slot = Slot {
                 cfg: cfg.clone(),
@@ -610,6 +655,8 @@ impl World {
             roles.extend((0..b.transfers).map(|_| ClientRole::Transfer { abandon_p: b.abandon_p }));
             roles.extend((0..b.auditors).map(|_| ClientRole::Audit));
         }
+        let depth = self.plan.pipeline_depth;
+        roles.extend((0..self.plan.pipelined).map(|_| ClientRole::Pipelined { keys: self.plan.keys, depth }));
         for (i, role) in roles.into_iter().enumerate() {
             let (nodes, cluster) = (self.plan.nodes.clone(), self.cluster.clone());
             let think_max_ms = match (&bank, &role) {
@@ -652,13 +699,14 @@ impl World {
         }
         let deadline = self.now + SETUP_DEADLINE_US;
         let setup = self.plan.clients;
+        let bank_clients = self.plan.bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
         while self.now < deadline && self.clients[setup].setting_up() && self.runaway.is_none() {
             self.run_for_ms(50);
         }
         let committed = self.history.txns.iter().any(|t| t.kind == TxnKind::Setup && t.outcome.is_committed());
         self.note(format!("bank set up: {committed}"));
         for i in 0..self.clients.len() {
-            let bank_client = i >= self.plan.clients;
+            let bank_client = (setup..setup + bank_clients).contains(&i);
             let c = &mut self.clients[i];
             if bank_client && !committed {
                 c.stopped = true;
@@ -796,6 +844,17 @@ impl World {
     }
 
     fn report(&mut self) -> RunReport {
+        let mut coverage = self.coverage;
+        coverage.entries_compacted = self.compacted.values().sum();
+        coverage.max_in_flight = self.clients.iter().map(|c| c.max_inflight as u64).max().unwrap_or(0);
+        let mut evicted: BTreeMap<GroupId, u64> = BTreeMap::new();
+        for slot in self.slots.values() {
+            for r in slot.node.iter().flat_map(|n| n.replicas()) {
+                let e = evicted.entry(r.group()).or_default();
+                *e = (*e).max(r.state().sessions.evicted());
+            }
+        }
+        coverage.sessions_evicted = evicted.values().sum();
         let txns = &self.history.txns;
         let txns_ok = txns.iter().filter(|t| t.outcome.is_committed() || t.outcome.told_not_committed()).count();
         let ops_ok = self.history.ops.iter().filter(|o| o.result().is_some()).count() + txns_ok;
@@ -814,6 +873,7 @@ impl World {
             snapshot_chunks: self.snapshot_chunks,
             snapshot_chunks_refused: self.snapshot_chunks_refused,
             snapshots_installed: self.snapshots_installed,
+            coverage,
             plan: self.plan.summary(),
             timeline: std::mem::take(&mut self.timeline),
         }
@@ -1071,6 +1131,7 @@ impl World {
                     self.hash(&[lsn]);
                     if matches!(record, WalRecord::SnapshotInstalled { .. }) {
                         self.snapshots_installed += 1;
+                        self.coverage.snapshots_installed += 1;
                     }
                     let slot = self.slots.get_mut(&id).expect("slot");
                     slot.disk.append(lsn, record);
@@ -1114,6 +1175,10 @@ impl World {
         }
         let node = self.slots[&id].node.as_ref().expect("live");
         self.obs.after_step(self.now, node);
+        for r in node.replicas() {
+            let base = self.compacted.entry(r.group()).or_default();
+            *base = (*base).max(r.log().base_index());
+        }
         if self.verbose {
             let after = self.roles(id);
             for a in after.iter().filter(|a| !before.contains(a)) {
@@ -1233,6 +1298,11 @@ impl World {
 
     fn send_peer(&mut self, from: NodeId, to: NodeId, msg: PeerMsg) {
         self.hash(&[from, to, body_tag(&msg.body)]);
+        // A stream's first chunk: a snapshot sent (resent after a restart
+        // of the stream too).
+        if let PeerBody::SnapshotChunk { offset: 0, .. } = &msg.body {
+            self.coverage.snapshots_sent += 1;
+        }
         if let PeerBody::Accept { value: ConfigValue::View(v), .. } = &msg.body {
             self.obs.note_proposed(v);
         }
@@ -1322,8 +1392,11 @@ impl World {
                     pactdb_core::fe::FeEffect::Send { to, msg } => self.client_send(client, to, msg),
                     pactdb_core::fe::FeEffect::FetchViews { to } => self.client_send(client, to, ClientMsg::GetViews),
                     pactdb_core::fe::FeEffect::Dissent { members, .. } => self.dissents += members.len(),
-                    pactdb_core::fe::FeEffect::Done { op, result } => {
-                        self.clients[client].on_done(now, op, result, &mut self.history);
+                    pactdb_core::fe::FeEffect::Done { op, id, result } => {
+                        if let Err(pactdb_core::fe::FeError::Refused(ClientError::SessionExpired)) = &result {
+                            self.coverage.session_expired += 1;
+                        }
+                        self.clients[client].on_done(now, op, id, result, &mut self.history);
                     }
                 }
             }

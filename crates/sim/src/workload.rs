@@ -10,7 +10,9 @@
 //! transaction; the first transfer client first runs the setup that creates
 //! every account. A commit that times out is looked up with a status query,
 //! as the client library does. Some transfer clients crash right after they
-//! send a commit, leaving its fate to the cluster.
+//! send a commit, leaving its fate to the cluster. Pipelined clients keep
+//! many single-key operations in flight at once, as a loaded connection
+//! does, which fills the session table's per-client window.
 //!
 //! A client owns the choice of operations and the recording of invocations
 //! and outcomes in the history. It never looks at replica state, only at
@@ -48,6 +50,10 @@ pub enum ClientRole {
     Transfer { abandon_p: f64 },
     /// Audits of every account.
     Audit,
+    /// Puts and gets on keys of its own (`p{client}-{n}`, at least `keys`
+    /// and about one per request in flight), keeping up to `depth` of them
+    /// in flight at once.
+    Pipelined { keys: usize, depth: usize },
 }
 
 /// The front-end operation in flight, and what it is for.
@@ -101,6 +107,11 @@ pub struct Client {
     think_max_us: Micros,
     /// The version this client last saw for each key; CAS expects it.
     last_version: BTreeMap<Key, u64>,
+    /// A pipelined client's operations in flight, with their positions in
+    /// `History::ops`.
+    inflight: BTreeMap<OpId, usize>,
+    /// The most requests this client's front end ever had outstanding.
+    pub max_inflight: usize,
     /// No new operations once the run is winding down.
     pub stopped: bool,
 }
@@ -134,6 +145,8 @@ impl Client {
             issued: 0,
             think_max_us: think_max_ms * 1_000,
             last_version: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            max_inflight: 0,
             stopped: false,
         }
     }
@@ -155,7 +168,7 @@ impl Client {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.current.is_none()
+        self.current.is_none() && self.inflight.is_empty()
     }
 
     /// When this client next has something to do without hearing from the
@@ -163,8 +176,13 @@ impl Client {
     /// to send, its crash. `None` if nothing (a reply may still wake it).
     pub fn next_due(&self) -> Option<Micros> {
         let fe = self.fe.next_wake_ms().map(|ms| ms * 1_000);
+        let full = match self.role {
+            ClientRole::Pipelined { depth, .. } => self.inflight.len() >= depth,
+            _ => false,
+        };
         let start = match (self.current, self.ask_status, self.stopped) {
             (Some(_), _, _) => None,
+            _ if full => None,
             (None, Some(_), _) => Some(0),
             (None, None, false) => Some(self.next_op_at).filter(|&t| t != Micros::MAX),
             (None, None, true) => None,
@@ -177,6 +195,9 @@ impl Client {
     pub fn maybe_start(&mut self, now: Micros, history: &mut History) {
         if self.abandon_at.is_some_and(|at| now >= at) {
             self.crash(now, history);
+        }
+        if let ClientRole::Pipelined { keys, depth } = self.role {
+            return self.fill_pipeline(now, history, keys, depth);
         }
         if self.current.is_some() {
             return;
@@ -213,6 +234,24 @@ impl Client {
         }
     }
 
+    /// A pipelined client sends operations until `depth` are in flight (or
+    /// its front end's exactly-once window is full).
+    fn fill_pipeline(&mut self, now: Micros, history: &mut History, keys: usize, depth: usize) {
+        if self.stopped || now < self.next_op_at {
+            return;
+        }
+        while self.inflight.len() < depth && self.fe.can_submit() {
+            // Keys of its own, about one per request in flight: the
+            // linearizability search stays small however deep the pipeline.
+            let key: Key = format!("p{}-{}", self.index, self.rng.gen_range(0..keys.max(depth))).into_bytes();
+            let op = if self.rng.gen_bool(0.7) { Op::Put { key, value: self.value("") } } else { Op::Get { key } };
+            let hid = history.invoke(self.index, op.clone(), now);
+            let fid = self.fe.submit(now / 1_000, &mut self.rng, op);
+            self.inflight.insert(fid, hid);
+            self.max_inflight = self.max_inflight.max(self.fe.outstanding());
+        }
+    }
+
     /// The transaction this client starts next, if it runs one.
     fn next_task(&mut self) -> Option<TxnTask> {
         let task = |kind, to_read: Vec<Key>| Some(TxnTask { kind, to_read: to_read.into(), reads: Vec::new() });
@@ -220,7 +259,7 @@ impl Client {
             return task(TxnKind::Setup, Vec::new());
         }
         match self.role {
-            ClientRole::Register { .. } => None,
+            ClientRole::Register { .. } | ClientRole::Pipelined { .. } => None,
             ClientRole::Transfer { .. } => {
                 let n = self.accounts.len();
                 let a = self.rng.gen_range(0..n);
@@ -245,6 +284,7 @@ impl Client {
         let hid = history.invoke(self.index, op.clone(), now);
         let fid = self.fe.submit(now / 1_000, &mut self.rng, op);
         self.current = Some((fid, Step::Single(hid)));
+        self.max_inflight = self.max_inflight.max(self.fe.outstanding());
     }
 
     fn choose(&mut self) -> Op {
@@ -341,7 +381,13 @@ impl Client {
     fn send_commit(&mut self, now: Micros, history: &mut History, kind: TxnKind, reads: Vec<usize>, req: TxnRequest) {
         let home = self.cluster.group_of(req.home_key().expect("a transaction touches a key"));
         let fid = self.fe.submit(now / 1_000, &mut self.rng, Op::Commit(req.clone()));
-        let txn = TxnId::new(RequestId { client: self.fe.client_id(), seq: fid }, home);
+        // The id is final once the group named the session (see `on_done`).
+        let id = self.fe.request_id(fid).unwrap_or(RequestId {
+            client: self.fe.client_id(),
+            session: RequestId::NO_SESSION,
+            seq: fid,
+        });
+        let txn = TxnId::new(id, home);
         let tid = history.begin_txn(self.index, kind, txn, reads, req, now);
         self.current = Some((fid, Step::Commit(tid)));
         if let ClientRole::Transfer { abandon_p } = self.role {
@@ -356,7 +402,12 @@ impl Client {
     /// client id) that knows nothing of it.
     fn crash(&mut self, now: Micros, history: &mut History) {
         self.abandon_at = None;
-        if let Some((_, Step::Commit(tid) | Step::Status(tid))) = self.current.take() {
+        if let Some((fid, step @ (Step::Commit(tid) | Step::Status(tid)))) = self.current.take() {
+            if let (Step::Commit(_), Some(id)) = (step, self.fe.request_id(fid)) {
+                // The commit went out under this id (or never ran, if its
+                // session was still unnamed).
+                history.txns[tid].txn = TxnId::new(id, history.txns[tid].txn.home);
+            }
             history.complete_txn(tid, None, TxnResult::Abandoned);
         }
         self.ask_status = None;
@@ -372,12 +423,32 @@ impl Client {
 
     /// The front end finished operation `op`. Returns false if it was not
     /// the one in flight (a stale completion the client ignores).
-    pub fn on_done(&mut self, now: Micros, op: OpId, result: Result<OpResult, FeError>, history: &mut History) -> bool {
+    pub fn on_done(
+        &mut self,
+        now: Micros,
+        op: OpId,
+        id: RequestId,
+        result: Result<OpResult, FeError>,
+        history: &mut History,
+    ) -> bool {
+        if let Some(hid) = self.inflight.remove(&op) {
+            let outcome = match result {
+                Ok(r) => Outcome::Ok(r),
+                Err(e) if e.never_ran() => Outcome::Refused(e.to_string()),
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            history.complete(hid, now, outcome);
+            return true;
+        }
         let Some((fid, step)) = self.current else { return false };
         if fid != op {
             return false;
         }
         self.current = None;
+        if let Step::Commit(tid) = step {
+            // The transaction is named by the id its commit went out under.
+            history.txns[tid].txn = TxnId::new(id, history.txns[tid].txn.home);
+        }
         match step {
             Step::Single(hid) => self.single_done(now, hid, result, history),
             Step::Commit(tid) => match result {

@@ -7,7 +7,7 @@
 //! `PACTDB_SIM_SEEDS` raises the number of clean seeds for a longer run.
 
 use pactdb_core::bugs::Bugs;
-use pactdb_sim::{all_cores, bug_names, describe_failures, parse_bug, run_seed, run_seeds, RunReport};
+use pactdb_sim::{all_cores, bug_names, coverage_line, describe_failures, parse_bug, run_seed, run_seeds, RunReport};
 
 #[test]
 fn clean_runs_of_the_full_fault_mix_pass() {
@@ -36,6 +36,27 @@ fn clean_runs_of_the_full_fault_mix_pass() {
     assert!(installed > 0 && chunks > installed, "{chunks} chunks made {installed} snapshots");
 }
 
+/// The runs reach the paths a small healthy cluster rarely takes: logs
+/// compacted and members caught up by snapshot, clients with many requests
+/// in flight, sessions evicted from the exactly-once tables and retries told
+/// `SessionExpired`. Each is switched on by a share of the seeds, so a few
+/// dozen seeds reach all of them; a change that quietly stops reaching one
+/// fails here.
+#[test]
+fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
+    let reports = run_seeds(0, 40, Bugs::default(), all_cores(), false, |_| {});
+    let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
+    assert!(failed.is_empty(), "{}", describe_failures(&failed));
+    let line = coverage_line(&reports);
+    let reached = |f: fn(&pactdb_sim::Coverage) -> u64| reports.iter().filter(|r| f(&r.coverage) > 0).count();
+    assert!(reached(|c| c.snapshots_sent) > 0, "{line}");
+    assert!(reached(|c| c.snapshots_installed) > 0, "{line}");
+    assert!(reached(|c| c.entries_compacted) > 0, "{line}");
+    assert!(reached(|c| u64::from(c.max_in_flight >= 4)) > 0, "{line}");
+    assert!(reached(|c| c.sessions_evicted) > 0, "{line}");
+    assert!(reached(|c| c.session_expired) > 0, "{line}");
+}
+
 /// The property each bug breaks: the checker meant for it must catch it,
 /// not merely some other failure (a run cut short as "bounded work", or a
 /// checker that trips on a side effect).
@@ -60,6 +81,9 @@ fn meant_for(bug: &str) -> &'static str {
         "lease-checked-at-batch-start" => "no read without lease",
         // Members answer a retried read from two executions.
         "rerun-retried-read" => "agreement",
+        // A retry whose session was evicted runs again: its request id is
+        // committed twice.
+        "forget-evicted-session" => "exactly-once",
         // A participant that voted no (or never prepared) is missing.
         "commit-without-all-votes" => "atomicity",
         // A participant applies a decision before it is committed.

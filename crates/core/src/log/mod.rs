@@ -106,7 +106,7 @@ mod tests {
     use crate::types::RequestId;
 
     fn e(epoch: Epoch, index: Index) -> Entry {
-        let id = RequestId { client: 1, seq: index };
+        let id = RequestId { client: 1, session: 0, seq: index };
         Entry {
             epoch,
             index,

@@ -46,7 +46,16 @@ impl Replica {
                 return;
             }
         }
-        match self.state.sessions.lookup(req.id) {
+        if req.id.session == RequestId::NO_SESSION {
+            // The sequencer names a start; members stay silent.
+            return;
+        }
+        let known = if self.bugs.forget_evicted_session {
+            self.state.sessions.lookup_remembered(req.id)
+        } else {
+            self.state.sessions.lookup(req.id)
+        };
+        match known {
             Dedup::Done(r) => {
                 let result = Ok(r.clone());
                 ctx.out.reply(token, ClientReply::Response { id: req.id, result });

@@ -345,7 +345,7 @@ impl Replica {
     /// of a transaction with other contents (finished, being decided, or
     /// being sequenced).
     pub(super) fn reuses_txn_id(&self, id: RequestId, digest: u64) -> bool {
-        if let Dedup::Done(d) = self.state.commit_digests.lookup(id) {
+        if let Dedup::Done(d) = self.state.commit_digests.lookup_remembered(id) {
             return *d != digest;
         }
         let Some(&index) = self.pending_ids.get(&id) else { return false };
@@ -425,11 +425,20 @@ impl Replica {
         }
         match self.state.sessions.lookup(txn.request_id()) {
             Dedup::Done(OpResult::Txn(o)) => return send_decision(ctx, from, group, txn, o.is_committed()),
-            // The id answered something that is not a transaction, or was
-            // forgotten: no participant can hold a live prepare of it.
-            Dedup::Done(_) | Dedup::Expired => return,
+            // The id answered something that is not a transaction: no
+            // participant can hold a live prepare of it.
+            Dedup::Done(_) => return,
             Dedup::New => {}
+            // Its session was forgotten. A decision stays in `decisions`
+            // until every participant applied it, so a participant still
+            // prepared proves none was logged; and the transaction can
+            // never commit now (its commit would be told `SessionExpired`).
+            // Unless it is being decided right now, the answer is abort,
+            // with no tombstone to log (logging one each time its record
+            // was evicted again decided it twice; found by the simulator).
+            Dedup::Expired => {}
         }
+        let expired = matches!(self.state.sessions.lookup(txn.request_id()), Dedup::Expired);
         let asker = Asker::Participant { node: from, group };
         if self.pending_ids.contains_key(&txn.request_id()) || self.coordinator.collecting.contains_key(&txn) {
             // The decision is being logged, or still being made.
@@ -438,6 +447,9 @@ impl Replica {
                 askers.push(asker);
             }
             return;
+        }
+        if expired {
+            return send_decision(ctx, from, group, txn, false);
         }
         self.presume_abort(ctx, txn, asker);
     }

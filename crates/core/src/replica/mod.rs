@@ -235,6 +235,8 @@ pub struct Replica {
     streaming: SnapshotStreaming,
     /// Backup or joining: the one snapshot stream it is taking, if any.
     incoming: Option<Box<Partial>>,
+    /// The bound of the client session table (`NodeConfig::max_sessions`).
+    max_sessions: usize,
     view: Option<View>,
     /// The epoch this incarnation won as leader, if any.
     led_epoch: Option<Epoch>,
@@ -336,6 +338,7 @@ impl Replica {
         timing: ReplicaTiming,
         txn_timing: TxnTiming,
         retain_entries: u64,
+        max_sessions: usize,
         bugs: Bugs,
     ) -> Replica {
         Replica {
@@ -347,6 +350,7 @@ impl Replica {
             retain_entries: retain_entries.max(1),
             streaming: SnapshotStreaming::default(),
             incoming: None,
+            max_sessions: max_sessions.clamp(1, crate::limits::MAX_SESSIONS),
             view: None,
             led_epoch: None,
             amnesiac: false,
@@ -694,7 +698,7 @@ impl Replica {
     /// Applies the next entry to the state machine and says what it did.
     fn apply_entry(&mut self, e: &Entry) -> Applied {
         assert_eq!(e.index, self.applied_index + 1, "entries are applied in order");
-        let applied = self.state.apply(e, &self.bugs, self.group);
+        let applied = self.state.apply(e, &self.bugs, self.group, self.max_sessions);
         self.applied_index = e.index;
         applied
     }

@@ -153,9 +153,9 @@ impl Replica {
             self.participant.vote_waiters.entry(txn).or_default().push(from);
             return;
         }
-        match self.state.resolved.lookup(txn.request_id()) {
+        match self.state.resolved_vote(txn) {
             Dedup::Done(v) => return send_vote(ctx, v.clone()),
-            Dedup::Expired => return send_vote(ctx, refused("the transaction finished too long ago")),
+            Dedup::Expired => return send_vote(ctx, Vote::No { reason: AbortReason::SessionExpired }),
             Dedup::New => {}
         }
         let view = self.view.as_ref().expect("primary has a view");
@@ -259,13 +259,16 @@ impl Replica {
             self.append_own(ctx, Payload::Resolve { txn, commit, writes });
             return;
         }
-        match self.state.resolved.lookup(txn.request_id()) {
+        match self.state.resolved_vote(txn) {
             // Resolved already (a retry, or a new coordinator repeating it).
-            Dedup::Done(_) | Dedup::Expired => ack(ctx),
-            Dedup::New if self.participant.preparing.contains_key(&txn) => {
+            Dedup::Done(_) => ack(ctx),
+            _ if self.participant.preparing.contains_key(&txn) => {
                 // The prepare is not applied here yet (this primary
                 // inherited it): the coordinator repeats the decision.
             }
+            // Resolved and forgotten: a commit needs this group's yes, and
+            // a part voted yes stays prepared until it resolves.
+            Dedup::Expired => ack(ctx),
             // Never prepared here (its canCommit? was lost, or it voted
             // no): an abort has nothing to undo.
             Dedup::New if !commit => ack(ctx),

@@ -9,8 +9,9 @@
 //! the coordinator.
 //!
 //! It must never run a request twice: a request id already executed or
-//! pending never reaches `execute_passive`, `sequence` or the coordinator
-//! again.
+//! pending, or one the session table may have forgotten (`SessionExpired`),
+//! never reaches `execute_passive`, `sequence` or the coordinator again; nor
+//! does a request that names no session yet (`OpenSession`).
 
 use super::{Ctx, Replica};
 use crate::io::{ClientToken, Outbox};
@@ -72,8 +73,19 @@ impl Replica {
                 return reply(ctx.out, Err(ClientError::Malformed { reason }));
             }
         }
+        if id.session == RequestId::NO_SESSION {
+            // Whatever runs is recorded under its session, so a request must
+            // name one first: any index this group applied is a start below
+            // every index the client's requests will be applied at.
+            return reply(ctx.out, Err(ClientError::OpenSession { start: self.applied_index }));
+        }
         if !self.bugs.skip_dedup {
-            match self.state.sessions.lookup(id) {
+            let known = if self.bugs.forget_evicted_session {
+                self.state.sessions.lookup_remembered(id)
+            } else {
+                self.state.sessions.lookup(id)
+            };
+            match known {
                 Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
                 Dedup::Expired => return reply(ctx.out, Err(ClientError::SessionExpired)),
                 Dedup::New => {}

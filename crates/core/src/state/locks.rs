@@ -86,7 +86,7 @@ mod tests {
     use super::*;
 
     fn t(seq: u64) -> TxnId {
-        TxnId { client: 1, seq, home: 0 }
+        TxnId { client: 1, session: 0, seq, home: 0 }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod stream;
 pub mod txn;
 
 use crate::bugs::Bugs;
-use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS};
+use crate::limits::{MAX_LOCKED_KEYS, MAX_PREPARED_TXNS, MAX_SESSIONS};
 use crate::log::{Entry, Payload};
 use crate::types::{Epoch, GroupId, Index, RequestId};
 use kv::{Key, KvStore, Versioned, Write};
@@ -43,13 +43,21 @@ pub struct StateMachine {
     /// Participant: transactions prepared here and not yet resolved.
     pub prepared: BTreeMap<TxnId, Prepared>,
     /// Participant: the final vote of every transaction resolved here
-    /// (`Yes` if it committed), by transaction id, so that a late or
-    /// repeated `canCommit?` never prepares a finished transaction again.
-    pub resolved: Sessions<Vote>,
+    /// (`Yes` if it committed), by home group and transaction id, so that a
+    /// late or repeated `canCommit?` never prepares a finished transaction
+    /// again, nor a late decision applies it twice. One table per home group
+    /// (at most `MAX_GROUPS`), each of at most `max_sessions` sessions: a
+    /// transaction id's session start is an index of its home group, and a
+    /// table forgets by the starts it evicted (`Sessions::foreign`), so a
+    /// transaction it may have forgotten is `Expired`, never `New`.
+    pub resolved: BTreeMap<GroupId, Sessions<Vote>>,
     /// Coordinator: decisions not yet acknowledged by every participant.
     pub decisions: BTreeMap<TxnId, Decision>,
     /// Coordinator: the digest of every recent commit request, by id, so a
-    /// commit that reuses an id with other contents is told so.
+    /// commit that reuses an id with other contents is told so. A digest it
+    /// forgot only loses that guard: whether a commit runs is the client
+    /// session table's to say (`sessions`, which never takes a forgotten
+    /// request for new).
     pub commit_digests: Sessions<u64>,
 }
 
@@ -77,15 +85,16 @@ impl StateMachine {
     /// state; the two-phase commit entries are deterministic steps.
     /// `bugs.diverge_state` makes this member's state silently go wrong.
     /// `group` is the group this state belongs to (its transactions' home
-    /// or not).
-    pub fn apply(&mut self, e: &Entry, bugs: &Bugs, group: GroupId) -> Applied {
+    /// or not); the client session table keeps at most `max_sessions`
+    /// sessions (see `Sessions::record`).
+    pub fn apply(&mut self, e: &Entry, bugs: &Bugs, group: GroupId, max_sessions: usize) -> Applied {
         match &e.payload {
             Payload::Noop => Applied::Nothing,
             Payload::Effects { id, response, writes } => {
                 for w in writes {
                     self.kv.apply(w);
                 }
-                self.sessions.record(*id, e.index, response.clone());
+                self.sessions.record(*id, e.index, response.clone(), max_sessions);
                 Applied::Answered { id: *id, response: response.clone() }
             }
             Payload::Sequenced { id, op } => {
@@ -95,7 +104,7 @@ impl StateMachine {
                 let txn = TxnId::new(*id, 0);
                 let (response, mut writes) = execute(op, e.index, txn, &*self);
                 if let Op::Commit(req) = op {
-                    self.commit_digests.record(*id, e.index, req.digest());
+                    self.commit_digests.record(*id, e.index, req.digest(), MAX_SESSIONS);
                 }
                 if bugs.diverge_state {
                     for w in writes.iter_mut() {
@@ -112,7 +121,7 @@ impl StateMachine {
                 // end would see healthy members answer the same request
                 // differently (one from each execution).
                 if !(bugs.rerun_retried_read && op.is_read()) {
-                    self.sessions.record(*id, e.index, response.clone());
+                    self.sessions.record(*id, e.index, response.clone(), max_sessions);
                 }
                 Applied::Answered { id: *id, response }
             }
@@ -121,16 +130,16 @@ impl StateMachine {
                 Applied::Voted { txn: *txn, vote }
             }
             Payload::Resolve { txn, commit, writes } => {
-                self.resolve(*txn, *commit, writes, e.index, true);
+                self.resolve(*txn, *commit, writes, e.index, Some(max_sessions));
                 Applied::Resolved { txn: *txn }
             }
             Payload::Decide { txn, commit, participants, outcome, writes, digest } => {
                 // Copied once, for the record; whoever answers a client
                 // copies it from the entry (only a primary or an awaited
                 // member does).
-                self.sessions.record(txn.request_id(), e.index, OpResult::Txn(outcome.clone()));
+                self.sessions.record(txn.request_id(), e.index, OpResult::Txn(outcome.clone()), max_sessions);
                 if *digest != 0 {
-                    self.commit_digests.record(txn.request_id(), e.index, *digest);
+                    self.commit_digests.record(txn.request_id(), e.index, *digest, MAX_SESSIONS);
                 }
                 if !participants.is_empty() {
                     self.decisions.insert(*txn, Decision { commit: *commit, participants: participants.clone() });
@@ -139,7 +148,7 @@ impl StateMachine {
                 // with the decision itself. The session record above is what
                 // keeps a late `canCommit?` from preparing it again here
                 // (see `prepare`), so no vote is remembered apart.
-                self.resolve(*txn, *commit, writes, e.index, false);
+                self.resolve(*txn, *commit, writes, e.index, None);
                 Applied::Decided { txn: *txn }
             }
             Payload::Ended { txns } => {
@@ -162,14 +171,18 @@ impl StateMachine {
                 no("the transaction id was reused with other contents")
             };
         }
-        match self.resolved.lookup(txn.request_id()) {
+        match self.resolved_vote(txn) {
             Dedup::Done(v) => return v.clone(),
-            Dedup::Expired => return no("the transaction finished too long ago to be prepared again"),
+            Dedup::Expired => return Vote::No { reason: AbortReason::SessionExpired },
             Dedup::New => {}
         }
         // In the home group the decision itself is the record: a transaction
         // decided here is never prepared again.
         let decided = if txn.home == group { self.sessions.lookup(txn.request_id()) } else { Dedup::New };
+        if let Dedup::Expired = decided {
+            // Its decision may have been recorded and forgotten.
+            return Vote::No { reason: AbortReason::SessionExpired };
+        }
         if let Dedup::Done(OpResult::Txn(outcome)) = decided {
             return match outcome {
                 TxnOutcome::Committed { versions, reads } => {
@@ -217,9 +230,19 @@ impl StateMachine {
     /// a prepared part releases its locks, and the final vote is remembered
     /// (so a late `canCommit?` cannot prepare the transaction again). A
     /// decision already applied here is not applied twice.
-    fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index, remember: bool) {
+    fn resolve(&mut self, txn: TxnId, commit: bool, writes: &[Write], index: Index, remember: Option<usize>) {
         let prepared = self.prepared.remove(&txn);
-        let first = prepared.is_some() || matches!(self.resolved.lookup(txn.request_id()), Dedup::New);
+        // A participant's late decision for what it may have resolved and
+        // forgotten applies nothing (a commit needs its yes, so it held the
+        // transaction prepared until it resolved it). The home group's own
+        // decision is logged once (its client session table sees to that),
+        // so there only a remembered resolution means "applied already".
+        let first = prepared.is_some()
+            || match self.resolved_vote(txn) {
+                Dedup::New => true,
+                Dedup::Expired => remember.is_none(),
+                Dedup::Done(_) => false,
+            };
         if let Some(p) = &prepared {
             for (key, _) in p.part.locks() {
                 self.locks.unlock(key, txn);
@@ -230,8 +253,18 @@ impl StateMachine {
                 self.kv.apply(w);
             }
         }
-        if first && remember {
-            self.resolved.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()));
+        if let Some(max_sessions) = remember.filter(|_| first) {
+            let table = self.resolved.entry(txn.home).or_insert_with(Sessions::foreign);
+            table.record(txn.request_id(), index, final_vote(commit, prepared.as_ref()), max_sessions);
+        }
+    }
+
+    /// What this participant remembers of `txn`'s resolution: its final
+    /// vote, `Expired` if it may have resolved it and forgotten, or `New`.
+    pub fn resolved_vote(&self, txn: TxnId) -> Dedup<'_, Vote> {
+        match self.resolved.get(&txn.home) {
+            Some(table) => table.lookup(txn.request_id()),
+            None => Dedup::New,
         }
     }
 
@@ -280,5 +313,67 @@ impl Snapshot {
     /// carries matches one computed from its contents.
     pub fn is_intact(&self) -> bool {
         self.state.kv.digest() == self.state.kv.recompute_digest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txn::TxnWrite;
+
+    /// Group 1, a participant of transactions whose home is group 0.
+    const HERE: GroupId = 1;
+
+    fn txn(client: u64, session: Index) -> TxnId {
+        TxnId { client, session, seq: 1, home: 0 }
+    }
+
+    /// A part writing `b` = "v" in this group.
+    fn part() -> Arc<TxnPart> {
+        let writes = vec![TxnWrite { key: b"b".to_vec(), value: Some(b"v".to_vec()) }];
+        Arc::new(TxnPart { checks: Vec::new(), writes, reads: Vec::new(), digest: 5 })
+    }
+
+    fn entry(index: Index, payload: Payload) -> Entry {
+        Entry { epoch: 1, index, payload }
+    }
+
+    /// Prepares and commits `txn` at `index` and `index + 1`.
+    fn prepare_and_commit(s: &mut StateMachine, t: TxnId, index: Index, max_sessions: usize) {
+        let applied =
+            s.apply(&entry(index, Payload::Prepare { txn: t, part: part() }), &Bugs::default(), HERE, max_sessions);
+        assert!(matches!(applied, Applied::Voted { vote: Vote::Yes { .. }, .. }), "{applied:?}");
+        let writes = s.prepared_writes(t).expect("prepared");
+        s.apply(
+            &entry(index + 1, Payload::Resolve { txn: t, commit: true, writes }),
+            &Bugs::default(),
+            HERE,
+            max_sessions,
+        );
+    }
+
+    #[test]
+    fn a_participant_never_prepares_or_applies_again_a_transaction_it_forgot() {
+        let mut s = StateMachine::default();
+        // Room for one session per home group: the second transaction's
+        // session evicts the first's, which started at home index 50.
+        prepare_and_commit(&mut s, txn(1, 50), 1, 1);
+        prepare_and_commit(&mut s, txn(2, 40), 3, 1);
+        assert_eq!(s.kv.get(b"b").map(|v| v.version), Some(3));
+        assert_eq!(s.resolved_vote(txn(1, 50)), Dedup::Expired);
+        // A late canCommit? for it is refused, and takes no lock.
+        let late = Payload::Prepare { txn: txn(1, 50), part: part() };
+        let applied = s.apply(&entry(5, late), &Bugs::default(), HERE, 1);
+        let refused = Vote::No { reason: AbortReason::SessionExpired };
+        assert_eq!(applied, Applied::Voted { txn: txn(1, 50), vote: refused });
+        assert!(s.prepared.is_empty() && s.locks.is_empty());
+        // A late decision applies nothing.
+        let writes = vec![Write::Put { key: b"b".to_vec(), value: b"v".to_vec(), version: 6 }];
+        s.apply(&entry(6, Payload::Resolve { txn: txn(1, 50), commit: true, writes }), &Bugs::default(), HERE, 1);
+        assert_eq!(s.kv.get(b"b").map(|v| v.version), Some(3), "the late decision applied nothing");
+        // A session that starts after the one evicted cannot have been
+        // forgotten: its transaction prepares.
+        prepare_and_commit(&mut s, txn(3, 51), 7, 1);
+        assert_eq!(s.kv.get(b"b").map(|v| v.version), Some(7));
     }
 }

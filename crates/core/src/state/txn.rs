@@ -21,27 +21,29 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TxnId {
     pub client: u64,
+    /// The session of the commit's request id (see `RequestId::session`).
+    pub session: Index,
     pub seq: u64,
     pub home: GroupId,
 }
 
 impl TxnId {
     pub fn new(id: RequestId, home: GroupId) -> TxnId {
-        TxnId { client: id.client, seq: id.seq, home }
+        TxnId { client: id.client, session: id.session, seq: id.seq, home }
     }
 
     /// The request id of the client's commit, under which the coordinator
     /// records the outcome.
     pub fn request_id(&self) -> RequestId {
-        RequestId { client: self.client, seq: self.seq }
+        RequestId { client: self.client, session: self.session, seq: self.seq }
     }
 }
 
 impl std::fmt::Display for TxnId {
-    /// `CLIENT-SEQ@HOME`, with the client id in hex: what the CLI prints and
-    /// `TxnId::from_str` reads back.
+    /// `CLIENT-SESSION-SEQ@HOME`, with the client id in hex: what the CLI
+    /// prints and `TxnId::from_str` reads back.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}-{}@{}", self.client, self.seq, self.home)
+        write!(f, "{:016x}-{}-{}@{}", self.client, self.session, self.seq, self.home)
     }
 }
 
@@ -49,11 +51,15 @@ impl std::str::FromStr for TxnId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<TxnId, String> {
-        let bad = || format!("`{s}` is not a transaction id (expected CLIENT-SEQ@GROUP, e.g. 0badc0ffee0ddf00-17@2)");
+        let bad = || {
+            format!("`{s}` is not a transaction id (expected CLIENT-SESSION-SEQ@GROUP, e.g. 0badc0ffee0ddf00-5-17@2)")
+        };
         let (rest, home) = s.split_once('@').ok_or_else(bad)?;
-        let (client, seq) = rest.split_once('-').ok_or_else(bad)?;
+        let (client, rest) = rest.split_once('-').ok_or_else(bad)?;
+        let (session, seq) = rest.split_once('-').ok_or_else(bad)?;
         Ok(TxnId {
             client: u64::from_str_radix(client, 16).map_err(|_| bad())?,
+            session: session.parse().map_err(|_| bad())?,
             seq: seq.parse().map_err(|_| bad())?,
             home: home.parse().map_err(|_| bad())?,
         })
@@ -130,6 +136,10 @@ pub enum AbortReason {
     /// A participant could not take the transaction, for the reason given
     /// (a bound reached, a transaction id reused with other contents).
     Refused { reason: String },
+    /// A participant no longer remembers every transaction of the commit's
+    /// client session (it may have resolved this one and forgotten), so it
+    /// refused to prepare it. The front end starts a new session.
+    SessionExpired,
 }
 
 impl std::fmt::Display for AbortReason {
@@ -143,6 +153,9 @@ impl std::fmt::Display for AbortReason {
             AbortReason::Timeout => write!(f, "not every group voted in time"),
             AbortReason::NoRecord => write!(f, "the coordinator had no record of it and recorded an abort"),
             AbortReason::Refused { reason } => write!(f, "{reason}"),
+            AbortReason::SessionExpired => {
+                write!(f, "a participant no longer remembers this client session's transactions (start a new session)")
+            }
         }
     }
 }
@@ -400,10 +413,10 @@ mod tests {
 
     #[test]
     fn txn_ids_print_and_parse_back() {
-        let id = TxnId { client: 0xdead_beef, seq: 17, home: 2 };
-        assert_eq!(id.to_string(), "00000000deadbeef-17@2");
+        let id = TxnId { client: 0xdead_beef, session: 5, seq: 17, home: 2 };
+        assert_eq!(id.to_string(), "00000000deadbeef-5-17@2");
         assert_eq!(id.to_string().parse::<TxnId>(), Ok(id));
-        for bad in ["", "17@2", "xyz-1@2", "ab-1", "ab-1@", "ab-x@1"] {
+        for bad in ["", "17@2", "xyz-1-1@2", "ab-1@2", "ab-1-1", "ab-1-1@", "ab-x-1@1", "ab-1-x@1"] {
             assert!(bad.parse::<TxnId>().is_err(), "{bad}");
         }
     }

@@ -40,9 +40,16 @@ pub enum ClientError {
         members: usize,
         min_members: usize,
     },
-    /// The request id was forgotten by the session table, so whether it ran
-    /// cannot be told; it is not run again.
+    /// The request id was forgotten by the session table (its response
+    /// dropped, or its whole session evicted), so whether it ran cannot be
+    /// told; it is not run again. The front end starts a new session.
     SessionExpired,
+    /// The request named no session (`RequestId::NO_SESSION`); it did not
+    /// run. The front end opens its session in the group at `start` and
+    /// sends it again.
+    OpenSession {
+        start: Index,
+    },
     /// The node is overloaded; retry after a back-off.
     Busy,
     /// The group is not known to this node (yet).
@@ -87,7 +94,10 @@ impl std::fmt::Display for ClientError {
                 f,
                 "writes refused: the group has {members} members in its view, below min_members {min_members}"
             ),
-            ClientError::SessionExpired => write!(f, "request id too old to tell whether it ran; not run again"),
+            ClientError::SessionExpired => {
+                write!(f, "session expired: the request is too old to tell whether it ran, and was not run again")
+            }
+            ClientError::OpenSession { start } => write!(f, "no session named; open one at index {start}"),
             ClientError::Busy => write!(f, "node busy, retry later"),
             ClientError::UnknownGroup { group } => write!(f, "group {group} is not known to this node"),
             ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),

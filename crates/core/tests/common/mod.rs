@@ -111,7 +111,12 @@ pub fn group_map(ids: &[NodeId], min_members: usize, mode: Mode, voting: bool) -
 }
 
 pub fn rid(client: u64, seq: u64) -> RequestId {
-    RequestId { client, seq }
+    RequestId { client, session: 0, seq }
+}
+
+/// The id of a request a front end sent before its group named a session.
+pub fn rid_unnamed(client: u64, seq: u64) -> RequestId {
+    RequestId { client, session: RequestId::NO_SESSION, seq }
 }
 
 pub fn put(key: &str, value: &str) -> Op {
@@ -178,11 +183,17 @@ impl Harness {
 
     /// Like `new`, but the nodes named in `bugs` run with those bugs on.
     pub fn with_bugs(ids: &[NodeId], bugs: &[(NodeId, Bugs)]) -> Harness {
+        Harness::with_config(ids, bugs, |_| {})
+    }
+
+    /// Like `with_bugs`, with every node's configuration changed by `tweak`.
+    pub fn with_config(ids: &[NodeId], bugs: &[(NodeId, Bugs)], tweak: impl Fn(&mut NodeConfig)) -> Harness {
         let bugs_of = |id: NodeId| bugs.iter().find(|(n, _)| *n == id).map_or(Bugs::default(), |(_, b)| *b);
         let nodes = ids
             .iter()
             .map(|&id| {
-                let cfg = NodeConfig::new(id, ids.to_vec());
+                let mut cfg = NodeConfig::new(id, ids.to_vec());
+                tweak(&mut cfg);
                 (id, Node::with_bugs(cfg, id, bugs_of(id)))
             })
             .collect();

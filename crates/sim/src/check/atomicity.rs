@@ -260,7 +260,7 @@ mod tests {
         let c = cluster(2);
         let (a, b) = two_keys(&c);
         let mut h = History::default();
-        let txn = TxnId { client: 7, seq: 3, home: 0 };
+        let txn = TxnId { client: 7, session: 0, seq: 3, home: 0 };
         let put = |k: &Key, v: &str| TxnWrite { key: k.clone(), value: Some(v.as_bytes().to_vec()) };
         let req = TxnRequest {
             checks: vec![Check { key: a.clone(), version: 0 }, Check { key: b.clone(), version: 0 }],

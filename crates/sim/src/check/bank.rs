@@ -181,7 +181,7 @@ mod tests {
             writes: vec![write("a", "50|s-1"), write("b", "50|s-2")],
             reads: vec![],
         };
-        let s = h.begin_txn(0, TxnKind::Setup, TxnId { client: 1, seq: 1, home: 0 }, vec![], setup, 0);
+        let s = h.begin_txn(0, TxnKind::Setup, TxnId { client: 1, session: 0, seq: 1, home: 0 }, vec![], setup, 0);
         h.complete_txn(s, Some(10), TxnResult::Committed { versions: vec![(b"a".to_vec(), 3), (b"b".to_vec(), 3)] });
         let mut reads = Vec::new();
         for (k, v) in [("a", a), ("b", b)] {
@@ -192,7 +192,7 @@ mod tests {
         }
         let checks = vec![Check { key: b"a".to_vec(), version: 5 }, Check { key: b"b".to_vec(), version: 5 }];
         let audit = TxnRequest { checks, ..Default::default() };
-        let t = h.begin_txn(1, TxnKind::Audit, TxnId { client: 2, seq: 9, home: 0 }, reads, audit, 40);
+        let t = h.begin_txn(1, TxnKind::Audit, TxnId { client: 2, session: 0, seq: 9, home: 0 }, reads, audit, 40);
         h.complete_txn(t, Some(50), TxnResult::Committed { versions: vec![] });
         h
     }

@@ -17,7 +17,12 @@
 //! `Resolve`; so for a transaction every group of which prepared a
 //! read-only part, an abort `Resolve` without a decision is allowed, and
 //! what its client was told is judged by the bank and serializability
-//! checkers (its values), not here. An entry's time is when any replica was
+//! checkers (its values), not here. The other is a transaction whose
+//! session the home group forgot before any decision was logged: nothing can
+//! decide it any more (its commit is refused as expired), and its prepared
+//! participants are told abort without a record; an abort `Resolve` with no
+//! decision anywhere is allowed once the home group's eviction mark passed
+//! the transaction's session start. An entry's time is when any replica was
 //! first seen committing it.
 //!
 //! Concluding that an entry is missing needs the whole log: if some of a
@@ -118,6 +123,14 @@ pub fn check(cluster: &ClusterMap, history: &History, obs: &Observations) -> Vec
             // any abort logged for its id later (a presumed abort, a retry
             // that timed out) agrees with.
             if !commit && t.consistent_read && t.prepares.contains_key(&g) {
+                continue;
+            }
+            // The home group forgot the transaction's session before this
+            // abort, and never logged a decision: none can be logged any
+            // more (its commit would be told `SessionExpired`), so a prepared
+            // participant asking is told abort without a record (logging one
+            // each time the record was forgotten again would decide twice).
+            if !commit && decision.is_none() && obs.session_forgotten(home, txn.session, at) {
                 continue;
             }
             match decision {
@@ -236,7 +249,7 @@ mod tests {
         }
     }
 
-    const T: TxnId = TxnId { client: 7, seq: 3, home: 0 };
+    const T: TxnId = TxnId { client: 7, session: 0, seq: 3, home: 0 };
 
     /// A clean commit of `T` between groups 0 (home) and 1.
     fn clean() -> Observations {

@@ -13,6 +13,7 @@ pub mod bank;
 pub mod convergence;
 pub mod decision;
 pub mod durability;
+pub mod exactly_once;
 pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
@@ -114,6 +115,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
     v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(&registers));
+    v.extend(exactly_once::check(facts.obs));
     v.extend(atomicity::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
     v.extend(decision::check(facts.cluster, facts.history, facts.obs));
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));

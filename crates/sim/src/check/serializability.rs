@@ -261,7 +261,7 @@ mod tests {
             reads: vec![],
         };
         let versions = writes.iter().map(|(k, v)| (k.as_bytes().to_vec(), *v)).collect();
-        let id = h.begin_txn(0, TxnKind::Transfer, TxnId { client: 1, seq, home: 0 }, vec![], req, at.0);
+        let id = h.begin_txn(0, TxnKind::Transfer, TxnId { client: 1, session: 0, seq, home: 0 }, vec![], req, at.0);
         h.complete_txn(id, Some(at.1), TxnResult::Committed { versions });
     }
 
