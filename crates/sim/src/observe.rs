@@ -15,7 +15,7 @@
 //! length.
 
 use crate::history::Micros;
-use pactdb_core::log::{Entry, Payload};
+use pactdb_core::log::{Entry, Payload, SharedEntry};
 use pactdb_core::node::Node;
 use pactdb_core::replica::Role;
 use pactdb_core::state::kv::Write;
@@ -149,6 +149,12 @@ pub struct Observations {
     /// state is expected to differ, so its digests are not compared.
     pub faulty: Option<NodeId>,
     seen: BTreeMap<(NodeId, GroupId), Seen>,
+    /// Each node's entries as it wrote them to its WAL, until the observer
+    /// saw them committed there. A step can commit, apply and compact an
+    /// entry at once (a small `log_retain_entries`, a big batch), so that
+    /// the in-memory log no longer holds it after the step; without these
+    /// the checkers would never see what such entries carried.
+    written: BTreeMap<(NodeId, GroupId), BTreeMap<Index, SharedEntry>>,
 }
 
 impl Observations {
@@ -175,6 +181,32 @@ impl Observations {
     /// tracked from scratch (the records made so far stay).
     pub fn forget_node(&mut self, node: NodeId) {
         self.seen.retain(|(n, _), _| *n != node);
+        // Its disk may have lost what it wrote last; what it replays is
+        // read from its log again.
+        self.written.retain(|(n, _), _| *n != node);
+    }
+
+    /// `node` wrote `entry` of `group` to its WAL (an entry at an index
+    /// replaces any at or after it, as in the WAL).
+    pub fn note_written(&mut self, node: NodeId, group: GroupId, entry: SharedEntry) {
+        let mine = self.written.entry((node, group)).or_default();
+        mine.split_off(&entry.index);
+        mine.insert(entry.index, entry);
+    }
+
+    /// `node` cut its log of `group` after `index`.
+    pub fn note_truncated(&mut self, node: NodeId, group: GroupId, index: Index) {
+        if let Some(mine) = self.written.get_mut(&(node, group)) {
+            mine.split_off(&(index + 1));
+        }
+    }
+
+    /// `node` installed a snapshot of `group` at `index`: whatever it wrote
+    /// at or below it was replaced, and never committed there.
+    pub fn note_snapshot(&mut self, node: NodeId, group: GroupId, index: Index) {
+        if let Some(mine) = self.written.get_mut(&(node, group)) {
+            *mine = mine.split_off(&(index + 1));
+        }
     }
 
     /// Notes every change in `node`'s replicas after one of its steps.
@@ -224,14 +256,18 @@ impl Observations {
             }
             if now.commit > before.commit {
                 let committed = self.committed.entry(g).or_default();
+                let written = self.written.entry((id, g)).or_default();
                 for i in before.commit + 1..=now.commit {
-                    let epoch = r.log().epoch_at(i).unwrap_or(0);
+                    // The log's entry, else the one this node wrote (the
+                    // step may have compacted it away already).
+                    let logged = r.log().get(i).or_else(|| written.get(&i).map(|e| &**e));
+                    let epoch = r.log().epoch_at(i).or(logged.map(|e| e.epoch)).unwrap_or(0);
                     if let std::collections::btree_map::Entry::Vacant(slot) = self.txn_log.entry((g, i)) {
-                        if let Some(entry) = r.log().get(i).and_then(TxnEntry::of) {
+                        if let Some(entry) = logged.and_then(TxnEntry::of) {
                             slot.insert(TxnLogged { entry, node: id, at });
                         }
                     }
-                    if let Some(rid) = r.log().get(i).and_then(write_id) {
+                    if let Some(rid) = logged.and_then(write_id) {
                         let first = *self.write_ids.entry((g, rid)).or_insert(i);
                         if first != i && self.double_applies.len() < MAX_NOTES {
                             self.double_applies.push(format!(
@@ -254,6 +290,8 @@ impl Observations {
                         ));
                     }
                 }
+                // Seen committed here: no longer needed.
+                *written = written.split_off(&(now.commit + 1));
             }
             self.seen.insert((id, g), now);
         }

@@ -1129,9 +1129,16 @@ impl World {
                 }
                 Effect::Persist { lsn, record } => {
                     self.hash(&[lsn]);
-                    if matches!(record, WalRecord::SnapshotInstalled { .. }) {
-                        self.snapshots_installed += 1;
-                        self.coverage.snapshots_installed += 1;
+                    match &record {
+                        WalRecord::SnapshotInstalled { group, id: sid } => {
+                            self.snapshots_installed += 1;
+                            self.coverage.snapshots_installed += 1;
+                            self.obs.note_snapshot(id, *group, sid.index);
+                        }
+                        WalRecord::Snapshot { group, snapshot } => self.obs.note_snapshot(id, *group, snapshot.index),
+                        WalRecord::Entry { group, entry } => self.obs.note_written(id, *group, entry.clone()),
+                        WalRecord::Truncate { group, index } => self.obs.note_truncated(id, *group, *index),
+                        _ => {}
                     }
                     let slot = self.slots.get_mut(&id).expect("slot");
                     slot.disk.append(lsn, record);
