@@ -452,17 +452,17 @@ impl FrontEnd {
                 self.retry_on_new_views(now, rng, &changed);
             }
             ClientReply::Response { id, result } => {
-                if id.client != self.client_id {
+                // An answer to the request as it is now: not to an attempt
+                // sent before its session was named. Not only to the current
+                // client id: requests sent before a renewal keep theirs, and
+                // are still answered (ignoring those answers left them
+                // retrying until their deadline, the simulator found).
+                if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
                     return;
                 }
                 if result.is_ok() {
                     // It answers again: no longer silent.
                     self.suspects.retain(|_, (_, n)| *n != from);
-                }
-                // An answer to the request as it is now: not to an attempt
-                // sent before its session was named.
-                if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
-                    return;
                 }
                 if let Ok(r) = &result {
                     if self.on_vote(id.seq, from, r) {

@@ -49,3 +49,32 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
     let op3 = fe.submit(5, &mut rng, put("k", "v"));
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(rid_unnamed(fe.client_id(), op3)) }]);
 }
+
+#[test]
+fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
+    let (mut fe, mut rng) = front_end(view(2, 1));
+    let client = fe.client_id();
+    let req = |id| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") });
+    let op = fe.submit(0, &mut rng, put("k", "v"));
+    fe.on_reply(1, &mut rng, 1, response(rid_unnamed(client, op), Err(ClientError::OpenSession { start: 40 })));
+    fe.take_effects();
+
+    // Two requests in flight in the session starting at 40.
+    let (a, b) = (fe.submit(2, &mut rng, put("k", "v")), fe.submit(2, &mut rng, put("k", "v")));
+    let (id_a, id_b) = (RequestId { client, session: 40, seq: a }, RequestId { client, session: 40, seq: b });
+    assert_eq!(
+        fe.take_effects(),
+        vec![FeEffect::Send { to: 1, msg: req(id_a) }, FeEffect::Send { to: 1, msg: req(id_b) }]
+    );
+
+    // The first is told its session expired: the front end renews...
+    fe.on_reply(3, &mut rng, 1, response(id_a, Err(ClientError::SessionExpired)));
+    fe.take_effects();
+    assert_ne!(fe.client_id(), client);
+    // ...and the second, still under the old id, takes the answer it gets.
+    fe.on_reply(4, &mut rng, 1, response(id_b, Ok(OpResult::Written { version: 44 })));
+    assert_eq!(
+        fe.take_effects(),
+        vec![FeEffect::Done { op: b, id: id_b, result: Ok(OpResult::Written { version: 44 }) }]
+    );
+}
