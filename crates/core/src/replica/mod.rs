@@ -25,6 +25,7 @@
 mod active;
 mod backup;
 mod coordinator;
+mod handover;
 mod participant;
 mod passive;
 mod primary;
@@ -329,6 +330,14 @@ pub struct Replica {
     /// When this replica first saw each prepared transaction, for the age
     /// `status` shows (a replayed one counts from the first tick).
     prepared_seen_ms: HashMap<crate::state::txn::TxnId, Millis>,
+    /// Primary: the leader hand-over under way, if any (see `handover.rs`).
+    handover: Option<handover::Handover>,
+    /// Backup: the epoch whose primary asked this replica to take over,
+    /// while its proposal of the next epoch is open.
+    taking_over: Option<Epoch>,
+    /// The epoch this replica was handed by a primary that stays a member
+    /// of it: it serves at once, without waiting out a read lease.
+    handed_epoch: Option<Epoch>,
 }
 
 impl Replica {
@@ -390,6 +399,9 @@ impl Replica {
             lock_waiters: BTreeMap::new(),
             lock_waiter_count: 0,
             prepared_seen_ms: HashMap::new(),
+            handover: None,
+            taking_over: None,
+            handed_epoch: None,
         }
     }
 
@@ -473,6 +485,7 @@ impl Replica {
             oldest_prepared_ms: oldest.map(|t| now.saturating_sub(t)),
             unfinished_decisions: self.state.decisions.len(),
             transfers: self.transfers(),
+            handover: self.handover_status(),
         }
     }
 
