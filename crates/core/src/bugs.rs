@@ -67,4 +67,12 @@ pub struct Bugs {
     /// digest (and takes a chunk past a lost one as if the gap held
     /// nothing).
     pub install_incomplete_snapshot: bool,
+    /// A backup answers a linearizable read from its own state, without
+    /// asking the primary for a read index.
+    pub backup_read_ignores_index: bool,
+    /// A backup answers a session read without waiting to have applied the
+    /// client's token index.
+    pub session_read_ignores_token: bool,
+    /// A backup answers a stale read however old its state is.
+    pub stale_read_past_bound: bool,
 }

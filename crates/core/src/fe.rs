@@ -21,7 +21,7 @@ use crate::limits::MAX_SESSION_RESPONSES;
 use crate::state::op::{Op, OpResult};
 use crate::state::txn::{AbortReason, TxnOutcome};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
-use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
+use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest, Consistency};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -163,6 +163,16 @@ pub struct FrontEnd {
     /// backups, with that view's epoch and leader. Until a newer view is
     /// learned the front end keeps asking other nodes for views.
     suspects: BTreeMap<GroupId, (Epoch, NodeId)>,
+    /// The session token: per group, the highest index an answer this
+    /// front end got was covered by (`ClientReply::Response::at`), or that
+    /// it was handed (`observe_token`). Session and linearizable reads carry
+    /// it, and a member serves them only once it applied that far: what
+    /// this client saw before, it never unsees, whichever member answers.
+    /// Kept across session renewals: it names group positions, not requests.
+    tokens: BTreeMap<GroupId, Index>,
+    /// Send linearizable reads to any member too (a backup asks its primary
+    /// for a read index), not only to the leader.
+    spread_linearizable: bool,
 }
 
 impl FrontEnd {
@@ -182,6 +192,31 @@ impl FrontEnd {
             effects: Vec::new(),
             next_fetch_ms: 0,
             suspects: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            spread_linearizable: false,
+        }
+    }
+
+    /// Whether linearizable reads go to any member of the view (a backup
+    /// asks the primary for a read index) rather than to the leader only.
+    /// Session and stale reads always go to any member.
+    pub fn set_spread_linearizable(&mut self, spread: bool) {
+        self.spread_linearizable = spread;
+    }
+
+    /// The session token: per group, the highest index this front end's
+    /// answers were covered by.
+    pub fn token(&self) -> &BTreeMap<GroupId, Index> {
+        &self.tokens
+    }
+
+    /// Takes in a token another client handed over (`pactdb get --after`):
+    /// this front end's later session and linearizable reads see at least
+    /// what that client had seen (causal order across clients).
+    pub fn observe_token(&mut self, token: &BTreeMap<GroupId, Index>) {
+        for (&g, &i) in token {
+            let t = self.tokens.entry(g).or_insert(0);
+            *t = (*t).max(i);
         }
     }
 
@@ -224,8 +259,14 @@ impl FrontEnd {
         std::mem::take(&mut self.effects)
     }
 
-    /// Starts an operation and returns its id.
+    /// Starts an operation (a read at `Consistency::Linearizable`) and
+    /// returns its id.
     pub fn submit(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op) -> OpId {
+        self.submit_with(now, rng, op, Consistency::Linearizable)
+    }
+
+    /// Starts an operation whose read (if it is one) has `consistency`.
+    pub fn submit_with(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op, consistency: Consistency) -> OpId {
         if std::mem::take(&mut self.renew) {
             self.new_session(rng);
         }
@@ -240,7 +281,9 @@ impl FrontEnd {
             self.effects.push(FeEffect::Done { op: seq, id, result: Err(FeError::TooManyOutstanding) });
             return seq;
         }
-        let request = ClientRequest { id, group: 0, epoch: 0, op };
+        // Only reads have a consistency: a write always goes to the primary.
+        let consistency = if op.is_read() { consistency } else { Consistency::Linearizable };
+        let request = ClientRequest { id, group: 0, epoch: 0, op, consistency, after: 0 };
         self.pending.insert(
             seq,
             Pending {
@@ -291,7 +334,21 @@ impl FrontEnd {
             // never ran, so it may still join the current session.
             p.request.id = RequestId { client, session: start, seq: p.request.id.seq };
         }
+        // A read that any member may serve goes to a random one of the
+        // view on its first attempt; a retry goes to the leader (the member
+        // was behind, or silent).
+        let spread = p.request.op.is_read()
+            && spec.mode == Mode::Passive
+            && p.failures == 0
+            && (p.request.consistency != Consistency::Linearizable || self.spread_linearizable);
+        if p.request.op.is_read() && !matches!(p.request.consistency, Consistency::Stale { .. }) {
+            p.request.after = self.tokens.get(&group).copied().unwrap_or(0);
+        }
         let target = match (&view, p.target) {
+            (Some(v), _) if spread => {
+                p.request.epoch = v.epoch;
+                v.members[rng.gen_range(0..v.members.len())]
+            }
             (Some(v), _) => {
                 p.request.epoch = v.epoch;
                 v.leader
@@ -451,7 +508,7 @@ impl FrontEnd {
                 }
                 self.retry_on_new_views(now, rng, &changed);
             }
-            ClientReply::Response { id, result } => {
+            ClientReply::Response { id, result, at, .. } => {
                 // An answer to the request as it is now: not to an attempt
                 // sent before its session was named. Not only to the current
                 // client id: requests sent before a renewal keep theirs, and
@@ -459,6 +516,11 @@ impl FrontEnd {
                 // retrying until their deadline, the simulator found).
                 if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
                     return;
+                }
+                if result.is_ok() && at > 0 {
+                    let group = self.pending[&id.seq].request.group;
+                    let t = self.tokens.entry(group).or_insert(0);
+                    *t = (*t).max(at);
                 }
                 if result.is_ok() {
                     // It answers again: no longer silent.

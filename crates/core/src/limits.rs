@@ -79,3 +79,9 @@ pub const MAX_SNAPSHOT_HEADER_BYTES: u64 = 4 << 30;
 /// snapshot, so that the member can continue from the log once it installed
 /// it; past this the snapshot is taken again at a newer index.
 pub const MAX_SNAPSHOT_PINNED_ENTRIES: u64 = 256 * 1024;
+/// Reads a backup holds at once while it catches up to serve them; past it
+/// a read gets `Busy`.
+pub const MAX_HELD_READS: usize = 64 * 1024;
+/// Times of its own acks a backup remembers, to learn from the primary's
+/// appends how fresh its state is (stale reads).
+pub const MAX_ACK_TIMES: usize = 1024;

@@ -490,11 +490,23 @@ impl Node {
                 self.proposer.on_reject(&mut self.out, &mut self.rng, key, ballot, promised);
             }
             PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view, false),
-            PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms } => {
+            PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms, acked_sent_ms } => {
                 self.note_view(&view);
                 self.with_replica(view.group, requests, |r, ctx| {
-                    r.on_append(ctx, from, view, prev_index, prev_epoch, entries, commit_index, sent_ms)
+                    r.on_append(ctx, from, view, prev_index, prev_epoch, entries, (commit_index, sent_ms, acked_sent_ms))
                 });
+            }
+            PeerBody::ReadIndex { group, epoch, ask } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    let ctx = &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref());
+                    r.on_read_index(ctx, from, epoch, ask);
+                }
+            }
+            PeerBody::ReadIndexReply { group, epoch, ask, index } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    let ctx = &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref());
+                    r.on_read_index_reply(ctx, epoch, ask, index);
+                }
             }
             PeerBody::SnapshotChunk { view, meta, offset, data, sent_ms } => {
                 self.note_view(&view);
@@ -745,7 +757,7 @@ impl Node {
                         Some(v) => Err(ClientError::NotLeader { view: Some(v.clone()) }),
                         None => Err(ClientError::UnknownGroup { group: req.group }),
                     };
-                    self.out.reply(token, ClientReply::Response { id: req.id, result });
+                    self.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
                 }
             },
             ClientMsg::GetViews => {

@@ -8,6 +8,7 @@
 use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{TxnId, TxnRequest};
+use pactdb_core::wire::Consistency;
 
 /// Global simulated time in microseconds.
 pub type Micros = u64;
@@ -49,6 +50,10 @@ pub struct OpRecord {
     /// record stands for, in `History::register_history`; `None` for an
     /// operation a client invoked.
     pub txn: Option<usize>,
+    /// A read's consistency (writes: `Linearizable`). Only linearizable
+    /// reads go to the linearizability checker; the others have their own
+    /// (`check::session`).
+    pub consistency: Consistency,
 }
 
 impl OpRecord {
@@ -180,6 +185,7 @@ impl History {
             complete_us: None,
             outcome: Outcome::Pending,
             txn: None,
+            consistency: Consistency::Linearizable,
         });
         id
     }
@@ -278,6 +284,7 @@ impl History {
                     complete_us,
                     outcome,
                     txn: Some(t.id),
+                    consistency: Consistency::Linearizable,
                 });
             }
         }

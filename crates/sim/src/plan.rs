@@ -225,6 +225,9 @@ pub struct Plan {
     /// Clients that keep many requests in flight at once (pipelined), on
     /// some seeds, and how many each keeps.
     pub pipelined: usize,
+    /// Register clients read at a random consistency (linearizable reads
+    /// spread over the members too), not only linearizable at the primary.
+    pub read_levels: bool,
     pub pipeline_depth: usize,
     /// Sessions each group's exactly-once table holds
     /// (`NodeConfig::max_sessions`): below the number of clients on some
@@ -361,6 +364,7 @@ impl Plan {
         let pipeline_depth = rng.gen_range(4..=32);
         let total = clients + pipelined + bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
         let max_sessions = rng.gen_bool(0.35).then(|| rng.gen_range((total / 2).max(1)..total));
+        let read_levels = rng.gen_bool(0.5);
         Plan {
             nodes,
             groups,
@@ -389,6 +393,7 @@ impl Plan {
             pipelined,
             pipeline_depth,
             max_sessions,
+            read_levels,
         }
     }
 
@@ -462,6 +467,9 @@ impl Plan {
                 "logs keep {} entries, snapshots in chunks of {} bytes at {} bytes/s",
                 p.log_retain_entries, p.chunk_bytes, p.bytes_per_sec
             ));
+        }
+        if self.read_levels {
+            parts.push("reads at every consistency, from any member".to_string());
         }
         if self.pipelined > 0 {
             parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));

@@ -664,6 +664,9 @@ impl World {
                 _ => self.plan.think_max_ms,
             };
             let mut c = Client::new(i, self.rng.gen(), nodes, cluster, role, accounts.clone(), think_max_ms);
+            if self.plan.read_levels {
+                c.use_read_levels();
+            }
             match &bank {
                 Some(b) if i == self.plan.clients => c.run_setup_first(b.initial),
                 Some(_) => c.start_at(Micros::MAX),
@@ -1691,5 +1694,7 @@ fn body_tag(body: &PeerBody) -> u64 {
         PeerBody::DoAbort { txn, .. } => 16 | txn.seq << 8,
         PeerBody::HaveCommitted { txn, .. } => 17 | txn.seq << 8,
         PeerBody::GetDecision { txn, .. } => 18 | txn.seq << 8,
+        PeerBody::ReadIndex { ask, .. } => 20 | ask << 8,
+        PeerBody::ReadIndexReply { ask, index, .. } => 21 | ask << 8 | index.unwrap_or(0) << 32,
     }
 }

@@ -18,6 +18,7 @@
 //! and outcomes in the history. It never looks at replica state, only at
 //! what its front end tells it.
 
+use pactdb_core::wire::Consistency;
 use crate::history::{History, Micros, Outcome, TxnKind, TxnResult};
 use crate::plan::OpMix;
 use pactdb_core::fe::{FeError, FeTiming, FrontEnd, OpId};
@@ -114,6 +115,8 @@ pub struct Client {
     pub max_inflight: usize,
     /// No new operations once the run is winding down.
     pub stopped: bool,
+    /// Reads at a random consistency, from any member (`Plan::read_levels`).
+    read_levels: bool,
 }
 
 impl Client {
@@ -148,7 +151,15 @@ impl Client {
             inflight: BTreeMap::new(),
             max_inflight: 0,
             stopped: false,
+            read_levels: false,
         }
+    }
+
+    /// Reads at a random consistency from now on, linearizable ones spread
+    /// over the members too.
+    pub fn use_read_levels(&mut self) {
+        self.read_levels = true;
+        self.fe.set_spread_linearizable(true);
     }
 
     /// Makes this client's first transaction the bank's setup: every
@@ -282,7 +293,17 @@ impl Client {
     fn start_single(&mut self, now: Micros, history: &mut History) {
         let op = self.choose();
         let hid = history.invoke(self.index, op.clone(), now);
-        let fid = self.fe.submit(now / 1_000, &mut self.rng, op);
+        let consistency = if self.read_levels && op.is_read() {
+            match self.rng.gen_range(0..4) {
+                0 | 1 => Consistency::Linearizable,
+                2 => Consistency::Session,
+                _ => Consistency::Stale { max_ms: [5, 20, 100][self.rng.gen_range(0..3)] },
+            }
+        } else {
+            Consistency::Linearizable
+        };
+        history.ops[hid].consistency = consistency;
+        let fid = self.fe.submit_with(now / 1_000, &mut self.rng, op, consistency);
         self.current = Some((fid, Step::Single(hid)));
         self.max_inflight = self.max_inflight.max(self.fe.outstanding());
     }

@@ -99,6 +99,13 @@ fn meant_for(bug: &str) -> &'static str {
         // A member installs a snapshot stream before its pairs arrived: its
         // state lacks keys the others hold.
         "install-incomplete-snapshot" => "replicas converge",
+        // A backup answers a linearizable read from its state, which lags
+        // the primary's commit by up to a heartbeat.
+        "backup-read-ignores-index" => "linearizability",
+        // A client reads from a backup that has not applied its write yet.
+        "session-read-ignores-token" => "session guarantees",
+        // A backup cut off from its primary answers from an old state.
+        "stale-read-past-bound" => "staleness bound",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

@@ -36,7 +36,7 @@ impl Replica {
         if let Op::TxnStatus { txn } = req.op {
             // Only the sequencer coordinates; a member answers what it knows.
             if let Dedup::Done(r @ OpResult::Txn(_)) = self.state.sessions.lookup(txn.request_id()) {
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()) });
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()), at: 0, stale_ms: None });
             }
             return;
         }
@@ -58,7 +58,7 @@ impl Replica {
         match known {
             Dedup::Done(r) => {
                 let result = Ok(r.clone());
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
             }
             Dedup::Expired => {}
             Dedup::New => self.await_answer(token, req.id),
@@ -83,7 +83,7 @@ impl Replica {
     pub(super) fn answer_awaiting(&mut self, out: &mut Outbox, id: RequestId, response: &OpResult) {
         if let Some(tokens) = self.awaiting.remove(&id) {
             for token in tokens {
-                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at: 0, stale_ms: None });
             }
         }
     }

@@ -28,12 +28,14 @@ mod coordinator;
 mod participant;
 mod passive;
 mod primary;
+mod reads;
 mod recovery;
 mod requests;
 mod views;
 
 pub use coordinator::Coordinator;
 pub use participant::Participant;
+pub use reads::MAX_CLOCK_DRIFT_PPM;
 
 use crate::bugs::Bugs;
 use crate::config::Change;
@@ -115,6 +117,9 @@ pub struct ReplicaTiming {
     pub retransmit_ms: Millis,
     /// A joining node repeats its `Join` this often.
     pub join_retry_ms: Millis,
+    /// Longest a backup holds a read while it catches up (to the client's
+    /// token or the primary's read index) before it refuses it.
+    pub held_read_wait_ms: Millis,
 }
 
 impl Default for ReplicaTiming {
@@ -126,6 +131,7 @@ impl Default for ReplicaTiming {
             backup_timeout_ms: 400,
             retransmit_ms: 250,
             join_retry_ms: 100,
+            held_read_wait_ms: 200,
         }
     }
 }
@@ -329,6 +335,12 @@ pub struct Replica {
     /// When this replica first saw each prepared transaction, for the age
     /// `status` shows (a replayed one counts from the first tick).
     prepared_seen_ms: HashMap<crate::state::txn::TxnId, Millis>,
+    /// Backup: reads held until this member may answer them (see `reads`).
+    held_reads: VecDeque<reads::HeldRead>,
+    /// Backup: the id of its next read index request.
+    next_ask: u64,
+    /// Backup: how fresh its state is known to be (stale reads).
+    freshness: reads::Freshness,
 }
 
 impl Replica {
@@ -390,6 +402,9 @@ impl Replica {
             lock_waiters: BTreeMap::new(),
             lock_waiter_count: 0,
             prepared_seen_ms: HashMap::new(),
+            held_reads: VecDeque::new(),
+            next_ask: 1,
+            freshness: reads::Freshness::default(),
         }
     }
 
@@ -557,18 +572,21 @@ impl Replica {
     /// `Effect::ReplyUnderLease`). With no lease held now it is refused.
     fn answer_read(&self, ctx: &mut Ctx, token: ClientToken, id: RequestId, result: OpResult) {
         let now = ctx.out.now();
-        let reply = ClientReply::Response { id, result: Ok(result) };
+        // The value read is committed (or waited for its write to commit):
+        // the commit index covers it.
+        let reply = ClientReply::Response { id, result: Ok(result), at: self.commit_index, stale_ms: None };
         if self.bugs.read_without_lease || self.bugs.lease_checked_at_batch_start {
             return ctx.out.reply(token, reply);
         }
         match self.lease_expires_ms() {
             Some(expires) if now < expires => ctx.out.reply_under_lease(token, reply, expires),
-            _ => ctx.out.reply(token, ClientReply::Response { id, result: Err(no_lease()) }),
+            _ => ctx.out.reply(token, ClientReply::Response { id, result: Err(no_lease()), at: 0, stale_ms: None }),
         }
     }
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         self.note_prepared_ages(ctx.out.now());
+        self.serve_held_reads(ctx);
         let Some(view) = self.view.clone() else { return };
         match self.role() {
             Role::Primary => {

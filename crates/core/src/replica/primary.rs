@@ -28,6 +28,7 @@ impl Replica {
         let base = self.log.base_index();
         let commit = self.commit_index;
         let Some(p) = self.progress.get_mut(&to) else { return };
+        let acked_sent_ms = p.lease_sent_ms.unwrap_or(0);
         let mut sent_any = false;
         while p.next_index <= last && p.next_index - p.match_index <= MAX_INFLIGHT_ENTRIES {
             if p.next_index <= base {
@@ -54,6 +55,7 @@ impl Replica {
                     entries,
                     commit_index: commit,
                     sent_ms: now,
+                    acked_sent_ms,
                 },
             );
             sent_any = true;
@@ -76,6 +78,7 @@ impl Replica {
                     entries: Vec::new(),
                     commit_index: commit,
                     sent_ms: now,
+                    acked_sent_ms,
                 },
             );
         }
@@ -352,12 +355,12 @@ impl Replica {
         let cut_off = || Err(ClientError::CutOff { view: view.clone() });
         for (_, ws) in std::mem::take(&mut self.waiters) {
             for (token, id) in ws {
-                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off(), at: 0, stale_ms: None });
             }
         }
         for (_, rs) in std::mem::take(&mut self.parked_reads) {
             for (token, id, _) in rs {
-                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off(), at: 0, stale_ms: None });
             }
         }
         self.parked_count = 0;
@@ -371,10 +374,13 @@ impl Replica {
                 let written = matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. });
                 if self.bugs.refuse_executed_write && written && id.seq % 3 == 0 {
                     let refusal = ClientError::Malformed { reason: "refused (bug refuse-executed-write)".into() };
-                    ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal) });
+                    ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal), at: 0, stale_ms: None });
                     continue;
                 }
-                ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+                // Covered by the commit index: a member that applied that far
+                // holds this write (the client's session token moves past it).
+                let at = self.commit_index;
+                ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at, stale_ms: None });
             }
         }
     }

@@ -25,10 +25,15 @@ use crate::wire::{ClientError, ClientReply, ClientRequest};
 impl Replica {
     pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let id = req.id;
-        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result });
+        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         let active = self.mode() == Mode::Active;
         if active && !self.is_primary() {
             return self.on_member_request(ctx, token, req);
+        }
+        if req.op.is_read() && self.role() == super::Role::Backup {
+            // Any member of a passive group serves reads, at the client's
+            // consistency (see `reads`).
+            return self.read_at_backup(ctx, token, req);
         }
         if !self.is_primary() {
             return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));

@@ -188,7 +188,7 @@ impl Replica {
             for (token, id) in ws {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }), at: 0, stale_ms: None },
                 );
             }
         }
@@ -196,14 +196,14 @@ impl Replica {
             for (token, id, _) in rs {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }), at: 0, stale_ms: None },
                 );
             }
         }
         for (_, reqs) in std::mem::take(&mut self.lock_waiters) {
             for (token, req) in reqs {
                 let result = Err(ClientError::NotLeader { view: view.clone() });
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
             }
         }
         self.lock_waiter_count = 0;

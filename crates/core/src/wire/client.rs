@@ -109,6 +109,48 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+/// How fresh a read must be, chosen per request by the client. Writes
+/// ignore it (they always go to the primary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Never older than the latest write acknowledged before the read
+    /// began. The primary serves it under its lease; a backup first asks
+    /// the primary for a read index and answers once it applied that far.
+    #[default]
+    Linearizable,
+    /// Never older than what this client saw before in the group (the
+    /// request's `after` index): read-your-writes and monotonic reads.
+    Session,
+    /// Any member whose state is at most `max_ms` old; the reply says how old.
+    Stale { max_ms: Millis },
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Consistency::Linearizable => write!(f, "linearizable"),
+            Consistency::Session => write!(f, "session"),
+            Consistency::Stale { max_ms } => write!(f, "stale={max_ms}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    /// `linearizable`, `session`, `stale` (1000 ms) or `stale=MS`.
+    fn from_str(s: &str) -> Result<Consistency, String> {
+        match s {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "session" => Ok(Consistency::Session),
+            "stale" => Ok(Consistency::Stale { max_ms: 1_000 }),
+            _ => match s.strip_prefix("stale=").map(str::parse::<Millis>) {
+                Some(Ok(max_ms)) => Ok(Consistency::Stale { max_ms }),
+                _ => Err(format!("unknown consistency `{s}`: use linearizable, session, stale or stale=MS")),
+            },
+        }
+    }
+}
+
 /// A client's key-value request to a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
@@ -117,6 +159,12 @@ pub struct ClientRequest {
     /// The epoch of the view the front end believes in.
     pub epoch: Epoch,
     pub op: Op,
+    /// A read's consistency (see `Consistency`).
+    pub consistency: Consistency,
+    /// The highest index of the group this client has seen an answer
+    /// reflect (its session token): a member serves the read only once it
+    /// applied at least this far. 0: none.
+    pub after: Index,
 }
 
 /// Everything a client (front end, CLI) may send to a node.
@@ -188,6 +236,14 @@ pub enum ClientReply {
     Response {
         id: RequestId,
         result: Result<OpResult, ClientError>,
+        /// An index of the group the answer is covered by: every entry up
+        /// to it is committed, and a member that applied that far reflects
+        /// at least what the answer did. The front end keeps the highest it
+        /// saw per group (the session token). 0 when not known.
+        at: Index,
+        /// A read served under `Consistency::Stale`: how old the serving
+        /// member's state may be, at most, when it answered.
+        stale_ms: Option<Millis>,
     },
     Views {
         cluster: Option<ClusterMap>,
@@ -205,6 +261,13 @@ pub enum ClientReply {
     ProtocolError {
         reason: String,
     },
+}
+
+impl ClientReply {
+    /// An answer to request `id` covered by no known index.
+    pub fn response(id: RequestId, result: Result<OpResult, ClientError>) -> ClientReply {
+        ClientReply::Response { id, result, at: 0, stale_ms: None }
+    }
 }
 
 impl From<LimitError> for ClientError {

@@ -63,12 +63,12 @@ pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> std::sync::Arc<
 
 /// A client's commit of `req` as request `id`, to `group` at `epoch`.
 pub fn commit(id: RequestId, group: GroupId, epoch: Epoch, req: TxnRequest) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op: Op::Commit(req) })
+    ClientMsg::Request(ClientRequest { id, group, epoch, op: Op::Commit(req), consistency: Default::default(), after: 0 })
 }
 
 /// A single-key request to `group`.
 pub fn request_to(id: RequestId, group: GroupId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op })
+    ClientMsg::Request(ClientRequest { id, group, epoch, op, consistency: Default::default(), after: 0 })
 }
 
 /// How long a new passive primary refuses clients at most (from its last ack
@@ -128,7 +128,7 @@ pub fn get(key: &str) -> Op {
 }
 
 pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op })
+    ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op, consistency: Default::default(), after: 0 })
 }
 
 /// An active group's log entry: the request `op`, sequenced at `index` and
@@ -147,7 +147,7 @@ pub fn sequenced_op(e: &Entry) -> Option<Op> {
 
 /// The reply a node gives to a key-value request.
 pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>) -> ClientReply {
-    ClientReply::Response { id, result }
+    ClientReply::Response { id, result, at: 0, stale_ms: None }
 }
 
 pub struct Harness {

@@ -46,6 +46,7 @@
 //! keys are checked against its writes, and a value of an aborted
 //! transaction has no write that could explain reading it.
 
+use pactdb_core::wire::Consistency;
 use super::Violation;
 use crate::history::{show, History, Micros, OpRecord, Outcome};
 use pactdb_core::state::op::{Op, OpResult};
@@ -152,7 +153,9 @@ pub fn check(history: &History) -> Vec<Violation> {
     let mut versions: BTreeMap<ValueId, (u64, usize)> = BTreeMap::new();
     let mut violations = observe_versions(&history.ops, &mut interner, &mut versions);
     for key in history.keys() {
-        let ops: Vec<&OpRecord> = history.for_key(&key).collect();
+        // Session and stale reads promise less (`check::session` judges them).
+        let ops: Vec<&OpRecord> =
+            history.for_key(&key).filter(|o| o.is_write() || o.consistency == Consistency::Linearizable).collect();
         if let Err(e) = check_key(&ops, &mut interner, &versions) {
             violations.push(Violation::new("linearizability", format!("key {:?}: {e}", show(&key))));
         }

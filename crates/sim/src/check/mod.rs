@@ -18,6 +18,7 @@ pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
 pub mod serializability;
+pub mod session;
 
 use crate::history::{History, Micros};
 use crate::observe::Observations;
@@ -115,6 +116,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
     v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(&registers));
+    v.extend(session::check(&registers));
     v.extend(exactly_once::check(facts.obs));
     v.extend(atomicity::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
     v.extend(decision::check(facts.cluster, facts.history, facts.obs));
