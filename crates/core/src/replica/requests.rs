@@ -91,7 +91,12 @@ impl Replica {
                 self.state.sessions.lookup(id)
             };
             match known {
-                Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
+                Dedup::Done(r) => {
+                    // Recorded when its entry applied: the applied index
+                    // covers it (the client's session token moves past it).
+                    let (result, at) = (Ok(r.clone()), self.applied_index);
+                    return ctx.out.reply(token, ClientReply::Response { id, result, at, stale_ms: None });
+                }
                 Dedup::Expired => return reply(ctx.out, Err(ClientError::SessionExpired)),
                 Dedup::New => {}
             }
