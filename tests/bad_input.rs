@@ -129,7 +129,14 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     for _ in 0..20 {
         let view = cluster.view(0).await.unwrap();
         let leader = cluster.nodes[&view.leader].client.clone();
-        let req = ClientRequest { id: txn.request_id(), group: 0, epoch: view.epoch, op: Op::Commit(reused.clone()), consistency: Default::default(), after: 0 };
+        let req = ClientRequest {
+            id: txn.request_id(),
+            group: 0,
+            epoch: view.epoch,
+            op: Op::Commit(reused.clone()),
+            consistency: Default::default(),
+            after: 0,
+        };
         match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
             ClientReply::Response { result: Err(ClientError::Malformed { reason }), .. } => {
                 assert!(reason.contains("reused"), "{reason}");

@@ -70,7 +70,10 @@ pub fn release_under_lease(reply: ClientReply, lease_expires_ms: Millis, now_ms:
     match reply {
         ClientReply::Response { id, result: Ok(_), .. } if now_ms >= lease_expires_ms => ClientReply::Response {
             id,
-            result: Err(ClientError::Unavailable { reason: LEASE_RAN_OUT_BEFORE_RELEASE.to_string() }), at: 0, stale_ms: None },
+            result: Err(ClientError::Unavailable { reason: LEASE_RAN_OUT_BEFORE_RELEASE.to_string() }),
+            at: 0,
+            stale_ms: None,
+        },
         r => r,
     }
 }

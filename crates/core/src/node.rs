@@ -493,7 +493,15 @@ impl Node {
             PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms, acked_sent_ms } => {
                 self.note_view(&view);
                 self.with_replica(view.group, requests, |r, ctx| {
-                    r.on_append(ctx, from, view, prev_index, prev_epoch, entries, (commit_index, sent_ms, acked_sent_ms))
+                    r.on_append(
+                        ctx,
+                        from,
+                        view,
+                        prev_index,
+                        prev_epoch,
+                        entries,
+                        (commit_index, sent_ms, acked_sent_ms),
+                    )
                 });
             }
             PeerBody::ReadIndex { group, epoch, ask } => {

@@ -18,7 +18,16 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
     let first_client = fe.client_id();
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let unnamed = rid_unnamed(first_client, op);
-    let req = |id| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v"), consistency: Default::default(), after: 0 });
+    let req = |id| {
+        ClientMsg::Request(ClientRequest {
+            id,
+            group: GROUP,
+            epoch: 2,
+            op: put("k", "v"),
+            consistency: Default::default(),
+            after: 0,
+        })
+    };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(unnamed) }]);
 
     // The group names a start: the request goes again at once, in the
@@ -54,7 +63,16 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
 fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let client = fe.client_id();
-    let req = |id| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v"), consistency: Default::default(), after: 0 });
+    let req = |id| {
+        ClientMsg::Request(ClientRequest {
+            id,
+            group: GROUP,
+            epoch: 2,
+            op: put("k", "v"),
+            consistency: Default::default(),
+            after: 0,
+        })
+    };
     let op = fe.submit(0, &mut rng, put("k", "v"));
     fe.on_reply(1, &mut rng, 1, response(rid_unnamed(client, op), Err(ClientError::OpenSession { start: 40 })));
     fe.take_effects();

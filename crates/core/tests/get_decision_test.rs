@@ -126,5 +126,8 @@ fn a_status_query_without_a_record_records_an_abort_too() {
     assert!(h.replies_to(token).is_empty(), "answered once it is committed");
     h.settle();
     let abort = TxnOutcome::Aborted { reason: AbortReason::NoRecord };
-    assert_eq!(h.take_reply(token), ClientReply::Response { id: rid(4, 2), result: Ok(OpResult::Txn(abort)), at: 0, stale_ms: None });
+    assert_eq!(
+        h.take_reply(token),
+        ClientReply::Response { id: rid(4, 2), result: Ok(OpResult::Txn(abort)), at: 0, stale_ms: None }
+    );
 }

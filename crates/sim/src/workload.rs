@@ -18,7 +18,6 @@
 //! and outcomes in the history. It never looks at replica state, only at
 //! what its front end tells it.
 
-use pactdb_core::wire::Consistency;
 use crate::history::{History, Micros, Outcome, TxnKind, TxnResult};
 use crate::plan::OpMix;
 use pactdb_core::fe::{FeError, FeTiming, FrontEnd, OpId};
@@ -26,6 +25,7 @@ use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
 use pactdb_core::types::{ClusterMap, NodeId, RequestId};
+use pactdb_core::wire::Consistency;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};

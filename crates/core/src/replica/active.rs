@@ -36,7 +36,8 @@ impl Replica {
         if let Op::TxnStatus { txn } = req.op {
             // Only the sequencer coordinates; a member answers what it knows.
             if let Dedup::Done(r @ OpResult::Txn(_)) = self.state.sessions.lookup(txn.request_id()) {
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()), at: 0, stale_ms: None });
+                ctx.out
+                    .reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()), at: 0, stale_ms: None });
             }
             return;
         }

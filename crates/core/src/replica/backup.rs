@@ -185,10 +185,7 @@ impl Replica {
         self.lease_granted_ms = Some(ctx.out.now());
         let (leader, epoch) = (view.leader, view.epoch);
         self.note_ack_sent(epoch, self.last_sent_ms, ctx.out.now());
-        ctx.out.send(
-            leader,
-            PeerBody::AppendAck { group: self.group, epoch, match_index, sent_ms: self.last_sent_ms },
-        );
+        ctx.out.send(leader, PeerBody::AppendAck { group: self.group, epoch, match_index, sent_ms: self.last_sent_ms });
     }
 
     /// A chunk of a snapshot stream from the primary. It is taken only if

@@ -25,7 +25,8 @@ use crate::wire::{ClientError, ClientReply, ClientRequest};
 impl Replica {
     pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let id = req.id;
-        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
+        let reply =
+            |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         let active = self.mode() == Mode::Active;
         if active && !self.is_primary() {
             return self.on_member_request(ctx, token, req);

@@ -188,7 +188,12 @@ impl Replica {
             for (token, id) in ws {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }), at: 0, stale_ms: None },
+                    ClientReply::Response {
+                        id,
+                        result: Err(ClientError::NotLeader { view: view.clone() }),
+                        at: 0,
+                        stale_ms: None,
+                    },
                 );
             }
         }
@@ -196,7 +201,12 @@ impl Replica {
             for (token, id, _) in rs {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }), at: 0, stale_ms: None },
+                    ClientReply::Response {
+                        id,
+                        result: Err(ClientError::NotLeader { view: view.clone() }),
+                        at: 0,
+                        stale_ms: None,
+                    },
                 );
             }
         }

@@ -9,7 +9,9 @@ pub mod client;
 pub mod peer;
 pub mod wal;
 
-pub use client::{ClientError, ClientMsg, Consistency, ClientReply, ClientRequest, NodeStatus, ReplicaStatus, SnapshotTransfer};
+pub use client::{
+    ClientError, ClientMsg, ClientReply, ClientRequest, Consistency, NodeStatus, ReplicaStatus, SnapshotTransfer,
+};
 pub use peer::{Ballot, ConfigValue, PeerBody, PeerMsg};
 pub use wal::WalRecord;
 

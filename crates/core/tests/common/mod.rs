@@ -63,7 +63,14 @@ pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> std::sync::Arc<
 
 /// A client's commit of `req` as request `id`, to `group` at `epoch`.
 pub fn commit(id: RequestId, group: GroupId, epoch: Epoch, req: TxnRequest) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op: Op::Commit(req), consistency: Default::default(), after: 0 })
+    ClientMsg::Request(ClientRequest {
+        id,
+        group,
+        epoch,
+        op: Op::Commit(req),
+        consistency: Default::default(),
+        after: 0,
+    })
 }
 
 /// A single-key request to `group`.

@@ -46,10 +46,10 @@
 //! keys are checked against its writes, and a value of an aborted
 //! transaction has no write that could explain reading it.
 
-use pactdb_core::wire::Consistency;
 use super::Violation;
 use crate::history::{show, History, Micros, OpRecord, Outcome};
 use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::wire::Consistency;
 use std::collections::{BTreeMap, HashSet};
 use xxhash_rust::xxh3::Xxh3;
 

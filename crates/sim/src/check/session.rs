@@ -104,9 +104,10 @@ pub fn check(registers: &History) -> Vec<Violation> {
             }
             Consistency::Stale { max_ms } => {
                 let bound = r.invoke_us.saturating_sub(max_ms * 1_000);
-                let before = registers.ops.iter().filter(|w| {
-                    w.key() == key && ok_write(w) && w.complete_us.is_some_and(|c| c < bound)
-                });
+                let before = registers
+                    .ops
+                    .iter()
+                    .filter(|w| w.key() == key && ok_write(w) && w.complete_us.is_some_and(|c| c < bound));
                 for w in before {
                     if older(&s, w) {
                         violations.push(Violation::new(
