@@ -89,6 +89,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Operator commands that change a running cluster:
+    /// `admin transfer-leader --group G --to N`.
+    Admin(crate::admin::AdminArgs),
     /// Load generators: `workload run kv` (against pactdb or etcd) and
     /// `workload probe` (write unavailability).
     Workload(crate::workload::WorkloadArgs),
@@ -278,6 +281,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bootstrap(args) => runtime().block_on(crate::bootstrap::run(args, cli.endpoints.clone())),
         Command::Workload(args) => crate::workload::run(args, endpoints),
         Command::Sim(args) => Ok(pactdb_sim::run_cli(args)),
+        Command::Admin(args) => runtime().block_on(crate::admin::run(args, endpoints)),
         cmd => runtime().block_on(client_command(endpoints, cmd)),
     };
     match result {
@@ -418,7 +422,12 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         Command::TxnStatus { txn, json } => return txn_status(&client, txn, json).await,
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
         Command::Txn(_) => unreachable!("handled before connecting"),
-        Command::Node(_) | Command::Demo(_) | Command::Bootstrap(_) | Command::Workload(_) | Command::Sim(_) => {
+        Command::Node(_)
+        | Command::Demo(_)
+        | Command::Bootstrap(_)
+        | Command::Workload(_)
+        | Command::Sim(_)
+        | Command::Admin(_) => {
             unreachable!("handled in run")
         }
     }

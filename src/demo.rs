@@ -271,6 +271,10 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                         "peer": t.peer, "direction": if t.sending { "to" } else { "from" },
                         "index": t.index, "bytes": t.bytes, "total": t.total,
                     })).collect::<Vec<_>>(),
+                    "handover": r.handover.as_ref().map(|h| serde_json::json!({
+                        "to": h.to, "entries_behind": h.entries_left, "uncommitted": h.uncommitted,
+                        "held_writes": h.held, "asked": h.asked,
+                    })),
                 })).collect::<Vec<_>>()})
                 }
                 Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
@@ -380,6 +384,35 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
         println!("GROUP  FROM  TO    SEEN BY   INDEX     BYTES SENT    / TOTAL");
         for t in transfers {
             println!("{t}");
+        }
+    }
+    // Leader hand-overs under way, as their primary sees them: entries the
+    // new leader still lacks, entries not yet committed, writes held.
+    let handovers: Vec<String> = statuses
+        .iter()
+        .filter_map(|(id, s)| Some((id, s.as_ref().ok()?)))
+        .flat_map(|(id, s)| {
+            s.replicas.iter().filter_map(move |r| {
+                let h = r.handover.as_ref()?;
+                Some(format!(
+                    "{:<6} {:<5} {:<5} {:<15} {:<12} {:<6} {}",
+                    r.group,
+                    id,
+                    h.to,
+                    h.entries_left,
+                    h.uncommitted,
+                    h.held,
+                    if h.asked { "asked to take over" } else { "catching up" }
+                ))
+            })
+        })
+        .collect();
+    if !handovers.is_empty() {
+        println!();
+        println!("LEADER HAND-OVERS");
+        println!("GROUP  FROM  TO    ENTRIES BEHIND  UNCOMMITTED  HELD   STATE");
+        for h in handovers {
+            println!("{h}");
         }
     }
     Ok(0)

@@ -2,6 +2,7 @@
 //! cluster (put/get/delete/cas, txn/txn-status, status), and run the
 //! simulator.
 
+mod admin;
 mod bootstrap;
 mod cli;
 mod demo;

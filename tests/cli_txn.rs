@@ -273,7 +273,7 @@ async fn the_cli_runs_transactions_reports_outcomes_and_refuses_bad_input() {
     assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stdout.starts_with(&format!("ABORTED: key `{a}`")), "{out:?}");
     // An id no one committed under: asking records the abort, so it is final.
-    let out = pactdb(&cluster, &["txn-status", "--json", "00000000000000ab-1@0"]).await;
+    let out = pactdb(&cluster, &["txn-status", "--json", "00000000000000ab-1-1@0"]).await;
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(parse(&out.stdout)["outcome"], "aborted");
 
@@ -293,7 +293,7 @@ async fn the_cli_runs_transactions_reports_outcomes_and_refuses_bad_input() {
         (vec!["get"], "required"),
         (vec!["txn-status"], "required"),
         (vec!["txn-status", "banana"], "is not a transaction id"),
-        (vec!["txn-status", "00000000000000ab-1@9"], "names group 9"),
+        (vec!["txn-status", "00000000000000ab-1-1@9"], "names group 9"),
     ];
     for (args, message) in &cases {
         let out = pactdb(&cluster, args).await;

@@ -551,7 +551,10 @@ impl FrontEnd {
                 }
                 self.on_result(now, rng, id.seq, from, result);
             }
-            ClientReply::Status(_) | ClientReply::Bootstrapped(_) | ClientReply::NodeInfo { .. } => {}
+            ClientReply::Status(_)
+            | ClientReply::Bootstrapped(_)
+            | ClientReply::NodeInfo { .. }
+            | ClientReply::TransferStarted(_) => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending

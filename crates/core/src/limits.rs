@@ -26,6 +26,13 @@ pub const MAX_UNCOMMITTED_ENTRIES: u64 = 128 * 1024;
 pub const MAX_AWAITING: usize = 64 * 1024;
 /// Most reads a primary parks while they wait for a pending write to commit.
 pub const MAX_PARKED_READS: usize = 64 * 1024;
+/// Most writes a primary holds while it hands its leadership over; past it
+/// a write gets `Busy`. The hand-over takes a few round trips, so a front
+/// end's pipelined writes fit many times over.
+pub const MAX_HELD_FOR_HANDOVER: usize = 16 * 1024;
+/// How long a primary holds writes for a leader hand-over before it gives
+/// up and serves them itself (the member it hands over to is slow or gone).
+pub const HANDOVER_TIMEOUT_MS: u64 = 1_000;
 /// Committed entries a replica keeps in memory to catch backups up from its
 /// log; older ones are dropped and a lagging member gets a snapshot instead.
 pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 50_000;

@@ -12,7 +12,9 @@ use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, Propose
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
 use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, SnapshotStreaming, TxnTiming};
 use crate::types::{config_members_of, ClusterMap, GroupId, Millis, NodeId, View};
-use crate::wire::{ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, WalRecord};
+use crate::wire::{
+    ClientError, ClientMsg, ClientReply, ConfigValue, NodeStatus, PeerBody, PeerMsg, TransferRefused, WalRecord,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -573,6 +575,17 @@ impl Node {
             PeerBody::GetDecision { group, txn } => {
                 self.with_group(requests, from, txn.home, |r, ctx| r.on_get_decision(ctx, from, group, txn))
             }
+            PeerBody::TakeOver { group, epoch, last_index, commit_index } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    r.on_take_over(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        from,
+                        epoch,
+                        last_index,
+                        commit_index,
+                    );
+                }
+            }
             PeerBody::Join { group, last_index } => {
                 if let Some(r) = self.replicas.get_mut(&group) {
                     r.on_join(
@@ -772,6 +785,19 @@ impl Node {
                 let reply =
                     ClientReply::Views { cluster: self.cluster.clone(), views: self.views.values().cloned().collect() };
                 self.out.reply(token, reply);
+            }
+            ClientMsg::TransferLeader { group, to } => {
+                let result = match self.replicas.get_mut(&group) {
+                    Some(r) => r.on_transfer_leader(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        to,
+                    ),
+                    None => Err(TransferRefused {
+                        reason: format!("node {} holds no replica of group {group}", self.cfg.id),
+                        view: self.views.get(&group).cloned(),
+                    }),
+                };
+                self.out.reply(token, ClientReply::TransferStarted(result));
             }
             ClientMsg::GetNodeInfo => {
                 // The runtime answers it; the core knows no addresses.

@@ -20,7 +20,7 @@ fn a_silent_leader_makes_the_front_end_ask_the_other_members() {
     let t = FeTiming::default();
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = rid_unnamed(fe.client_id(), op);
     let request =
         |epoch| ClientRequest { id, group: GROUP, epoch, op: put("k", "v"), consistency: Default::default(), after: 0 };
     assert_eq!(
@@ -70,7 +70,7 @@ fn a_silent_leader_makes_the_front_end_ask_the_other_members() {
 fn a_leader_that_says_it_is_cut_off_makes_the_front_end_ask_elsewhere_at_once() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
-    let id = rid(fe.client_id(), op);
+    let id = rid_unnamed(fe.client_id(), op);
     fe.take_effects();
 
     let reply = response(id, Err(ClientError::CutOff { view: view(2, 1) }));

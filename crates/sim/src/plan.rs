@@ -106,6 +106,25 @@ pub struct IsolationPlan {
     pub len_ms: u64,
 }
 
+/// Leader hand-overs (`pactdb admin transfer-leader`) asked of a random
+/// group's primary, while faults are on. Drawn from its own generator
+/// (`HandoverPlan::draw`), so that every other draw of a seed, and so the
+/// runs of seeds without hand-overs, stay as they were before it existed.
+#[derive(Clone, Debug)]
+pub struct HandoverPlan {
+    pub mean_gap_ms: u64,
+}
+
+impl HandoverPlan {
+    /// Some seeds hand leadership over every few hundred milliseconds.
+    pub fn draw(seed: u64) -> (Option<HandoverPlan>, ChaCha8Rng) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6861_6e64_6f76_6572);
+        let plan = rng.gen_bool(0.4).then(|| HandoverPlan { mean_gap_ms: [150, 500, 1_500][rng.gen_range(0..3)] });
+        (plan, rng)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PausePlan {
     pub mean_gap_ms: u64,
@@ -233,6 +252,7 @@ pub struct Plan {
     /// (`NodeConfig::max_sessions`): below the number of clients on some
     /// seeds, so that sessions are evicted while their clients still retry.
     pub max_sessions: Option<usize>,
+    pub handovers: Option<HandoverPlan>,
 }
 
 /// How a seed makes members take snapshots.
@@ -394,6 +414,7 @@ impl Plan {
             pipeline_depth,
             max_sessions,
             read_levels,
+            handovers: None,
         }
     }
 
@@ -473,6 +494,9 @@ impl Plan {
         }
         if self.pipelined > 0 {
             parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));
+        }
+        if let Some(h) = &self.handovers {
+            parts.push(format!("leader hand-overs every ~{}ms", h.mean_gap_ms));
         }
         if let Some(n) = self.max_sessions {
             parts.push(format!("session tables hold {n}"));

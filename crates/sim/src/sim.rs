@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::panic::AssertUnwindSafe;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -124,6 +124,8 @@ pub struct Coverage {
     pub sessions_evicted: u64,
     /// Operations that ended with `SessionExpired`.
     pub session_expired: u64,
+    /// Epochs a member won by a leader hand-over (`TakeOver`).
+    pub handovers: u64,
 }
 
 impl Coverage {
@@ -136,6 +138,7 @@ impl Coverage {
             max_in_flight: self.max_in_flight.max(o.max_in_flight),
             sessions_evicted: self.sessions_evicted + o.sessions_evicted,
             session_expired: self.session_expired + o.session_expired,
+            handovers: self.handovers + o.handovers,
         }
     }
 }
@@ -260,6 +263,7 @@ enum What {
         node: NodeId,
     },
     NextPause,
+    NextHandover,
     Resume {
         node: NodeId,
         inc: u64,
@@ -289,6 +293,7 @@ impl What {
             What::NextPause => 13,
             What::Resume { .. } => 14,
             What::StepEnded { .. } => 15,
+            What::NextHandover => 16,
         }
     }
 }
@@ -445,12 +450,18 @@ struct World {
     coverage: Coverage,
     /// The highest base index of each group's in-memory log seen so far.
     compacted: BTreeMap<GroupId, Index>,
+    /// Draws the leader hand-overs (see `HandoverPlan`).
+    handover_rng: ChaCha8Rng,
+    /// The (group, epoch)s a member won by a hand-over.
+    handed: BTreeSet<(GroupId, u64)>,
 }
 
 impl World {
     fn new(seed: u64, opts: SimOptions, verbose: bool) -> World {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let plan = Plan::draw(&mut rng, opts.shape);
+        let mut plan = Plan::draw(&mut rng, opts.shape);
+        let (handovers, handover_rng) = crate::plan::HandoverPlan::draw(seed);
+        plan.handovers = handovers;
         let faulty = opts.diverge_one.then(|| plan.groups[0].placement[0]);
         let bugs = opts.bugs;
         let cluster = ClusterMap {
@@ -523,6 +534,8 @@ impl World {
             isolations: Vec::new(),
             coverage: Coverage::default(),
             compacted: BTreeMap::new(),
+            handover_rng,
+            handed: BTreeSet::new(),
         }
     }
 
@@ -772,6 +785,10 @@ impl World {
             let gap = gap_ms(&mut self.rng, p.mean_gap_ms);
             self.schedule(gap * 1_000, What::NextPause);
         }
+        if let Some(h) = &self.plan.handovers {
+            let gap = gap_ms(&mut self.handover_rng, h.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextHandover);
+        }
     }
 
     /// The quiet phase begins: no new faults, every partition healed, the
@@ -858,6 +875,7 @@ impl World {
             }
         }
         coverage.sessions_evicted = evicted.values().sum();
+        coverage.handovers = self.handed.len() as u64;
         let txns = &self.history.txns;
         let txns_ok = txns.iter().filter(|t| t.outcome.is_committed() || t.outcome.told_not_committed()).count();
         let ops_ok = self.history.ops.iter().filter(|o| o.result().is_some()).count() + txns_ok;
@@ -937,6 +955,9 @@ impl World {
                 c.fe.on_unreachable(now_ms, &mut c.rng, node);
                 self.drain_client(client);
             }
+            What::AdminReply { reply } if matches!(*reply, ClientReply::TransferStarted(_)) => {
+                self.note(format!("transfer-leader answered: {reply:?}"));
+            }
             What::AdminReply { reply } => {
                 self.note(format!("bootstrap answered: {reply:?}"));
                 self.admin_waiting = false;
@@ -969,6 +990,7 @@ impl World {
                 }
             }
             What::NextPause => self.next_pause(),
+            What::NextHandover => self.next_handover(),
             What::Resume { node, inc } => {
                 let s = &self.slots[&node];
                 if s.inc == inc && s.paused {
@@ -1188,6 +1210,10 @@ impl World {
         for r in node.replicas() {
             let base = self.compacted.entry(r.group()).or_default();
             *base = (*base).max(r.log().base_index());
+            if r.leads_a_handed_epoch() {
+                let epoch = r.view().map_or(0, |v| v.epoch);
+                self.handed.insert((r.group(), epoch));
+            }
         }
         if self.verbose {
             let after = self.roles(id);
@@ -1624,6 +1650,32 @@ impl World {
         self.schedule(gap * 1_000, What::NextPause);
     }
 
+    /// Asks a random group's primary (as the nodes that are up see it) to
+    /// hand its leadership to a random other member of its view.
+    fn next_handover(&mut self) {
+        let Some(h) = self.plan.handovers.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        let group = self.cluster.groups[self.handover_rng.gen_range(0..self.cluster.groups.len())].id;
+        let primary = self.slots.iter().find_map(|(&id, s)| {
+            let r = s.node.as_ref()?.replica(group)?;
+            (r.role() == Role::Primary && !s.paused).then(|| (id, r.view().cloned()))
+        });
+        if let Some((leader, Some(view))) = primary {
+            let others: Vec<NodeId> = view.members.iter().copied().filter(|&m| m != leader).collect();
+            if !others.is_empty() {
+                let to = others[self.handover_rng.gen_range(0..others.len())];
+                let token = self.new_token(Conn::Admin { node: leader });
+                let msg = ClientMsg::TransferLeader { group, to };
+                self.schedule(500, What::ToNode { to: leader, token, msg: Box::new(msg) });
+                self.note(format!("transfer-leader of group {group} from node {leader} to node {to} asked"));
+            }
+        }
+        let gap = gap_ms(&mut self.handover_rng, h.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextHandover);
+    }
+
     fn resume(&mut self, id: NodeId) {
         let slot = self.slots.get_mut(&id).expect("slot");
         slot.paused = false;
@@ -1688,6 +1740,7 @@ fn body_tag(body: &PeerBody) -> u64 {
         PeerBody::SnapshotAck { id, received, .. } => 19 | id.index << 8 | received << 32,
         PeerBody::Join { last_index, .. } => 11 | last_index << 8,
         PeerBody::StaleEpoch { view } => 12 | view.epoch << 8,
+        PeerBody::TakeOver { epoch, last_index, .. } => 20 | epoch << 8 | last_index << 32,
         PeerBody::CanCommit { txn, .. } => 13 | txn.seq << 8,
         PeerBody::Vote { txn, .. } => 14 | txn.seq << 8,
         PeerBody::DoCommit { txn, .. } => 15 | txn.seq << 8,

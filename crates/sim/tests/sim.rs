@@ -39,7 +39,7 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// The runs reach the paths a small healthy cluster rarely takes: logs
 /// compacted and members caught up by snapshot, clients with many requests
 /// in flight, sessions evicted from the exactly-once tables and retries told
-/// `SessionExpired`. Each is switched on by a share of the seeds, so a few
+/// `SessionExpired`, leaders handed over by `transfer-leader`. Each is switched on by a share of the seeds, so a few
 /// dozen seeds reach all of them; a change that quietly stops reaching one
 /// fails here.
 #[test]
@@ -55,6 +55,7 @@ fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
     assert!(reached(|c| u64::from(c.max_in_flight >= 4)) > 0, "{line}");
     assert!(reached(|c| c.sessions_evicted) > 0, "{line}");
     assert!(reached(|c| c.session_expired) > 0, "{line}");
+    assert!(reached(|c| c.handovers) > 0, "{line}");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,

@@ -25,6 +25,7 @@
 mod active;
 mod backup;
 mod coordinator;
+mod handover;
 mod participant;
 mod passive;
 mod primary;
@@ -341,6 +342,14 @@ pub struct Replica {
     next_ask: u64,
     /// Backup: how fresh its state is known to be (stale reads).
     freshness: reads::Freshness,
+    /// Primary: the leader hand-over under way, if any (see `handover.rs`).
+    handover: Option<handover::Handover>,
+    /// Backup: the epoch whose primary asked this replica to take over,
+    /// while its proposal of the next epoch is open.
+    taking_over: Option<Epoch>,
+    /// The epoch this replica was handed by a primary that stays a member
+    /// of it: it serves at once, without waiting out a read lease.
+    handed_epoch: Option<Epoch>,
 }
 
 impl Replica {
@@ -405,6 +414,9 @@ impl Replica {
             held_reads: VecDeque::new(),
             next_ask: 1,
             freshness: reads::Freshness::default(),
+            handover: None,
+            taking_over: None,
+            handed_epoch: None,
         }
     }
 
@@ -488,6 +500,7 @@ impl Replica {
             oldest_prepared_ms: oldest.map(|t| now.saturating_sub(t)),
             unfinished_decisions: self.state.decisions.len(),
             transfers: self.transfers(),
+            handover: self.handover_status(),
         }
     }
 

@@ -293,6 +293,7 @@ impl Replica {
             self.commit_index = commit;
             self.apply_committed_primary(ctx);
         }
+        self.ask_take_over_if_ready(ctx);
     }
 
     pub(super) fn apply_committed_primary(&mut self, ctx: &mut Ctx) {
@@ -391,6 +392,10 @@ impl Replica {
         let now = ctx.out.now();
         if self.cut_off(now) {
             self.release_waiting_clients(ctx, view);
+        }
+        self.tick_handover(ctx);
+        if !self.is_primary() {
+            return;
         }
         self.append_noop_if_inherited(ctx);
         if now >= self.next_heartbeat_ms {

@@ -66,6 +66,11 @@ impl Replica {
         if req.op.is_read() && !active {
             return self.read_passive(ctx, token, req);
         }
+        if self.holds_writes() {
+            // Reads go on; writes wait for the new primary (or for this one
+            // to give the hand-over up), so none is refused.
+            return self.hold_for_handover(ctx, token, req);
+        }
         // Retries are looked up before min_members is enforced: a write that
         // already ran must get its recorded outcome, not a refusal that would
         // tell the client a committed write did not happen.

@@ -41,6 +41,8 @@ impl Replica {
         }
         // A newer view settles any admission this replica left unresolved.
         self.unresolved_admission = None;
+        let prev = self.view.as_ref().map(|v| (v.epoch, v.leader));
+        self.note_handed_view(prev, &view);
         self.view = Some(view.clone());
         self.matched_upto = self.matched_upto.min(self.log.base_index());
         // A `sent_ms` is a time on the clock of the primary that stamped it.
@@ -114,6 +116,12 @@ impl Replica {
         // `lease_ms` plus drift, so waiting it out from the last ack is safe.
         let granted = self.lease_granted_ms.unwrap_or(now);
         self.serve_after_ms = granted + self.timing.primary_suspect_ms;
+        if self.handed_epoch == Some(view.epoch) {
+            // Handed over by a primary that stays a member: it cannot serve
+            // anything this primary's writes would make stale (see
+            // `handover.rs`), so there is no lease to wait out.
+            self.serve_after_ms = now;
+        }
         self.cut_off_after_ms = self.serve_after_ms.max(now) + self.timing.lease_ms;
         self.append_noop_if_inherited(ctx);
     }
@@ -217,6 +225,7 @@ impl Replica {
             }
         }
         self.lock_waiter_count = 0;
+        self.end_handover(ctx, &view);
         self.coordinator_step_down(ctx);
         self.participant = Default::default();
         self.parked_count = 0;

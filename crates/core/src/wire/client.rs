@@ -184,6 +184,21 @@ pub enum ClientMsg {
     /// Answered by the runtime (the core knows no addresses); `pactdb
     /// bootstrap` builds the cluster map from every node's answer.
     GetNodeInfo,
+    /// Hand the leadership of `group` to member `to` (`pactdb admin
+    /// transfer-leader`). Sent to the group's leader, which answers at once
+    /// whether it started the hand-over; the new view shows when it is done.
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+    },
+}
+
+/// Why a leader hand-over was not started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRefused {
+    pub reason: String,
+    /// The group's view as the node knows it: ask its leader instead.
+    pub view: Option<View>,
 }
 
 /// Per-group status of one replica.
@@ -209,6 +224,23 @@ pub struct ReplicaStatus {
     pub unfinished_decisions: usize,
     /// Snapshot streams under way on this replica.
     pub transfers: Vec<SnapshotTransfer>,
+    /// A leader hand-over this primary has under way, if any.
+    pub handover: Option<Handover>,
+}
+
+/// A leader hand-over under way at the primary: writes are held until `to`
+/// holds every entry and the primary has committed them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    pub to: NodeId,
+    /// Entries `to` still lacks (as its acks say).
+    pub entries_left: u64,
+    /// Entries not yet committed.
+    pub uncommitted: u64,
+    /// Writes held until the hand-over ends.
+    pub held: usize,
+    /// Whether `TakeOver` was sent.
+    pub asked: bool,
 }
 
 /// A snapshot stream under way: sent by a primary to `peer`, or taken by a
@@ -256,6 +288,10 @@ pub enum ClientReply {
         /// Every node's peer address, as this node was started with them.
         peers: std::collections::BTreeMap<NodeId, String>,
     },
+    /// The answer to `TransferLeader`: the view the hand-over starts from,
+    /// or why it was not started (with the view this node knows, if any,
+    /// so the caller can ask the leader it names).
+    TransferStarted(Result<View, TransferRefused>),
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
     ProtocolError {

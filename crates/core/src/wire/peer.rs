@@ -128,6 +128,17 @@ pub enum PeerBody {
     StaleEpoch {
         view: View,
     },
+    /// A leader hand-over (`pactdb admin transfer-leader`): the primary of
+    /// `epoch`, which stopped taking writes, tells the member it hands over
+    /// to that it holds everything up to `last_index` and has committed up
+    /// to `commit_index`; the member proposes itself as leader of the next
+    /// epoch, with the same members.
+    TakeOver {
+        group: GroupId,
+        epoch: Epoch,
+        last_index: Index,
+        commit_index: Index,
+    },
 
     // Two-phase commit. Every message names the participant group it is
     // about; the coordinator is the primary of `txn.home`.
