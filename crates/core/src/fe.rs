@@ -123,6 +123,42 @@ pub enum FeEffect {
     /// operation differently from the f+1 that agreed (reported just before
     /// its `Done`).
     Dissent { op: OpId, group: GroupId, members: Vec<NodeId> },
+    /// A read at `Consistency::Session` or `Stale` was answered by member
+    /// `by`, whose state was at most `stale_ms` old (stale reads) when it
+    /// answered (reported just before its `Done`). Linearizable reads need
+    /// no such note: they are never old.
+    ReadServed { op: OpId, by: NodeId, stale_ms: Option<Millis> },
+}
+
+/// A front end's session token: per group, the highest index an answer it
+/// got was covered by. A session or linearizable read is served only by a
+/// member that applied at least that far, so a client never sees less than
+/// it (or a client that handed it its token) saw before. Written
+/// `GROUP:INDEX[,GROUP:INDEX...]` (`0:17,2:5`); empty: nothing seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionToken(pub BTreeMap<GroupId, Index>);
+
+impl std::fmt::Display for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(g, i)| format!("{g}:{i}")).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl std::str::FromStr for SessionToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SessionToken, String> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || format!("bad session token part `{part}`: expected GROUP:INDEX, e.g. 0:17");
+            let (g, i) = part.split_once(':').ok_or_else(bad)?;
+            let g: GroupId = g.parse().map_err(|_| bad())?;
+            let i: Index = i.parse().map_err(|_| bad())?;
+            let e = map.entry(g).or_insert(0);
+            *e = i.max(*e);
+        }
+        Ok(SessionToken(map))
+    }
 }
 
 #[derive(Debug)]
@@ -206,15 +242,15 @@ impl FrontEnd {
 
     /// The session token: per group, the highest index this front end's
     /// answers were covered by.
-    pub fn token(&self) -> &BTreeMap<GroupId, Index> {
-        &self.tokens
+    pub fn token(&self) -> SessionToken {
+        SessionToken(self.tokens.clone())
     }
 
     /// Takes in a token another client handed over (`pactdb get --after`):
     /// this front end's later session and linearizable reads see at least
     /// what that client had seen (causal order across clients).
-    pub fn observe_token(&mut self, token: &BTreeMap<GroupId, Index>) {
-        for (&g, &i) in token {
+    pub fn observe_token(&mut self, token: &SessionToken) {
+        for (&g, &i) in &token.0 {
             let t = self.tokens.entry(g).or_insert(0);
             *t = (*t).max(i);
         }
@@ -508,7 +544,7 @@ impl FrontEnd {
                 }
                 self.retry_on_new_views(now, rng, &changed);
             }
-            ClientReply::Response { id, result, at, .. } => {
+            ClientReply::Response { id, result, at, stale_ms } => {
                 // An answer to the request as it is now: not to an attempt
                 // sent before its session was named. Not only to the current
                 // client id: requests sent before a renewal keep theirs, and
@@ -532,6 +568,7 @@ impl FrontEnd {
                     }
                 }
                 let Some(p) = self.pending.get(&id.seq) else { return };
+                let weak = p.request.op.is_read() && p.request.consistency != Consistency::Linearizable;
                 if !p.in_flight || p.target != Some(from) {
                     // An answer to an attempt already given up on; a write's
                     // outcome is still the same, so accept successes. A
@@ -548,6 +585,9 @@ impl FrontEnd {
                     if result.is_err() {
                         return;
                     }
+                }
+                if weak && result.is_ok() {
+                    self.effects.push(FeEffect::ReadServed { op: id.seq, by: from, stale_ms });
                 }
                 self.on_result(now, rng, id.seq, from, result);
             }

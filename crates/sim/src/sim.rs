@@ -1428,6 +1428,8 @@ impl World {
                     pactdb_core::fe::FeEffect::Send { to, msg } => self.client_send(client, to, msg),
                     pactdb_core::fe::FeEffect::FetchViews { to } => self.client_send(client, to, ClientMsg::GetViews),
                     pactdb_core::fe::FeEffect::Dissent { members, .. } => self.dissents += members.len(),
+                    // Who served a weaker read is not judged: the checkers judge what it saw.
+                    pactdb_core::fe::FeEffect::ReadServed { .. } => {}
                     pactdb_core::fe::FeEffect::Done { op, id, result } => {
                         if let Err(pactdb_core::fe::FeError::Refused(ClientError::SessionExpired)) = &result {
                             self.coverage.session_expired += 1;

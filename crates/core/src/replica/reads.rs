@@ -80,6 +80,14 @@ impl Replica {
         if let Err(e) = req.op.validate() {
             return ctx.out.reply(token, ClientReply::response(id, Err(e.into())));
         }
+        let view = self.view.clone().expect("a backup has a view");
+        if req.epoch < view.epoch {
+            // The front end's view is old: the node it takes for the leader
+            // may be a backup now, and it would retry this read there for as
+            // long as this member could not serve it. Teach it the view.
+            let result = Err(ClientError::NotLeader { view: Some(view) });
+            return ctx.out.reply(token, ClientReply::response(id, result));
+        }
         let key = req.op.key().expect("a read names its key").to_vec();
         let mut need = req.after;
         if self.bugs.session_read_ignores_token {
@@ -103,7 +111,6 @@ impl Replica {
             Consistency::Session => {}
             Consistency::Linearizable if self.bugs.backup_read_ignores_index => {}
             Consistency::Linearizable => {
-                let view = self.view.clone().expect("a backup has a view");
                 let n = self.next_ask;
                 self.next_ask += 1;
                 ask = Some(n);
