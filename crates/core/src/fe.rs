@@ -373,10 +373,15 @@ impl FrontEnd {
         // A read that any member may serve goes to a random one of the
         // view on its first attempt; a retry goes to the leader (the member
         // was behind, or silent).
+        // In an active group only reads weaker than linearizable are
+        // spread: a linearizable one goes through the sequencer's order.
+        let weak = p.request.consistency != Consistency::Linearizable;
         let spread = p.request.op.is_read()
-            && spec.mode == Mode::Passive
             && p.failures == 0
-            && (p.request.consistency != Consistency::Linearizable || self.spread_linearizable);
+            && match spec.mode {
+                Mode::Passive => weak || self.spread_linearizable,
+                Mode::Active => weak,
+            };
         if p.request.op.is_read() && !matches!(p.request.consistency, Consistency::Stale { .. }) {
             p.request.after = self.tokens.get(&group).copied().unwrap_or(0);
         }
@@ -395,7 +400,7 @@ impl FrontEnd {
         p.target = Some(target);
         p.in_flight = true;
         p.wake_ms = now + self.timing.attempt_timeout_ms;
-        if spec.mode == Mode::Active && !answered_by_leader_only(&p.request.op) {
+        if spec.mode == Mode::Active && !answered_by_leader_only(&p.request.op) && !spread {
             // Active replication: the request goes to every member; the
             // sequencer orders it and every member answers.
             let members = view.as_ref().map_or(&spec.placement, |v| &v.members);
@@ -618,7 +623,12 @@ impl FrontEnd {
         if spec.mode != Mode::Active || !spec.voting {
             return false;
         }
-        if answered_by_leader_only(&self.pending[&op].request.op) {
+        let request = &self.pending[&op].request;
+        if answered_by_leader_only(&request.op) {
+            return false;
+        }
+        if request.op.is_read() && request.consistency != Consistency::Linearizable {
+            // The client chose one member's answer: no vote.
             return false;
         }
         // 2f+1 members mask f wrong ones: f+1 identical answers decide. f

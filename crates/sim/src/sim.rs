@@ -126,6 +126,8 @@ pub struct Coverage {
     pub session_expired: u64,
     /// Epochs a member won by a leader hand-over (`TakeOver`).
     pub handovers: u64,
+    /// Reads backups served (counted by the replicas alive at the end).
+    pub backup_reads: u64,
 }
 
 impl Coverage {
@@ -139,6 +141,7 @@ impl Coverage {
             sessions_evicted: self.sessions_evicted + o.sessions_evicted,
             session_expired: self.session_expired + o.session_expired,
             handovers: self.handovers + o.handovers,
+            backup_reads: self.backup_reads + o.backup_reads,
         }
     }
 }
@@ -872,6 +875,7 @@ impl World {
             for r in slot.node.iter().flat_map(|n| n.replicas()) {
                 let e = evicted.entry(r.group()).or_default();
                 *e = (*e).max(r.state().sessions.evicted());
+                coverage.backup_reads += r.backup_reads_served();
             }
         }
         coverage.sessions_evicted = evicted.values().sum();

@@ -342,6 +342,8 @@ pub struct Replica {
     next_ask: u64,
     /// Backup: how fresh its state is known to be (stale reads).
     freshness: reads::Freshness,
+    /// Reads this replica served as a backup since it started.
+    backup_reads_served: u64,
     /// Primary: the leader hand-over under way, if any (see `handover.rs`).
     handover: Option<handover::Handover>,
     /// Backup: the epoch whose primary asked this replica to take over,
@@ -414,6 +416,7 @@ impl Replica {
             held_reads: VecDeque::new(),
             next_ask: 1,
             freshness: reads::Freshness::default(),
+            backup_reads_served: 0,
             handover: None,
             taking_over: None,
             handed_epoch: None,
@@ -433,6 +436,11 @@ impl Replica {
 
     pub fn view(&self) -> Option<&View> {
         self.view.as_ref()
+    }
+
+    /// Reads this replica served as a backup since it started.
+    pub fn backup_reads_served(&self) -> u64 {
+        self.backup_reads_served
     }
 
     pub fn role(&self) -> Role {
@@ -714,10 +722,10 @@ impl Replica {
         let log = std::mem::take(&mut self.log);
         for e in log.range(self.applied_index + 1, upto) {
             match (self.apply_entry(e), out.as_deref_mut()) {
-                (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response),
+                (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response, e.index),
                 (Applied::Decided { txn }, Some(out)) if self.awaiting.contains_key(&txn.request_id()) => {
                     let response = e.decided_response().expect("a decision applied as one");
-                    self.answer_awaiting(out, txn.request_id(), &response)
+                    self.answer_awaiting(out, txn.request_id(), &response, e.index)
                 }
                 _ => {}
             }

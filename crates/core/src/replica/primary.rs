@@ -369,7 +369,7 @@ impl Replica {
 
     /// Answers the clients of request `id`, carried out by entry `index`.
     fn answer_applied(&mut self, ctx: &mut Ctx, index: Index, id: RequestId, response: &OpResult) {
-        self.answer_awaiting(ctx.out, id, response);
+        self.answer_awaiting(ctx.out, id, response, index);
         if let Some(ws) = self.waiters.remove(&index) {
             for (token, id) in ws {
                 let written = matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. });

@@ -104,6 +104,7 @@ impl Replica {
                 if !self.state.locks.is_written(&key) {
                     let result = Ok(OpResult::Value(self.state.kv.get(&key).cloned()));
                     let at = self.applied_index;
+                    self.backup_reads_served += 1;
                     return ctx.out.reply(token, ClientReply::Response { id, result, at, stale_ms: Some(stale_ms) });
                 }
                 // Locked: held like a session read with no token.
@@ -139,6 +140,7 @@ impl Replica {
             if backup && ready {
                 let result = Ok(OpResult::Value(self.state.kv.get(&r.key).cloned()));
                 let reply = ClientReply::Response { id: r.id, result, at: self.applied_index, stale_ms: None };
+                self.backup_reads_served += 1;
                 ctx.out.reply(r.token, reply);
             } else if !backup || now >= r.deadline_ms {
                 let reason = if backup { "it did not catch up in time" } else { "it is no longer a backup" };

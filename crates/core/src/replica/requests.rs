@@ -20,7 +20,7 @@ use crate::state::op::Op;
 use crate::state::sessions::Dedup;
 use crate::state::txn::TxnId;
 use crate::types::{Mode, RequestId};
-use crate::wire::{ClientError, ClientReply, ClientRequest};
+use crate::wire::{ClientError, ClientReply, ClientRequest, Consistency};
 
 impl Replica {
     pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
@@ -28,13 +28,16 @@ impl Replica {
         let reply =
             |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         let active = self.mode() == Mode::Active;
+        let weak = req.consistency != Consistency::Linearizable;
+        if req.op.is_read() && self.role() == super::Role::Backup && (!active || weak) {
+            // Any member of a passive group serves reads, at the client's
+            // consistency (see `reads`); in an active group, reads weaker
+            // than linearizable (a linearizable one goes through the
+            // sequencer's order like a write).
+            return self.read_at_backup(ctx, token, req);
+        }
         if active && !self.is_primary() {
             return self.on_member_request(ctx, token, req);
-        }
-        if req.op.is_read() && self.role() == super::Role::Backup {
-            // Any member of a passive group serves reads, at the client's
-            // consistency (see `reads`).
-            return self.read_at_backup(ctx, token, req);
         }
         if !self.is_primary() {
             return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
