@@ -592,6 +592,11 @@ impl FrontEnd {
                     }
                 }
                 if weak && result.is_ok() {
+                    // A stale read with no age given was answered by a
+                    // primary under its lease, or through the sequencer's
+                    // order: as fresh as a read can be.
+                    let stale = matches!(self.pending[&id.seq].request.consistency, Consistency::Stale { .. });
+                    let stale_ms = if stale { stale_ms.or(Some(0)) } else { stale_ms };
                     self.effects.push(FeEffect::ReadServed { op: id.seq, by: from, stale_ms });
                 }
                 self.on_result(now, rng, id.seq, from, result);

@@ -51,6 +51,9 @@ pub(super) struct HeldRead {
     need: Index,
     /// Linearizable: the read index request not answered yet.
     ask: Option<u64>,
+    /// A stale read (held while its key was locked): its answer says how
+    /// old the state is.
+    stale: bool,
     deadline_ms: Millis,
 }
 
@@ -122,7 +125,8 @@ impl Replica {
             return ctx.out.reply(token, ClientReply::response(id, Err(ClientError::Busy)));
         }
         let deadline_ms = now + self.timing.held_read_wait_ms;
-        self.held_reads.push_back(HeldRead { token, id, key, need, ask, deadline_ms });
+        let stale = matches!(req.consistency, Consistency::Stale { .. });
+        self.held_reads.push_back(HeldRead { token, id, key, need, ask, stale, deadline_ms });
         self.serve_held_reads(ctx);
     }
 
@@ -139,7 +143,8 @@ impl Replica {
             let ready = r.ask.is_none() && r.need <= self.applied_index && !self.state.locks.is_written(&r.key);
             if backup && ready {
                 let result = Ok(OpResult::Value(self.state.kv.get(&r.key).cloned()));
-                let reply = ClientReply::Response { id: r.id, result, at: self.applied_index, stale_ms: None };
+                let stale_ms = if r.stale { self.staleness_ms(now) } else { None };
+                let reply = ClientReply::Response { id: r.id, result, at: self.applied_index, stale_ms };
                 self.backup_reads_served += 1;
                 ctx.out.reply(r.token, reply);
             } else if !backup || now >= r.deadline_ms {
