@@ -209,6 +209,13 @@ pub struct FrontEnd {
     /// Send linearizable reads to any member too (a backup asks its primary
     /// for a read index), not only to the leader.
     spread_linearizable: bool,
+    /// Groups a committed transaction of this front end wrote to since it
+    /// last had a read answered there by the leader: a transaction's answer
+    /// carries no index of the participants' logs, so the token does not
+    /// cover its writes; the next read of such a group goes to its leader
+    /// (which waits for the decision if the key is still locked), and that
+    /// answer's index moves the token past the writes.
+    txn_written: std::collections::BTreeSet<GroupId>,
 }
 
 impl FrontEnd {
@@ -230,6 +237,7 @@ impl FrontEnd {
             suspects: BTreeMap::new(),
             tokens: BTreeMap::new(),
             spread_linearizable: false,
+            txn_written: Default::default(),
         }
     }
 
@@ -378,6 +386,7 @@ impl FrontEnd {
         let weak = p.request.consistency != Consistency::Linearizable;
         let spread = p.request.op.is_read()
             && p.failures == 0
+            && !self.txn_written.contains(&group)
             && match spec.mode {
                 Mode::Passive => weak || self.spread_linearizable,
                 Mode::Active => weak,
@@ -468,6 +477,11 @@ impl FrontEnd {
             // commit in it would be refused alike. The next request starts
             // a new session (`submit`).
             self.renew = self.renew || p.request.id.client == self.client_id;
+        }
+        if let (Op::Commit(req), Ok(OpResult::Txn(outcome)), Some(cluster)) = (&p.request.op, &result, &self.cluster) {
+            if outcome.is_committed() {
+                self.txn_written.extend(req.writes.iter().map(|w| cluster.group_of(&w.key)));
+            }
         }
         self.effects.push(FeEffect::Done { op, id: p.request.id, result });
     }
@@ -562,6 +576,9 @@ impl FrontEnd {
                     let group = self.pending[&id.seq].request.group;
                     let t = self.tokens.entry(group).or_insert(0);
                     *t = (*t).max(at);
+                    if self.views.get(&group).is_some_and(|v| v.leader == from) {
+                        self.txn_written.remove(&group);
+                    }
                 }
                 if result.is_ok() {
                     // It answers again: no longer silent.

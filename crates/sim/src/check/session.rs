@@ -12,9 +12,8 @@
 //! invoked (it precedes `w` in every order), or when it saw no value of a
 //! key nobody ever deletes. Reads whose value is ambiguous (written twice)
 //! or whose key is deleted somewhere are not judged by absence. It judges
-//! the register history, so a transaction's writes count as writes; only a
-//! client's own single-key writes count for read-your-writes (a
-//! transaction's answer carries no session index).
+//! the register history, so a transaction's writes count as writes, for
+//! read-your-writes too (a client's committed transactions).
 
 use super::Violation;
 use crate::history::{show, History, OpRecord};
@@ -68,7 +67,7 @@ pub fn check(registers: &History) -> Vec<Violation> {
                 let earlier = |o: &&OpRecord| {
                     o.client == r.client && o.key() == key && o.complete_us.is_some_and(|c| c < r.invoke_us)
                 };
-                for w in registers.ops.iter().filter(earlier).filter(|w| ok_write(w) && w.txn.is_none()) {
+                for w in registers.ops.iter().filter(earlier).filter(|w| ok_write(w)) {
                     if older(&s, w) {
                         violations.push(Violation::new(
                             "session guarantees",
