@@ -43,7 +43,7 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// dozen seeds reach all of them; a change that quietly stops reaching one
 /// fails here.
 #[test]
-fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
+fn the_runs_reach_compaction_snapshots_pipelining_session_eviction_and_backup_reads() {
     let reports = run_seeds(0, 40, Bugs::default(), all_cores(), false, |_| {});
     let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
     assert!(failed.is_empty(), "{}", describe_failures(&failed));
@@ -56,6 +56,7 @@ fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
     assert!(reached(|c| c.sessions_evicted) > 0, "{line}");
     assert!(reached(|c| c.session_expired) > 0, "{line}");
     assert!(reached(|c| c.handovers) > 0, "{line}");
+    assert!(reached(|c| c.backup_reads) > 0, "{line}");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,
