@@ -75,4 +75,9 @@ pub struct Bugs {
     pub session_read_ignores_token: bool,
     /// A backup answers a stale read however old its state is.
     pub stale_read_past_bound: bool,
+    /// A front end drops the session token another client handed it
+    /// (`FrontEnd::observe_token`). The front end takes no bugs: the
+    /// simulator, which hands tokens between its clients, applies this one
+    /// where it hands them.
+    pub drop_handed_token: bool,
 }

@@ -172,6 +172,9 @@ impl TxnRecord {
 pub struct History {
     pub ops: Vec<OpRecord>,
     pub txns: Vec<TxnRecord>,
+    /// Session tokens handed between clients: (from, to, when). A client's
+    /// later session reads must see what the giver had seen (causal order).
+    pub handoffs: Vec<(usize, usize, Micros)>,
 }
 
 impl History {
@@ -288,7 +291,7 @@ impl History {
                 });
             }
         }
-        History { ops, txns: Vec::new() }
+        History { ops, txns: Vec::new(), handoffs: self.handoffs.clone() }
     }
 }
 

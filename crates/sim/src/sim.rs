@@ -974,6 +974,7 @@ impl World {
                     return;
                 }
                 self.client_ticks[client].0 = None;
+                self.maybe_hand_token(client);
                 let now_ms = self.now / 1_000;
                 let c = &mut self.clients[client];
                 c.fe.on_tick(now_ms, &mut c.rng);
@@ -1615,6 +1616,24 @@ impl World {
     /// The bugs node `id` runs with: the injected ones, except that a state
     /// that silently goes wrong is one faulty member (node 1, or the chosen
     /// one of the divergence demonstration), not all.
+    /// Now and then a client reading at levels is handed another such
+    /// client's session token, as `pactdb get --after` does between
+    /// processes: its later session reads must see what the giver had seen.
+    fn maybe_hand_token(&mut self, to: usize) {
+        if !self.clients[to].reads_at_levels() || !self.rng.gen_bool(0.05) {
+            return;
+        }
+        let from = self.rng.gen_range(0..self.clients.len());
+        if from == to || !self.clients[from].reads_at_levels() {
+            return;
+        }
+        let token = self.clients[from].fe.token();
+        if !self.bugs.drop_handed_token {
+            self.clients[to].fe.observe_token(&token);
+        }
+        self.history.handoffs.push((from, to, self.now));
+    }
+
     fn bugs_for(&self, id: NodeId) -> Bugs {
         let diverge = (self.bugs.diverge_state && id == 1) || self.faulty == Some(id);
         Bugs { diverge_state: diverge, ..self.bugs }

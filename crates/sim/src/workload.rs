@@ -155,6 +155,12 @@ impl Client {
         }
     }
 
+    /// Whether this client reads at random consistencies (and so may be
+    /// handed another client's session token).
+    pub fn reads_at_levels(&self) -> bool {
+        self.read_levels && matches!(self.role, ClientRole::Register { .. })
+    }
+
     /// Reads at a random consistency from now on, linearizable ones spread
     /// over the members too.
     pub fn use_read_levels(&mut self) {

@@ -108,6 +108,9 @@ fn meant_for(bug: &str) -> &'static str {
         "session-read-ignores-token" => "session guarantees",
         // A backup cut off from its primary answers from an old state.
         "stale-read-past-bound" => "staleness bound",
+        // A token handed over is dropped: the read need not see the
+        // giver's writes.
+        "drop-handed-token" => "causal order",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

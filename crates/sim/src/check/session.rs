@@ -6,6 +6,9 @@
 //!   saw (monotonic reads).
 //! - "staleness bound": a read at `stale=MS` sees every write that
 //!   completed more than MS before the read was invoked.
+//! - "causal order": a client handed another client's session token
+//!   (`History::handoffs`, as `pactdb get --after` does) sees, in its later
+//!   session reads, every single-key write the giver completed before.
 //!
 //! Values are unique in a run, so a read names the write it saw. A read is
 //! "older than" write `w` when the write it saw completed before `w` was
@@ -80,6 +83,33 @@ pub fn check(registers: &History) -> Vec<Violation> {
                                 w.id
                             ),
                         ));
+                    }
+                }
+                // Causal order: a token handed over before the read carries
+                // every single-key write the giver completed before then.
+                let handed = registers.handoffs.iter().filter(|&&(_, to, at)| to == r.client && at <= r.invoke_us);
+                for &(from, _, at) in handed {
+                    let given = |w: &&OpRecord| {
+                        w.client == from
+                            && w.key() == key
+                            && w.txn.is_none()
+                            && ok_write(w)
+                            && w.complete_us.is_some_and(|c| c < at)
+                    };
+                    for w in registers.ops.iter().filter(given) {
+                        if older(&s, w) {
+                            violations.push(Violation::new(
+                                "causal order",
+                                format!(
+                                    "client {}'s session read of key {:?} (op {}) missed a write (op {}) of client \
+                                     {from}, whose token it was handed at {at} us",
+                                    r.client,
+                                    show(key),
+                                    r.id,
+                                    w.id
+                                ),
+                            ));
+                        }
                     }
                 }
                 for r1 in registers.ops.iter().filter(earlier).filter(|o| o.op.is_read()) {
