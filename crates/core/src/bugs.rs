@@ -75,4 +75,9 @@ pub struct Bugs {
     pub session_read_ignores_token: bool,
     /// A backup answers a stale read however old its state is.
     pub stale_read_past_bound: bool,
+    /// A primary (or sequencer) runs a session's write as it arrives,
+    /// without the FIFO checks (`Replica::fifo_order`): a write that
+    /// overtook an earlier one of its session on the way (or across a
+    /// failover) is applied first.
+    pub fifo_ignores_order: bool,
 }

@@ -26,6 +26,7 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
             op: put("k", "v"),
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         })
     };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(unnamed) }]);
@@ -71,6 +72,7 @@ fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
             op: put("k", "v"),
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         })
     };
     let op = fe.submit(0, &mut rng, put("k", "v"));

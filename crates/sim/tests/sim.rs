@@ -107,6 +107,9 @@ fn meant_for(bug: &str) -> &'static str {
         "session-read-ignores-token" => "session guarantees",
         // A backup cut off from its primary answers from an old state.
         "stale-read-past-bound" => "staleness bound",
+        // A pipelined write that overtook an earlier one of its session on
+        // the simulated network (or across a failover) is applied first.
+        "fifo-ignores-order" => "fifo",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

@@ -226,6 +226,22 @@ impl<R> Sessions<R> {
     }
 }
 
+impl Sessions<OpResult> {
+    /// FIFO order of a session's writes (see `ClientRequest::prev`): the
+    /// highest sequence number of a single-key write the session applied,
+    /// or the highest it forgot (anything at or below `forgotten_upto` is
+    /// `Expired` and never runs again). A write of the session with a lower
+    /// number that has not run must never run: it would apply after one
+    /// its front end issued later. 0 for a session the table does not hold.
+    /// Costs a walk back over the session's last responses to its newest
+    /// write (at most `MAX_SESSION_RESPONSES`, usually one).
+    pub fn fifo_high(&self, client: u64, session: Index) -> u64 {
+        let Some(s) = self.by_session.get(&(client, session)) else { return 0 };
+        let newest_write = s.responses.iter().rev().find(|(_, r)| r.is_fifo_write()).map_or(0, |(seq, _)| *seq);
+        newest_write.max(s.forgotten_upto)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
