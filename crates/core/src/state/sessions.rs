@@ -251,6 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn fifo_high_is_the_newest_write_recorded_or_the_highest_forgotten() {
+        let mut s = Sessions::default();
+        let written = |v| OpResult::Written { version: v };
+        assert_eq!(s.fifo_high(1, 0), 0, "a session the table does not hold");
+        s.record(rid(1, 0, 2), 1, written(1), MAX_SESSIONS);
+        s.record(rid(1, 0, 5), 2, OpResult::CasFailed { current_version: 1 }, MAX_SESSIONS);
+        // A read (active groups record them) and a transaction's outcome are
+        // not writes a session's order is kept among.
+        s.record(rid(1, 0, 7), 3, OpResult::Value(None), MAX_SESSIONS);
+        let aborted =
+            OpResult::Txn(crate::state::txn::TxnOutcome::Aborted { reason: crate::state::txn::AbortReason::NoRecord });
+        s.record(rid(1, 0, 8), 4, aborted, MAX_SESSIONS);
+        assert_eq!(s.fifo_high(1, 0), 5);
+        assert_eq!(s.fifo_high(1, 9), 0, "another session of the same client");
+        // Past the window, the highest forgotten seq bounds it from below.
+        for seq in 100..100 + MAX_SESSION_RESPONSES as u64 {
+            s.record(rid(1, 0, seq), seq, OpResult::Value(None), MAX_SESSIONS);
+        }
+        assert_eq!(s.fifo_high(1, 0), 8);
+    }
+
+    #[test]
     fn sessions_forget_old_responses_but_never_rerun_them() {
         let mut s = Sessions::default();
         for seq in 1..=(MAX_SESSION_RESPONSES as u64 + 5) {
