@@ -87,6 +87,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
             op: Op::Put { key: key.clone().into_bytes(), value: b"v".to_vec() },
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         };
         match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
             ClientReply::Response { result: Err(ClientError::StaleEpoch { view: current }), .. } => {
@@ -136,6 +137,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
             op: Op::Commit(reused.clone()),
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         };
         match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
             ClientReply::Response { result: Err(ClientError::Malformed { reason }), .. } => {

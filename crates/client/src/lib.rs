@@ -2,8 +2,9 @@
 //!
 //! It owns connections to the nodes and one task that drives the core's
 //! `FrontEnd` logic (request ids, routing, redirects, retries, back-off).
-//! Callers see plain `get`/`put`/`delete`/`cas` calls and transactions
-//! (`begin`, `txn`, `txn_status`; see `txn.rs`); replication stays hidden.
+//! Callers see plain `get`/`put`/`delete`/`cas` calls, pipelined operations
+//! (`submit`) and transactions (`begin`, `txn`, `txn_status`; see
+//! `txn.rs`); replication stays hidden.
 //! It must never invent a request id for a retry: retries reuse the id,
 //! which is what makes them exactly-once.
 
@@ -117,6 +118,19 @@ pub async fn fetch_views(endpoints: &[String]) -> Result<(ClusterMap, Vec<View>)
     Err(Error::NoEndpoint(last))
 }
 
+/// An operation handed to the front end by `Client::submit`.
+pub struct Submitted {
+    rx: oneshot::Receiver<OpOutcome>,
+}
+
+impl Submitted {
+    /// The operation's outcome, once it is known.
+    pub async fn result(self) -> Result<OpResult, Error> {
+        let (_, result, _) = self.rx.await.map_err(|_| Error::Closed)?;
+        Ok(result?)
+    }
+}
+
 impl Client {
     /// Connects through any of `endpoints` (client addresses of nodes).
     pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
@@ -142,6 +156,17 @@ impl Client {
 
     pub async fn execute(&self, op: Op) -> Result<OpResult, Error> {
         Ok(self.execute_with_id(op).await?.1?)
+    }
+
+    /// Pipelining: hands `op` to the front end now and returns its outcome
+    /// to await later, so a caller keeps many operations in flight from
+    /// one task. Operations submitted one after another are issued in that
+    /// order, and a group applies one client's writes in the order they
+    /// were issued (FIFO), across a failover too.
+    pub async fn submit(&self, op: Op) -> Result<Submitted, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Op(op, Consistency::Linearizable, tx)).await.map_err(|_| Error::Closed)?;
+        Ok(Submitted { rx })
     }
 
     /// Runs `op` and says which request id it ran under (a transaction's

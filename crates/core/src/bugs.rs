@@ -80,4 +80,9 @@ pub struct Bugs {
     /// simulator, which hands tokens between its clients, applies this one
     /// where it hands them.
     pub drop_handed_token: bool,
+    /// A primary (or sequencer) runs a session's write as it arrives,
+    /// without the FIFO checks (`Replica::fifo_order`): a write that
+    /// overtook an earlier one of its session on the way (or across a
+    /// failover) is applied first.
+    pub fifo_ignores_order: bool,
 }

@@ -102,7 +102,9 @@ impl FeError {
                 | ClientError::CutOff { .. }
                 | ClientError::StaleEpoch { .. }
                 | ClientError::Busy
-                | ClientError::Unavailable { .. } => false,
+                | ClientError::Unavailable { .. }
+                | ClientError::OutOfOrder { .. }
+                | ClientError::Overtaken { .. } => false,
             },
             FeError::TooManyOutstanding | FeError::NoClusterMap => true,
             FeError::Timeout { .. } => false,
@@ -327,7 +329,7 @@ impl FrontEnd {
         }
         // Only reads have a consistency: a write always goes to the primary.
         let consistency = if op.is_read() { consistency } else { Consistency::Linearizable };
-        let request = ClientRequest { id, group: 0, epoch: 0, op, consistency, after: 0 };
+        let request = ClientRequest { id, group: 0, epoch: 0, op, consistency, after: 0, prev: 0 };
         self.pending.insert(
             seq,
             Pending {
@@ -378,6 +380,9 @@ impl FrontEnd {
             // never ran, so it may still join the current session.
             p.request.id = RequestId { client, session: start, seq: p.request.id.seq };
         }
+        let prev = self.fifo_prev(op);
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.request.prev = prev;
         // A read that any member may serve goes to a random one of the
         // view on its first attempt; a retry goes to the leader (the member
         // was behind, or silent).
@@ -419,6 +424,33 @@ impl FrontEnd {
             return;
         }
         self.effects.push(FeEffect::Send { to: target, msg: ClientMsg::Request(p.request.clone()) });
+    }
+
+    /// FIFO order (`ClientRequest::prev`): for a single-key write, the
+    /// newest earlier write of the same session to the same group that is
+    /// still unanswered here, which the group must run first; 0 if none.
+    /// Recomputed for every attempt: a write answered since (or given up,
+    /// with a timeout) no longer holds the later ones back, and the group
+    /// makes sure a given-up one never runs after them (`Overtaken`).
+    fn fifo_prev(&self, op: OpId) -> u64 {
+        let p = &self.pending[&op];
+        if !p.request.op.is_fifo_write() {
+            return 0;
+        }
+        let id = p.request.id;
+        // An unnamed write is named into the current session (under the
+        // current client id, whatever id it was submitted under) when it is
+        // next sent: it counts if this one is of the current session.
+        let current = id.client == self.client_id && self.sessions.get(&p.request.group) == Some(&id.session);
+        let same_session = |q: &Pending| {
+            (q.request.id.client == id.client && q.request.id.session == id.session)
+                || (q.request.id.session == RequestId::NO_SESSION && current)
+        };
+        self.pending
+            .range(..op)
+            .rev()
+            .find(|(_, q)| q.request.group == p.request.group && q.request.op.is_fifo_write() && same_session(q))
+            .map_or(0, |(&seq, _)| seq)
     }
 
     fn fetch_views(&mut self, now: Millis, rng: &mut ChaCha8Rng) {
@@ -727,6 +759,20 @@ impl FrontEnd {
                     self.backoff(now, rng, op, e.to_string());
                 }
                 ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
+                ClientError::OutOfOrder { prev } => {
+                    // The earlier write has not reached the group: resend
+                    // once it went out again (it is resent first after a
+                    // failover, or when its own back-off ends), a moment
+                    // after so that it arrives first. Not a failure of this
+                    // one: its back-off does not grow.
+                    let base = self.timing.backoff_base_ms.max(1);
+                    let after = self.pending.get(&prev).filter(|q| !q.in_flight).map_or(now, |q| q.wake_ms.max(now));
+                    let p = self.pending.get_mut(&op).expect("pending");
+                    p.in_flight = false;
+                    p.last_error = Some(e.to_string());
+                    p.wake_ms = after + base;
+                }
+                ClientError::Overtaken { .. } => self.finish(op, Err(FeError::Refused(e))),
                 ClientError::OpenSession { start } => {
                     let group = self.pending[&op].request.group;
                     self.sessions.entry(group).or_insert(start);

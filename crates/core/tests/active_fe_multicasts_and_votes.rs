@@ -40,6 +40,7 @@ fn a_request_goes_to_every_member_and_the_first_answer_completes_it() {
         op: put("k", "v"),
         consistency: Default::default(),
         after: 0,
+        prev: 0,
     });
     assert_eq!(
         fe.take_effects(),

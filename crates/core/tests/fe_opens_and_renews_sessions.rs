@@ -26,6 +26,7 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
             op: put("k", "v"),
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         })
     };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(unnamed) }]);
@@ -63,7 +64,8 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
 fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let client = fe.client_id();
-    let req = |id| {
+    // `prev`: the newest earlier write of the session still unanswered.
+    let req = |id, prev| {
         ClientMsg::Request(ClientRequest {
             id,
             group: GROUP,
@@ -71,6 +73,7 @@ fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
             op: put("k", "v"),
             consistency: Default::default(),
             after: 0,
+            prev,
         })
     };
     let op = fe.submit(0, &mut rng, put("k", "v"));
@@ -82,7 +85,7 @@ fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
     let (id_a, id_b) = (RequestId { client, session: 40, seq: a }, RequestId { client, session: 40, seq: b });
     assert_eq!(
         fe.take_effects(),
-        vec![FeEffect::Send { to: 1, msg: req(id_a) }, FeEffect::Send { to: 1, msg: req(id_b) }]
+        vec![FeEffect::Send { to: 1, msg: req(id_a, op) }, FeEffect::Send { to: 1, msg: req(id_b, a) }]
     );
 
     // The first is told its session expired: the front end renews...

@@ -55,7 +55,8 @@ fn an_unreachable_leader_means_polling_views_then_resending_at_once() {
                     epoch: 3,
                     op: put("k", "v"),
                     consistency: Default::default(),
-                    after: 0
+                    after: 0,
+                    prev: 0
                 }
             ))
         ),

@@ -23,6 +23,7 @@ fn stale_epoch_and_not_leader_redirect_with_the_same_id() {
             op: put("k", "v"),
             consistency: Default::default(),
             after: 0,
+            prev: 0,
         })
     };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(2) }]);
@@ -75,7 +76,8 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
                     epoch: 2,
                     op: put("k", "v"),
                     consistency: Default::default(),
-                    after: 0
+                    after: 0,
+                    prev: 0
                 }
             ))
         ),
@@ -109,7 +111,8 @@ fn an_unknown_leader_means_asking_for_views_then_retrying_the_same_id() {
                     epoch: 3,
                     op: put("k", "v"),
                     consistency: Default::default(),
-                    after: 0
+                    after: 0,
+                    prev: 0
                 }
             ))
         ),

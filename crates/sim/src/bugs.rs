@@ -11,7 +11,7 @@ use pactdb_core::bugs::Bugs;
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
 /// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 23] = [
+const BUGS: [&str; 24] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -35,6 +35,7 @@ const BUGS: [&str; 23] = [
     "session-read-ignores-token",
     "stale-read-past-bound",
     "drop-handed-token",
+    "fifo-ignores-order",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -69,6 +70,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "session-read-ignores-token" => bugs.session_read_ignores_token = true,
         "stale-read-past-bound" => bugs.stale_read_past_bound = true,
         "drop-handed-token" => bugs.drop_handed_token = true,
+        "fifo-ignores-order" => bugs.fifo_ignores_order = true,
         _ => return None,
     }
     Some(bugs)

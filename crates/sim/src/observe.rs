@@ -90,6 +90,25 @@ fn write_id(e: &Entry) -> Option<RequestId> {
     }
 }
 
+/// The request id of a write a front end's FIFO order covers (see
+/// `check::fifo`): a single-key write (put, delete, compare-and-set), from
+/// a passive primary's `Effects` (told by its response: a transaction's is
+/// an outcome) or an active group's `Sequenced` request. Not reads, not
+/// transactions.
+fn fifo_write_id(e: &Entry) -> Option<RequestId> {
+    use pactdb_core::state::op::OpResult;
+    match &e.payload {
+        Payload::Effects { id, response, .. } => {
+            matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. } | OpResult::CasFailed { .. })
+                .then_some(*id)
+        }
+        Payload::Sequenced { id, op } => {
+            matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. }).then_some(*id)
+        }
+        _ => None,
+    }
+}
+
 /// A two-phase commit entry as first seen committed.
 #[derive(Clone, Debug)]
 pub struct TxnLogged {
@@ -138,6 +157,10 @@ pub struct Observations {
     write_ids: HashMap<(GroupId, RequestId), Index>,
     /// Request ids committed at two indexes of a group's log: run twice.
     pub double_applies: Vec<String>,
+    /// Every single-key write seen committed, by group and index (the
+    /// first entry seen committed at each index): what the FIFO checker
+    /// reads a session's order from.
+    pub fifo_writes: BTreeMap<GroupId, BTreeMap<Index, RequestId>>,
     /// Each group's eviction mark (`Sessions::evicted_upto`) as it grew:
     /// when a replica of the group was first seen with it. A session
     /// starting below it was forgotten by then.
@@ -275,6 +298,9 @@ impl Observations {
                                  (seen by node {id} at {at}us)"
                             ));
                         }
+                    }
+                    if let Some(rid) = logged.and_then(fifo_write_id) {
+                        self.fifo_writes.entry(g).or_default().entry(i).or_insert(rid);
                     }
                     let slot = i as usize - 1;
                     if committed.len() <= slot {

@@ -111,6 +111,9 @@ fn meant_for(bug: &str) -> &'static str {
         // A token handed over is dropped: the read need not see the
         // giver's writes.
         "drop-handed-token" => "causal order",
+        // A pipelined write that overtook an earlier one of its session on
+        // the simulated network (or across a failover) is applied first.
+        "fifo-ignores-order" => "fifo",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

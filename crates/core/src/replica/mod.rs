@@ -50,7 +50,7 @@ use crate::state::{Applied, StateMachine};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientError, ClientReply, ClientRequest, PeerBody, ReplicaStatus, SnapshotTransfer, WalRecord};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// How a primary streams a snapshot to a member too far behind its log
@@ -268,6 +268,10 @@ pub struct Replica {
     progress: BTreeMap<NodeId, Progress>,
     waiters: BTreeMap<Index, Vec<(ClientToken, RequestId)>>,
     pending_ids: HashMap<RequestId, Index>,
+    /// The single-key writes among the pending entries (`Entry::fifo_write`),
+    /// ordered by session and seq: the newest pending write of a session
+    /// orders it as an applied one does (see `requests::fifo_order`).
+    pending_fifo: BTreeSet<RequestId>,
     /// Uncommitted state: the newest pending write of each key and its index.
     overlay: HashMap<Key, (Option<Versioned>, Index)>,
     parked_reads: BTreeMap<Index, Vec<(ClientToken, RequestId, OpResult)>>,
@@ -390,6 +394,7 @@ impl Replica {
             progress: BTreeMap::new(),
             waiters: BTreeMap::new(),
             pending_ids: HashMap::new(),
+            pending_fifo: BTreeSet::new(),
             overlay: HashMap::new(),
             parked_reads: BTreeMap::new(),
             awaiting: HashMap::new(),

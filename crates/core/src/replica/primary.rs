@@ -480,6 +480,9 @@ impl Replica {
         if let Some(id) = e.request_id() {
             self.pending_ids.insert(id, e.index);
         }
+        if let Some(id) = e.fifo_write() {
+            self.pending_fifo.insert(id);
+        }
         for w in e.writes() {
             let v = match w {
                 Write::Put { value, version, .. } => Some(Versioned { value: value.clone(), version: *version }),
@@ -496,6 +499,9 @@ impl Replica {
         self.coordinator.forget_pending(e);
         if let Some(id) = e.request_id() {
             self.pending_ids.remove(&id);
+        }
+        if let Some(id) = e.fifo_write() {
+            self.pending_fifo.remove(&id);
         }
         for w in e.writes() {
             if self.overlay.get(w.key()).is_some_and(|(_, i)| *i == e.index) {

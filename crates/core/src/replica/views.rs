@@ -98,6 +98,7 @@ impl Replica {
         // ids count as pending so retries wait for them instead of rerunning.
         self.overlay.clear();
         self.pending_ids.clear();
+        self.pending_fifo.clear();
         self.coordinator = Default::default();
         self.participant = Default::default();
         self.inherited_upto = self.log.last_index();
@@ -231,6 +232,7 @@ impl Replica {
         self.parked_count = 0;
         self.overlay.clear();
         self.pending_ids.clear();
+        self.pending_fifo.clear();
         self.progress.clear();
         self.admitting = None;
     }

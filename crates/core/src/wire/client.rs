@@ -68,6 +68,20 @@ pub enum ClientError {
     InvalidTransaction {
         reason: String,
     },
+    /// The write named an earlier write of its session (`ClientRequest::prev`)
+    /// that has not reached the group yet; it did not run. The front end
+    /// sends it again after the earlier one: a session's writes apply in
+    /// the order they were issued.
+    OutOfOrder {
+        prev: u64,
+    },
+    /// A write of the same session issued later (sequence number `by`) ran
+    /// or is pending already; this one did not run and, to keep the
+    /// session's writes in issue order, never will (unless that later one
+    /// is lost in a failover before it committed).
+    Overtaken {
+        by: u64,
+    },
 }
 
 impl std::fmt::Display for ClientError {
@@ -103,6 +117,13 @@ impl std::fmt::Display for ClientError {
             ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
             ClientError::Malformed { reason } => write!(f, "malformed request: {reason}"),
             ClientError::InvalidTransaction { reason } => write!(f, "invalid transaction: {reason}"),
+            ClientError::OutOfOrder { prev } => {
+                write!(f, "out of order: this session's earlier write {prev} has not reached the group yet")
+            }
+            ClientError::Overtaken { by } => write!(
+                f,
+                "overtaken: this session's later write {by} was applied first, so this one was not run (FIFO order)"
+            ),
         }
     }
 }
@@ -165,6 +186,13 @@ pub struct ClientRequest {
     /// reflect (its session token): a member serves the read only once it
     /// applied at least this far. 0: none.
     pub after: Index,
+    /// FIFO order of a session's writes: for a single-key write, the
+    /// sequence number of the newest earlier write of the same session to
+    /// the same group that the front end had not seen answered when it sent
+    /// this attempt; 0 if there is none (and for anything but a write). The
+    /// group runs the write only once that one ran or can never run (see
+    /// `replica::requests`), else answers `OutOfOrder`.
+    pub prev: u64,
 }
 
 /// Everything a client (front end, CLI) may send to a node.

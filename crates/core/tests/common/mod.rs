@@ -70,12 +70,13 @@ pub fn commit(id: RequestId, group: GroupId, epoch: Epoch, req: TxnRequest) -> C
         op: Op::Commit(req),
         consistency: Default::default(),
         after: 0,
+        prev: 0,
     })
 }
 
 /// A single-key request to `group`.
 pub fn request_to(id: RequestId, group: GroupId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op, consistency: Default::default(), after: 0 })
+    ClientMsg::Request(ClientRequest { id, group, epoch, op, consistency: Default::default(), after: 0, prev: 0 })
 }
 
 /// How long a new passive primary refuses clients at most (from its last ack
@@ -135,7 +136,15 @@ pub fn get(key: &str) -> Op {
 }
 
 pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op, consistency: Default::default(), after: 0 })
+    ClientMsg::Request(ClientRequest {
+        id,
+        group: GROUP,
+        epoch,
+        op,
+        consistency: Default::default(),
+        after: 0,
+        prev: 0,
+    })
 }
 
 /// An active group's log entry: the request `op`, sequenced at `index` and

@@ -14,6 +14,7 @@ pub mod convergence;
 pub mod decision;
 pub mod durability;
 pub mod exactly_once;
+pub mod fifo;
 pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
@@ -118,6 +119,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(linearizability::check(&registers));
     v.extend(session::check(&registers));
     v.extend(exactly_once::check(facts.obs));
+    v.extend(fifo::check(facts.obs));
     v.extend(atomicity::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
     v.extend(decision::check(facts.cluster, facts.history, facts.obs));
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));
