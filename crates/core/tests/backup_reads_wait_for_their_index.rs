@@ -14,7 +14,15 @@ use pactdb_core::wire::{ClientError, ClientMsg, ClientReply, ClientRequest, Cons
 use pactdb_core::Effect;
 
 fn read(seq: u64, epoch: Epoch, key: &str, consistency: Consistency, after: Index) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id: rid(8, seq), group: GROUP, epoch, op: get(key), consistency, after, prev: 0 })
+    ClientMsg::Request(ClientRequest {
+        id: rid(8, seq),
+        group: GROUP,
+        epoch,
+        op: get(key),
+        consistency,
+        after,
+        prev: 0,
+    })
 }
 
 /// The primary's next heartbeat goes out (nothing delivered yet).

@@ -61,7 +61,7 @@ fn no_record_means_an_abort_is_logged_before_the_answer() {
     let (a, b) = (key_in(GROUP, "a"), key_in(OTHER, "b"));
     let (token, fx) = h.client(node(1), commit(rid(9, 1), GROUP, e, txn(&[], &[(&a, "1"), (&b, "2")])));
     assert!(persists(&fx).is_empty() && sends(&fx).is_empty(), "{fx:#?}");
-    assert_eq!(h.take_reply(token), response(rid(9, 1), Ok(OpResult::Txn(abort))));
+    assert_eq!(h.take_reply(token), answered_at(rid(9, 1), Ok(OpResult::Txn(abort)), 2));
 }
 
 #[test]

@@ -378,9 +378,11 @@ impl Replica {
                     ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal), at: 0, stale_ms: None });
                     continue;
                 }
-                // Covered by the commit index: a member that applied that far
-                // holds this write (the client's session token moves past it).
-                let at = self.commit_index;
+                // Covered by its own index, which is committed: a member
+                // that applied that far holds this write (the client's
+                // session token moves past it). For a single-key write that
+                // is its version.
+                let at = index;
                 ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at, stale_ms: None });
             }
         }

@@ -161,9 +161,20 @@ pub fn sequenced_op(e: &Entry) -> Option<Op> {
     }
 }
 
-/// The reply a node gives to a key-value request.
+/// The reply a node gives to a key-value request: a write's answer is
+/// covered by its own log index, which is its version (`at`); other answers
+/// here carry no index (see `answered_at` for those that do).
 pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>) -> ClientReply {
-    ClientReply::Response { id, result, at: 0, stale_ms: None }
+    let at = match &result {
+        Ok(OpResult::Written { version }) => *version,
+        _ => 0,
+    };
+    ClientReply::Response { id, result, at, stale_ms: None }
+}
+
+/// The reply to a request whose answer is covered by log index `at`.
+pub fn answered_at(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>, at: u64) -> ClientReply {
+    ClientReply::Response { id, result, at, stale_ms: None }
 }
 
 pub struct Harness {
