@@ -75,4 +75,8 @@ pub struct Bugs {
     pub session_read_ignores_token: bool,
     /// A backup answers a stale read however old its state is.
     pub stale_read_past_bound: bool,
+    /// A primary admits a learner (a node a move brings in, or a dropped
+    /// member rejoining) into the view as soon as it joins, before it holds
+    /// every committed entry.
+    pub admit_before_caught_up: bool,
 }

@@ -11,7 +11,7 @@ use pactdb_core::bugs::Bugs;
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
 /// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 22] = [
+const BUGS: [&str; 23] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -34,6 +34,7 @@ const BUGS: [&str; 22] = [
     "backup-read-ignores-index",
     "session-read-ignores-token",
     "stale-read-past-bound",
+    "admit-before-caught-up",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -67,6 +68,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "backup-read-ignores-index" => bugs.backup_read_ignores_index = true,
         "session-read-ignores-token" => bugs.session_read_ignores_token = true,
         "stale-read-past-bound" => bugs.stale_read_past_bound = true,
+        "admit-before-caught-up" => bugs.admit_before_caught_up = true,
         _ => return None,
     }
     Some(bugs)

@@ -114,7 +114,15 @@ mod tests {
     }
 
     fn replica(node: u64, role: Role, applied: u64, digest: u64) -> FinalReplica {
-        let view = View { group: 0, epoch: 3, mode: Mode::Passive, leader: 1, members: vec![1, 2], min_members: 1 };
+        let view = View {
+            group: 0,
+            epoch: 3,
+            mode: Mode::Passive,
+            leader: 1,
+            members: vec![1, 2],
+            min_members: 1,
+            placement: vec![1, 2],
+        };
         FinalReplica {
             node,
             group: 0,
