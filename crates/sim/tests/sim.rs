@@ -106,6 +106,9 @@ fn meant_for(bug: &str) -> &'static str {
         // A client reads from a backup that has not applied its write yet.
         "session-read-ignores-token" => "session guarantees",
         // A backup cut off from its primary answers from an old state.
+        // A node moved in (or a dropped member rejoining) is admitted
+        // before it caught up, and takes over lacking committed entries.
+        "admit-before-caught-up" => "a new primary holds every committed entry",
         "stale-read-past-bound" => "staleness bound",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
