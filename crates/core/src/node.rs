@@ -501,6 +501,9 @@ impl Node {
             PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view, false),
             PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms, acked_sent_ms } => {
                 self.note_view(&view);
+                if !self.may_hold(&view) {
+                    return;
+                }
                 self.with_replica(view.group, requests, |r, ctx| {
                     r.on_append(
                         ctx,
@@ -527,6 +530,9 @@ impl Node {
             }
             PeerBody::SnapshotChunk { view, meta, offset, data, sent_ms } => {
                 self.note_view(&view);
+                if !self.may_hold(&view) {
+                    return;
+                }
                 self.with_replica(view.group, requests, |r, ctx| {
                     r.on_snapshot_chunk(ctx, from, view, meta, offset, &data, sent_ms)
                 });
@@ -623,6 +629,15 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether this node holds, or is to hold, a replica of `view`'s group:
+    /// it has one, or the view places it or counts it as a member. A stream
+    /// from a primary that has not yet learned this node was moved away
+    /// must not bring a dropped replica back.
+    fn may_hold(&self, view: &View) -> bool {
+        let me = self.cfg.id;
+        self.replicas.contains_key(&view.group) || view.is_member(me) || view.is_placed(me)
     }
 
     /// Caches a view without touching replicas.

@@ -1001,9 +1001,11 @@ impl World {
                 self.note(format!("move-replica answered: {reply:?}"));
                 if let ClientReply::MoveStarted(Ok(v)) = *reply {
                     // The move it asked for, read back from the placement.
-                    if let Some(&(g, from, to)) = self.asked_moves.iter().find(|&&(g, from, to)| {
-                        g == v.group && v.is_placed(to) && !v.is_placed(from)
-                    }) {
+                    if let Some(&(g, from, to)) = self
+                        .asked_moves
+                        .iter()
+                        .find(|&&(g, from, to)| g == v.group && v.is_placed(to) && !v.is_placed(from))
+                    {
                         self.moves.insert((g, from, to));
                     }
                 }
@@ -1616,9 +1618,7 @@ impl World {
             && groups.into_iter().all(|g| {
                 let candidates = self.obs.candidate_views(g);
                 !candidates.is_empty()
-                    && candidates
-                        .iter()
-                        .all(|v| v.members.iter().any(|&m| m != id && self.holds_all_committed(m, g)))
+                    && candidates.iter().all(|v| v.members.iter().any(|&m| m != id && self.holds_all_committed(m, g)))
             })
     }
 
@@ -1764,7 +1764,9 @@ impl World {
                 let msg = ClientMsg::MoveReplica { group, from, to };
                 self.asked_moves.push((group, from, to));
                 self.schedule(500, What::ToNode { to: leader, token, msg: Box::new(msg) });
-                self.note(format!("move-replica of group {group} from node {from} to node {to} asked of node {leader}"));
+                self.note(format!(
+                    "move-replica of group {group} from node {from} to node {to} asked of node {leader}"
+                ));
             }
         }
         let gap = gap_ms(&mut self.move_rng, m.mean_gap_ms);

@@ -352,6 +352,9 @@ pub struct Replica {
     /// The epoch this replica was handed by a primary that stays a member
     /// of it: it serves at once, without waiting out a read lease.
     handed_epoch: Option<Epoch>,
+    /// Primary: hand-overs started to leave a group it was moved away from
+    /// (each asks the next candidate, see `placement.rs`).
+    move_handovers: u64,
 }
 
 impl Replica {
@@ -419,6 +422,7 @@ impl Replica {
             handover: None,
             taking_over: None,
             handed_epoch: None,
+            move_handovers: 0,
         }
     }
 

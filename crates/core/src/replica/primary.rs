@@ -454,6 +454,11 @@ impl Replica {
         let timeout = self.timing.backup_timeout_ms;
         let admitted = [self.admitting, self.unresolved_admission];
         self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
+        // And learners the placement no longer names (moved away while
+        // they caught up): streaming on to them kept their node's replica
+        // alive, recreated by each append after it dropped it (found by the
+        // simulator, passive seed 221).
+        self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || view.is_placed(*id));
         if self.unresolved_admission.is_some() && !self.view_change_in_flight {
             // Settle the register: a new epoch with the same members
             // either wins (the old admission can no longer be chosen)
