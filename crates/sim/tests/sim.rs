@@ -39,7 +39,9 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// The runs reach the paths a small healthy cluster rarely takes: logs
 /// compacted and members caught up by snapshot, clients with many requests
 /// in flight, sessions evicted from the exactly-once tables and retries told
-/// `SessionExpired`, leaders handed over by `transfer-leader`. Each is switched on by a share of the seeds, so a few
+/// `SessionExpired`, leaders handed over by `transfer-leader`, replicas
+/// moved by `move-replica` (admitted and the old member dropped). Each is
+/// switched on by a share of the seeds, so a few
 /// dozen seeds reach all of them; a change that quietly stops reaching one
 /// fails here.
 #[test]
@@ -56,6 +58,7 @@ fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
     assert!(reached(|c| c.sessions_evicted) > 0, "{line}");
     assert!(reached(|c| c.session_expired) > 0, "{line}");
     assert!(reached(|c| c.handovers) > 0, "{line}");
+    assert!(reached(|c| c.moves_finished) > 0, "{line}");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,
