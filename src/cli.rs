@@ -131,7 +131,8 @@ pub enum Command {
         json: bool,
     },
     /// Operator commands that change a running cluster:
-    /// `admin transfer-leader --group G --to N`.
+    /// `admin transfer-leader --group G --to N`,
+    /// `admin move-replica --group G --from A --to B`.
     Admin(crate::admin::AdminArgs),
     /// Load generators: `workload run kv` (against pactdb or etcd) and
     /// `workload probe` (write unavailability).

@@ -85,4 +85,8 @@ pub struct Bugs {
     /// overtook an earlier one of its session on the way (or across a
     /// failover) is applied first.
     pub fifo_ignores_order: bool,
+    /// A primary admits a learner (a node a move brings in, or a dropped
+    /// member rejoining) into the view as soon as it joins, before it holds
+    /// every committed entry.
+    pub admit_before_caught_up: bool,
 }

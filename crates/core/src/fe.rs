@@ -653,7 +653,8 @@ impl FrontEnd {
             ClientReply::Status(_)
             | ClientReply::Bootstrapped(_)
             | ClientReply::NodeInfo { .. }
-            | ClientReply::TransferStarted(_) => {}
+            | ClientReply::TransferStarted(_)
+            | ClientReply::MoveStarted(_) => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending

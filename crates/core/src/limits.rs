@@ -33,6 +33,15 @@ pub const MAX_HELD_FOR_HANDOVER: usize = 16 * 1024;
 /// How long a primary holds writes for a leader hand-over before it gives
 /// up and serves them itself (the member it hands over to is slow or gone).
 pub const HANDOVER_TIMEOUT_MS: u64 = 1_000;
+/// Placement changes (`move-replica`) a group has under way at once: one.
+/// A second move is refused until the first one's leaving member is
+/// dropped, so a group never holds more than one extra member, and a
+/// primary's view changes (admit, hand over, drop) stay one at a time.
+pub const MAX_MOVES_PER_GROUP: usize = 1;
+/// Log entries `status` walks to count the bytes a node catching up still
+/// lacks; past it the count is a lower bound (`CatchUp::bytes_exact`), so a
+/// status request never walks a whole long log.
+pub const MAX_CATCHUP_SCAN_ENTRIES: u64 = 64 * 1024;
 /// Committed entries a replica keeps in memory to catch backups up from its
 /// log; older ones are dropped and a lagging member gets a snapshot instead.
 pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 50_000;

@@ -11,7 +11,7 @@ use pactdb_core::bugs::Bugs;
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
 /// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 24] = [
+const BUGS: [&str; 25] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -36,6 +36,7 @@ const BUGS: [&str; 24] = [
     "stale-read-past-bound",
     "drop-handed-token",
     "fifo-ignores-order",
+    "admit-before-caught-up",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -71,6 +72,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "stale-read-past-bound" => bugs.stale_read_past_bound = true,
         "drop-handed-token" => bugs.drop_handed_token = true,
         "fifo-ignores-order" => bugs.fifo_ignores_order = true,
+        "admit-before-caught-up" => bugs.admit_before_caught_up = true,
         _ => return None,
     }
     Some(bugs)

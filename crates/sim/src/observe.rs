@@ -166,6 +166,9 @@ pub struct Observations {
     /// starting below it was forgotten by then.
     pub eviction_marks: BTreeMap<GroupId, Vec<(Micros, Index)>>,
     pub reads: Vec<ReadServed>,
+    /// Replicas that became primary without holding every entry seen
+    /// committed before (a member admitted before it caught up, say).
+    pub primary_gaps: Vec<String>,
     /// Messages that vouched for state that was not yet durable.
     pub premature_acks: Vec<String>,
     /// A member known to be faulty (the divergence demonstration): its
@@ -248,6 +251,7 @@ impl Observations {
             now.primary_epoch = (r.role() == Role::Primary).then(|| r.view().map_or(0, |v| v.epoch));
             if let Some(e) = now.primary_epoch {
                 if before.primary_epoch != Some(e) {
+                    self.check_new_primary(at, id, r, e);
                     let who = self.primaries.entry((g, e)).or_default();
                     if !who.iter().any(|(n, _)| *n == id) {
                         who.push((id, at));
@@ -320,6 +324,35 @@ impl Observations {
                 *written = written.split_off(&(now.commit + 1));
             }
             self.seen.insert((id, g), now);
+        }
+    }
+
+    /// `r` (on node `id`) just became primary of `epoch`: its log must hold
+    /// every entry seen committed so far, all of older epochs (nothing of
+    /// its own epoch commits before it leads). Entries at or below its log's
+    /// base are held in its state (compacted, or installed by snapshot).
+    fn check_new_primary(&mut self, at: Micros, id: NodeId, r: &pactdb_core::replica::Replica, epoch: Epoch) {
+        let g = r.group();
+        let max = self.max_commit(g);
+        let (base, last) = (r.log().base_index(), r.log().last_index());
+        let committed = self.committed.get(&g);
+        let gap = if last < max {
+            Some(format!("its log ends at {last}"))
+        } else {
+            (base + 1..=max).find_map(|i| {
+                let want = committed.map_or(0, |c| c[i as usize - 1]);
+                let held = r.log().epoch_at(i);
+                (want != 0 && held != Some(want))
+                    .then(|| format!("it holds an entry of epoch {held:?} at {i}, where one of epoch {want} committed"))
+            })
+        };
+        if let Some(gap) = gap {
+            if self.primary_gaps.len() < MAX_NOTES {
+                self.primary_gaps.push(format!(
+                    "group {g}: node {id} became primary of epoch {epoch} at {at}us lacking committed entries \
+                     (committed up to {max}): {gap}"
+                ));
+            }
         }
     }
 

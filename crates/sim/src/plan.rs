@@ -125,6 +125,25 @@ impl HandoverPlan {
     }
 }
 
+/// Replica moves (`pactdb admin move-replica`) asked of a random group's
+/// primary while faults are on: a random member of its placement to a
+/// random node that does not hold the group. Drawn from its own generator
+/// (`MovePlan::draw`), for the same reason as `HandoverPlan`.
+#[derive(Clone, Debug)]
+pub struct MovePlan {
+    pub mean_gap_ms: u64,
+}
+
+impl MovePlan {
+    /// Some seeds move replicas every few hundred milliseconds.
+    pub fn draw(seed: u64) -> (Option<MovePlan>, ChaCha8Rng) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d6f_7665_7265_706c);
+        let plan = rng.gen_bool(0.4).then(|| MovePlan { mean_gap_ms: [200, 600, 1_500][rng.gen_range(0..3)] });
+        (plan, rng)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PausePlan {
     pub mean_gap_ms: u64,
@@ -253,6 +272,7 @@ pub struct Plan {
     /// seeds, so that sessions are evicted while their clients still retry.
     pub max_sessions: Option<usize>,
     pub handovers: Option<HandoverPlan>,
+    pub moves: Option<MovePlan>,
 }
 
 /// How a seed makes members take snapshots.
@@ -415,6 +435,7 @@ impl Plan {
             max_sessions,
             read_levels,
             handovers: None,
+            moves: None,
         }
     }
 
@@ -494,6 +515,9 @@ impl Plan {
         }
         if self.pipelined > 0 {
             parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));
+        }
+        if let Some(m) = &self.moves {
+            parts.push(format!("replica moves every ~{}ms", m.mean_gap_ms));
         }
         if let Some(h) = &self.handovers {
             parts.push(format!("leader hand-overs every ~{}ms", h.mean_gap_ms));

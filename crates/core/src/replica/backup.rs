@@ -302,7 +302,9 @@ impl Replica {
     /// Asks the primary to be caught up and admitted.
     pub(super) fn tick_joining(&mut self, ctx: &mut Ctx, view: &View) {
         let now = ctx.out.now();
-        if now >= self.next_join_ms {
+        // A node the view no longer places stays silent: its primary would
+        // not take it, and its node drops this replica (see `Node`).
+        if now >= self.next_join_ms && view.is_placed(self.me) {
             self.next_join_ms = now + self.timing.join_retry_ms;
             ctx.out.send(view.leader, PeerBody::Join { group: self.group, last_index: self.log.last_index() });
         }

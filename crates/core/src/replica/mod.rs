@@ -14,7 +14,8 @@
 //! (the sequencer orders, every member executes and answers), and the two
 //! roles of two-phase commit that a group's primary plays,
 //! `coordinator.rs` (for the transactions whose home is this group) and
-//! `participant.rs` (for every transaction that touches its keys).
+//! `participant.rs` (for every transaction that touches its keys), and
+//! `placement.rs` (moving the group's replicas: `move-replica`).
 //!
 //! It never answers a client before the entry is durable on every member of
 //! the view, never acks an entry before the `Persisted` input that covers
@@ -28,6 +29,7 @@ mod coordinator;
 mod handover;
 mod participant;
 mod passive;
+mod placement;
 mod primary;
 mod reads;
 mod recovery;
@@ -356,6 +358,9 @@ pub struct Replica {
     /// The epoch this replica was handed by a primary that stays a member
     /// of it: it serves at once, without waiting out a read lease.
     handed_epoch: Option<Epoch>,
+    /// Primary: hand-overs started to leave a group it was moved away from
+    /// (each asks the next candidate, see `placement.rs`).
+    move_handovers: u64,
 }
 
 impl Replica {
@@ -425,6 +430,7 @@ impl Replica {
             handover: None,
             taking_over: None,
             handed_epoch: None,
+            move_handovers: 0,
         }
     }
 
@@ -514,6 +520,7 @@ impl Replica {
             unfinished_decisions: self.state.decisions.len(),
             transfers: self.transfers(),
             handover: self.handover_status(),
+            placement_change: self.placement_status(),
         }
     }
 

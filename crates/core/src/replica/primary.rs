@@ -223,6 +223,10 @@ impl Replica {
         // the no-op was pending lacked entries the previous primary had
         // committed, then won a view without them).
         let learner_caught_up = p.learner && p.match_index >= self.commit_index.max(self.inherited_upto);
+        // Only a node the view still places is admitted (a move may have
+        // replaced it while it caught up).
+        let placed = self.view.as_ref().is_some_and(|v| v.is_placed(from));
+        let learner_caught_up = learner_caught_up && placed;
         self.advance_commit(ctx);
         if learner_caught_up && !self.view_change_in_flight {
             let view = self.view.clone().expect("primary has a view");
@@ -261,11 +265,27 @@ impl Replica {
             return;
         }
         let now = ctx.out.now();
-        let is_member = self.view.as_ref().is_some_and(|v| v.is_member(from));
+        let view = self.view.clone().expect("a primary has a view");
+        let is_member = view.is_member(from);
+        if !is_member && !view.is_placed(from) {
+            // Not placed (moved away): told the view, which its node drops
+            // its replica for.
+            ctx.out.send(from, PeerBody::StaleEpoch { view });
+            return;
+        }
         let fresh = self.fresh_progress(now, !is_member);
         let p = self.progress.entry(from).or_insert(fresh);
         p.last_ack_ms = now;
         p.next_index = p.next_index.min(last_index + 1).max(p.match_index + 1);
+        let learner = p.learner;
+        if self.bugs.admit_before_caught_up && learner && !self.view_change_in_flight && self.admitting.is_none() {
+            // The bug: admitted at once, holding whatever it holds.
+            let mut members = view.members.clone();
+            members.push(from);
+            self.admitting = Some(from);
+            let next = view.next(self.me, members);
+            self.propose_view(ctx, next);
+        }
         self.send_appends(ctx, from, true);
     }
 
@@ -436,6 +456,11 @@ impl Replica {
         let timeout = self.timing.backup_timeout_ms;
         let admitted = [self.admitting, self.unresolved_admission];
         self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
+        // And learners the placement no longer names (moved away while
+        // they caught up): streaming on to them kept their node's replica
+        // alive, recreated by each append after it dropped it (found by the
+        // simulator, passive seed 221).
+        self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || view.is_placed(*id));
         if self.unresolved_admission.is_some() && !self.view_change_in_flight {
             // Settle the register: a new epoch with the same members
             // either wins (the old admission can no longer be chosen)
@@ -443,6 +468,7 @@ impl Replica {
             let next = view.next(self.me, view.members.clone());
             self.propose_view(ctx, next);
         }
+        self.tick_placement(ctx, view);
         if !self.view_change_in_flight {
             let dead: Vec<NodeId> = view
                 .members

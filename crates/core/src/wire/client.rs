@@ -219,9 +219,18 @@ pub enum ClientMsg {
         group: GroupId,
         to: NodeId,
     },
+    /// Move `group`'s replica from node `from` to node `to` (`pactdb admin
+    /// move-replica`). Sent to the group's leader, which answers once it
+    /// has proposed the new placement (or why it did not); `to` then
+    /// catches up as a learner, is admitted, and `from` is dropped.
+    MoveReplica {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
-/// Why a leader hand-over was not started.
+/// Why a leader hand-over (or a replica move) was not started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferRefused {
     pub reason: String,
@@ -254,6 +263,36 @@ pub struct ReplicaStatus {
     pub transfers: Vec<SnapshotTransfer>,
     /// A leader hand-over this primary has under way, if any.
     pub handover: Option<Handover>,
+    /// A placement change this primary has under way (nodes catching up to
+    /// be admitted, members to drop), if any.
+    pub placement_change: Option<PlacementChange>,
+}
+
+/// A placement change under way at the primary (`move-replica`, or a
+/// dropped member rejoining): who still catches up, and who leaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementChange {
+    /// Placed nodes not yet in the view, with what they still lack.
+    pub joining: Vec<CatchUp>,
+    /// Members that are no longer placed: dropped once every placed node
+    /// is a member.
+    pub leaving: Vec<NodeId>,
+}
+
+/// How far a node catching up to be admitted is behind the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUp {
+    pub node: NodeId,
+    /// Whether the primary has heard from it (its `Join`).
+    pub heard: bool,
+    /// Log entries it still lacks (up to the primary's last index).
+    pub entries_left: u64,
+    /// Bytes it still lacks: what remains of a snapshot stream under way,
+    /// plus the payload of the log entries after its position (counted
+    /// over at most `MAX_CATCHUP_SCAN_ENTRIES`; `bytes_exact` says whether
+    /// every entry was counted).
+    pub bytes_left: u64,
+    pub bytes_exact: bool,
 }
 
 /// A leader hand-over under way at the primary: writes are held until `to`
@@ -320,6 +359,10 @@ pub enum ClientReply {
     /// or why it was not started (with the view this node knows, if any,
     /// so the caller can ask the leader it names).
     TransferStarted(Result<View, TransferRefused>),
+    /// The answer to `MoveReplica`: the view with the new placement this
+    /// leader proposed (or holds, if the move was already made), or why it
+    /// did not.
+    MoveStarted(Result<View, TransferRefused>),
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
     ProtocolError {

@@ -288,6 +288,25 @@ impl Harness {
         h
     }
 
+    /// Nodes 1 to 4 in the cluster, one passive group placed on 1, 2, 3
+    /// (node 4 holds nothing), otherwise as `three_nodes`: node 1 primary of
+    /// epoch 2 serving and holding its lease, 2 and 3 its backups.
+    pub fn four_nodes_group_on_three() -> Harness {
+        let mut h = Harness::new(&[1, 2, 3, 4]);
+        let mut map = cluster_map(&[1, 2, 3, 4], 1);
+        map.groups[0].placement = vec![1, 2, 3];
+        let (token, _) = h.client(node(1), ClientMsg::Bootstrap { cluster: map });
+        h.settle();
+        assert_eq!(h.take_reply(token), ClientReply::Bootstrapped(Ok(())));
+        h.run_until(500, |h| h.replica(node(1)).is_primary());
+        h.won_ms = h.now;
+        h.run_until(500, |h| [1, 2, 3].iter().all(|&n| !h.replica(node(n)).awaiting_view_confirmation()));
+        h.wait_out_predecessor_lease();
+        h.first_heartbeat();
+        assert!(h.replica_opt(node(4)).is_none(), "node 4 holds no replica");
+        h
+    }
+
     /// Nodes 1, 2, 3 holding one active group (with `voting` for its front
     /// ends), after one heartbeat round: node 1 is the sequencer of epoch 2,
     /// 2 and 3 are members, all logs empty.
@@ -777,7 +796,15 @@ pub mod fe {
     use rand_chacha::ChaCha8Rng;
 
     pub fn view(epoch: Epoch, leader: NodeId) -> View {
-        View { group: GROUP, epoch, mode: Mode::Passive, leader, members: vec![1, 2, 3], min_members: 1 }
+        View {
+            group: GROUP,
+            epoch,
+            mode: Mode::Passive,
+            leader,
+            members: vec![1, 2, 3],
+            min_members: 1,
+            placement: vec![1, 2, 3],
+        }
     }
 
     /// The view of the active group on nodes 1..=3.

@@ -18,6 +18,7 @@ pub mod fifo;
 pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
+pub mod new_primary;
 pub mod serializability;
 pub mod session;
 
@@ -114,6 +115,7 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     let mut v = Vec::new();
     let registers = facts.history.register_history();
     v.extend(leadership::check(facts.obs));
+    v.extend(new_primary::check(facts.obs));
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
     v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(&registers));
