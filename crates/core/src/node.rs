@@ -737,6 +737,13 @@ impl Node {
                     self.note_view(v);
                 }
                 let applied = outcome.applied;
+                if !self.replicas.contains_key(&group) {
+                    // The replica that proposed was dropped (moved away)
+                    // meanwhile: a new, empty one must not take its win and
+                    // lead with nothing (simulator, mixed seed 91). The view
+                    // is noted; if this node is placed, it joins as usual.
+                    return;
+                }
                 self.with_replica(group, requests, |r, ctx| r.on_view_change_outcome(ctx, applied, current));
             }
             Requester::Refresh => match outcome.value {

@@ -333,9 +333,13 @@ impl Observations {
     /// base are held in its state (compacted, or installed by snapshot).
     fn check_new_primary(&mut self, at: Micros, id: NodeId, r: &pactdb_core::replica::Replica, epoch: Epoch) {
         let g = r.group();
-        let max = self.max_commit(g);
-        let (base, last) = (r.log().base_index(), r.log().last_index());
         let committed = self.committed.get(&g);
+        // Entries a newer epoch committed do not count: a replica that
+        // finishes winning an older epoch late (its proposal was chosen
+        // before the newer one) leads nobody, since every member of its
+        // view that moved on refuses its appends (mixed seed 123).
+        let max = committed.map_or(0, |c| c.iter().rposition(|&e| e < epoch).map_or(0, |i| i as Index + 1));
+        let (base, last) = (r.log().base_index(), r.log().last_index());
         let gap = if last < max {
             Some(format!("its log ends at {last}"))
         } else {
