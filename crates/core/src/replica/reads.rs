@@ -121,13 +121,21 @@ impl Replica {
                 ctx.out.send(view.leader, PeerBody::ReadIndex { group: self.group, epoch: view.epoch, ask: n });
             }
         }
+        let stale = matches!(req.consistency, Consistency::Stale { .. });
+        if ask.is_none() && need <= self.applied_index && !self.state.locks.is_written(&key) {
+            // Answerable now: served without passing through the queue, whose
+            // every pass looks at each held read (a scan per read showed as
+            // the cost of backup reads under load).
+            let result = Ok(OpResult::Value(self.state.kv.get(&key).cloned()));
+            let stale_ms = if stale { self.staleness_ms(now) } else { None };
+            self.backup_reads_served += 1;
+            return ctx.out.reply(token, ClientReply::Response { id, result, at: self.applied_index, stale_ms });
+        }
         if self.held_reads.len() >= MAX_HELD_READS {
             return ctx.out.reply(token, ClientReply::response(id, Err(ClientError::Busy)));
         }
         let deadline_ms = now + self.timing.held_read_wait_ms;
-        let stale = matches!(req.consistency, Consistency::Stale { .. });
         self.held_reads.push_back(HeldRead { token, id, key, need, ask, stale, deadline_ms });
-        self.serve_held_reads(ctx);
     }
 
     /// Answers every held read this member may answer now, and refuses
