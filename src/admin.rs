@@ -1,5 +1,5 @@
 //! `pactdb admin`: operator commands that change who leads or holds a
-//! group while the cluster serves. Today: `transfer-leader`.
+//! group while the cluster serves: `transfer-leader`, `move-replica`.
 //!
 //! It only asks nodes and reads views; every decision (when to hand over,
 //! whether the new view is installed) is the nodes' own, through the
@@ -40,11 +40,34 @@ pub enum AdminCommand {
         #[arg(long)]
         to: NodeId,
     },
+    /// Move a group's replica from one node to another while it serves:
+    /// the new node catches up as a learner (log entries, or a streamed
+    /// snapshot), is admitted to the view once it holds every committed
+    /// entry, and then the old one is dropped (after handing the
+    /// leadership over, if it leads). Prints each step as it happens, with
+    /// the new node's catch-up progress, and how long each took.
+    MoveReplica {
+        #[arg(long)]
+        group: GroupId,
+        /// The node that holds the replica now.
+        #[arg(long)]
+        from: NodeId,
+        /// The node to move it to (in the cluster, not holding the group).
+        #[arg(long)]
+        to: NodeId,
+        /// Give up waiting after this many seconds (the move itself goes
+        /// on: `pactdb status` shows it).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
 }
 
 pub async fn run(args: AdminArgs, endpoints: Vec<String>) -> anyhow::Result<i32> {
     match args.command {
         AdminCommand::TransferLeader { group, to } => transfer_leader(&endpoints, group, to).await,
+        AdminCommand::MoveReplica { group, from, to, wait_secs } => {
+            move_replica(&endpoints, group, from, to, Duration::from_secs(wait_secs)).await
+        }
     }
 }
 
@@ -109,5 +132,133 @@ async fn transfer_leader(endpoints: &[String], group: GroupId, to: NodeId) -> an
             );
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How often a move's progress is read.
+const MOVE_POLL: Duration = Duration::from_millis(50);
+/// How often the catch-up progress is printed.
+const MOVE_REPORT: Duration = Duration::from_secs(1);
+/// A move whose placement no view shows after this long is asked again
+/// (the leader's proposal lost to another view change; asking again is
+/// harmless: a made move is answered with the view).
+const MOVE_REASK: Duration = Duration::from_secs(2);
+
+/// The newest view of `group` any node of the cluster holds.
+async fn newest_view(cluster: &ClusterMap, group: GroupId) -> Option<View> {
+    let mut newest: Option<View> = None;
+    for a in cluster.nodes.values() {
+        if let Ok(ClientReply::Views { views, .. }) = call(&a.client, &ClientMsg::GetViews, CALL_TIMEOUT).await {
+            for v in views.into_iter().filter(|v| v.group == group) {
+                if newest.as_ref().is_none_or(|n| n.epoch < v.epoch) {
+                    newest = Some(v);
+                }
+            }
+        }
+    }
+    newest
+}
+
+/// Asks the group's leader to start the move, following redirects.
+async fn ask_move(cluster: &ClusterMap, mut view: View, from: NodeId, to: NodeId) -> anyhow::Result<View> {
+    let group = view.group;
+    for _ in 0..=MAX_REDIRECTS {
+        let addr = client_addr(cluster, view.leader)?;
+        match call(&addr, &ClientMsg::MoveReplica { group, from, to }, CALL_TIMEOUT).await? {
+            ClientReply::MoveStarted(Ok(v)) => return Ok(v),
+            ClientReply::MoveStarted(Err(TransferRefused { reason, view: Some(v) })) if v.leader != view.leader => {
+                eprintln!("{reason}; asking node {}", v.leader);
+                view = v;
+            }
+            ClientReply::MoveStarted(Err(TransferRefused { reason, .. })) => bail!("{reason}"),
+            other => bail!("unexpected reply from node {}: {other:?}", view.leader),
+        }
+    }
+    bail!("the leader of group {group} kept changing; try again")
+}
+
+/// The catch-up progress of `to` as the group's leader reports it.
+async fn catch_up_line(cluster: &ClusterMap, view: &View, to: NodeId) -> Option<String> {
+    let addr = cluster.nodes.get(&view.leader)?.client.clone();
+    let ClientReply::Status(s) = call(&addr, &ClientMsg::GetStatus, CALL_TIMEOUT).await.ok()? else { return None };
+    let r = s.replicas.into_iter().find(|r| r.group == view.group)?;
+    let c = r.placement_change?.joining.into_iter().find(|c| c.node == to)?;
+    Some(if c.heard {
+        format!(
+            "  node {to} catching up: {} entries, {}{} bytes behind",
+            c.entries_left,
+            if c.bytes_exact { "" } else { "at least " },
+            c.bytes_left
+        )
+    } else {
+        format!("  node {to} has not joined yet ({} entries to catch up)", c.entries_left)
+    })
+}
+
+async fn move_replica(
+    endpoints: &[String],
+    group: GroupId,
+    from: NodeId,
+    to: NodeId,
+    wait: Duration,
+) -> anyhow::Result<i32> {
+    let (cluster, _) = fetch_views(endpoints).await.context("reading the cluster's views")?;
+    if !cluster.nodes.contains_key(&to) {
+        bail!("node {to} is not in the cluster map (nodes {:?})", cluster.nodes.keys().collect::<Vec<_>>());
+    }
+    let Some(view) = newest_view(&cluster, group).await else {
+        bail!("group {group} has no view (is it in the cluster map?)");
+    };
+    let done = |v: &View| v.is_member(to) && !v.is_member(from) && !v.is_placed(from);
+    if done(&view) {
+        println!("group {group}: already on {:?} (epoch {}), not on node {from}", view.members, view.epoch);
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1_000.0;
+    let proposed = ask_move(&cluster, view, from, to).await?;
+    println!("group {group}: moving from node {from} to node {to} (placement {:?})", proposed.placement);
+    let (mut placed_at, mut admitted_at) = (None, None);
+    let (mut asked_at, mut reported_at) = (Instant::now(), Instant::now());
+    loop {
+        if let Some(v) = newest_view(&cluster, group).await {
+            let placed = v.is_placed(to) && !v.is_placed(from);
+            if placed && placed_at.is_none() {
+                placed_at = Some(ms(started));
+                println!("  placement changed in epoch {} after {:.1} ms", v.epoch, ms(started));
+            }
+            if !placed && Instant::now() >= asked_at + MOVE_REASK {
+                asked_at = Instant::now();
+                ask_move(&cluster, v.clone(), from, to).await?;
+            }
+            if placed && v.is_member(to) && admitted_at.is_none() {
+                admitted_at = Some(ms(started));
+                println!("  node {to} admitted in epoch {} after {:.1} ms", v.epoch, ms(started));
+            }
+            if placed && admitted_at.is_none() && Instant::now() >= reported_at + MOVE_REPORT {
+                reported_at = Instant::now();
+                if let Some(line) = catch_up_line(&cluster, &v, to).await {
+                    println!("{line}");
+                }
+            }
+            if done(&v) {
+                println!(
+                    "group {group}: moved from node {from} to node {to} in {:.1} ms; epoch {} led by node {} \
+                     (members {:?})",
+                    ms(started),
+                    v.epoch,
+                    v.leader,
+                    v.members
+                );
+                return Ok(0);
+            }
+        }
+        if started.elapsed() >= wait {
+            bail!(
+                "the move of group {group} did not finish within {} s (it goes on; `pactdb status` shows it)",
+                wait.as_secs()
+            );
+        }
+        tokio::time::sleep(MOVE_POLL).await;
     }
 }

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context};
 use clap::{CommandFactory, Parser, Subcommand};
-use pactdb_client::{Client, Committed, Error, Txn, TxnError, TxnId, TxnOutcome};
+use pactdb_client::{Client, Committed, Consistency, Error, Served, SessionToken, Txn, TxnError, TxnId, TxnOutcome};
 use pactdb_core::fe::FeError;
 use pactdb_core::types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,16 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--token`, on every single-key command.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TokenArgs {
+    /// Also print `token=GROUP:INDEX`, this client's session token after
+    /// the command: hand it to `pactdb get --after` and that read sees at
+    /// least what this command did (printed to stderr with --json).
+    #[arg(long = "token")]
+    print: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one pactdb node (a replica manager and config-store member).
@@ -51,22 +61,53 @@ pub enum Command {
     /// same nodes and options is harmless; other options are refused.
     Bootstrap(crate::bootstrap::BootstrapArgs),
     /// Write a value.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Read a value (exit code 3 if the key does not exist).
     Get {
         key: String,
         /// Print `{"key":..,"value":..,"version":..}`: the version is what
         /// `cas` and `txn --if` compare. A value that is not UTF-8 comes as
         /// `value_base64` instead of `value`; a missing key as value null,
-        /// version 0.
+        /// version 0. Session and stale reads add `served_by` (and
+        /// `stale_ms`).
         #[arg(long)]
         json: bool,
+        /// How fresh the value must be. `linearizable`: never older than
+        /// the latest write acknowledged before the read began (the primary
+        /// answers, or a backup once it applied the primary's read index).
+        /// `session`: any member that has applied what this client (and the
+        /// token of --after) saw. `stale=MS` (`stale`: 1000): any member
+        /// whose state is at most MS old; stderr says how old it was.
+        #[arg(long, default_value = "linearizable", value_name = "LEVEL")]
+        consistency: Consistency,
+        /// A session token another client printed (`--token`): this read
+        /// sees at least what that client had seen (causal order). Applies
+        /// to linearizable and session reads.
+        #[arg(long, value_name = "TOKEN")]
+        after: Option<SessionToken>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Delete a key (exit code 3 if it did not exist).
-    Delete { key: String },
+    Delete {
+        key: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Set a value only if the key's version is EXPECTED_VERSION (0: the key
     /// must not exist). Exit code 3 if the version differs.
-    Cas { key: String, expected_version: u64, value: String },
+    Cas {
+        key: String,
+        expected_version: u64,
+        value: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
     /// Run one transaction: gets read at once (in order), puts and deletes
     /// are buffered, and the commit is atomic over every group. Exit 0
     /// committed, 3 aborted (nothing written), 4 outcome unknown.
@@ -90,7 +131,8 @@ pub enum Command {
         json: bool,
     },
     /// Operator commands that change a running cluster:
-    /// `admin transfer-leader --group G --to N`.
+    /// `admin transfer-leader --group G --to N`,
+    /// `admin move-replica --group G --from A --to B`.
     Admin(crate::admin::AdminArgs),
     /// Load generators: `workload run kv` (against pactdb or etcd) and
     /// `workload probe` (write unavailability).
@@ -386,34 +428,56 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
     }
     let client = connect(&endpoints).await?;
     match cmd {
-        Command::Put { key, value } => {
+        Command::Put { key, value, token } => {
             let version = client.put(key, value).await?;
             println!("OK version={version}");
+            print_token(&client, token, false).await?;
         }
-        Command::Get { key, json } => {
-            let found = client.get(key.clone()).await?;
+        Command::Get { key, json, consistency, after, token } => {
+            if let Some(after) = after {
+                client.observe_token(after).await?;
+            }
+            let read = client.get_with(key.clone(), consistency).await?;
+            let found = read.value;
             if json {
                 let version = found.as_ref().map_or(0, |v| v.version);
-                let read = JsonRead::new(Some(&key), found.as_ref().map(|v| v.value.as_slice()), Some(version));
-                println!("{}", serde_json::to_string(&read)?);
-            } else if let Some(v) = &found {
-                println!("{}", show(&v.value));
+                let mut out = JsonRead::new(Some(&key), found.as_ref().map(|v| v.value.as_slice()), Some(version));
+                out.served_by = read.served.map(|s| s.by);
+                out.stale_ms = read.served.and_then(|s| s.stale_ms);
+                println!("{}", serde_json::to_string(&out)?);
             } else {
-                eprintln!("key `{key}` not found");
+                if let Some(v) = &found {
+                    println!("{}", show(&v.value));
+                }
+                match read.served {
+                    Some(Served { by, stale_ms: Some(ms) }) => {
+                        eprintln!("(served by node {by}; its state was at most {ms} ms old)")
+                    }
+                    Some(Served { by, stale_ms: None }) => eprintln!("(served by node {by})"),
+                    None => {}
+                }
+                if found.is_none() {
+                    eprintln!("key `{key}` not found");
+                }
             }
+            print_token(&client, token, json).await?;
             if found.is_none() {
                 return Ok(EXIT_NOT_FOUND);
             }
         }
-        Command::Delete { key } => {
+        Command::Delete { key, token } => {
             if !client.delete(key.clone()).await? {
                 eprintln!("key `{key}` not found");
                 return Ok(EXIT_NOT_FOUND);
             }
             println!("OK");
+            print_token(&client, token, false).await?;
         }
-        Command::Cas { key, expected_version, value } => match client.cas(key, expected_version, value).await? {
-            Ok(version) => println!("OK version={version}"),
+        Command::Cas { key, expected_version, value, token } => match client.cas(key, expected_version, value).await? {
+            Ok(version) => {
+                println!("OK version={version}");
+                print_token(&client, token, false).await?;
+            }
             Err(current) => {
                 eprintln!("version mismatch: expected {expected_version}, current {current}");
                 return Ok(EXIT_NOT_FOUND);
@@ -507,12 +571,38 @@ struct JsonRead {
     #[serde(flatten)]
     value: JsonValue,
     version: Option<u64>,
+    /// Session and stale reads: the member that answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    served_by: Option<NodeId>,
+    /// Stale reads: how old the member's state was at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_ms: Option<u64>,
 }
 
 impl JsonRead {
     fn new(key: Option<&str>, value: Option<&[u8]>, version: Option<u64>) -> JsonRead {
-        JsonRead { key: key.map(str::to_string), value: JsonValue::new(value), version }
+        JsonRead {
+            key: key.map(str::to_string),
+            value: JsonValue::new(value),
+            version,
+            served_by: None,
+            stale_ms: None,
+        }
     }
+}
+
+/// Prints the client's session token if `--token` asked for it (to stderr
+/// when stdout carries JSON).
+async fn print_token(client: &Client, args: TokenArgs, json: bool) -> anyhow::Result<()> {
+    if args.print {
+        let token = client.token().await?;
+        if json {
+            eprintln!("token={token}");
+        } else {
+            println!("token={token}");
+        }
+    }
+    Ok(())
 }
 
 /// What `txn --json` and `txn-status --json` print.

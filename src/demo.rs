@@ -275,6 +275,13 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                         "to": h.to, "entries_behind": h.entries_left, "uncommitted": h.uncommitted,
                         "held_writes": h.held, "asked": h.asked,
                     })),
+                    "placement_change": r.placement_change.as_ref().map(|c| serde_json::json!({
+                        "joining": c.joining.iter().map(|j| serde_json::json!({
+                            "node": j.node, "heard": j.heard, "entries_behind": j.entries_left,
+                            "bytes_behind": j.bytes_left, "bytes_exact": j.bytes_exact,
+                        })).collect::<Vec<_>>(),
+                        "leaving": c.leaving,
+                    })),
                 })).collect::<Vec<_>>()})
                 }
                 Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
@@ -407,6 +414,42 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
             })
         })
         .collect();
+    // Placement changes under way (`move-replica`, or a dropped member
+    // rejoining), as their primary sees them: who catches up, how far
+    // behind, and who leaves once every placed node is a member.
+    let changes: Vec<String> = statuses
+        .iter()
+        .filter_map(|(id, s)| Some((id, s.as_ref().ok()?)))
+        .flat_map(|(id, s)| {
+            s.replicas.iter().filter_map(|r| r.placement_change.as_ref().map(|c| (r.group, c))).flat_map(
+                move |(g, c)| {
+                    let joining = c.joining.iter().map(move |j| {
+                        let state = if !j.heard {
+                            "not joined yet".to_string()
+                        } else {
+                            format!("{}{} bytes behind", if j.bytes_exact { "" } else { ">=" }, j.bytes_left)
+                        };
+                        format!("{:<6} {:<7} {:<5} {:<8} {:<15} {}", g, id, j.node, "joining", j.entries_left, state)
+                    });
+                    let leaving = c.leaving.iter().map(move |n| {
+                        format!(
+                            "{:<6} {:<7} {:<5} {:<8} {:<15} {}",
+                            g, id, n, "leaving", "-", "dropped once every placed node is a member"
+                        )
+                    });
+                    joining.chain(leaving).collect::<Vec<_>>()
+                },
+            )
+        })
+        .collect();
+    if !changes.is_empty() {
+        println!();
+        println!("PLACEMENT CHANGES");
+        println!("GROUP  LEADER  NODE  CHANGE   ENTRIES BEHIND  STATE");
+        for c in changes {
+            println!("{c}");
+        }
+    }
     if !handovers.is_empty() {
         println!();
         println!("LEADER HAND-OVERS");

@@ -23,7 +23,7 @@ mod etcd;
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use pactdb_client::Client;
+use pactdb_client::{Client, Consistency};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -171,6 +171,16 @@ pub struct KvArgs {
     /// Size of the key space; keys are drawn uniformly from it.
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
+    /// Consistency of the reads (pactdb): `linearizable`, `session`, or
+    /// `stale=MS`. Session and stale reads go to any member of the key's
+    /// group.
+    #[arg(long, default_value = "linearizable", value_name = "LEVEL")]
+    pub read_consistency: Consistency,
+    /// Where linearizable reads go (pactdb): `leader` (the primary answers
+    /// under its lease) or `any` (any member, which asks its primary for a
+    /// read index first).
+    #[arg(long, default_value = "leader", value_parser = ["leader", "any"])]
+    pub read_from: String,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -336,9 +346,9 @@ impl Driver {
         }
     }
 
-    async fn get(&self, conn: usize, key: Vec<u8>) -> Result<(), String> {
+    async fn get_at(&self, conn: usize, key: Vec<u8>, consistency: Consistency) -> Result<(), String> {
         match self {
-            Driver::Pactdb(c) => c[conn].get(key).await.map(|_| ()).map_err(|e| e.to_string()),
+            Driver::Pactdb(c) => c[conn].get_with(key, consistency).await.map(|_| ()).map_err(|e| e.to_string()),
             Driver::Etcd(c) => match tokio::time::timeout(ETCD_OP_TIMEOUT, c[conn].get(&key)).await {
                 Ok(r) => r.map(|_| ()),
                 Err(_) => Err("etcd get timed out".into()),
@@ -559,6 +569,7 @@ struct KvConfig {
     read_percent: u64,
     keys: u64,
     seed: u64,
+    read_consistency: Consistency,
 }
 
 async fn kv_client(idx: usize, driver: Arc<Driver>, cfg: Arc<KvConfig>, shared: Arc<Shared>) {
@@ -573,7 +584,7 @@ async fn kv_client(idx: usize, driver: Arc<Driver>, cfg: Arc<KvConfig>, shared: 
         let read = cfg.read_percent > 0 && rng.below(100) < cfg.read_percent;
         let started = Instant::now();
         let result = if read {
-            driver.get(conn, key).await
+            driver.get_at(conn, key, cfg.read_consistency).await
         } else {
             // Every written value differs from the one before.
             for (b, x) in value.iter_mut().zip(n.to_le_bytes()) {
@@ -635,6 +646,9 @@ pub struct KvReport {
     pub key_size: usize,
     pub value_size: usize,
     pub read_percent: u8,
+    /// The reads' consistency, and where linearizable ones went.
+    pub read_consistency: String,
+    pub read_from: String,
     pub keys: u64,
     pub seed: u64,
     pub ramp_s: f64,
@@ -680,11 +694,23 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         read_percent: u64::from(args.read_percent),
         keys: args.keys,
         seed,
+        read_consistency: args.read_consistency,
     });
     let driver = Arc::new(Driver::connect(&target, conns).await?);
+    match &*driver {
+        Driver::Etcd(_) if args.read_consistency != Consistency::Linearizable || args.read_from != "leader" => {
+            bail!("--read-consistency and --read-from apply to pactdb only (etcd reads here are linearizable)")
+        }
+        Driver::Etcd(_) => {}
+        Driver::Pactdb(clients) => {
+            for c in clients {
+                c.spread_linearizable_reads(args.read_from == "any").await?;
+            }
+        }
+    }
     let cpu_start = (cpu_time(), Instant::now());
     eprintln!(
-        "workload kv: {} at {}: {} clients over {} connections, {} B keys, {} B values, {}% reads, {} keys, ramp {:?}, duration {:?}",
+        "workload kv: {} at {}: {} clients over {} connections, {} B keys, {} B values, {}% reads ({} from {}), {} keys, ramp {:?}, duration {:?}",
         target.system(),
         target.endpoints().join(","),
         cfg.clients,
@@ -692,6 +718,8 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         cfg.key_size,
         cfg.value_size,
         args.read_percent,
+        args.read_consistency,
+        args.read_from,
         cfg.keys,
         load.ramp,
         load.duration
@@ -725,6 +753,8 @@ async fn run_kv(args: KvArgs, default_endpoints: Vec<String>) -> anyhow::Result<
         key_size: cfg.key_size,
         value_size: cfg.value_size,
         read_percent: args.read_percent,
+        read_consistency: args.read_consistency.to_string(),
+        read_from: args.read_from.clone(),
         keys: cfg.keys,
         seed,
         ramp_s: load.ramp.as_secs_f64(),
@@ -761,8 +791,8 @@ fn cpu_time() -> f64 {
 
 fn print_report(r: &KvReport) {
     println!(
-        "{} kv: {} clients, {} connections, {} B keys, {} B values, {}% reads, {} keys",
-        r.system, r.clients, r.conns, r.key_size, r.value_size, r.read_percent, r.keys
+        "{} kv: {} clients, {} connections, {} B keys, {} B values, {}% reads ({} from {}), {} keys",
+        r.system, r.clients, r.conns, r.key_size, r.value_size, r.read_percent, r.read_consistency, r.read_from, r.keys
     );
     println!(
         "{:<7} {:>8} {:>8} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9}",

@@ -85,6 +85,9 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
             group: 0,
             epoch: view.epoch - 1,
             op: Op::Put { key: key.clone().into_bytes(), value: b"v".to_vec() },
+            consistency: Default::default(),
+            after: 0,
+            prev: 0,
         };
         match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
             ClientReply::Response { result: Err(ClientError::StaleEpoch { view: current }), .. } => {
@@ -127,7 +130,15 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     for _ in 0..20 {
         let view = cluster.view(0).await.unwrap();
         let leader = cluster.nodes[&view.leader].client.clone();
-        let req = ClientRequest { id: txn.request_id(), group: 0, epoch: view.epoch, op: Op::Commit(reused.clone()) };
+        let req = ClientRequest {
+            id: txn.request_id(),
+            group: 0,
+            epoch: view.epoch,
+            op: Op::Commit(reused.clone()),
+            consistency: Default::default(),
+            after: 0,
+            prev: 0,
+        };
         match pactdb_client::call(&leader, &ClientMsg::Request(req), Duration::from_secs(5)).await.unwrap() {
             ClientReply::Response { result: Err(ClientError::Malformed { reason }), .. } => {
                 assert!(reason.contains("reused"), "{reason}");

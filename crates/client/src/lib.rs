@@ -2,14 +2,17 @@
 //!
 //! It owns connections to the nodes and one task that drives the core's
 //! `FrontEnd` logic (request ids, routing, redirects, retries, back-off).
-//! Callers see plain `get`/`put`/`delete`/`cas` calls and transactions
-//! (`begin`, `txn`, `txn_status`; see `txn.rs`); replication stays hidden.
+//! Callers see plain `get`/`put`/`delete`/`cas` calls, pipelined operations
+//! (`submit`) and transactions (`begin`, `txn`, `txn_status`; see
+//! `txn.rs`); replication stays hidden.
 //! It must never invent a request id for a retry: retries reuse the id,
 //! which is what makes them exactly-once.
 
 mod txn;
 
+pub use pactdb_core::fe::SessionToken;
 pub use pactdb_core::state::txn::{AbortReason, TxnId, TxnOutcome};
+pub use pactdb_core::wire::Consistency;
 pub use txn::{Committed, Txn, TxnBuilder, TxnError};
 
 use pactdb_core::fe::{FeEffect, FeError, FeTiming, FrontEnd, OpId};
@@ -44,12 +47,34 @@ pub enum Error {
     Other(String),
 }
 
-/// Where an operation's outcome goes, with the request id it ran under.
-type OpReplyTx = oneshot::Sender<(RequestId, Result<OpResult, FeError>)>;
+/// An operation's outcome, with the request id it ran under and, for a
+/// read at `Session` or `Stale`, who served it and how stale it may be.
+type OpOutcome = (RequestId, Result<OpResult, FeError>, Option<Served>);
+/// Where an operation's outcome goes.
+type OpReplyTx = oneshot::Sender<OpOutcome>;
+
+/// Who served a read weaker than linearizable, and how old its state may
+/// have been (`Stale` reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub by: NodeId,
+    pub stale_ms: Option<u64>,
+}
+
+/// A read's answer (`Client::get_with`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read {
+    pub value: Option<Versioned>,
+    /// Set for `Session` and `Stale` reads; a linearizable read is never old.
+    pub served: Option<Served>,
+}
 
 enum Cmd {
-    Op(Op, OpReplyTx),
+    Op(Op, Consistency, OpReplyTx),
     Views(oneshot::Sender<(Option<ClusterMap>, BTreeMap<u32, View>)>),
+    Token(oneshot::Sender<SessionToken>),
+    ObserveToken(SessionToken),
+    SpreadLinearizable(bool),
 }
 
 enum Event {
@@ -93,6 +118,19 @@ pub async fn fetch_views(endpoints: &[String]) -> Result<(ClusterMap, Vec<View>)
     Err(Error::NoEndpoint(last))
 }
 
+/// An operation handed to the front end by `Client::submit`.
+pub struct Submitted {
+    rx: oneshot::Receiver<OpOutcome>,
+}
+
+impl Submitted {
+    /// The operation's outcome, once it is known.
+    pub async fn result(self) -> Result<OpResult, Error> {
+        let (_, result, _) = self.rx.await.map_err(|_| Error::Closed)?;
+        Ok(result?)
+    }
+}
+
 impl Client {
     /// Connects through any of `endpoints` (client addresses of nodes).
     pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
@@ -120,19 +158,66 @@ impl Client {
         Ok(self.execute_with_id(op).await?.1?)
     }
 
+    /// Pipelining: hands `op` to the front end now and returns its outcome
+    /// to await later, so a caller keeps many operations in flight from
+    /// one task. Operations submitted one after another are issued in that
+    /// order, and a group applies one client's writes in the order they
+    /// were issued (FIFO), across a failover too.
+    pub async fn submit(&self, op: Op) -> Result<Submitted, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Op(op, Consistency::Linearizable, tx)).await.map_err(|_| Error::Closed)?;
+        Ok(Submitted { rx })
+    }
+
     /// Runs `op` and says which request id it ran under (a transaction's
     /// id is its commit's).
     pub(crate) async fn execute_with_id(&self, op: Op) -> Result<(RequestId, Result<OpResult, FeError>), Error> {
+        let (id, result, _) = self.execute_at(op, Consistency::Linearizable).await?;
+        Ok((id, result))
+    }
+
+    async fn execute_at(&self, op: Op, consistency: Consistency) -> Result<OpOutcome, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Op(op, tx)).await.map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Op(op, consistency, tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
     }
 
+    /// A linearizable read: never older than the latest write acknowledged
+    /// before it began.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Versioned>, Error> {
-        match self.execute(Op::Get { key: key.into() }).await? {
-            OpResult::Value(v) => Ok(v),
+        Ok(self.get_with(key, Consistency::Linearizable).await?.value)
+    }
+
+    /// A read at `consistency`: `Session` and `Stale` reads may be served
+    /// by any member of the key's group (a backup that is behind waits, or
+    /// the read is retried at the primary).
+    pub async fn get_with(&self, key: impl Into<Vec<u8>>, consistency: Consistency) -> Result<Read, Error> {
+        let (_, result, served) = self.execute_at(Op::Get { key: key.into() }, consistency).await?;
+        match result? {
+            OpResult::Value(value) => Ok(Read { value, served }),
             other => Err(Error::Other(format!("unexpected result {other:?}"))),
         }
+    }
+
+    /// This client's session token: hand it to another client
+    /// (`observe_token`, `pactdb get --after`) and that client's later
+    /// session and linearizable reads see at least what this one saw.
+    pub async fn token(&self) -> Result<SessionToken, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Token(tx)).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Takes in another client's session token (causal order across
+    /// clients): later reads see at least what that client had seen.
+    pub async fn observe_token(&self, token: SessionToken) -> Result<(), Error> {
+        self.cmds.send(Cmd::ObserveToken(token)).await.map_err(|_| Error::Closed)
+    }
+
+    /// Whether linearizable reads also go to any member (which asks its
+    /// primary for a read index) rather than to the primary only.
+    pub async fn spread_linearizable_reads(&self, spread: bool) -> Result<(), Error> {
+        self.cmds.send(Cmd::SpreadLinearizable(spread)).await.map_err(|_| Error::Closed)
     }
 
     /// Writes a value; returns its new version.
@@ -248,14 +333,15 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let mut conns: HashMap<NodeId, mpsc::Sender<Vec<u8>>> = HashMap::new();
     let mut waiting: HashMap<OpId, OpReplyTx> = HashMap::new();
-    let mut backlog: std::collections::VecDeque<(Op, OpReplyTx)> = Default::default();
+    let mut backlog: std::collections::VecDeque<(Op, Consistency, OpReplyTx)> = Default::default();
+    let mut served: HashMap<OpId, Served> = HashMap::new();
     let mut cmds_open = true;
     let mut events = Vec::with_capacity(MAX_EVENTS_PER_ROUND);
     loop {
         let wake = fe.next_wake_ms().map(|w| w.saturating_sub(now(start)).max(1)).unwrap_or(50);
         tokio::select! {
             cmd = cmds.recv(), if cmds_open && backlog.is_empty() => match cmd {
-                Some(cmd) => on_cmd(&fe, &mut backlog, cmd),
+                Some(cmd) => on_cmd(&mut fe, &mut backlog, cmd),
                 None => cmds_open = false,
             },
             Some(ev) = ev_rx.recv() => events.push(ev),
@@ -272,7 +358,7 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
         }
         while cmds_open && backlog.len() < MAX_EVENTS_PER_ROUND {
             match cmds.try_recv() {
-                Ok(cmd) => on_cmd(&fe, &mut backlog, cmd),
+                Ok(cmd) => on_cmd(&mut fe, &mut backlog, cmd),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => cmds_open = false,
             }
@@ -289,17 +375,21 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
         }
         // Admit queued operations while the exactly-once window allows.
         while fe.can_submit() {
-            let Some((op, tx)) = backlog.pop_front() else { break };
-            let seq = fe.submit(t, &mut rng, op);
+            let Some((op, consistency, tx)) = backlog.pop_front() else { break };
+            let seq = fe.submit_with(t, &mut rng, op, consistency);
             waiting.insert(seq, tx);
         }
         fe.on_tick(t, &mut rng);
         for effect in fe.take_effects() {
             match effect {
                 FeEffect::Done { op, id, result } => {
+                    let by = served.remove(&op);
                     if let Some(tx) = waiting.remove(&op) {
-                        let _ = tx.send((id, result));
+                        let _ = tx.send((id, result, by));
                     }
+                }
+                FeEffect::ReadServed { op, by, stale_ms } => {
+                    served.insert(op, Served { by, stale_ms });
                 }
                 FeEffect::Dissent { group, members, .. } => {
                     tracing::warn!(
@@ -320,9 +410,14 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
     }
 }
 
-fn on_cmd(fe: &FrontEnd, backlog: &mut std::collections::VecDeque<(Op, OpReplyTx)>, cmd: Cmd) {
+fn on_cmd(fe: &mut FrontEnd, backlog: &mut std::collections::VecDeque<(Op, Consistency, OpReplyTx)>, cmd: Cmd) {
     match cmd {
-        Cmd::Op(op, tx) => backlog.push_back((op, tx)),
+        Cmd::Op(op, consistency, tx) => backlog.push_back((op, consistency, tx)),
+        Cmd::Token(tx) => {
+            let _ = tx.send(fe.token());
+        }
+        Cmd::ObserveToken(token) => fe.observe_token(&token),
+        Cmd::SpreadLinearizable(spread) => fe.set_spread_linearizable(spread),
         Cmd::Views(tx) => {
             let _ = tx.send((fe.cluster().cloned(), fe.views().clone()));
         }

@@ -67,4 +67,26 @@ pub struct Bugs {
     /// digest (and takes a chunk past a lost one as if the gap held
     /// nothing).
     pub install_incomplete_snapshot: bool,
+    /// A backup answers a linearizable read from its own state, without
+    /// asking the primary for a read index.
+    pub backup_read_ignores_index: bool,
+    /// A backup answers a session read without waiting to have applied the
+    /// client's token index.
+    pub session_read_ignores_token: bool,
+    /// A backup answers a stale read however old its state is.
+    pub stale_read_past_bound: bool,
+    /// A front end drops the session token another client handed it
+    /// (`FrontEnd::observe_token`). The front end takes no bugs: the
+    /// simulator, which hands tokens between its clients, applies this one
+    /// where it hands them.
+    pub drop_handed_token: bool,
+    /// A primary (or sequencer) runs a session's write as it arrives,
+    /// without the FIFO checks (`Replica::fifo_order`): a write that
+    /// overtook an earlier one of its session on the way (or across a
+    /// failover) is applied first.
+    pub fifo_ignores_order: bool,
+    /// A primary admits a learner (a node a move brings in, or a dropped
+    /// member rejoining) into the view as soon as it joins, before it holds
+    /// every committed entry.
+    pub admit_before_caught_up: bool,
 }

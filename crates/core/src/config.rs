@@ -491,7 +491,15 @@ mod tests {
     use rand::SeedableRng;
 
     fn view(epoch: Epoch, leader: NodeId) -> View {
-        View { group: 0, epoch, mode: Mode::Passive, leader, members: vec![1, 2, 3], min_members: 1 }
+        View {
+            group: 0,
+            epoch,
+            mode: Mode::Passive,
+            leader,
+            members: vec![1, 2, 3],
+            min_members: 1,
+            placement: vec![1, 2, 3],
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::limits::MAX_SESSION_RESPONSES;
 use crate::state::op::{Op, OpResult};
 use crate::state::txn::{AbortReason, TxnOutcome};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
-use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest};
+use crate::wire::{ClientError, ClientMsg, ClientReply, ClientRequest, Consistency};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -102,7 +102,9 @@ impl FeError {
                 | ClientError::CutOff { .. }
                 | ClientError::StaleEpoch { .. }
                 | ClientError::Busy
-                | ClientError::Unavailable { .. } => false,
+                | ClientError::Unavailable { .. }
+                | ClientError::OutOfOrder { .. }
+                | ClientError::Overtaken { .. } => false,
             },
             FeError::TooManyOutstanding | FeError::NoClusterMap => true,
             FeError::Timeout { .. } => false,
@@ -123,6 +125,42 @@ pub enum FeEffect {
     /// operation differently from the f+1 that agreed (reported just before
     /// its `Done`).
     Dissent { op: OpId, group: GroupId, members: Vec<NodeId> },
+    /// A read at `Consistency::Session` or `Stale` was answered by member
+    /// `by`, whose state was at most `stale_ms` old (stale reads) when it
+    /// answered (reported just before its `Done`). Linearizable reads need
+    /// no such note: they are never old.
+    ReadServed { op: OpId, by: NodeId, stale_ms: Option<Millis> },
+}
+
+/// A front end's session token: per group, the highest index an answer it
+/// got was covered by. A session or linearizable read is served only by a
+/// member that applied at least that far, so a client never sees less than
+/// it (or a client that handed it its token) saw before. Written
+/// `GROUP:INDEX[,GROUP:INDEX...]` (`0:17,2:5`); empty: nothing seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionToken(pub BTreeMap<GroupId, Index>);
+
+impl std::fmt::Display for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(g, i)| format!("{g}:{i}")).collect();
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+impl std::str::FromStr for SessionToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SessionToken, String> {
+        let mut map = BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || format!("bad session token part `{part}`: expected GROUP:INDEX, e.g. 0:17");
+            let (g, i) = part.split_once(':').ok_or_else(bad)?;
+            let g: GroupId = g.parse().map_err(|_| bad())?;
+            let i: Index = i.parse().map_err(|_| bad())?;
+            let e = map.entry(g).or_insert(0);
+            *e = i.max(*e);
+        }
+        Ok(SessionToken(map))
+    }
 }
 
 #[derive(Debug)]
@@ -163,6 +201,23 @@ pub struct FrontEnd {
     /// backups, with that view's epoch and leader. Until a newer view is
     /// learned the front end keeps asking other nodes for views.
     suspects: BTreeMap<GroupId, (Epoch, NodeId)>,
+    /// The session token: per group, the highest index an answer this
+    /// front end got was covered by (`ClientReply::Response::at`), or that
+    /// it was handed (`observe_token`). Session and linearizable reads carry
+    /// it, and a member serves them only once it applied that far: what
+    /// this client saw before, it never unsees, whichever member answers.
+    /// Kept across session renewals: it names group positions, not requests.
+    tokens: BTreeMap<GroupId, Index>,
+    /// Send linearizable reads to any member too (a backup asks its primary
+    /// for a read index), not only to the leader.
+    spread_linearizable: bool,
+    /// Groups a committed transaction of this front end wrote to since it
+    /// last had a read answered there by the leader: a transaction's answer
+    /// carries no index of the participants' logs, so the token does not
+    /// cover its writes; the next read of such a group goes to its leader
+    /// (which waits for the decision if the key is still locked), and that
+    /// answer's index moves the token past the writes.
+    txn_written: std::collections::BTreeSet<GroupId>,
 }
 
 impl FrontEnd {
@@ -182,6 +237,32 @@ impl FrontEnd {
             effects: Vec::new(),
             next_fetch_ms: 0,
             suspects: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            spread_linearizable: false,
+            txn_written: Default::default(),
+        }
+    }
+
+    /// Whether linearizable reads go to any member of the view (a backup
+    /// asks the primary for a read index) rather than to the leader only.
+    /// Session and stale reads always go to any member.
+    pub fn set_spread_linearizable(&mut self, spread: bool) {
+        self.spread_linearizable = spread;
+    }
+
+    /// The session token: per group, the highest index this front end's
+    /// answers were covered by.
+    pub fn token(&self) -> SessionToken {
+        SessionToken(self.tokens.clone())
+    }
+
+    /// Takes in a token another client handed over (`pactdb get --after`):
+    /// this front end's later session and linearizable reads see at least
+    /// what that client had seen (causal order across clients).
+    pub fn observe_token(&mut self, token: &SessionToken) {
+        for (&g, &i) in &token.0 {
+            let t = self.tokens.entry(g).or_insert(0);
+            *t = (*t).max(i);
         }
     }
 
@@ -224,8 +305,14 @@ impl FrontEnd {
         std::mem::take(&mut self.effects)
     }
 
-    /// Starts an operation and returns its id.
+    /// Starts an operation (a read at `Consistency::Linearizable`) and
+    /// returns its id.
     pub fn submit(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op) -> OpId {
+        self.submit_with(now, rng, op, Consistency::Linearizable)
+    }
+
+    /// Starts an operation whose read (if it is one) has `consistency`.
+    pub fn submit_with(&mut self, now: Millis, rng: &mut ChaCha8Rng, op: Op, consistency: Consistency) -> OpId {
         if std::mem::take(&mut self.renew) {
             self.new_session(rng);
         }
@@ -240,7 +327,9 @@ impl FrontEnd {
             self.effects.push(FeEffect::Done { op: seq, id, result: Err(FeError::TooManyOutstanding) });
             return seq;
         }
-        let request = ClientRequest { id, group: 0, epoch: 0, op };
+        // Only reads have a consistency: a write always goes to the primary.
+        let consistency = if op.is_read() { consistency } else { Consistency::Linearizable };
+        let request = ClientRequest { id, group: 0, epoch: 0, op, consistency, after: 0, prev: 0 };
         self.pending.insert(
             seq,
             Pending {
@@ -291,7 +380,30 @@ impl FrontEnd {
             // never ran, so it may still join the current session.
             p.request.id = RequestId { client, session: start, seq: p.request.id.seq };
         }
+        let prev = self.fifo_prev(op);
+        let p = self.pending.get_mut(&op).expect("pending");
+        p.request.prev = prev;
+        // A read that any member may serve goes to a random one of the
+        // view on its first attempt; a retry goes to the leader (the member
+        // was behind, or silent).
+        // In an active group only reads weaker than linearizable are
+        // spread: a linearizable one goes through the sequencer's order.
+        let weak = p.request.consistency != Consistency::Linearizable;
+        let spread = p.request.op.is_read()
+            && p.failures == 0
+            && !self.txn_written.contains(&group)
+            && match spec.mode {
+                Mode::Passive => weak || self.spread_linearizable,
+                Mode::Active => weak,
+            };
+        if p.request.op.is_read() && !matches!(p.request.consistency, Consistency::Stale { .. }) {
+            p.request.after = self.tokens.get(&group).copied().unwrap_or(0);
+        }
         let target = match (&view, p.target) {
+            (Some(v), _) if spread => {
+                p.request.epoch = v.epoch;
+                v.members[rng.gen_range(0..v.members.len())]
+            }
             (Some(v), _) => {
                 p.request.epoch = v.epoch;
                 v.leader
@@ -302,7 +414,7 @@ impl FrontEnd {
         p.target = Some(target);
         p.in_flight = true;
         p.wake_ms = now + self.timing.attempt_timeout_ms;
-        if spec.mode == Mode::Active && !answered_by_leader_only(&p.request.op) {
+        if spec.mode == Mode::Active && !answered_by_leader_only(&p.request.op) && !spread {
             // Active replication: the request goes to every member; the
             // sequencer orders it and every member answers.
             let members = view.as_ref().map_or(&spec.placement, |v| &v.members);
@@ -312,6 +424,33 @@ impl FrontEnd {
             return;
         }
         self.effects.push(FeEffect::Send { to: target, msg: ClientMsg::Request(p.request.clone()) });
+    }
+
+    /// FIFO order (`ClientRequest::prev`): for a single-key write, the
+    /// newest earlier write of the same session to the same group that is
+    /// still unanswered here, which the group must run first; 0 if none.
+    /// Recomputed for every attempt: a write answered since (or given up,
+    /// with a timeout) no longer holds the later ones back, and the group
+    /// makes sure a given-up one never runs after them (`Overtaken`).
+    fn fifo_prev(&self, op: OpId) -> u64 {
+        let p = &self.pending[&op];
+        if !p.request.op.is_fifo_write() {
+            return 0;
+        }
+        let id = p.request.id;
+        // An unnamed write is named into the current session (under the
+        // current client id, whatever id it was submitted under) when it is
+        // next sent: it counts if this one is of the current session.
+        let current = id.client == self.client_id && self.sessions.get(&p.request.group) == Some(&id.session);
+        let same_session = |q: &Pending| {
+            (q.request.id.client == id.client && q.request.id.session == id.session)
+                || (q.request.id.session == RequestId::NO_SESSION && current)
+        };
+        self.pending
+            .range(..op)
+            .rev()
+            .find(|(_, q)| q.request.group == p.request.group && q.request.op.is_fifo_write() && same_session(q))
+            .map_or(0, |(&seq, _)| seq)
     }
 
     fn fetch_views(&mut self, now: Millis, rng: &mut ChaCha8Rng) {
@@ -370,6 +509,11 @@ impl FrontEnd {
             // commit in it would be refused alike. The next request starts
             // a new session (`submit`).
             self.renew = self.renew || p.request.id.client == self.client_id;
+        }
+        if let (Op::Commit(req), Ok(OpResult::Txn(outcome)), Some(cluster)) = (&p.request.op, &result, &self.cluster) {
+            if outcome.is_committed() {
+                self.txn_written.extend(req.writes.iter().map(|w| cluster.group_of(&w.key)));
+            }
         }
         self.effects.push(FeEffect::Done { op, id: p.request.id, result });
     }
@@ -451,7 +595,7 @@ impl FrontEnd {
                 }
                 self.retry_on_new_views(now, rng, &changed);
             }
-            ClientReply::Response { id, result } => {
+            ClientReply::Response { id, result, at, stale_ms } => {
                 // An answer to the request as it is now: not to an attempt
                 // sent before its session was named. Not only to the current
                 // client id: requests sent before a renewal keep theirs, and
@@ -459,6 +603,14 @@ impl FrontEnd {
                 // retrying until their deadline, the simulator found).
                 if self.pending.get(&id.seq).is_none_or(|p| p.request.id != id) {
                     return;
+                }
+                if result.is_ok() && at > 0 {
+                    let group = self.pending[&id.seq].request.group;
+                    let t = self.tokens.entry(group).or_insert(0);
+                    *t = (*t).max(at);
+                    if self.views.get(&group).is_some_and(|v| v.leader == from) {
+                        self.txn_written.remove(&group);
+                    }
                 }
                 if result.is_ok() {
                     // It answers again: no longer silent.
@@ -470,6 +622,7 @@ impl FrontEnd {
                     }
                 }
                 let Some(p) = self.pending.get(&id.seq) else { return };
+                let weak = p.request.op.is_read() && p.request.consistency != Consistency::Linearizable;
                 if !p.in_flight || p.target != Some(from) {
                     // An answer to an attempt already given up on; a write's
                     // outcome is still the same, so accept successes. A
@@ -487,12 +640,21 @@ impl FrontEnd {
                         return;
                     }
                 }
+                if weak && result.is_ok() {
+                    // A stale read with no age given was answered by a
+                    // primary under its lease, or through the sequencer's
+                    // order: as fresh as a read can be.
+                    let stale = matches!(self.pending[&id.seq].request.consistency, Consistency::Stale { .. });
+                    let stale_ms = if stale { stale_ms.or(Some(0)) } else { stale_ms };
+                    self.effects.push(FeEffect::ReadServed { op: id.seq, by: from, stale_ms });
+                }
                 self.on_result(now, rng, id.seq, from, result);
             }
             ClientReply::Status(_)
             | ClientReply::Bootstrapped(_)
             | ClientReply::NodeInfo { .. }
-            | ClientReply::TransferStarted(_) => {}
+            | ClientReply::TransferStarted(_)
+            | ClientReply::MoveStarted(_) => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending
@@ -516,7 +678,12 @@ impl FrontEnd {
         if spec.mode != Mode::Active || !spec.voting {
             return false;
         }
-        if answered_by_leader_only(&self.pending[&op].request.op) {
+        let request = &self.pending[&op].request;
+        if answered_by_leader_only(&request.op) {
+            return false;
+        }
+        if request.op.is_read() && request.consistency != Consistency::Linearizable {
+            // The client chose one member's answer: no vote.
             return false;
         }
         // 2f+1 members mask f wrong ones: f+1 identical answers decide. f
@@ -593,6 +760,20 @@ impl FrontEnd {
                     self.backoff(now, rng, op, e.to_string());
                 }
                 ClientError::Busy | ClientError::Unavailable { .. } => self.backoff(now, rng, op, e.to_string()),
+                ClientError::OutOfOrder { prev } => {
+                    // The earlier write has not reached the group: resend
+                    // once it went out again (it is resent first after a
+                    // failover, or when its own back-off ends), a moment
+                    // after so that it arrives first. Not a failure of this
+                    // one: its back-off does not grow.
+                    let base = self.timing.backoff_base_ms.max(1);
+                    let after = self.pending.get(&prev).filter(|q| !q.in_flight).map_or(now, |q| q.wake_ms.max(now));
+                    let p = self.pending.get_mut(&op).expect("pending");
+                    p.in_flight = false;
+                    p.last_error = Some(e.to_string());
+                    p.wake_ms = after + base;
+                }
+                ClientError::Overtaken { .. } => self.finish(op, Err(FeError::Refused(e))),
                 ClientError::OpenSession { start } => {
                     let group = self.pending[&op].request.group;
                     self.sessions.entry(group).or_insert(start);

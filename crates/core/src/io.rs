@@ -68,9 +68,11 @@ pub enum Effect {
 /// lease holds, else a refusal (the front end retries it).
 pub fn release_under_lease(reply: ClientReply, lease_expires_ms: Millis, now_ms: Millis) -> ClientReply {
     match reply {
-        ClientReply::Response { id, result: Ok(_) } if now_ms >= lease_expires_ms => ClientReply::Response {
+        ClientReply::Response { id, result: Ok(_), .. } if now_ms >= lease_expires_ms => ClientReply::Response {
             id,
             result: Err(ClientError::Unavailable { reason: LEASE_RAN_OUT_BEFORE_RELEASE.to_string() }),
+            at: 0,
+            stale_ms: None,
         },
         r => r,
     }

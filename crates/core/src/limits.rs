@@ -33,6 +33,15 @@ pub const MAX_HELD_FOR_HANDOVER: usize = 16 * 1024;
 /// How long a primary holds writes for a leader hand-over before it gives
 /// up and serves them itself (the member it hands over to is slow or gone).
 pub const HANDOVER_TIMEOUT_MS: u64 = 1_000;
+/// Placement changes (`move-replica`) a group has under way at once: one.
+/// A second move is refused until the first one's leaving member is
+/// dropped, so a group never holds more than one extra member, and a
+/// primary's view changes (admit, hand over, drop) stay one at a time.
+pub const MAX_MOVES_PER_GROUP: usize = 1;
+/// Log entries `status` walks to count the bytes a node catching up still
+/// lacks; past it the count is a lower bound (`CatchUp::bytes_exact`), so a
+/// status request never walks a whole long log.
+pub const MAX_CATCHUP_SCAN_ENTRIES: u64 = 64 * 1024;
 /// Committed entries a replica keeps in memory to catch backups up from its
 /// log; older ones are dropped and a lagging member gets a snapshot instead.
 pub const DEFAULT_LOG_RETAIN_ENTRIES: u64 = 50_000;
@@ -86,3 +95,9 @@ pub const MAX_SNAPSHOT_HEADER_BYTES: u64 = 4 << 30;
 /// snapshot, so that the member can continue from the log once it installed
 /// it; past this the snapshot is taken again at a newer index.
 pub const MAX_SNAPSHOT_PINNED_ENTRIES: u64 = 256 * 1024;
+/// Reads a backup holds at once while it catches up to serve them; past it
+/// a read gets `Busy`.
+pub const MAX_HELD_READS: usize = 64 * 1024;
+/// Times of its own acks a backup remembers, to learn from the primary's
+/// appends how fresh its state is (stale reads).
+pub const MAX_ACK_TIMES: usize = 1024;

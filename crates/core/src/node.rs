@@ -379,6 +379,13 @@ impl Node {
         for outcome in self.proposer.on_tick(&mut self.out, &mut self.rng) {
             self.on_outcome(requests, outcome);
         }
+        // A replica whose view neither places it nor counts it as a member
+        // was moved away: no primary streams to it or waits for it any
+        // more, so it is dropped (its records leave the WAL with the next
+        // checkpoint; a restart that replays them drops it again once it
+        // has read the view).
+        let me = self.cfg.id;
+        self.replicas.retain(|_, r| r.view().is_none_or(|v| v.is_member(me) || v.is_placed(me)));
         for r in self.replicas.values_mut() {
             r.on_tick(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()));
         }
@@ -492,14 +499,40 @@ impl Node {
                 self.proposer.on_reject(&mut self.out, &mut self.rng, key, ballot, promised);
             }
             PeerBody::ViewAnnounce { view } | PeerBody::StaleEpoch { view } => self.learn_view(requests, view, false),
-            PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms } => {
+            PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index, sent_ms, acked_sent_ms } => {
                 self.note_view(&view);
+                if !self.may_hold(&view) {
+                    return;
+                }
                 self.with_replica(view.group, requests, |r, ctx| {
-                    r.on_append(ctx, from, view, prev_index, prev_epoch, entries, commit_index, sent_ms)
+                    r.on_append(
+                        ctx,
+                        from,
+                        view,
+                        prev_index,
+                        prev_epoch,
+                        entries,
+                        (commit_index, sent_ms, acked_sent_ms),
+                    )
                 });
+            }
+            PeerBody::ReadIndex { group, epoch, ask } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    let ctx = &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref());
+                    r.on_read_index(ctx, from, epoch, ask);
+                }
+            }
+            PeerBody::ReadIndexReply { group, epoch, ask, index } => {
+                if let Some(r) = self.replicas.get_mut(&group) {
+                    let ctx = &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref());
+                    r.on_read_index_reply(ctx, epoch, ask, index);
+                }
             }
             PeerBody::SnapshotChunk { view, meta, offset, data, sent_ms } => {
                 self.note_view(&view);
+                if !self.may_hold(&view) {
+                    return;
+                }
                 self.with_replica(view.group, requests, |r, ctx| {
                     r.on_snapshot_chunk(ctx, from, view, meta, offset, &data, sent_ms)
                 });
@@ -598,6 +631,15 @@ impl Node {
         }
     }
 
+    /// Whether this node holds, or is to hold, a replica of `view`'s group:
+    /// it has one, or the view places it or counts it as a member. A stream
+    /// from a primary that has not yet learned this node was moved away
+    /// must not bring a dropped replica back.
+    fn may_hold(&self, view: &View) -> bool {
+        let me = self.cfg.id;
+        self.replicas.contains_key(&view.group) || view.is_member(me) || view.is_placed(me)
+    }
+
     /// Caches a view without touching replicas.
     fn note_view(&mut self, view: &View) {
         let newer = self.views.get(&view.group).is_none_or(|v| v.epoch < view.epoch);
@@ -611,11 +653,9 @@ impl Node {
     /// relayed by a peer, which may be stale).
     fn learn_view(&mut self, requests: &mut Requests, view: View, from_store: bool) {
         self.note_view(&view);
-        let placed = view.is_member(self.cfg.id)
-            || self
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.groups.iter().any(|g| g.id == view.group && g.placement.contains(&self.cfg.id)));
+        // The view, not the map's bootstrap placement, says where a group
+        // lives: a node a move placed it on creates its replica here.
+        let placed = view.is_member(self.cfg.id) || view.is_placed(self.cfg.id);
         if placed || self.replicas.contains_key(&view.group) {
             self.with_replica(view.group, requests, |r, ctx| {
                 if from_store {
@@ -697,6 +737,13 @@ impl Node {
                     self.note_view(v);
                 }
                 let applied = outcome.applied;
+                if !self.replicas.contains_key(&group) {
+                    // The replica that proposed was dropped (moved away)
+                    // meanwhile: a new, empty one must not take its win and
+                    // lead with nothing (simulator, mixed seed 91). The view
+                    // is noted; if this node is placed, it joins as usual.
+                    return;
+                }
                 self.with_replica(group, requests, |r, ctx| r.on_view_change_outcome(ctx, applied, current));
             }
             Requester::Refresh => match outcome.value {
@@ -758,7 +805,7 @@ impl Node {
                         Some(v) => Err(ClientError::NotLeader { view: Some(v.clone()) }),
                         None => Err(ClientError::UnknownGroup { group: req.group }),
                     };
-                    self.out.reply(token, ClientReply::Response { id: req.id, result });
+                    self.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
                 }
             },
             ClientMsg::GetViews => {
@@ -778,6 +825,20 @@ impl Node {
                     }),
                 };
                 self.out.reply(token, ClientReply::TransferStarted(result));
+            }
+            ClientMsg::MoveReplica { group, from, to } => {
+                let result = match self.replicas.get_mut(&group) {
+                    Some(r) => r.on_move_replica(
+                        &mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()),
+                        from,
+                        to,
+                    ),
+                    None => Err(TransferRefused {
+                        reason: format!("node {} holds no replica of group {group}", self.cfg.id),
+                        view: self.views.get(&group).cloned(),
+                    }),
+                };
+                self.out.reply(token, ClientReply::MoveStarted(result));
             }
             ClientMsg::GetNodeInfo => {
                 // The runtime answers it; the core knows no addresses.

@@ -68,6 +68,13 @@ pub struct View {
     pub members: Vec<NodeId>,
     /// Writes are refused while fewer members than this are in the view.
     pub min_members: usize,
+    /// Sorted: the nodes that should hold the group. The primary admits a
+    /// placed node once it holds every committed entry, and drops a member
+    /// that is not placed once every placed node is a member (handing the
+    /// leadership over first if it is that member). `pactdb admin
+    /// move-replica` changes it, by a view compare-and-set like any other
+    /// view change, so every primary that follows sees the same target.
+    pub placement: Vec<NodeId>,
 }
 
 impl View {
@@ -88,6 +95,26 @@ impl View {
             && self.members.windows(2).all(|w| w[0] < w[1])
             && self.members.contains(&self.leader)
             && (1..=crate::limits::MAX_NODES).contains(&self.min_members)
+            && !self.placement.is_empty()
+            && self.placement.len() <= crate::limits::MAX_NODES
+            && self.placement.windows(2).all(|w| w[0] < w[1])
+    }
+
+    /// Whether `node` should hold the group (see `placement`).
+    pub fn is_placed(&self, node: NodeId) -> bool {
+        self.placement.contains(&node)
+    }
+
+    /// Members that are not placed: a placement change (`move-replica`)
+    /// is under way until the primary drops them.
+    pub fn leaving(&self) -> Vec<NodeId> {
+        self.members.iter().copied().filter(|m| !self.is_placed(*m)).collect()
+    }
+
+    /// Placed nodes that are not members: catching up to be admitted (a
+    /// node a move brings in, or a member that was dropped and rejoins).
+    pub fn joining(&self) -> Vec<NodeId> {
+        self.placement.iter().copied().filter(|n| !self.is_member(*n)).collect()
     }
 
     /// The next view: same group and mode, epoch plus one.
@@ -102,7 +129,15 @@ impl View {
             leader,
             members,
             min_members: self.min_members,
+            placement: self.placement.clone(),
         }
+    }
+
+    /// The next view with `placement` instead (same leader and members).
+    pub fn next_placement(&self, mut placement: Vec<NodeId>) -> View {
+        placement.sort_unstable();
+        placement.dedup();
+        View { placement, ..self.next(self.leader, self.members.clone()) }
     }
 }
 
@@ -113,7 +148,8 @@ pub struct NodeAddrs {
     pub client: String,
 }
 
-/// A group's static description: the nodes that may ever hold it.
+/// A group's description at bootstrap: `placement` is where its first view
+/// puts it; from then on the view's own `placement` says where it lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSpec {
     pub id: GroupId,
@@ -161,7 +197,8 @@ impl ClusterMap {
                 let mut members = g.placement.clone();
                 let leader = members[0];
                 members.sort_unstable();
-                View { group: g.id, epoch: 1, mode: g.mode, leader, members, min_members: g.min_members }
+                let placement = members.clone();
+                View { group: g.id, epoch: 1, mode: g.mode, leader, members, min_members: g.min_members, placement }
             })
             .collect()
     }

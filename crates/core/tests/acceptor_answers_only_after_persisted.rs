@@ -13,7 +13,15 @@ use pactdb_core::Effect;
 const KEY: &str = "test/register";
 
 fn value(epoch: u64) -> ConfigValue {
-    ConfigValue::View(View { group: 9, epoch, mode: Mode::Passive, leader: 3, members: vec![2, 3], min_members: 1 })
+    ConfigValue::View(View {
+        group: 9,
+        epoch,
+        mode: Mode::Passive,
+        leader: 3,
+        members: vec![2, 3],
+        min_members: 1,
+        placement: vec![2, 3],
+    })
 }
 
 #[test]

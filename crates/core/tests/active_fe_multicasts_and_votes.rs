@@ -33,7 +33,15 @@ fn value(v: &str, version: u64) -> OpResult {
 fn a_request_goes_to_every_member_and_the_first_answer_completes_it() {
     let (mut fe, mut rng) = active_front_end(false);
     let (op, id) = submit(&mut fe, &mut rng);
-    let req = ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") });
+    let req = ClientMsg::Request(ClientRequest {
+        id,
+        group: GROUP,
+        epoch: 2,
+        op: put("k", "v"),
+        consistency: Default::default(),
+        after: 0,
+        prev: 0,
+    });
     assert_eq!(
         fe.take_effects(),
         vec![

@@ -64,7 +64,7 @@ fn a_get_is_sequenced_and_answered_by_every_member_after_stability() {
     // Stable: every member executes it and answers its client once.
     h.persist(node(1));
     h.deliver_all();
-    let value = response(id, Ok(OpResult::Value(Some(Versioned { value: b"v".to_vec(), version: 1 }))));
+    let value = answered_at(id, Ok(OpResult::Value(Some(Versioned { value: b"v".to_vec(), version: 1 }))), 2);
     for t in [t1, t2, t3] {
         assert_eq!(h.take_reply(t), value);
     }
@@ -88,10 +88,10 @@ fn a_get_sees_every_write_sequenced_before_it_and_none_after() {
     let (_, _) = h.client(node(1), request(rid(7, 2), epoch, put("k", "b")));
     assert!(h.replies.is_empty());
     h.settle();
-    assert_eq!(h.take_reply(missing), response(rid(8, 1), Ok(OpResult::Value(None))));
+    assert_eq!(h.take_reply(missing), answered_at(rid(8, 1), Ok(OpResult::Value(None)), 2));
     assert_eq!(
         h.take_reply(read),
-        response(rid(8, 2), Ok(OpResult::Value(Some(Versioned { value: b"a".to_vec(), version: 1 }))))
+        answered_at(rid(8, 2), Ok(OpResult::Value(Some(Versioned { value: b"a".to_vec(), version: 1 }))), 3)
     );
     for n in [1, 2, 3] {
         let ops: Vec<_> = h.replica(node(n)).log().range(1, 4).map(|e| sequenced_op(e)).collect();

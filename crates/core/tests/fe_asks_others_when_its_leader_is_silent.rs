@@ -21,7 +21,15 @@ fn a_silent_leader_makes_the_front_end_ask_the_other_members() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let id = rid_unnamed(fe.client_id(), op);
-    let request = |epoch| ClientRequest { id, group: GROUP, epoch, op: put("k", "v") };
+    let request = |epoch| ClientRequest {
+        id,
+        group: GROUP,
+        epoch,
+        op: put("k", "v"),
+        consistency: Default::default(),
+        after: 0,
+        prev: 0,
+    };
     assert_eq!(
         fe.take_effects(),
         vec![FeEffect::Send { to: 1, msg: pactdb_core::wire::ClientMsg::Request(request(2)) }]
@@ -83,7 +91,21 @@ fn a_leader_that_says_it_is_cut_off_makes_the_front_end_ask_elsewhere_at_once() 
     fe.on_reply(4, &mut rng, asked[0], ClientReply::Views { cluster: None, views: vec![view(3, 3)] });
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(sent_request(e), Some((3, ClientRequest { id, group: GROUP, epoch: 3, op: put("k", "v") }))),
+        [e] => assert_eq!(
+            sent_request(e),
+            Some((
+                3,
+                ClientRequest {
+                    id,
+                    group: GROUP,
+                    epoch: 3,
+                    op: put("k", "v"),
+                    consistency: Default::default(),
+                    after: 0,
+                    prev: 0
+                }
+            ))
+        ),
         other => panic!("expected one resend to node 3, got {other:?}"),
     }
 }

@@ -18,7 +18,17 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
     let first_client = fe.client_id();
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let unnamed = rid_unnamed(first_client, op);
-    let req = |id| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") });
+    let req = |id| {
+        ClientMsg::Request(ClientRequest {
+            id,
+            group: GROUP,
+            epoch: 2,
+            op: put("k", "v"),
+            consistency: Default::default(),
+            after: 0,
+            prev: 0,
+        })
+    };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(unnamed) }]);
 
     // The group names a start: the request goes again at once, in the
@@ -54,7 +64,18 @@ fn a_session_is_named_once_and_renewed_after_it_expired() {
 fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let client = fe.client_id();
-    let req = |id| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") });
+    // `prev`: the newest earlier write of the session still unanswered.
+    let req = |id, prev| {
+        ClientMsg::Request(ClientRequest {
+            id,
+            group: GROUP,
+            epoch: 2,
+            op: put("k", "v"),
+            consistency: Default::default(),
+            after: 0,
+            prev,
+        })
+    };
     let op = fe.submit(0, &mut rng, put("k", "v"));
     fe.on_reply(1, &mut rng, 1, response(rid_unnamed(client, op), Err(ClientError::OpenSession { start: 40 })));
     fe.take_effects();
@@ -64,7 +85,7 @@ fn a_request_sent_before_a_renewal_is_still_answered_under_its_own_id() {
     let (id_a, id_b) = (RequestId { client, session: 40, seq: a }, RequestId { client, session: 40, seq: b });
     assert_eq!(
         fe.take_effects(),
-        vec![FeEffect::Send { to: 1, msg: req(id_a) }, FeEffect::Send { to: 1, msg: req(id_b) }]
+        vec![FeEffect::Send { to: 1, msg: req(id_a, op) }, FeEffect::Send { to: 1, msg: req(id_b, a) }]
     );
 
     // The first is told its session expired: the front end renews...

@@ -45,7 +45,21 @@ fn an_unreachable_leader_means_polling_views_then_resending_at_once() {
     fe.on_reply(now, &mut rng, 3, ClientReply::Views { cluster: None, views: vec![view(3, 2)] });
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(sent_request(e), Some((2, ClientRequest { id, group: GROUP, epoch: 3, op: put("k", "v") }))),
+        [e] => assert_eq!(
+            sent_request(e),
+            Some((
+                2,
+                ClientRequest {
+                    id,
+                    group: GROUP,
+                    epoch: 3,
+                    op: put("k", "v"),
+                    consistency: Default::default(),
+                    after: 0,
+                    prev: 0
+                }
+            ))
+        ),
         other => panic!("expected one resend to node 2, got {other:?}"),
     }
 }

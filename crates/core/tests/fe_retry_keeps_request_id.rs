@@ -15,7 +15,17 @@ fn stale_epoch_and_not_leader_redirect_with_the_same_id() {
     let (mut fe, mut rng) = front_end(view(2, 1));
     let op = fe.submit(0, &mut rng, put("k", "v"));
     let id = fe.request_id(op).expect("pending");
-    let req = |epoch| ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op: put("k", "v") });
+    let req = |epoch| {
+        ClientMsg::Request(ClientRequest {
+            id,
+            group: GROUP,
+            epoch,
+            op: put("k", "v"),
+            consistency: Default::default(),
+            after: 0,
+            prev: 0,
+        })
+    };
     assert_eq!(fe.take_effects(), vec![FeEffect::Send { to: 1, msg: req(2) }]);
 
     // Node 1 says epoch 3 is led by node 2: straight there, same id.
@@ -56,7 +66,21 @@ fn a_leader_that_is_not_serving_yet_is_retried_after_a_back_off() {
     fe.on_tick(wake, &mut rng);
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(sent_request(e), Some((1, ClientRequest { id, group: GROUP, epoch: 2, op: put("k", "v") }))),
+        [e] => assert_eq!(
+            sent_request(e),
+            Some((
+                1,
+                ClientRequest {
+                    id,
+                    group: GROUP,
+                    epoch: 2,
+                    op: put("k", "v"),
+                    consistency: Default::default(),
+                    after: 0,
+                    prev: 0
+                }
+            ))
+        ),
         other => panic!("expected one resend, got {other:?}"),
     }
 }
@@ -77,7 +101,21 @@ fn an_unknown_leader_means_asking_for_views_then_retrying_the_same_id() {
     fe.on_reply(2, &mut rng, 2, ClientReply::Views { cluster: None, views: vec![view(3, 3)] });
     let effects = fe.take_effects();
     match &effects[..] {
-        [e] => assert_eq!(sent_request(e), Some((3, ClientRequest { id, group: GROUP, epoch: 3, op: put("k", "v") }))),
+        [e] => assert_eq!(
+            sent_request(e),
+            Some((
+                3,
+                ClientRequest {
+                    id,
+                    group: GROUP,
+                    epoch: 3,
+                    op: put("k", "v"),
+                    consistency: Default::default(),
+                    after: 0,
+                    prev: 0
+                }
+            ))
+        ),
         other => panic!("expected one resend to node 3, got {other:?}"),
     }
 }

@@ -61,7 +61,7 @@ fn no_record_means_an_abort_is_logged_before_the_answer() {
     let (a, b) = (key_in(GROUP, "a"), key_in(OTHER, "b"));
     let (token, fx) = h.client(node(1), commit(rid(9, 1), GROUP, e, txn(&[], &[(&a, "1"), (&b, "2")])));
     assert!(persists(&fx).is_empty() && sends(&fx).is_empty(), "{fx:#?}");
-    assert_eq!(h.take_reply(token), response(rid(9, 1), Ok(OpResult::Txn(abort))));
+    assert_eq!(h.take_reply(token), answered_at(rid(9, 1), Ok(OpResult::Txn(abort)), 2));
 }
 
 #[test]
@@ -126,5 +126,8 @@ fn a_status_query_without_a_record_records_an_abort_too() {
     assert!(h.replies_to(token).is_empty(), "answered once it is committed");
     h.settle();
     let abort = TxnOutcome::Aborted { reason: AbortReason::NoRecord };
-    assert_eq!(h.take_reply(token), ClientReply::Response { id: rid(4, 2), result: Ok(OpResult::Txn(abort)) });
+    assert_eq!(
+        h.take_reply(token),
+        ClientReply::Response { id: rid(4, 2), result: Ok(OpResult::Txn(abort)), at: 0, stale_ms: None }
+    );
 }

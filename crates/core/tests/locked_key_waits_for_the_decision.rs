@@ -34,7 +34,7 @@ fn a_read_of_a_prepared_key_waits_and_sees_the_committed_value() {
     h.inject(node(2), node(1), PeerBody::DoCommit { group: OTHER, txn: id });
     h.settle();
     let read = Versioned { value: b"new".to_vec(), version: 1 };
-    assert_eq!(h.take_reply(token), response(rid(5, 1), Ok(OpResult::Value(Some(read)))));
+    assert_eq!(h.take_reply(token), answered_at(rid(5, 1), Ok(OpResult::Value(Some(read))), 2));
 }
 
 #[test]
@@ -64,5 +64,5 @@ fn a_read_of_a_key_only_checked_by_a_prepared_transaction_does_not_wait() {
     h.inject(node(2), node(1), PeerBody::CanCommit { group: OTHER, txn: id, part });
     h.settle();
     let (token, _) = h.client(node(2), request_to(rid(5, 1), OTHER, e, get(&b)));
-    assert_eq!(h.take_reply(token), response(rid(5, 1), Ok(OpResult::Value(None))));
+    assert_eq!(h.take_reply(token), answered_at(rid(5, 1), Ok(OpResult::Value(None)), 1));
 }

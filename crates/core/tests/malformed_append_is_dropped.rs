@@ -25,7 +25,11 @@ fn entry(epoch: Epoch, index: Index) -> SharedEntry {
 fn append(h: &mut Harness, prev_index: Index, prev_epoch: Epoch, entries: Vec<SharedEntry>) -> Vec<Effect> {
     let view = h.view(node(2));
     let sent_ms = h.now;
-    h.inject(node(2), node(1), PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index: 0, sent_ms })
+    h.inject(
+        node(2),
+        node(1),
+        PeerBody::Append { view, prev_index, prev_epoch, entries, commit_index: 0, sent_ms, acked_sent_ms: 0 },
+    )
 }
 
 fn log_of(h: &Harness, n: u64) -> Vec<(Epoch, Index)> {

@@ -336,7 +336,15 @@ fn crashes_found_by_the_fuzzer_stay_fixed() {
     let mut h = passive_with_writes();
     h.crash(node(3));
     h.restart(node(3));
-    let forged = View { group: 0, epoch: 9, mode: Mode::Passive, leader: 3, members: vec![1, 2], min_members: 1 };
+    let forged = View {
+        group: 0,
+        epoch: 9,
+        mode: Mode::Passive,
+        leader: 3,
+        members: vec![1, 2],
+        min_members: 1,
+        placement: vec![1, 2],
+    };
     h.inject(node(3), node(1), PeerBody::ViewAnnounce { view: forged });
     h.run_for(300);
     assert!(h.replica(node(3)).view().is_none_or(|v| v.epoch < 9), "the forged view is not adopted");
@@ -346,7 +354,15 @@ fn crashes_found_by_the_fuzzer_stay_fixed() {
     let claimed = [1u8, 1, 253, 127, 149, 152, 150, 235, 238, 89, 216, 1, 9, 5, 1, 1, 1, 2, 1, 2, 3, 1, 3, 4, 0, 0];
     assert!(wire::decode::<Snapshot>(&claimed).is_err());
     // A view of a group the cluster map does not have makes no replica.
-    let stray = View { group: 77, epoch: 2, mode: Mode::Passive, leader: 1, members: vec![1, 2, 3], min_members: 1 };
+    let stray = View {
+        group: 77,
+        epoch: 2,
+        mode: Mode::Passive,
+        leader: 1,
+        members: vec![1, 2, 3],
+        min_members: 1,
+        placement: vec![1, 2, 3],
+    };
     h.inject(node(2), node(1), PeerBody::ViewAnnounce { view: stray });
     assert!(h.node(node(2)).replica(77).is_none());
 }

@@ -151,7 +151,7 @@ fn a_read_of_an_uncommitted_write_waits_for_its_commit() {
     let written = h.take_reply(wtoken);
     assert_eq!(written, response(rid(7, 1), Ok(OpResult::Written { version: 1 })));
     match h.take_reply(rtoken) {
-        pactdb_core::wire::ClientReply::Response { id, result: Ok(OpResult::Value(Some(v))) } => {
+        pactdb_core::wire::ClientReply::Response { id, result: Ok(OpResult::Value(Some(v))), .. } => {
             assert_eq!((id, v.value.as_slice(), v.version), (rid(8, 1), &b"v"[..], 1));
         }
         other => panic!("expected the written value, got {other:?}"),

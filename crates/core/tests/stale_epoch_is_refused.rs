@@ -58,6 +58,7 @@ fn an_append_from_an_old_epoch_gets_the_current_view() {
             entries: vec![entry.into()],
             commit_index: 1,
             sent_ms: h.now,
+            acked_sent_ms: 0,
         },
     );
     assert_eq!(

@@ -11,7 +11,7 @@ use pactdb_core::bugs::Bugs;
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
 /// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 19] = [
+const BUGS: [&str; 25] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -31,6 +31,12 @@ const BUGS: [&str; 19] = [
     "presume-commit",
     "abort-without-record",
     "install-incomplete-snapshot",
+    "backup-read-ignores-index",
+    "session-read-ignores-token",
+    "stale-read-past-bound",
+    "drop-handed-token",
+    "fifo-ignores-order",
+    "admit-before-caught-up",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -61,6 +67,12 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "presume-commit" => bugs.presume_commit = true,
         "abort-without-record" => bugs.abort_without_record = true,
         "install-incomplete-snapshot" => bugs.install_incomplete_snapshot = true,
+        "backup-read-ignores-index" => bugs.backup_read_ignores_index = true,
+        "session-read-ignores-token" => bugs.session_read_ignores_token = true,
+        "stale-read-past-bound" => bugs.stale_read_past_bound = true,
+        "drop-handed-token" => bugs.drop_handed_token = true,
+        "fifo-ignores-order" => bugs.fifo_ignores_order = true,
+        "admit-before-caught-up" => bugs.admit_before_caught_up = true,
         _ => return None,
     }
     Some(bugs)

@@ -125,7 +125,8 @@ pub fn coverage_line(reports: &[RunReport]) -> String {
     format!(
         "coverage: snapshots sent {} ({} seeds), installed {} ({} seeds); entries compacted {} ({} seeds); \
          most requests in flight per client {} (pipelined in {} seeds); sessions evicted {} ({} seeds); \
-         SessionExpired answers {} ({} seeds); leader hand-overs {} ({} seeds)",
+         SessionExpired answers {} ({} seeds); leader hand-overs {} ({} seeds); reads served by backups {} ({} seeds); \
+         replica moves started {} ({} seeds), admitted {}, finished {} ({} seeds)",
         total.snapshots_sent,
         seeds(|c| c.snapshots_sent),
         total.snapshots_installed,
@@ -140,6 +141,13 @@ pub fn coverage_line(reports: &[RunReport]) -> String {
         seeds(|c| c.session_expired),
         total.handovers,
         seeds(|c| c.handovers),
+        total.backup_reads,
+        seeds(|c| c.backup_reads),
+        total.moves_started,
+        seeds(|c| c.moves_started),
+        total.moves_admitted,
+        total.moves_finished,
+        seeds(|c| c.moves_finished),
     )
 }
 

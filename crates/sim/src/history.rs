@@ -8,6 +8,7 @@
 use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{TxnId, TxnRequest};
+use pactdb_core::wire::Consistency;
 
 /// Global simulated time in microseconds.
 pub type Micros = u64;
@@ -49,6 +50,10 @@ pub struct OpRecord {
     /// record stands for, in `History::register_history`; `None` for an
     /// operation a client invoked.
     pub txn: Option<usize>,
+    /// A read's consistency (writes: `Linearizable`). Only linearizable
+    /// reads go to the linearizability checker; the others have their own
+    /// (`check::session`).
+    pub consistency: Consistency,
 }
 
 impl OpRecord {
@@ -167,6 +172,9 @@ impl TxnRecord {
 pub struct History {
     pub ops: Vec<OpRecord>,
     pub txns: Vec<TxnRecord>,
+    /// Session tokens handed between clients: (from, to, when). A client's
+    /// later session reads must see what the giver had seen (causal order).
+    pub handoffs: Vec<(usize, usize, Micros)>,
 }
 
 impl History {
@@ -180,6 +188,7 @@ impl History {
             complete_us: None,
             outcome: Outcome::Pending,
             txn: None,
+            consistency: Consistency::Linearizable,
         });
         id
     }
@@ -278,10 +287,11 @@ impl History {
                     complete_us,
                     outcome,
                     txn: Some(t.id),
+                    consistency: Consistency::Linearizable,
                 });
             }
         }
-        History { ops, txns: Vec::new() }
+        History { ops, txns: Vec::new(), handoffs: self.handoffs.clone() }
     }
 }
 

@@ -162,6 +162,9 @@
 //! * exactly-once: no client write's request id is committed at two indexes
 //!   of its group's log (noted as replicas commit, so it holds whatever
 //!   the clients were told);
+//! * fifo: within a client session, the single-key writes committed in a
+//!   group's log carry increasing sequence numbers (the order the front end
+//!   issued them in), across failovers and reordering networks;
 //! * linearizability per key (and exactly-once), with transactions' writes
 //!   fed in as writes: a committed one at the version its commit reported,
 //!   one of unknown outcome as indeterminate, an aborted one not at all (so

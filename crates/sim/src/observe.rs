@@ -90,6 +90,25 @@ fn write_id(e: &Entry) -> Option<RequestId> {
     }
 }
 
+/// The request id of a write a front end's FIFO order covers (see
+/// `check::fifo`): a single-key write (put, delete, compare-and-set), from
+/// a passive primary's `Effects` (told by its response: a transaction's is
+/// an outcome) or an active group's `Sequenced` request. Not reads, not
+/// transactions.
+fn fifo_write_id(e: &Entry) -> Option<RequestId> {
+    use pactdb_core::state::op::OpResult;
+    match &e.payload {
+        Payload::Effects { id, response, .. } => {
+            matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. } | OpResult::CasFailed { .. })
+                .then_some(*id)
+        }
+        Payload::Sequenced { id, op } => {
+            matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. }).then_some(*id)
+        }
+        _ => None,
+    }
+}
+
 /// A two-phase commit entry as first seen committed.
 #[derive(Clone, Debug)]
 pub struct TxnLogged {
@@ -138,11 +157,18 @@ pub struct Observations {
     write_ids: HashMap<(GroupId, RequestId), Index>,
     /// Request ids committed at two indexes of a group's log: run twice.
     pub double_applies: Vec<String>,
+    /// Every single-key write seen committed, by group and index (the
+    /// first entry seen committed at each index): what the FIFO checker
+    /// reads a session's order from.
+    pub fifo_writes: BTreeMap<GroupId, BTreeMap<Index, RequestId>>,
     /// Each group's eviction mark (`Sessions::evicted_upto`) as it grew:
     /// when a replica of the group was first seen with it. A session
     /// starting below it was forgotten by then.
     pub eviction_marks: BTreeMap<GroupId, Vec<(Micros, Index)>>,
     pub reads: Vec<ReadServed>,
+    /// Replicas that became primary without holding every entry seen
+    /// committed before (a member admitted before it caught up, say).
+    pub primary_gaps: Vec<String>,
     /// Messages that vouched for state that was not yet durable.
     pub premature_acks: Vec<String>,
     /// A member known to be faulty (the divergence demonstration): its
@@ -225,6 +251,7 @@ impl Observations {
             now.primary_epoch = (r.role() == Role::Primary).then(|| r.view().map_or(0, |v| v.epoch));
             if let Some(e) = now.primary_epoch {
                 if before.primary_epoch != Some(e) {
+                    self.check_new_primary(at, id, r, e);
                     let who = self.primaries.entry((g, e)).or_default();
                     if !who.iter().any(|(n, _)| *n == id) {
                         who.push((id, at));
@@ -276,6 +303,9 @@ impl Observations {
                             ));
                         }
                     }
+                    if let Some(rid) = logged.and_then(fifo_write_id) {
+                        self.fifo_writes.entry(g).or_default().entry(i).or_insert(rid);
+                    }
                     let slot = i as usize - 1;
                     if committed.len() <= slot {
                         committed.resize(slot + 1, 0);
@@ -294,6 +324,39 @@ impl Observations {
                 *written = written.split_off(&(now.commit + 1));
             }
             self.seen.insert((id, g), now);
+        }
+    }
+
+    /// `r` (on node `id`) just became primary of `epoch`: its log must hold
+    /// every entry seen committed so far, all of older epochs (nothing of
+    /// its own epoch commits before it leads). Entries at or below its log's
+    /// base are held in its state (compacted, or installed by snapshot).
+    fn check_new_primary(&mut self, at: Micros, id: NodeId, r: &pactdb_core::replica::Replica, epoch: Epoch) {
+        let g = r.group();
+        let committed = self.committed.get(&g);
+        // Entries a newer epoch committed do not count: a replica that
+        // finishes winning an older epoch late (its proposal was chosen
+        // before the newer one) leads nobody, since every member of its
+        // view that moved on refuses its appends (mixed seed 123).
+        let max = committed.map_or(0, |c| c.iter().rposition(|&e| e < epoch).map_or(0, |i| i as Index + 1));
+        let (base, last) = (r.log().base_index(), r.log().last_index());
+        let gap = if last < max {
+            Some(format!("its log ends at {last}"))
+        } else {
+            (base + 1..=max).find_map(|i| {
+                let want = committed.map_or(0, |c| c[i as usize - 1]);
+                let held = r.log().epoch_at(i);
+                (want != 0 && held != Some(want))
+                    .then(|| format!("it holds an entry of epoch {held:?} at {i}, where one of epoch {want} committed"))
+            })
+        };
+        if let Some(gap) = gap {
+            if self.primary_gaps.len() < MAX_NOTES {
+                self.primary_gaps.push(format!(
+                    "group {g}: node {id} became primary of epoch {epoch} at {at}us lacking committed entries \
+                     (committed up to {max}): {gap}"
+                ));
+            }
         }
     }
 

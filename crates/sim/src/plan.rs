@@ -125,6 +125,25 @@ impl HandoverPlan {
     }
 }
 
+/// Replica moves (`pactdb admin move-replica`) asked of a random group's
+/// primary while faults are on: a random member of its placement to a
+/// random node that does not hold the group. Drawn from its own generator
+/// (`MovePlan::draw`), for the same reason as `HandoverPlan`.
+#[derive(Clone, Debug)]
+pub struct MovePlan {
+    pub mean_gap_ms: u64,
+}
+
+impl MovePlan {
+    /// Some seeds move replicas every few hundred milliseconds.
+    pub fn draw(seed: u64) -> (Option<MovePlan>, ChaCha8Rng) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d6f_7665_7265_706c);
+        let plan = rng.gen_bool(0.4).then(|| MovePlan { mean_gap_ms: [200, 600, 1_500][rng.gen_range(0..3)] });
+        (plan, rng)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PausePlan {
     pub mean_gap_ms: u64,
@@ -244,12 +263,16 @@ pub struct Plan {
     /// Clients that keep many requests in flight at once (pipelined), on
     /// some seeds, and how many each keeps.
     pub pipelined: usize,
+    /// Register clients read at a random consistency (linearizable reads
+    /// spread over the members too), not only linearizable at the primary.
+    pub read_levels: bool,
     pub pipeline_depth: usize,
     /// Sessions each group's exactly-once table holds
     /// (`NodeConfig::max_sessions`): below the number of clients on some
     /// seeds, so that sessions are evicted while their clients still retry.
     pub max_sessions: Option<usize>,
     pub handovers: Option<HandoverPlan>,
+    pub moves: Option<MovePlan>,
 }
 
 /// How a seed makes members take snapshots.
@@ -381,6 +404,7 @@ impl Plan {
         let pipeline_depth = rng.gen_range(4..=32);
         let total = clients + pipelined + bank.as_ref().map_or(0, |b| b.transfers + b.auditors);
         let max_sessions = rng.gen_bool(0.35).then(|| rng.gen_range((total / 2).max(1)..total));
+        let read_levels = rng.gen_bool(0.5);
         Plan {
             nodes,
             groups,
@@ -409,7 +433,9 @@ impl Plan {
             pipelined,
             pipeline_depth,
             max_sessions,
+            read_levels,
             handovers: None,
+            moves: None,
         }
     }
 
@@ -484,8 +510,14 @@ impl Plan {
                 p.log_retain_entries, p.chunk_bytes, p.bytes_per_sec
             ));
         }
+        if self.read_levels {
+            parts.push("reads at every consistency, from any member".to_string());
+        }
         if self.pipelined > 0 {
             parts.push(format!("{} pipelined clients with {} requests in flight", self.pipelined, self.pipeline_depth));
+        }
+        if let Some(m) = &self.moves {
+            parts.push(format!("replica moves every ~{}ms", m.mean_gap_ms));
         }
         if let Some(h) = &self.handovers {
             parts.push(format!("leader hand-overs every ~{}ms", h.mean_gap_ms));

@@ -126,6 +126,14 @@ pub struct Coverage {
     pub session_expired: u64,
     /// Epochs a member won by a leader hand-over (`TakeOver`).
     pub handovers: u64,
+    /// Reads backups served (counted by the replicas alive at the end).
+    pub backup_reads: u64,
+    /// Replica moves asked of a primary (`MoveReplica`) and accepted.
+    pub moves_started: u64,
+    /// Nodes admitted into a group they were moved to.
+    pub moves_admitted: u64,
+    /// Members dropped from a group they were moved away from.
+    pub moves_finished: u64,
 }
 
 impl Coverage {
@@ -139,6 +147,10 @@ impl Coverage {
             sessions_evicted: self.sessions_evicted + o.sessions_evicted,
             session_expired: self.session_expired + o.session_expired,
             handovers: self.handovers + o.handovers,
+            backup_reads: self.backup_reads + o.backup_reads,
+            moves_started: self.moves_started + o.moves_started,
+            moves_admitted: self.moves_admitted + o.moves_admitted,
+            moves_finished: self.moves_finished + o.moves_finished,
         }
     }
 }
@@ -264,6 +276,7 @@ enum What {
     },
     NextPause,
     NextHandover,
+    NextMove,
     Resume {
         node: NodeId,
         inc: u64,
@@ -294,6 +307,7 @@ impl What {
             What::Resume { .. } => 14,
             What::StepEnded { .. } => 15,
             What::NextHandover => 16,
+            What::NextMove => 17,
         }
     }
 }
@@ -454,6 +468,12 @@ struct World {
     handover_rng: ChaCha8Rng,
     /// The (group, epoch)s a member won by a hand-over.
     handed: BTreeSet<(GroupId, u64)>,
+    /// Draws the replica moves (see `MovePlan`).
+    move_rng: ChaCha8Rng,
+    /// Moves a primary accepted, as (group, from, to).
+    moves: BTreeSet<(GroupId, NodeId, NodeId)>,
+    /// Every move asked, in order.
+    asked_moves: Vec<(GroupId, NodeId, NodeId)>,
 }
 
 impl World {
@@ -462,6 +482,8 @@ impl World {
         let mut plan = Plan::draw(&mut rng, opts.shape);
         let (handovers, handover_rng) = crate::plan::HandoverPlan::draw(seed);
         plan.handovers = handovers;
+        let (moves, move_rng) = crate::plan::MovePlan::draw(seed);
+        plan.moves = moves;
         let faulty = opts.diverge_one.then(|| plan.groups[0].placement[0]);
         let bugs = opts.bugs;
         let cluster = ClusterMap {
@@ -536,6 +558,9 @@ impl World {
             compacted: BTreeMap::new(),
             handover_rng,
             handed: BTreeSet::new(),
+            move_rng,
+            moves: BTreeSet::new(),
+            asked_moves: Vec::new(),
         }
     }
 
@@ -677,6 +702,9 @@ impl World {
                 _ => self.plan.think_max_ms,
             };
             let mut c = Client::new(i, self.rng.gen(), nodes, cluster, role, accounts.clone(), think_max_ms);
+            if self.plan.read_levels {
+                c.use_read_levels();
+            }
             match &bank {
                 Some(b) if i == self.plan.clients => c.run_setup_first(b.initial),
                 Some(_) => c.start_at(Micros::MAX),
@@ -786,6 +814,10 @@ impl World {
             let gap = gap_ms(&mut self.handover_rng, h.mean_gap_ms);
             self.schedule(gap * 1_000, What::NextHandover);
         }
+        if let Some(m) = &self.plan.moves {
+            let gap = gap_ms(&mut self.move_rng, m.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextMove);
+        }
     }
 
     /// The quiet phase begins: no new faults, every partition healed, the
@@ -869,10 +901,24 @@ impl World {
             for r in slot.node.iter().flat_map(|n| n.replicas()) {
                 let e = evicted.entry(r.group()).or_default();
                 *e = (*e).max(r.state().sessions.evicted());
+                coverage.backup_reads += r.backup_reads_served();
             }
         }
         coverage.sessions_evicted = evicted.values().sum();
         coverage.handovers = self.handed.len() as u64;
+        coverage.moves_started = self.moves.len() as u64;
+        // A move is admitted once a view holds its target as a member, and
+        // finished once a later view no longer holds its source.
+        for &(g, from, to) in &self.moves {
+            let views = self.obs.views.range((g, 0)..=(g, u64::MAX)).map(|(_, (v, _))| v);
+            let admitted = views.clone().find(|v| v.is_member(to) && !v.is_placed(from)).map(|v| v.epoch);
+            if let Some(e) = admitted {
+                coverage.moves_admitted += 1;
+                if views.filter(|v| v.epoch > e).any(|v| !v.is_member(from) && v.is_member(to)) {
+                    coverage.moves_finished += 1;
+                }
+            }
+        }
         let txns = &self.history.txns;
         let txns_ok = txns.iter().filter(|t| t.outcome.is_committed() || t.outcome.told_not_committed()).count();
         let ops_ok = self.history.ops.iter().filter(|o| o.result().is_some()).count() + txns_ok;
@@ -955,6 +1001,19 @@ impl World {
             What::AdminReply { reply } if matches!(*reply, ClientReply::TransferStarted(_)) => {
                 self.note(format!("transfer-leader answered: {reply:?}"));
             }
+            What::AdminReply { reply } if matches!(*reply, ClientReply::MoveStarted(_)) => {
+                self.note(format!("move-replica answered: {reply:?}"));
+                if let ClientReply::MoveStarted(Ok(v)) = *reply {
+                    // The move it asked for, read back from the placement.
+                    if let Some(&(g, from, to)) = self
+                        .asked_moves
+                        .iter()
+                        .find(|&&(g, from, to)| g == v.group && v.is_placed(to) && !v.is_placed(from))
+                    {
+                        self.moves.insert((g, from, to));
+                    }
+                }
+            }
             What::AdminReply { reply } => {
                 self.note(format!("bootstrap answered: {reply:?}"));
                 self.admin_waiting = false;
@@ -967,6 +1026,7 @@ impl World {
                     return;
                 }
                 self.client_ticks[client].0 = None;
+                self.maybe_hand_token(client);
                 let now_ms = self.now / 1_000;
                 let c = &mut self.clients[client];
                 c.fe.on_tick(now_ms, &mut c.rng);
@@ -988,6 +1048,7 @@ impl World {
             }
             What::NextPause => self.next_pause(),
             What::NextHandover => self.next_handover(),
+            What::NextMove => self.next_move(),
             What::Resume { node, inc } => {
                 let s = &self.slots[&node];
                 if s.inc == inc && s.paused {
@@ -1425,6 +1486,8 @@ impl World {
                     pactdb_core::fe::FeEffect::Send { to, msg } => self.client_send(client, to, msg),
                     pactdb_core::fe::FeEffect::FetchViews { to } => self.client_send(client, to, ClientMsg::GetViews),
                     pactdb_core::fe::FeEffect::Dissent { members, .. } => self.dissents += members.len(),
+                    // Who served a weaker read is not judged: the checkers judge what it saw.
+                    pactdb_core::fe::FeEffect::ReadServed { .. } => {}
                     pactdb_core::fe::FeEffect::Done { op, id, result } => {
                         if let Err(pactdb_core::fe::FeError::Refused(ClientError::SessionExpired)) = &result {
                             self.coverage.session_expired += 1;
@@ -1557,15 +1620,28 @@ impl World {
         if self.slots.keys().any(|&n| n != id && self.amnesiac(n)) {
             return false;
         }
-        let groups = self.cluster.groups.iter().filter(|g| g.placement.contains(&id));
-        groups.clone().count() > 0
+        let groups = self.groups_on(id);
+        !groups.is_empty()
             && groups.into_iter().all(|g| {
-                let candidates = self.obs.candidate_views(g.id);
+                let candidates = self.obs.candidate_views(g);
                 !candidates.is_empty()
-                    && candidates
-                        .iter()
-                        .all(|v| v.members.iter().any(|&m| m != id && self.holds_all_committed(m, g.id)))
+                    && candidates.iter().all(|v| v.members.iter().any(|&m| m != id && self.holds_all_committed(m, g)))
             })
+    }
+
+    /// The groups node `id` holds or is to hold: those whose newest view
+    /// seen places it or counts it as a member (moves change both), and
+    /// before any view was seen, those the map places on it.
+    fn groups_on(&self, id: NodeId) -> Vec<GroupId> {
+        self.cluster
+            .groups
+            .iter()
+            .filter(|g| match self.obs.views.range((g.id, 0)..=(g.id, u64::MAX)).next_back() {
+                Some((_, (v, _))) => v.is_placed(id) || v.is_member(id),
+                None => g.placement.contains(&id),
+            })
+            .map(|g| g.id)
+            .collect()
     }
 
     /// Whether `m` is up, not amnesiac, and holds every entry of `group`
@@ -1595,7 +1671,7 @@ impl World {
             match r {
                 WalRecord::CaughtUp { group } => caught_up.push(*group),
                 WalRecord::WalCut => {
-                    return self.cluster.groups.iter().any(|g| g.placement.contains(&id) && !caught_up.contains(&g.id));
+                    return self.groups_on(id).iter().any(|g| !caught_up.contains(g));
                 }
                 _ => {}
             }
@@ -1606,6 +1682,24 @@ impl World {
     /// The bugs node `id` runs with: the injected ones, except that a state
     /// that silently goes wrong is one faulty member (node 1, or the chosen
     /// one of the divergence demonstration), not all.
+    /// Now and then a client reading at levels is handed another such
+    /// client's session token, as `pactdb get --after` does between
+    /// processes: its later session reads must see what the giver had seen.
+    fn maybe_hand_token(&mut self, to: usize) {
+        if !self.clients[to].reads_at_levels() || !self.rng.gen_bool(0.05) {
+            return;
+        }
+        let from = self.rng.gen_range(0..self.clients.len());
+        if from == to || !self.clients[from].reads_at_levels() {
+            return;
+        }
+        let token = self.clients[from].fe.token();
+        if !self.bugs.drop_handed_token {
+            self.clients[to].fe.observe_token(&token);
+        }
+        self.history.handoffs.push((from, to, self.now));
+    }
+
     fn bugs_for(&self, id: NodeId) -> Bugs {
         let diverge = (self.bugs.diverge_state && id == 1) || self.faulty == Some(id);
         Bugs { diverge_state: diverge, ..self.bugs }
@@ -1671,6 +1765,37 @@ impl World {
         }
         let gap = gap_ms(&mut self.handover_rng, h.mean_gap_ms);
         self.schedule(gap * 1_000, What::NextHandover);
+    }
+
+    /// Asks a random group's primary (as the nodes that are up see it) to
+    /// move the group from a random placed node to a random node that does
+    /// not hold it, when there is one and no move is under way.
+    fn next_move(&mut self) {
+        let Some(m) = self.plan.moves.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        let group = self.cluster.groups[self.move_rng.gen_range(0..self.cluster.groups.len())].id;
+        let primary = self.slots.iter().find_map(|(&id, s)| {
+            let r = s.node.as_ref()?.replica(group)?;
+            (r.role() == Role::Primary && !s.paused).then(|| (id, r.view().cloned()))
+        });
+        if let Some((leader, Some(view))) = primary {
+            let free: Vec<NodeId> = self.cluster.nodes.keys().copied().filter(|&n| !view.is_placed(n)).collect();
+            if !free.is_empty() && view.leaving().is_empty() {
+                let from = view.placement[self.move_rng.gen_range(0..view.placement.len())];
+                let to = free[self.move_rng.gen_range(0..free.len())];
+                let token = self.new_token(Conn::Admin { node: leader });
+                let msg = ClientMsg::MoveReplica { group, from, to };
+                self.asked_moves.push((group, from, to));
+                self.schedule(500, What::ToNode { to: leader, token, msg: Box::new(msg) });
+                self.note(format!(
+                    "move-replica of group {group} from node {from} to node {to} asked of node {leader}"
+                ));
+            }
+        }
+        let gap = gap_ms(&mut self.move_rng, m.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextMove);
     }
 
     fn resume(&mut self, id: NodeId) {
@@ -1744,5 +1869,7 @@ fn body_tag(body: &PeerBody) -> u64 {
         PeerBody::DoAbort { txn, .. } => 16 | txn.seq << 8,
         PeerBody::HaveCommitted { txn, .. } => 17 | txn.seq << 8,
         PeerBody::GetDecision { txn, .. } => 18 | txn.seq << 8,
+        PeerBody::ReadIndex { ask, .. } => 20 | ask << 8,
+        PeerBody::ReadIndexReply { ask, index, .. } => 21 | ask << 8 | index.unwrap_or(0) << 32,
     }
 }

@@ -25,6 +25,7 @@ use pactdb_core::state::kv::{Key, Versioned};
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::state::txn::{Check, TxnId, TxnOutcome, TxnRequest, TxnWrite};
 use pactdb_core::types::{ClusterMap, NodeId, RequestId};
+use pactdb_core::wire::Consistency;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -114,6 +115,8 @@ pub struct Client {
     pub max_inflight: usize,
     /// No new operations once the run is winding down.
     pub stopped: bool,
+    /// Reads at a random consistency, from any member (`Plan::read_levels`).
+    read_levels: bool,
 }
 
 impl Client {
@@ -148,7 +151,21 @@ impl Client {
             inflight: BTreeMap::new(),
             max_inflight: 0,
             stopped: false,
+            read_levels: false,
         }
+    }
+
+    /// Whether this client reads at random consistencies (and so may be
+    /// handed another client's session token).
+    pub fn reads_at_levels(&self) -> bool {
+        self.read_levels && matches!(self.role, ClientRole::Register { .. })
+    }
+
+    /// Reads at a random consistency from now on, linearizable ones spread
+    /// over the members too.
+    pub fn use_read_levels(&mut self) {
+        self.read_levels = true;
+        self.fe.set_spread_linearizable(true);
     }
 
     /// Makes this client's first transaction the bank's setup: every
@@ -282,7 +299,17 @@ impl Client {
     fn start_single(&mut self, now: Micros, history: &mut History) {
         let op = self.choose();
         let hid = history.invoke(self.index, op.clone(), now);
-        let fid = self.fe.submit(now / 1_000, &mut self.rng, op);
+        let consistency = if self.read_levels && op.is_read() {
+            match self.rng.gen_range(0..4) {
+                0 | 1 => Consistency::Linearizable,
+                2 => Consistency::Session,
+                _ => Consistency::Stale { max_ms: [5, 20, 100][self.rng.gen_range(0..3)] },
+            }
+        } else {
+            Consistency::Linearizable
+        };
+        history.ops[hid].consistency = consistency;
+        let fid = self.fe.submit_with(now / 1_000, &mut self.rng, op, consistency);
         self.current = Some((fid, Step::Single(hid)));
         self.max_inflight = self.max_inflight.max(self.fe.outstanding());
     }

@@ -39,11 +39,13 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// The runs reach the paths a small healthy cluster rarely takes: logs
 /// compacted and members caught up by snapshot, clients with many requests
 /// in flight, sessions evicted from the exactly-once tables and retries told
-/// `SessionExpired`, leaders handed over by `transfer-leader`. Each is switched on by a share of the seeds, so a few
+/// `SessionExpired`, leaders handed over by `transfer-leader`, replicas
+/// moved by `move-replica` (admitted and the old member dropped). Each is
+/// switched on by a share of the seeds, so a few
 /// dozen seeds reach all of them; a change that quietly stops reaching one
 /// fails here.
 #[test]
-fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
+fn the_runs_reach_compaction_snapshots_pipelining_session_eviction_and_backup_reads() {
     let reports = run_seeds(0, 40, Bugs::default(), all_cores(), false, |_| {});
     let failed: Vec<&RunReport> = reports.iter().filter(|r| !r.passed()).collect();
     assert!(failed.is_empty(), "{}", describe_failures(&failed));
@@ -56,6 +58,8 @@ fn the_runs_reach_compaction_snapshots_pipelining_and_session_eviction() {
     assert!(reached(|c| c.sessions_evicted) > 0, "{line}");
     assert!(reached(|c| c.session_expired) > 0, "{line}");
     assert!(reached(|c| c.handovers) > 0, "{line}");
+    assert!(reached(|c| c.backup_reads) > 0, "{line}");
+    assert!(reached(|c| c.moves_finished) > 0, "{line}");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,
@@ -100,6 +104,22 @@ fn meant_for(bug: &str) -> &'static str {
         // A member installs a snapshot stream before its pairs arrived: its
         // state lacks keys the others hold.
         "install-incomplete-snapshot" => "replicas converge",
+        // A backup answers a linearizable read from its state, which lags
+        // the primary's commit by up to a heartbeat.
+        "backup-read-ignores-index" => "linearizability",
+        // A client reads from a backup that has not applied its write yet.
+        "session-read-ignores-token" => "session guarantees",
+        // A node moved in (or a dropped member rejoining) is admitted
+        // before it caught up, and takes over lacking committed entries.
+        "admit-before-caught-up" => "a new primary holds every committed entry",
+        // A backup cut off from its primary answers from an old state.
+        "stale-read-past-bound" => "staleness bound",
+        // A token handed over is dropped: the read need not see the
+        // giver's writes.
+        "drop-handed-token" => "causal order",
+        // A pipelined write that overtook an earlier one of its session on
+        // the simulated network (or across a failover) is applied first.
+        "fifo-ignores-order" => "fifo",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

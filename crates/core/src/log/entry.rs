@@ -99,6 +99,17 @@ impl Entry {
         }
     }
 
+    /// The request id of a single-key write the entry carries (a passive
+    /// `Effects` whose response is a write's, an active `Sequenced` write):
+    /// the entries a session's FIFO order is kept among.
+    pub fn fifo_write(&self) -> Option<RequestId> {
+        match &self.payload {
+            Payload::Effects { id, response, .. } if response.is_fifo_write() => Some(*id),
+            Payload::Sequenced { id, op } if op.is_fifo_write() => Some(*id),
+            _ => None,
+        }
+    }
+
     /// The writes the entry makes, where they are known before it is applied
     /// (an active request's writes are known only once it is executed, a
     /// prepare's only when its transaction resolves).

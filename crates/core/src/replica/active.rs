@@ -13,7 +13,7 @@ use crate::limits::MAX_AWAITING;
 use crate::log::Payload;
 use crate::state::op::{Op, OpResult};
 use crate::state::sessions::Dedup;
-use crate::types::RequestId;
+use crate::types::{Index, RequestId};
 use crate::wire::{ClientReply, ClientRequest};
 
 impl Replica {
@@ -36,7 +36,8 @@ impl Replica {
         if let Op::TxnStatus { txn } = req.op {
             // Only the sequencer coordinates; a member answers what it knows.
             if let Dedup::Done(r @ OpResult::Txn(_)) = self.state.sessions.lookup(txn.request_id()) {
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()) });
+                ctx.out
+                    .reply(token, ClientReply::Response { id: req.id, result: Ok(r.clone()), at: 0, stale_ms: None });
             }
             return;
         }
@@ -57,8 +58,9 @@ impl Replica {
         };
         match known {
             Dedup::Done(r) => {
-                let result = Ok(r.clone());
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+                // Recorded when its entry applied: the applied index covers it.
+                let (result, at) = (Ok(r.clone()), self.applied_index);
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result, at, stale_ms: None });
             }
             Dedup::Expired => {}
             Dedup::New => self.await_answer(token, req.id),
@@ -79,11 +81,12 @@ impl Replica {
         }
     }
 
-    /// Active mode: this member answers every client that asked it.
-    pub(super) fn answer_awaiting(&mut self, out: &mut Outbox, id: RequestId, response: &OpResult) {
+    /// Active mode: this member answers every client that asked it. `at`
+    /// is the index the answer is covered by (the entry's, once applied).
+    pub(super) fn answer_awaiting(&mut self, out: &mut Outbox, id: RequestId, response: &OpResult, at: Index) {
         if let Some(tokens) = self.awaiting.remove(&id) {
             for token in tokens {
-                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+                out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at, stale_ms: None });
             }
         }
     }

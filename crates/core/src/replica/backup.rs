@@ -48,8 +48,9 @@ impl Replica {
         prev_index: Index,
         prev_epoch: Epoch,
         entries: Vec<SharedEntry>,
-        commit_index: Index,
-        sent_ms: Millis,
+        // The primary's commit index, its clock when it sent this, and the
+        // newest of its times this member echoed that it had received.
+        (commit_index, sent_ms, acked_sent_ms): (Index, Millis, Millis),
     ) {
         if !self.check_epoch(ctx, from, &view) {
             return;
@@ -121,12 +122,15 @@ impl Replica {
         }
         self.matched_upto = self.matched_upto.max((prev_index + n).min(self.log.last_index()));
         let commit = commit_index.min(self.matched_upto);
+        self.note_primary_commit(view.epoch, commit_index, acked_sent_ms);
         if commit > self.commit_index {
             self.commit_index = commit;
             self.apply_committed(Some(ctx.out));
         } else if self.bugs.execute_before_stable {
             self.apply_committed(Some(ctx.out));
         }
+        self.note_applied_freshness();
+        self.serve_held_reads(ctx);
         if self.amnesiac && self.commit_index >= commit_index {
             self.end_amnesia(ctx, view.epoch);
         }
@@ -179,10 +183,9 @@ impl Replica {
         let match_index = durable.min(self.matched_upto);
         self.acked_index = match_index;
         self.lease_granted_ms = Some(ctx.out.now());
-        ctx.out.send(
-            view.leader,
-            PeerBody::AppendAck { group: self.group, epoch: view.epoch, match_index, sent_ms: self.last_sent_ms },
-        );
+        let (leader, epoch) = (view.leader, view.epoch);
+        self.note_ack_sent(epoch, self.last_sent_ms, ctx.out.now());
+        ctx.out.send(leader, PeerBody::AppendAck { group: self.group, epoch, match_index, sent_ms: self.last_sent_ms });
     }
 
     /// A chunk of a snapshot stream from the primary. It is taken only if
@@ -299,7 +302,9 @@ impl Replica {
     /// Asks the primary to be caught up and admitted.
     pub(super) fn tick_joining(&mut self, ctx: &mut Ctx, view: &View) {
         let now = ctx.out.now();
-        if now >= self.next_join_ms {
+        // A node the view no longer places stays silent: its primary would
+        // not take it, and its node drops this replica (see `Node`).
+        if now >= self.next_join_ms && view.is_placed(self.me) {
             self.next_join_ms = now + self.timing.join_retry_ms;
             ctx.out.send(view.leader, PeerBody::Join { group: self.group, last_index: self.log.last_index() });
         }

@@ -137,7 +137,8 @@ impl Replica {
         req: TxnRequest,
         digest: u64,
     ) {
-        let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
+        let reply =
+            |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         let Some(cluster) = ctx.cluster else {
             return reply(ctx, Err(ClientError::Unavailable { reason: "the cluster map is not known yet".into() }));
         };
@@ -315,7 +316,7 @@ impl Replica {
         reads.sort_by(|a, b| a.0.cmp(&b.0));
         let response = OpResult::Txn(TxnOutcome::Committed { versions: Vec::new(), reads });
         for (token, id) in c.clients {
-            ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+            ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at: 0, stale_ms: None });
         }
         let participants: Vec<GroupId> = c.parts.keys().copied().collect();
         for &g in &participants {
@@ -365,9 +366,9 @@ impl Replica {
         for asker in self.coordinator.askers.remove(&txn).unwrap_or_default() {
             match asker {
                 Asker::Participant { node, group } => send_decision(ctx, node, group, txn, commit),
-                Asker::Client { token, id } => {
-                    ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) })
-                }
+                Asker::Client { token, id } => ctx
+                    .out
+                    .reply(token, ClientReply::Response { id, result: Ok(response.clone()), at: 0, stale_ms: None }),
             }
         }
     }
@@ -456,7 +457,8 @@ impl Replica {
 
     /// A client asks what became of `txn` (home: this group).
     pub(super) fn on_txn_status(&mut self, ctx: &mut Ctx, token: ClientToken, id: RequestId, txn: TxnId) {
-        let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
+        let reply =
+            |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         if txn.home != self.group {
             let reason = format!("transaction {txn} has its home in group {}, not {}", txn.home, self.group);
             return reply(ctx, Err(ClientError::Malformed { reason }));
@@ -578,7 +580,7 @@ impl Replica {
         let c = std::mem::take(&mut self.coordinator);
         let not_leader = |ctx: &mut Ctx, token, id| {
             let result = Err(ClientError::NotLeader { view: view.clone() });
-            ctx.out.reply(token, ClientReply::Response { id, result });
+            ctx.out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         };
         for (_, col) in c.collecting {
             for (token, id) in col.clients {

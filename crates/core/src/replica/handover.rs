@@ -88,7 +88,10 @@ impl Replica {
     pub(super) fn hold_for_handover(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let h = self.handover.as_mut().expect("holding for a hand-over under way");
         if h.held.len() >= MAX_HELD_FOR_HANDOVER {
-            return ctx.out.reply(token, ClientReply::Response { id: req.id, result: Err(ClientError::Busy) });
+            return ctx.out.reply(
+                token,
+                ClientReply::Response { id: req.id, result: Err(ClientError::Busy), at: 0, stale_ms: None },
+            );
         }
         h.held.push((token, req));
     }
@@ -146,7 +149,7 @@ impl Replica {
         let Some(h) = self.handover.take() else { return };
         for (token, req) in h.held {
             let result = Err(ClientError::NotLeader { view: view.clone() });
-            ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+            ctx.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
         }
     }
 

@@ -14,7 +14,8 @@
 //! (the sequencer orders, every member executes and answers), and the two
 //! roles of two-phase commit that a group's primary plays,
 //! `coordinator.rs` (for the transactions whose home is this group) and
-//! `participant.rs` (for every transaction that touches its keys).
+//! `participant.rs` (for every transaction that touches its keys), and
+//! `placement.rs` (moving the group's replicas: `move-replica`).
 //!
 //! It never answers a client before the entry is durable on every member of
 //! the view, never acks an entry before the `Persisted` input that covers
@@ -28,13 +29,16 @@ mod coordinator;
 mod handover;
 mod participant;
 mod passive;
+mod placement;
 mod primary;
+mod reads;
 mod recovery;
 mod requests;
 mod views;
 
 pub use coordinator::Coordinator;
 pub use participant::Participant;
+pub use reads::MAX_CLOCK_DRIFT_PPM;
 
 use crate::bugs::Bugs;
 use crate::config::Change;
@@ -48,7 +52,7 @@ use crate::state::{Applied, StateMachine};
 use crate::types::{ClusterMap, Epoch, GroupId, Index, Millis, Mode, NodeId, RequestId, View};
 use crate::wire::{ClientError, ClientReply, ClientRequest, PeerBody, ReplicaStatus, SnapshotTransfer, WalRecord};
 use rand_chacha::ChaCha8Rng;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// How a primary streams a snapshot to a member too far behind its log
@@ -116,6 +120,9 @@ pub struct ReplicaTiming {
     pub retransmit_ms: Millis,
     /// A joining node repeats its `Join` this often.
     pub join_retry_ms: Millis,
+    /// Longest a backup holds a read while it catches up (to the client's
+    /// token or the primary's read index) before it refuses it.
+    pub held_read_wait_ms: Millis,
 }
 
 impl Default for ReplicaTiming {
@@ -127,6 +134,7 @@ impl Default for ReplicaTiming {
             backup_timeout_ms: 400,
             retransmit_ms: 250,
             join_retry_ms: 100,
+            held_read_wait_ms: 200,
         }
     }
 }
@@ -262,6 +270,10 @@ pub struct Replica {
     progress: BTreeMap<NodeId, Progress>,
     waiters: BTreeMap<Index, Vec<(ClientToken, RequestId)>>,
     pending_ids: HashMap<RequestId, Index>,
+    /// The single-key writes among the pending entries (`Entry::fifo_write`),
+    /// ordered by session and seq: the newest pending write of a session
+    /// orders it as an applied one does (see `requests::fifo_order`).
+    pending_fifo: BTreeSet<RequestId>,
     /// Uncommitted state: the newest pending write of each key and its index.
     overlay: HashMap<Key, (Option<Versioned>, Index)>,
     parked_reads: BTreeMap<Index, Vec<(ClientToken, RequestId, OpResult)>>,
@@ -330,6 +342,14 @@ pub struct Replica {
     /// When this replica first saw each prepared transaction, for the age
     /// `status` shows (a replayed one counts from the first tick).
     prepared_seen_ms: HashMap<crate::state::txn::TxnId, Millis>,
+    /// Backup: reads held until this member may answer them (see `reads`).
+    held_reads: VecDeque<reads::HeldRead>,
+    /// Backup: the id of its next read index request.
+    next_ask: u64,
+    /// Backup: how fresh its state is known to be (stale reads).
+    freshness: reads::Freshness,
+    /// Reads this replica served as a backup since it started.
+    backup_reads_served: u64,
     /// Primary: the leader hand-over under way, if any (see `handover.rs`).
     handover: Option<handover::Handover>,
     /// Backup: the epoch whose primary asked this replica to take over,
@@ -338,6 +358,9 @@ pub struct Replica {
     /// The epoch this replica was handed by a primary that stays a member
     /// of it: it serves at once, without waiting out a read lease.
     handed_epoch: Option<Epoch>,
+    /// Primary: hand-overs started to leave a group it was moved away from
+    /// (each asks the next candidate, see `placement.rs`).
+    move_handovers: u64,
 }
 
 impl Replica {
@@ -376,6 +399,7 @@ impl Replica {
             progress: BTreeMap::new(),
             waiters: BTreeMap::new(),
             pending_ids: HashMap::new(),
+            pending_fifo: BTreeSet::new(),
             overlay: HashMap::new(),
             parked_reads: BTreeMap::new(),
             awaiting: HashMap::new(),
@@ -399,9 +423,14 @@ impl Replica {
             lock_waiters: BTreeMap::new(),
             lock_waiter_count: 0,
             prepared_seen_ms: HashMap::new(),
+            held_reads: VecDeque::new(),
+            next_ask: 1,
+            freshness: reads::Freshness::default(),
+            backup_reads_served: 0,
             handover: None,
             taking_over: None,
             handed_epoch: None,
+            move_handovers: 0,
         }
     }
 
@@ -418,6 +447,11 @@ impl Replica {
 
     pub fn view(&self) -> Option<&View> {
         self.view.as_ref()
+    }
+
+    /// Reads this replica served as a backup since it started.
+    pub fn backup_reads_served(&self) -> u64 {
+        self.backup_reads_served
     }
 
     pub fn role(&self) -> Role {
@@ -486,6 +520,7 @@ impl Replica {
             unfinished_decisions: self.state.decisions.len(),
             transfers: self.transfers(),
             handover: self.handover_status(),
+            placement_change: self.placement_status(),
         }
     }
 
@@ -570,18 +605,21 @@ impl Replica {
     /// `Effect::ReplyUnderLease`). With no lease held now it is refused.
     fn answer_read(&self, ctx: &mut Ctx, token: ClientToken, id: RequestId, result: OpResult) {
         let now = ctx.out.now();
-        let reply = ClientReply::Response { id, result: Ok(result) };
+        // The value read is committed (or waited for its write to commit):
+        // the commit index covers it.
+        let reply = ClientReply::Response { id, result: Ok(result), at: self.commit_index, stale_ms: None };
         if self.bugs.read_without_lease || self.bugs.lease_checked_at_batch_start {
             return ctx.out.reply(token, reply);
         }
         match self.lease_expires_ms() {
             Some(expires) if now < expires => ctx.out.reply_under_lease(token, reply, expires),
-            _ => ctx.out.reply(token, ClientReply::Response { id, result: Err(no_lease()) }),
+            _ => ctx.out.reply(token, ClientReply::Response { id, result: Err(no_lease()), at: 0, stale_ms: None }),
         }
     }
 
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         self.note_prepared_ages(ctx.out.now());
+        self.serve_held_reads(ctx);
         let Some(view) = self.view.clone() else { return };
         match self.role() {
             Role::Primary => {
@@ -696,10 +734,10 @@ impl Replica {
         let log = std::mem::take(&mut self.log);
         for e in log.range(self.applied_index + 1, upto) {
             match (self.apply_entry(e), out.as_deref_mut()) {
-                (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response),
+                (Applied::Answered { id, response }, Some(out)) => self.answer_awaiting(out, id, &response, e.index),
                 (Applied::Decided { txn }, Some(out)) if self.awaiting.contains_key(&txn.request_id()) => {
                     let response = e.decided_response().expect("a decision applied as one");
-                    self.answer_awaiting(out, txn.request_id(), &response)
+                    self.answer_awaiting(out, txn.request_id(), &response, e.index)
                 }
                 _ => {}
             }

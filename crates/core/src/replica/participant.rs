@@ -336,7 +336,7 @@ impl Replica {
         if self.lock_waiter_count >= crate::limits::MAX_LOCK_WAITERS {
             let id = req.id;
             let result = Err(crate::wire::ClientError::Busy);
-            return ctx.out.reply(token, crate::wire::ClientReply::Response { id, result });
+            return ctx.out.reply(token, crate::wire::ClientReply::Response { id, result, at: 0, stale_ms: None });
         }
         self.lock_waiter_count += 1;
         self.lock_waiters.entry(key.to_vec()).or_default().push((token, req));

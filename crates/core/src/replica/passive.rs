@@ -23,7 +23,8 @@ impl Replica {
     /// Serves a read at the primary, under its lease.
     pub(super) fn read_passive(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let id = req.id;
-        let reply = |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result });
+        let reply =
+            |ctx: &mut Ctx, result| ctx.out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         if !self.bugs.read_without_lease && !self.lease_valid(ctx.out.now()) {
             return reply(ctx, Err(super::no_lease()));
         }

@@ -28,6 +28,7 @@ impl Replica {
         let base = self.log.base_index();
         let commit = self.commit_index;
         let Some(p) = self.progress.get_mut(&to) else { return };
+        let acked_sent_ms = p.lease_sent_ms.unwrap_or(0);
         let mut sent_any = false;
         while p.next_index <= last && p.next_index - p.match_index <= MAX_INFLIGHT_ENTRIES {
             if p.next_index <= base {
@@ -54,6 +55,7 @@ impl Replica {
                     entries,
                     commit_index: commit,
                     sent_ms: now,
+                    acked_sent_ms,
                 },
             );
             sent_any = true;
@@ -76,6 +78,7 @@ impl Replica {
                     entries: Vec::new(),
                     commit_index: commit,
                     sent_ms: now,
+                    acked_sent_ms,
                 },
             );
         }
@@ -220,6 +223,10 @@ impl Replica {
         // the no-op was pending lacked entries the previous primary had
         // committed, then won a view without them).
         let learner_caught_up = p.learner && p.match_index >= self.commit_index.max(self.inherited_upto);
+        // Only a node the view still places is admitted (a move may have
+        // replaced it while it caught up).
+        let placed = self.view.as_ref().is_some_and(|v| v.is_placed(from));
+        let learner_caught_up = learner_caught_up && placed;
         self.advance_commit(ctx);
         if learner_caught_up && !self.view_change_in_flight {
             let view = self.view.clone().expect("primary has a view");
@@ -258,11 +265,27 @@ impl Replica {
             return;
         }
         let now = ctx.out.now();
-        let is_member = self.view.as_ref().is_some_and(|v| v.is_member(from));
+        let view = self.view.clone().expect("a primary has a view");
+        let is_member = view.is_member(from);
+        if !is_member && !view.is_placed(from) {
+            // Not placed (moved away): told the view, which its node drops
+            // its replica for.
+            ctx.out.send(from, PeerBody::StaleEpoch { view });
+            return;
+        }
         let fresh = self.fresh_progress(now, !is_member);
         let p = self.progress.entry(from).or_insert(fresh);
         p.last_ack_ms = now;
         p.next_index = p.next_index.min(last_index + 1).max(p.match_index + 1);
+        let learner = p.learner;
+        if self.bugs.admit_before_caught_up && learner && !self.view_change_in_flight && self.admitting.is_none() {
+            // The bug: admitted at once, holding whatever it holds.
+            let mut members = view.members.clone();
+            members.push(from);
+            self.admitting = Some(from);
+            let next = view.next(self.me, members);
+            self.propose_view(ctx, next);
+        }
         self.send_appends(ctx, from, true);
     }
 
@@ -353,12 +376,12 @@ impl Replica {
         let cut_off = || Err(ClientError::CutOff { view: view.clone() });
         for (_, ws) in std::mem::take(&mut self.waiters) {
             for (token, id) in ws {
-                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off(), at: 0, stale_ms: None });
             }
         }
         for (_, rs) in std::mem::take(&mut self.parked_reads) {
             for (token, id, _) in rs {
-                ctx.out.reply(token, ClientReply::Response { id, result: cut_off() });
+                ctx.out.reply(token, ClientReply::Response { id, result: cut_off(), at: 0, stale_ms: None });
             }
         }
         self.parked_count = 0;
@@ -366,16 +389,21 @@ impl Replica {
 
     /// Answers the clients of request `id`, carried out by entry `index`.
     fn answer_applied(&mut self, ctx: &mut Ctx, index: Index, id: RequestId, response: &OpResult) {
-        self.answer_awaiting(ctx.out, id, response);
+        self.answer_awaiting(ctx.out, id, response, index);
         if let Some(ws) = self.waiters.remove(&index) {
             for (token, id) in ws {
                 let written = matches!(response, OpResult::Written { .. } | OpResult::Deleted { .. });
                 if self.bugs.refuse_executed_write && written && id.seq % 3 == 0 {
                     let refusal = ClientError::Malformed { reason: "refused (bug refuse-executed-write)".into() };
-                    ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal) });
+                    ctx.out.reply(token, ClientReply::Response { id, result: Err(refusal), at: 0, stale_ms: None });
                     continue;
                 }
-                ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()) });
+                // Covered by its own index, which is committed: a member
+                // that applied that far holds this write (the client's
+                // session token moves past it). For a single-key write that
+                // is its version.
+                let at = index;
+                ctx.out.reply(token, ClientReply::Response { id, result: Ok(response.clone()), at, stale_ms: None });
             }
         }
     }
@@ -428,6 +456,11 @@ impl Replica {
         let timeout = self.timing.backup_timeout_ms;
         let admitted = [self.admitting, self.unresolved_admission];
         self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || now < p.last_ack_ms + timeout * 10);
+        // And learners the placement no longer names (moved away while
+        // they caught up): streaming on to them kept their node's replica
+        // alive, recreated by each append after it dropped it (found by the
+        // simulator, passive seed 221).
+        self.progress.retain(|id, p| !p.learner || admitted.contains(&Some(*id)) || view.is_placed(*id));
         if self.unresolved_admission.is_some() && !self.view_change_in_flight {
             // Settle the register: a new epoch with the same members
             // either wins (the old admission can no longer be chosen)
@@ -435,6 +468,7 @@ impl Replica {
             let next = view.next(self.me, view.members.clone());
             self.propose_view(ctx, next);
         }
+        self.tick_placement(ctx, view);
         if !self.view_change_in_flight {
             let dead: Vec<NodeId> = view
                 .members
@@ -474,6 +508,9 @@ impl Replica {
         if let Some(id) = e.request_id() {
             self.pending_ids.insert(id, e.index);
         }
+        if let Some(id) = e.fifo_write() {
+            self.pending_fifo.insert(id);
+        }
         for w in e.writes() {
             let v = match w {
                 Write::Put { value, version, .. } => Some(Versioned { value: value.clone(), version: *version }),
@@ -490,6 +527,9 @@ impl Replica {
         self.coordinator.forget_pending(e);
         if let Some(id) = e.request_id() {
             self.pending_ids.remove(&id);
+        }
+        if let Some(id) = e.fifo_write() {
+            self.pending_fifo.remove(&id);
         }
         for w in e.writes() {
             if self.overlay.get(w.key()).is_some_and(|(_, i)| *i == e.index) {

@@ -8,10 +8,18 @@
 //! transaction resolves; a transaction's commit or status query goes on to
 //! the coordinator.
 //!
+//! FIFO order of a session's writes is kept here too (`fifo_order`): a
+//! single-key write runs only after the earlier write its front end names
+//! (`ClientRequest::prev`) ran or is pending, and never after a later write
+//! of its session ran or is pending. The log this primary or sequencer
+//! appends to is every member's order, so every replica applies a session's
+//! writes in the order they were issued.
+//!
 //! It must never run a request twice: a request id already executed or
 //! pending, or one the session table may have forgotten (`SessionExpired`),
 //! never reaches `execute_passive`, `sequence` or the coordinator again; nor
-//! does a request that names no session yet (`OpenSession`).
+//! does a request that names no session yet (`OpenSession`). It must never
+//! run a session's write after one its front end issued later.
 
 use super::{Ctx, Replica};
 use crate::io::{ClientToken, Outbox};
@@ -20,13 +28,22 @@ use crate::state::op::Op;
 use crate::state::sessions::Dedup;
 use crate::state::txn::TxnId;
 use crate::types::{Mode, RequestId};
-use crate::wire::{ClientError, ClientReply, ClientRequest};
+use crate::wire::{ClientError, ClientReply, ClientRequest, Consistency};
 
 impl Replica {
     pub fn on_client_request(&mut self, ctx: &mut Ctx, token: ClientToken, req: ClientRequest) {
         let id = req.id;
-        let reply = |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result });
+        let reply =
+            |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
         let active = self.mode() == Mode::Active;
+        let weak = req.consistency != Consistency::Linearizable;
+        if req.op.is_read() && self.role() == super::Role::Backup && (!active || weak) {
+            // Any member of a passive group serves reads, at the client's
+            // consistency (see `reads`); in an active group, reads weaker
+            // than linearizable (a linearizable one goes through the
+            // sequencer's order like a write).
+            return self.read_at_backup(ctx, token, req);
+        }
         if active && !self.is_primary() {
             return self.on_member_request(ctx, token, req);
         }
@@ -91,7 +108,12 @@ impl Replica {
                 self.state.sessions.lookup(id)
             };
             match known {
-                Dedup::Done(r) => return reply(ctx.out, Ok(r.clone())),
+                Dedup::Done(r) => {
+                    // Recorded when its entry applied: the applied index
+                    // covers it (the client's session token moves past it).
+                    let (result, at) = (Ok(r.clone()), self.applied_index);
+                    return ctx.out.reply(token, ClientReply::Response { id, result, at, stale_ms: None });
+                }
                 Dedup::Expired => return reply(ctx.out, Err(ClientError::SessionExpired)),
                 Dedup::New => {}
             }
@@ -111,6 +133,11 @@ impl Replica {
                 if self.coordinator.is_collecting(TxnId::new(id, self.group)) {
                     return self.on_commit_request(ctx, token, id, txn.clone(), digest);
                 }
+            }
+        }
+        if req.op.is_fifo_write() && !self.bugs.fifo_ignores_order {
+            if let Err(e) = self.fifo_order(id, req.prev) {
+                return reply(ctx.out, Err(e));
             }
         }
         if view.members.len() < view.min_members && !req.op.is_read() {
@@ -133,5 +160,42 @@ impl Replica {
             op if active => self.sequence(ctx, token, id, op),
             op => self.execute_passive(ctx, token, id, op),
         }
+    }
+
+    /// Whether write `id`, whose front end names `prev` as its session's
+    /// newest earlier write still unanswered, may run now, by the session's
+    /// newest write applied or pending here (`high`; the request itself is
+    /// neither, the session table and `pending_ids` answered those):
+    ///
+    /// * `id.seq < high`: a write issued later is in the log before it; it
+    ///   must never run (`Overtaken`). Only an attempt its front end gave up
+    ///   on meets this (a front end that still waits for a write names it
+    ///   as `prev` of every later one, so none of them gets ahead of it).
+    /// * `prev > high`: the earlier write has not reached this group (lost
+    ///   with the previous primary, or overtaken on the way); running this
+    ///   one now would put it first (`OutOfOrder`: the front end resends
+    ///   after the earlier one). `prev <= high` means it ran, is pending
+    ///   ahead of this one, or was overtaken and never runs.
+    ///
+    /// Judged against applied and pending entries alike: pending entries
+    /// are in the log before anything appended now, and every member
+    /// applies the log in one order, so the order decided here is every
+    /// replica's.
+    pub(super) fn fifo_order(&self, id: RequestId, prev: u64) -> Result<(), ClientError> {
+        if prev >= id.seq {
+            let reason = format!("write {} names {prev} as an earlier write of its session", id.seq);
+            return Err(ClientError::Malformed { reason });
+        }
+        let applied = self.state.sessions.fifo_high(id.client, id.session);
+        let session = |seq| RequestId { client: id.client, session: id.session, seq };
+        let pending = self.pending_fifo.range(session(0)..=session(u64::MAX)).next_back().map_or(0, |r| r.seq);
+        let high = applied.max(pending);
+        if id.seq < high {
+            return Err(ClientError::Overtaken { by: high });
+        }
+        if prev > high {
+            return Err(ClientError::OutOfOrder { prev });
+        }
+        Ok(())
     }
 }

@@ -98,6 +98,7 @@ impl Replica {
         // ids count as pending so retries wait for them instead of rerunning.
         self.overlay.clear();
         self.pending_ids.clear();
+        self.pending_fifo.clear();
         self.coordinator = Default::default();
         self.participant = Default::default();
         self.inherited_upto = self.log.last_index();
@@ -196,7 +197,12 @@ impl Replica {
             for (token, id) in ws {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                    ClientReply::Response {
+                        id,
+                        result: Err(ClientError::NotLeader { view: view.clone() }),
+                        at: 0,
+                        stale_ms: None,
+                    },
                 );
             }
         }
@@ -204,14 +210,19 @@ impl Replica {
             for (token, id, _) in rs {
                 ctx.out.reply(
                     token,
-                    ClientReply::Response { id, result: Err(ClientError::NotLeader { view: view.clone() }) },
+                    ClientReply::Response {
+                        id,
+                        result: Err(ClientError::NotLeader { view: view.clone() }),
+                        at: 0,
+                        stale_ms: None,
+                    },
                 );
             }
         }
         for (_, reqs) in std::mem::take(&mut self.lock_waiters) {
             for (token, req) in reqs {
                 let result = Err(ClientError::NotLeader { view: view.clone() });
-                ctx.out.reply(token, ClientReply::Response { id: req.id, result });
+                ctx.out.reply(token, ClientReply::Response { id: req.id, result, at: 0, stale_ms: None });
             }
         }
         self.lock_waiter_count = 0;
@@ -221,6 +232,7 @@ impl Replica {
         self.parked_count = 0;
         self.overlay.clear();
         self.pending_ids.clear();
+        self.pending_fifo.clear();
         self.progress.clear();
         self.admitting = None;
     }

@@ -90,6 +90,14 @@ impl Op {
         matches!(self, Op::Get { .. })
     }
 
+    /// Whether the operation is a single-key write: the requests a front
+    /// end's FIFO order covers (see `RequestId` and `ClientRequest::prev`).
+    /// Reads are not logged in a passive group, and a transaction is
+    /// ordered by two-phase commit, not at one point of one group's log.
+    pub fn is_fifo_write(&self) -> bool {
+        matches!(self, Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. })
+    }
+
     /// Checks the limits every operation must meet before it is executed.
     pub fn validate(&self) -> Result<(), LimitError> {
         match self {
@@ -124,6 +132,14 @@ pub enum OpResult {
     },
     /// A transaction's outcome (the answer to `Commit` and `TxnStatus`).
     Txn(TxnOutcome),
+}
+
+impl OpResult {
+    /// Whether this is the result of a single-key write (`Op::is_fifo_write`):
+    /// a passive entry carries its response, not its operation.
+    pub fn is_fifo_write(&self) -> bool {
+        matches!(self, OpResult::Written { .. } | OpResult::Deleted { .. } | OpResult::CasFailed { .. })
+    }
 }
 
 /// The state an operation executes against: a group's applied state (an

@@ -226,12 +226,50 @@ impl<R> Sessions<R> {
     }
 }
 
+impl Sessions<OpResult> {
+    /// FIFO order of a session's writes (see `ClientRequest::prev`): the
+    /// highest sequence number of a single-key write the session applied,
+    /// or the highest it forgot (anything at or below `forgotten_upto` is
+    /// `Expired` and never runs again). A write of the session with a lower
+    /// number that has not run must never run: it would apply after one
+    /// its front end issued later. 0 for a session the table does not hold.
+    /// Costs a walk back over the session's last responses to its newest
+    /// write (at most `MAX_SESSION_RESPONSES`, usually one).
+    pub fn fifo_high(&self, client: u64, session: Index) -> u64 {
+        let Some(s) = self.by_session.get(&(client, session)) else { return 0 };
+        let newest_write = s.responses.iter().rev().find(|(_, r)| r.is_fifo_write()).map_or(0, |(seq, _)| *seq);
+        newest_write.max(s.forgotten_upto)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rid(client: u64, session: Index, seq: u64) -> RequestId {
         RequestId { client, session, seq }
+    }
+
+    #[test]
+    fn fifo_high_is_the_newest_write_recorded_or_the_highest_forgotten() {
+        let mut s = Sessions::default();
+        let written = |v| OpResult::Written { version: v };
+        assert_eq!(s.fifo_high(1, 0), 0, "a session the table does not hold");
+        s.record(rid(1, 0, 2), 1, written(1), MAX_SESSIONS);
+        s.record(rid(1, 0, 5), 2, OpResult::CasFailed { current_version: 1 }, MAX_SESSIONS);
+        // A read (active groups record them) and a transaction's outcome are
+        // not writes a session's order is kept among.
+        s.record(rid(1, 0, 7), 3, OpResult::Value(None), MAX_SESSIONS);
+        let aborted =
+            OpResult::Txn(crate::state::txn::TxnOutcome::Aborted { reason: crate::state::txn::AbortReason::NoRecord });
+        s.record(rid(1, 0, 8), 4, aborted, MAX_SESSIONS);
+        assert_eq!(s.fifo_high(1, 0), 5);
+        assert_eq!(s.fifo_high(1, 9), 0, "another session of the same client");
+        // Past the window, the highest forgotten seq bounds it from below.
+        for seq in 100..100 + MAX_SESSION_RESPONSES as u64 {
+            s.record(rid(1, 0, seq), seq, OpResult::Value(None), MAX_SESSIONS);
+        }
+        assert_eq!(s.fifo_high(1, 0), 8);
     }
 
     #[test]

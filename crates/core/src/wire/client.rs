@@ -68,6 +68,20 @@ pub enum ClientError {
     InvalidTransaction {
         reason: String,
     },
+    /// The write named an earlier write of its session (`ClientRequest::prev`)
+    /// that has not reached the group yet; it did not run. The front end
+    /// sends it again after the earlier one: a session's writes apply in
+    /// the order they were issued.
+    OutOfOrder {
+        prev: u64,
+    },
+    /// A write of the same session issued later (sequence number `by`) ran
+    /// or is pending already; this one did not run and, to keep the
+    /// session's writes in issue order, never will (unless that later one
+    /// is lost in a failover before it committed).
+    Overtaken {
+        by: u64,
+    },
 }
 
 impl std::fmt::Display for ClientError {
@@ -103,11 +117,60 @@ impl std::fmt::Display for ClientError {
             ClientError::Unavailable { reason } => write!(f, "unavailable: {reason}"),
             ClientError::Malformed { reason } => write!(f, "malformed request: {reason}"),
             ClientError::InvalidTransaction { reason } => write!(f, "invalid transaction: {reason}"),
+            ClientError::OutOfOrder { prev } => {
+                write!(f, "out of order: this session's earlier write {prev} has not reached the group yet")
+            }
+            ClientError::Overtaken { by } => write!(
+                f,
+                "overtaken: this session's later write {by} was applied first, so this one was not run (FIFO order)"
+            ),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+/// How fresh a read must be, chosen per request by the client. Writes
+/// ignore it (they always go to the primary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Never older than the latest write acknowledged before the read
+    /// began. The primary serves it under its lease; a backup first asks
+    /// the primary for a read index and answers once it applied that far.
+    #[default]
+    Linearizable,
+    /// Never older than what this client saw before in the group (the
+    /// request's `after` index): read-your-writes and monotonic reads.
+    Session,
+    /// Any member whose state is at most `max_ms` old; the reply says how old.
+    Stale { max_ms: Millis },
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Consistency::Linearizable => write!(f, "linearizable"),
+            Consistency::Session => write!(f, "session"),
+            Consistency::Stale { max_ms } => write!(f, "stale={max_ms}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    /// `linearizable`, `session`, `stale` (1000 ms) or `stale=MS`.
+    fn from_str(s: &str) -> Result<Consistency, String> {
+        match s {
+            "linearizable" => Ok(Consistency::Linearizable),
+            "session" => Ok(Consistency::Session),
+            "stale" => Ok(Consistency::Stale { max_ms: 1_000 }),
+            _ => match s.strip_prefix("stale=").map(str::parse::<Millis>) {
+                Some(Ok(max_ms)) => Ok(Consistency::Stale { max_ms }),
+                _ => Err(format!("unknown consistency `{s}`: use linearizable, session, stale or stale=MS")),
+            },
+        }
+    }
+}
 
 /// A client's key-value request to a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +180,19 @@ pub struct ClientRequest {
     /// The epoch of the view the front end believes in.
     pub epoch: Epoch,
     pub op: Op,
+    /// A read's consistency (see `Consistency`).
+    pub consistency: Consistency,
+    /// The highest index of the group this client has seen an answer
+    /// reflect (its session token): a member serves the read only once it
+    /// applied at least this far. 0: none.
+    pub after: Index,
+    /// FIFO order of a session's writes: for a single-key write, the
+    /// sequence number of the newest earlier write of the same session to
+    /// the same group that the front end had not seen answered when it sent
+    /// this attempt; 0 if there is none (and for anything but a write). The
+    /// group runs the write only once that one ran or can never run (see
+    /// `replica::requests`), else answers `OutOfOrder`.
+    pub prev: u64,
 }
 
 /// Everything a client (front end, CLI) may send to a node.
@@ -143,9 +219,18 @@ pub enum ClientMsg {
         group: GroupId,
         to: NodeId,
     },
+    /// Move `group`'s replica from node `from` to node `to` (`pactdb admin
+    /// move-replica`). Sent to the group's leader, which answers once it
+    /// has proposed the new placement (or why it did not); `to` then
+    /// catches up as a learner, is admitted, and `from` is dropped.
+    MoveReplica {
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
-/// Why a leader hand-over was not started.
+/// Why a leader hand-over (or a replica move) was not started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferRefused {
     pub reason: String,
@@ -178,6 +263,36 @@ pub struct ReplicaStatus {
     pub transfers: Vec<SnapshotTransfer>,
     /// A leader hand-over this primary has under way, if any.
     pub handover: Option<Handover>,
+    /// A placement change this primary has under way (nodes catching up to
+    /// be admitted, members to drop), if any.
+    pub placement_change: Option<PlacementChange>,
+}
+
+/// A placement change under way at the primary (`move-replica`, or a
+/// dropped member rejoining): who still catches up, and who leaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementChange {
+    /// Placed nodes not yet in the view, with what they still lack.
+    pub joining: Vec<CatchUp>,
+    /// Members that are no longer placed: dropped once every placed node
+    /// is a member.
+    pub leaving: Vec<NodeId>,
+}
+
+/// How far a node catching up to be admitted is behind the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUp {
+    pub node: NodeId,
+    /// Whether the primary has heard from it (its `Join`).
+    pub heard: bool,
+    /// Log entries it still lacks (up to the primary's last index).
+    pub entries_left: u64,
+    /// Bytes it still lacks: what remains of a snapshot stream under way,
+    /// plus the payload of the log entries after its position (counted
+    /// over at most `MAX_CATCHUP_SCAN_ENTRIES`; `bytes_exact` says whether
+    /// every entry was counted).
+    pub bytes_left: u64,
+    pub bytes_exact: bool,
 }
 
 /// A leader hand-over under way at the primary: writes are held until `to`
@@ -220,6 +335,14 @@ pub enum ClientReply {
     Response {
         id: RequestId,
         result: Result<OpResult, ClientError>,
+        /// An index of the group the answer is covered by: every entry up
+        /// to it is committed, and a member that applied that far reflects
+        /// at least what the answer did. The front end keeps the highest it
+        /// saw per group (the session token). 0 when not known.
+        at: Index,
+        /// A read served under `Consistency::Stale`: how old the serving
+        /// member's state may be, at most, when it answered.
+        stale_ms: Option<Millis>,
     },
     Views {
         cluster: Option<ClusterMap>,
@@ -236,11 +359,22 @@ pub enum ClientReply {
     /// or why it was not started (with the view this node knows, if any,
     /// so the caller can ask the leader it names).
     TransferStarted(Result<View, TransferRefused>),
+    /// The answer to `MoveReplica`: the view with the new placement this
+    /// leader proposed (or holds, if the move was already made), or why it
+    /// did not.
+    MoveStarted(Result<View, TransferRefused>),
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
     ProtocolError {
         reason: String,
     },
+}
+
+impl ClientReply {
+    /// An answer to request `id` covered by no known index.
+    pub fn response(id: RequestId, result: Result<OpResult, ClientError>) -> ClientReply {
+        ClientReply::Response { id, result, at: 0, stale_ms: None }
+    }
 }
 
 impl From<LimitError> for ClientError {

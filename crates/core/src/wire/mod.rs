@@ -10,8 +10,8 @@ pub mod peer;
 pub mod wal;
 
 pub use client::{
-    ClientError, ClientMsg, ClientReply, ClientRequest, Handover, NodeStatus, ReplicaStatus, SnapshotTransfer,
-    TransferRefused,
+    CatchUp, ClientError, ClientMsg, ClientReply, ClientRequest, Consistency, Handover, NodeStatus, PlacementChange,
+    ReplicaStatus, SnapshotTransfer, TransferRefused,
 };
 pub use peer::{Ballot, ConfigValue, PeerBody, PeerMsg};
 pub use wal::WalRecord;

@@ -75,6 +75,12 @@ pub enum PeerBody {
         entries: Vec<SharedEntry>,
         commit_index: Index,
         sent_ms: Millis,
+        /// The newest `sent_ms` this member echoed in an ack the primary
+        /// received before sending this (0: none). The member knows when it
+        /// sent that ack by its own clock, so it knows its state is at least
+        /// as fresh as the primary's commit index at that moment, with no
+        /// assumption on the two clocks' agreement (see `replica::reads`).
+        acked_sent_ms: Millis,
     },
     /// The backup holds, durably, every entry up to `match_index` as the
     /// primary's log has them. Echoes `sent_ms` to extend the primary's lease.
@@ -168,5 +174,21 @@ pub enum PeerBody {
     GetDecision {
         group: GroupId,
         txn: TxnId,
+    },
+    /// A backup holds a linearizable read: it asks the primary of `epoch`
+    /// for a read index (request `ask`).
+    ReadIndex {
+        group: GroupId,
+        epoch: Epoch,
+        ask: u64,
+    },
+    /// The primary's answer: its commit index, while it holds its lease;
+    /// `None` when it cannot vouch for one (no lease, not primary of that
+    /// epoch, still waiting out its predecessor's lease).
+    ReadIndexReply {
+        group: GroupId,
+        epoch: Epoch,
+        ask: u64,
+        index: Option<Index>,
     },
 }

@@ -63,12 +63,20 @@ pub fn part_of(h: &Harness, req: &TxnRequest, group: GroupId) -> std::sync::Arc<
 
 /// A client's commit of `req` as request `id`, to `group` at `epoch`.
 pub fn commit(id: RequestId, group: GroupId, epoch: Epoch, req: TxnRequest) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op: Op::Commit(req) })
+    ClientMsg::Request(ClientRequest {
+        id,
+        group,
+        epoch,
+        op: Op::Commit(req),
+        consistency: Default::default(),
+        after: 0,
+        prev: 0,
+    })
 }
 
 /// A single-key request to `group`.
 pub fn request_to(id: RequestId, group: GroupId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group, epoch, op })
+    ClientMsg::Request(ClientRequest { id, group, epoch, op, consistency: Default::default(), after: 0, prev: 0 })
 }
 
 /// How long a new passive primary refuses clients at most (from its last ack
@@ -128,7 +136,15 @@ pub fn get(key: &str) -> Op {
 }
 
 pub fn request(id: RequestId, epoch: Epoch, op: Op) -> ClientMsg {
-    ClientMsg::Request(ClientRequest { id, group: GROUP, epoch, op })
+    ClientMsg::Request(ClientRequest {
+        id,
+        group: GROUP,
+        epoch,
+        op,
+        consistency: Default::default(),
+        after: 0,
+        prev: 0,
+    })
 }
 
 /// An active group's log entry: the request `op`, sequenced at `index` and
@@ -145,9 +161,20 @@ pub fn sequenced_op(e: &Entry) -> Option<Op> {
     }
 }
 
-/// The reply a node gives to a key-value request.
+/// The reply a node gives to a key-value request: a write's answer is
+/// covered by its own log index, which is its version (`at`); other answers
+/// here carry no index (see `answered_at` for those that do).
 pub fn response(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>) -> ClientReply {
-    ClientReply::Response { id, result }
+    let at = match &result {
+        Ok(OpResult::Written { version }) => *version,
+        _ => 0,
+    };
+    ClientReply::Response { id, result, at, stale_ms: None }
+}
+
+/// The reply to a request whose answer is covered by log index `at`.
+pub fn answered_at(id: RequestId, result: Result<OpResult, pactdb_core::wire::ClientError>, at: u64) -> ClientReply {
+    ClientReply::Response { id, result, at, stale_ms: None }
 }
 
 pub struct Harness {
@@ -258,6 +285,25 @@ impl Harness {
         let mut h = Harness::fresh_primary(min_members);
         h.wait_out_predecessor_lease();
         h.first_heartbeat();
+        h
+    }
+
+    /// Nodes 1 to 4 in the cluster, one passive group placed on 1, 2, 3
+    /// (node 4 holds nothing), otherwise as `three_nodes`: node 1 primary of
+    /// epoch 2 serving and holding its lease, 2 and 3 its backups.
+    pub fn four_nodes_group_on_three() -> Harness {
+        let mut h = Harness::new(&[1, 2, 3, 4]);
+        let mut map = cluster_map(&[1, 2, 3, 4], 1);
+        map.groups[0].placement = vec![1, 2, 3];
+        let (token, _) = h.client(node(1), ClientMsg::Bootstrap { cluster: map });
+        h.settle();
+        assert_eq!(h.take_reply(token), ClientReply::Bootstrapped(Ok(())));
+        h.run_until(500, |h| h.replica(node(1)).is_primary());
+        h.won_ms = h.now;
+        h.run_until(500, |h| [1, 2, 3].iter().all(|&n| !h.replica(node(n)).awaiting_view_confirmation()));
+        h.wait_out_predecessor_lease();
+        h.first_heartbeat();
+        assert!(h.replica_opt(node(4)).is_none(), "node 4 holds no replica");
         h
     }
 
@@ -750,7 +796,15 @@ pub mod fe {
     use rand_chacha::ChaCha8Rng;
 
     pub fn view(epoch: Epoch, leader: NodeId) -> View {
-        View { group: GROUP, epoch, mode: Mode::Passive, leader, members: vec![1, 2, 3], min_members: 1 }
+        View {
+            group: GROUP,
+            epoch,
+            mode: Mode::Passive,
+            leader,
+            members: vec![1, 2, 3],
+            min_members: 1,
+            placement: vec![1, 2, 3],
+        }
     }
 
     /// The view of the active group on nodes 1..=3.

@@ -1,7 +1,8 @@
 //! Replicas converge: at every applied index all replicas of a group had the
 //! same state (checked throughout the run), no two replicas committed
 //! different entries at one index, and after the quiet phase each group has
-//! a primary, every placed node is back in its view, and every member of the
+//! a primary, every placed node (as the final view places them) is back in
+//! its view and no other node is, and every member of the
 //! view has applied exactly what the primary committed, with the same state.
 //! (In an active group the primary is the sequencer.)
 //!
@@ -56,7 +57,19 @@ pub fn check(
         } else {
             Some(*primary)
         };
-        for &node in &g.placement {
+        // A move asked during the faults has finished: the members are
+        // exactly the placed nodes (the view's placement, which moves
+        // change, not the map's bootstrap placement).
+        if !view.leaving().is_empty() {
+            v.push(Violation::new(
+                PROPERTY,
+                format!(
+                    "group {}: members {:?} of the final view (epoch {}) that are no longer placed ({:?}) were never dropped",
+                    g.id, view.leaving(), view.epoch, view.placement
+                ),
+            ));
+        }
+        for &node in &view.placement {
             let Some(r) = of_group.iter().find(|f| f.node == node) else {
                 v.push(Violation::new(
                     PROPERTY,
@@ -114,7 +127,15 @@ mod tests {
     }
 
     fn replica(node: u64, role: Role, applied: u64, digest: u64) -> FinalReplica {
-        let view = View { group: 0, epoch: 3, mode: Mode::Passive, leader: 1, members: vec![1, 2], min_members: 1 };
+        let view = View {
+            group: 0,
+            epoch: 3,
+            mode: Mode::Passive,
+            leader: 1,
+            members: vec![1, 2],
+            min_members: 1,
+            placement: vec![1, 2],
+        };
         FinalReplica {
             node,
             group: 0,

@@ -14,10 +14,13 @@ pub mod convergence;
 pub mod decision;
 pub mod durability;
 pub mod exactly_once;
+pub mod fifo;
 pub mod leadership;
 pub mod linearizability;
 pub mod liveness;
+pub mod new_primary;
 pub mod serializability;
+pub mod session;
 
 use crate::history::{History, Micros};
 use crate::observe::Observations;
@@ -112,10 +115,13 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     let mut v = Vec::new();
     let registers = facts.history.register_history();
     v.extend(leadership::check(facts.obs));
+    v.extend(new_primary::check(facts.obs));
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
     v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(&registers));
+    v.extend(session::check(&registers));
     v.extend(exactly_once::check(facts.obs));
+    v.extend(fifo::check(facts.obs));
     v.extend(atomicity::check(facts.cluster, facts.history, facts.obs, facts.finals, facts.faulty));
     v.extend(decision::check(facts.cluster, facts.history, facts.obs));
     v.extend(serializability::check(facts.history, facts.obs, facts.finals));
