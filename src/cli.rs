@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub const DEFAULT_DATA_DIR: &str = "pactdb-data";
 pub const EXIT_ERROR: i32 = 1;
@@ -214,8 +215,15 @@ pub struct NodeArgs {
     #[arg(long)]
     pub client_listen: Option<SocketAddr>,
     /// Every node's peer address, this one included: `1=127.0.0.1:7001,2=...`.
+    /// Needed only to bootstrap a new cluster: once a node knows the
+    /// cluster map, the map says who its peers are.
     #[arg(long, value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// Join a running cluster through any of its nodes' client addresses
+    /// (`host:port,...`), after `pactdb admin add-node` added this node
+    /// with the same --listen and --client-listen addresses.
+    #[arg(long, value_delimiter = ',', conflicts_with = "peers")]
+    pub join: Vec<String>,
     /// Committed log entries kept in memory to catch up backups; a member
     /// further behind gets a snapshot.
     #[arg(long)]
@@ -283,6 +291,12 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
     }
     let listen = args.listen.or(file.listen).or_else(|| peers.get(&id).copied()).context("--listen is required")?;
     peers.entry(id).or_insert(listen);
+    let client_listen = args.client_listen.or(file.client_listen).context("--client-listen is required")?;
+    let join_map = if args.join.is_empty() {
+        None
+    } else {
+        Some(runtime().block_on(join_map(&args.join, id, listen, client_listen))?)
+    };
     Ok(pactdb_node::runtime::NodeOptions {
         id,
         data_dir: args
@@ -290,14 +304,66 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(format!("{DEFAULT_DATA_DIR}/node-{id}"))),
         peer_listen: listen,
-        client_listen: args.client_listen.or(file.client_listen).context("--client-listen is required")?,
+        client_listen,
         peers,
+        join_map,
         log_retain_entries: args.log_retain_entries.or(file.log_retain_entries),
         snapshot_wal_bytes: args.snapshot_wal_bytes.or(file.snapshot_wal_bytes),
         wal_segment_bytes: args.wal_segment_bytes.or(file.wal_segment_bytes),
         snapshot_bytes_per_sec: args.snapshot_bytes_per_sec.or(file.snapshot_bytes_per_sec),
         snapshot_chunk_bytes: args.snapshot_chunk_bytes.or(file.snapshot_chunk_bytes),
     })
+}
+
+/// How long `node --join` keeps asking the endpoints for the cluster map.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// The cluster map a joining node starts from, read from any endpoint; it
+/// must name this node at the addresses it listens on (`admin add-node`).
+async fn join_map(
+    endpoints: &[String],
+    id: NodeId,
+    listen: SocketAddr,
+    client_listen: SocketAddr,
+) -> anyhow::Result<pactdb_core::types::ClusterMap> {
+    use pactdb_core::wire::{ClientMsg, ClientReply};
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    // The newest map any endpoint holds: one that has not heard of the
+    // add-node yet may still answer with the map before it.
+    let map = loop {
+        let mut newest: Option<pactdb_core::types::ClusterMap> = None;
+        for ep in endpoints {
+            if let Ok(ClientReply::Views { cluster: Some(c), .. }) =
+                pactdb_client::call(ep, &ClientMsg::GetViews, Duration::from_secs(2)).await
+            {
+                if newest.as_ref().is_none_or(|n| n.version < c.version) {
+                    newest = Some(c);
+                }
+            }
+        }
+        match newest {
+            Some(map) if map.nodes.contains_key(&id) || std::time::Instant::now() >= deadline => break map,
+            None if std::time::Instant::now() >= deadline => {
+                bail!("no node at {} answered with the cluster map; cannot join", endpoints.join(","))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let same = |a: &str, b: SocketAddr| a.parse::<SocketAddr>().is_ok_and(|a| a == b);
+    match map.nodes.get(&id) {
+        None => bail!(
+            "node {id} is not in the cluster map (nodes {:?}); add it first: \
+             pactdb admin add-node --id {id} --peer {listen} --client {client_listen}",
+            map.nodes.keys().collect::<Vec<_>>()
+        ),
+        Some(a) if !same(&a.peer, listen) || !same(&a.client, client_listen) => bail!(
+            "node {id} is in the cluster map at peer {} and client {}, but this node listens on {listen} and \
+             {client_listen}",
+            a.peer,
+            a.client
+        ),
+        Some(_) => Ok(map),
+    }
 }
 
 /// Where client commands connect when `--endpoints` is not given.

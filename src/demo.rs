@@ -100,7 +100,7 @@ pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, args: &LayoutArgs) -> Cluster
             voting: g >= first_active && args.voting,
         })
         .collect();
-    ClusterMap { nodes: nodes.clone(), groups }
+    ClusterMap::new(nodes.clone(), groups)
 }
 
 fn spawn_node(info: &NodeInfo) -> anyhow::Result<Child> {

@@ -101,12 +101,9 @@ impl TestCluster {
             t.args.extend(extra_args.iter().map(|s| s.to_string()));
         }
         let ids: Vec<NodeId> = nodes.keys().copied().collect();
-        let map = ClusterMap {
-            nodes: nodes
-                .values()
-                .map(|t| (t.id, NodeAddrs { peer: t.peer.clone(), client: t.client.clone() }))
-                .collect(),
-            groups: (0..groups)
+        let map = ClusterMap::new(
+            nodes.values().map(|t| (t.id, NodeAddrs { peer: t.peer.clone(), client: t.client.clone() })).collect(),
+            (0..groups)
                 .map(|g| GroupSpec {
                     id: g,
                     mode: if g >= passive { Mode::Active } else { Mode::Passive },
@@ -115,7 +112,7 @@ impl TestCluster {
                     voting: g >= passive && voting,
                 })
                 .collect(),
-        };
+        );
         let mut c = TestCluster { nodes, map, _tmp: tmp };
         for id in ids {
             c.restart(id);

@@ -8,8 +8,8 @@
 //! register serialise and, for views, exactly one proposal per epoch wins.
 
 use crate::io::{Lsn, Outbox};
-use crate::limits::MAX_CONFIG_QUEUE;
-use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeId, View};
+use crate::limits::{MAX_CONFIG_MEMBERS, MAX_CONFIG_QUEUE, MAX_NODES};
+use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeAddrs, NodeId, View};
 use crate::wire::{Ballot, ConfigValue, PeerBody, WalRecord};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -33,6 +33,31 @@ pub enum Change {
     /// Replaces the view only if its epoch is still `expect_epoch`: this is
     /// the compare-and-set every view change goes through.
     ReplaceView { expect_epoch: Epoch, view: View },
+    /// Adds a node to the cluster map (`pactdb admin add-node`); it also
+    /// joins the config store if that has fewer than `MAX_CONFIG_MEMBERS`
+    /// members and its last change settled. Adding a node already in the
+    /// map at the same addresses changes nothing and succeeds (a retry).
+    AddNode { id: NodeId, addrs: NodeAddrs },
+    /// Removes a node from the cluster map (and from the config store's
+    /// members: refused while the last change of them has not settled).
+    /// The node must hold no replica any more; the proposer checks that
+    /// against the views before proposing.
+    RemoveNode { id: NodeId },
+    /// Marks the change of config members made at map `version` settled:
+    /// every register was rewritten through the new members.
+    SettleConfig { version: u64 },
+    /// Adds the lowest-numbered node that is not a config member to the
+    /// config store, if it has fewer than `MAX_CONFIG_MEMBERS` and the map
+    /// is still at `version` (settled): after a member was removed.
+    FillConfig { version: u64 },
+}
+
+/// A map one version on from `m`, changed by `f`.
+fn next_map(m: &ClusterMap, f: impl FnOnce(&mut ClusterMap)) -> Option<ConfigValue> {
+    let mut next = m.clone();
+    f(&mut next);
+    next.version = m.version + 1;
+    Some(ConfigValue::Cluster(next))
 }
 
 impl Change {
@@ -51,7 +76,90 @@ impl Change {
                 (Some(ConfigValue::View(view.clone())), true)
             }
             (Change::ReplaceView { .. }, cur) => (cur.cloned(), false),
+            (Change::AddNode { id, addrs }, Some(ConfigValue::Cluster(m))) => {
+                let unchanged = Some(ConfigValue::Cluster(m.clone()));
+                match m.nodes.get(id) {
+                    Some(a) => (unchanged, a == addrs),
+                    None if m.nodes.len() >= MAX_NODES => (unchanged, false),
+                    None if m.nodes.values().any(|a| a.peer == addrs.peer || a.client == addrs.client) => {
+                        (unchanged, false)
+                    }
+                    None => {
+                        let joins_config = m.config_settled && m.config_members.len() < MAX_CONFIG_MEMBERS;
+                        let next = next_map(m, |n| {
+                            n.nodes.insert(*id, addrs.clone());
+                            if joins_config {
+                                n.config_members.push(*id);
+                                n.config_members.sort_unstable();
+                                n.config_settled = false;
+                            }
+                        });
+                        (next, true)
+                    }
+                }
+            }
+            (Change::RemoveNode { id }, Some(ConfigValue::Cluster(m))) => {
+                let unchanged = Some(ConfigValue::Cluster(m.clone()));
+                let member = m.config_members.contains(id);
+                if !m.nodes.contains_key(id) {
+                    // Already removed (a retry), or never there.
+                    (unchanged, true)
+                } else if m.nodes.len() == 1 || (member && (!m.config_settled || m.config_members.len() == 1)) {
+                    (unchanged, false)
+                } else {
+                    let next = next_map(m, |n| {
+                        n.nodes.remove(id);
+                        for g in &mut n.groups {
+                            g.placement.retain(|p| p != id);
+                        }
+                        if member {
+                            n.config_members.retain(|c| c != id);
+                            n.config_settled = false;
+                        }
+                    });
+                    (next, true)
+                }
+            }
+            // Only at exactly the version rewritten: a map that moved on since
+            // may have other members (rewritten by nobody yet).
+            (Change::SettleConfig { version }, Some(ConfigValue::Cluster(m))) => {
+                if m.version == *version && !m.config_settled {
+                    (next_map(m, |n| n.config_settled = true), true)
+                } else {
+                    (Some(ConfigValue::Cluster(m.clone())), false)
+                }
+            }
+            (Change::FillConfig { version }, Some(ConfigValue::Cluster(m))) => {
+                let spare = m.nodes.keys().copied().find(|n| !m.config_members.contains(n));
+                match spare {
+                    Some(n)
+                        if m.version == *version && m.config_settled && m.config_members.len() < MAX_CONFIG_MEMBERS =>
+                    {
+                        let next = next_map(m, |c| {
+                            c.config_members.push(n);
+                            c.config_members.sort_unstable();
+                            c.config_settled = false;
+                        });
+                        (next, true)
+                    }
+                    _ => (Some(ConfigValue::Cluster(m.clone())), false),
+                }
+            }
+            (Change::AddNode { .. } | Change::RemoveNode { .. } | Change::SettleConfig { .. }, cur)
+            | (Change::FillConfig { .. }, cur) => (cur.cloned(), false),
         }
+    }
+
+    /// Whether the change alters the cluster map (and so its version).
+    pub fn changes_map(&self) -> bool {
+        matches!(
+            self,
+            Change::InitCluster(_)
+                | Change::AddNode { .. }
+                | Change::RemoveNode { .. }
+                | Change::SettleConfig { .. }
+                | Change::FillConfig { .. }
+        )
     }
 }
 
@@ -59,8 +167,17 @@ impl Change {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requester {
     Replica(GroupId),
-    Bootstrap { token: u64 },
+    Bootstrap {
+        token: u64,
+    },
     Refresh,
+    /// An operator's change of the cluster map (`AddNode`, `RemoveNode`).
+    Admin {
+        token: u64,
+    },
+    /// A rewrite of a register through new config members, or the change
+    /// that marks them settled (see `Node::settle_config`).
+    Settle,
 }
 
 /// The outcome of a proposal. `value` is the register's value after it (when
@@ -106,6 +223,16 @@ impl Acceptor {
             .filter(|(k, _)| which(k))
             .map(|(k, r)| WalRecord::Acceptor { key: k.clone(), promised: r.promised, accepted: r.accepted.clone() })
             .collect()
+    }
+
+    /// The version of the cluster map this acceptor accepted last (0: none).
+    /// At least a majority of the config members that chose a map accepted
+    /// it, so they refuse rounds of proposers that know only older maps.
+    pub fn cluster_version(&self) -> u64 {
+        match self.registers.get(CLUSTER_KEY).and_then(|r| r.accepted.as_ref()) {
+            Some((_, ConfigValue::Cluster(m))) => m.version,
+            _ => 0,
+        }
     }
 
     pub fn on_prepare(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) {
@@ -211,6 +338,9 @@ const ROUND_RESERVATION: u64 = 4096;
 #[derive(Debug)]
 pub struct Proposer {
     acceptors: Vec<NodeId>,
+    /// The version of the cluster map `acceptors` come from (0: from the
+    /// node's flags), sent with every round.
+    map_version: u64,
     timing: ProposerTiming,
     highest_round_seen: u64,
     /// Rounds up to this are reserved by a `ProposerRounds` record, which
@@ -226,6 +356,7 @@ impl Proposer {
         assert!(!acceptors.is_empty(), "the config store needs acceptors");
         Proposer {
             acceptors,
+            map_version: 0,
             timing,
             highest_round_seen: 0,
             reserved_upto: 0,
@@ -235,12 +366,19 @@ impl Proposer {
         }
     }
 
-    /// The acceptors changed (the node learned the cluster map). Rounds
-    /// already running finish against the old set; new ones use this.
-    pub fn set_acceptors(&mut self, acceptors: Vec<NodeId>) {
+    /// The acceptors changed (the node learned a cluster map). Later
+    /// messages of rounds already running go to the new set, and count its
+    /// majority: the sets differ by at most one member, so any majority of
+    /// one shares an acceptor with any majority of the other.
+    pub fn set_acceptors(&mut self, acceptors: Vec<NodeId>, map_version: u64) {
         if !acceptors.is_empty() {
             self.acceptors = acceptors;
+            self.map_version = map_version;
         }
+    }
+
+    pub fn map_version(&self) -> u64 {
+        self.map_version
     }
 
     /// Recovery: an earlier incarnation reserved rounds up to `upto`.
@@ -323,7 +461,7 @@ impl Proposer {
         }
         let reserved = out.durable_lsn() >= self.reserved_lsn;
         for &a in &self.acceptors {
-            let prepare = PeerBody::Prepare { key: key.clone(), ballot };
+            let prepare = PeerBody::Prepare { key: key.clone(), ballot, map_version: self.map_version };
             if reserved {
                 out.send(a, prepare);
             } else {
@@ -379,7 +517,8 @@ impl Proposer {
                     run.op.sent_applied = Some(v.clone());
                 }
                 for &a in &self.acceptors {
-                    out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone() });
+                    let map_version = self.map_version;
+                    out.send(a, PeerBody::Accept { key: key.clone(), ballot, value: v.clone(), map_version });
                 }
                 run.phase = Phase::Accept { value, applied, accepted: BTreeSet::new() };
                 run.round_deadline_ms = out.now() + Self::phase_ms(self.timing.round_ms, &run.op);
@@ -569,13 +708,14 @@ mod tests {
         let change = Change::ReplaceView { expect_epoch: 4, view: view(5, 2) };
         p.propose(&mut out, key.clone(), change.clone(), Requester::Replica(0));
         out.on_persisted(out.last_lsn());
-        let prepare = PeerBody::Prepare { key: key.clone(), ballot: Ballot { round: 1, node: 2 } };
+        let prepare = PeerBody::Prepare { key: key.clone(), ballot: Ballot { round: 1, node: 2 }, map_version: 0 };
         assert_eq!(sent_bodies(&mut out), vec![prepare.clone(), prepare.clone(), prepare]);
         let first = Ballot { round: 1, node: 2 };
         let old = Some((Ballot { round: 1, node: 1 }, ConfigValue::View(view(4, 1))));
         p.on_promise(&mut out, 1, key.clone(), first, old.clone());
         p.on_promise(&mut out, 2, key.clone(), first, old);
-        let accept = PeerBody::Accept { key: key.clone(), ballot: first, value: ConfigValue::View(view(5, 2)) };
+        let accept =
+            PeerBody::Accept { key: key.clone(), ballot: first, value: ConfigValue::View(view(5, 2)), map_version: 0 };
         assert_eq!(sent_bodies(&mut out), vec![accept.clone(), accept.clone(), accept]);
         // Node 3 prepares over it, reads the new view and writes it back.
         let theirs = Ballot { round: 5, node: 3 };
@@ -583,7 +723,7 @@ mod tests {
         out.now = 1_000;
         assert_eq!(p.on_tick(&mut out, &mut rng), vec![]);
         let second = Ballot { round: 6, node: 2 };
-        let prepare = PeerBody::Prepare { key: key.clone(), ballot: second };
+        let prepare = PeerBody::Prepare { key: key.clone(), ballot: second, map_version: 0 };
         assert_eq!(sent_bodies(&mut out), vec![prepare.clone(), prepare.clone(), prepare]);
         let written_back = Some((theirs, ConfigValue::View(view(5, 2))));
         p.on_promise(&mut out, 1, key.clone(), second, written_back.clone());
@@ -661,11 +801,11 @@ mod tests {
             for (to, msg) in batch {
                 let from = msg.from;
                 match msg.body {
-                    PeerBody::Prepare { key, ballot } => {
+                    PeerBody::Prepare { key, ballot, .. } => {
                         let (acc, out) = accs.get_mut(&to).unwrap();
                         acc.on_prepare(out, from, key, ballot)
                     }
-                    PeerBody::Accept { key, ballot, value } => {
+                    PeerBody::Accept { key, ballot, value, .. } => {
                         let (acc, out) = accs.get_mut(&to).unwrap();
                         acc.on_accept(out, from, key, ballot, value)
                     }

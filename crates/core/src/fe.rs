@@ -583,7 +583,9 @@ impl FrontEnd {
     pub fn on_reply(&mut self, now: Millis, rng: &mut ChaCha8Rng, from: NodeId, reply: ClientReply) {
         match reply {
             ClientReply::Views { cluster, views } => {
-                if let Some(c) = cluster {
+                // Only a newer map: answers from several nodes arrive in
+                // any order while the map changes.
+                if let Some(c) = cluster.filter(|c| self.cluster.as_ref().is_none_or(|old| old.version <= c.version)) {
                     self.cluster = Some(c);
                 }
                 let mut changed = Vec::new();
@@ -654,7 +656,8 @@ impl FrontEnd {
             | ClientReply::Bootstrapped(_)
             | ClientReply::NodeInfo { .. }
             | ClientReply::TransferStarted(_)
-            | ClientReply::MoveStarted(_) => {}
+            | ClientReply::MoveStarted(_)
+            | ClientReply::ClusterChanged(_) => {}
             ClientReply::ProtocolError { reason } => {
                 let ops: Vec<OpId> = self
                     .pending

@@ -10,6 +10,7 @@
 use crate::bugs::Bugs;
 use crate::config::{view_key, Acceptor, Change, ConfigOutcome, Proposer, ProposerTiming, Requester, CLUSTER_KEY};
 use crate::io::{ClientToken, Effect, Input, Lsn, Outbox};
+use crate::limits::MAX_CONFIG_QUEUE;
 use crate::replica::{Ctx, Replica, ReplicaTiming, Requests, SnapshotStreaming, TxnTiming};
 use crate::types::{config_members_of, ClusterMap, GroupId, Millis, NodeId, View};
 use crate::wire::{
@@ -30,6 +31,10 @@ pub struct NodeConfig {
     /// The config store's acceptors (at most 5; a majority must be up):
     /// likewise from the peer list, then from the cluster map.
     pub config_members: Vec<NodeId>,
+    /// The version of the cluster map `nodes` and `config_members` come
+    /// from (0: from the peer list). A runtime restarting a node that had
+    /// learned a map passes the map's (see `NodeConfig::follow_map`).
+    pub map_version: u64,
     pub passive: ReplicaTiming,
     pub txn: TxnTiming,
     pub proposer: ProposerTiming,
@@ -60,6 +65,7 @@ impl NodeConfig {
             id,
             nodes,
             config_members,
+            map_version: 0,
             passive: ReplicaTiming::default(),
             txn: TxnTiming::default(),
             proposer: ProposerTiming { round_ms: 100, op_timeout_ms: 2_000, backoff_ms: 20 },
@@ -68,6 +74,17 @@ impl NodeConfig {
             snapshot_stream: SnapshotStreaming::default(),
             max_sessions: crate::limits::MAX_SESSIONS,
         }
+    }
+}
+
+impl NodeConfig {
+    /// Takes the nodes and config members from a cluster map this node
+    /// learned earlier (the runtime keeps a copy), rather than from flags:
+    /// after membership changes the flags may name another acceptor set.
+    pub fn follow_map(&mut self, map: &ClusterMap) {
+        self.nodes = map.nodes.keys().copied().collect();
+        self.config_members = map.config_members();
+        self.map_version = map.version;
     }
 }
 
@@ -88,6 +105,18 @@ pub struct Checkpoint {
 struct BootstrapState {
     token: ClientToken,
     cluster: ClusterMap,
+    pending: BTreeSet<String>,
+    /// The cluster register was written (or found holding this map).
+    cluster_done: bool,
+}
+
+/// A rewrite of every register through new config members (see
+/// `Node::settle_config`).
+#[derive(Debug)]
+struct Settling {
+    /// The map version whose config members the rewrite goes through.
+    version: u64,
+    /// Registers not yet rewritten.
     pending: BTreeSet<String>,
 }
 
@@ -117,6 +146,11 @@ pub struct Node {
     /// Groups whose replica was caught up since the last `WalCut`; every
     /// other replica of a node whose WAL was cut is amnesiac.
     caught_up: BTreeSet<GroupId>,
+    /// Operators' changes of the cluster map waiting for the config store
+    /// (at most `MAX_CONFIG_QUEUE`, the proposer's own bound).
+    admin: Vec<ClientToken>,
+    /// The rewrite this node runs for the config members' last change.
+    settling: Option<Settling>,
 }
 
 impl Node {
@@ -127,7 +161,8 @@ impl Node {
 
     /// Only the simulator passes bugs other than the default.
     pub fn with_bugs(cfg: NodeConfig, seed: u64, bugs: Bugs) -> Node {
-        let proposer = Proposer::new(cfg.config_members.clone(), cfg.proposer.clone());
+        let mut proposer = Proposer::new(cfg.config_members.clone(), cfg.proposer.clone());
+        proposer.set_acceptors(cfg.config_members.clone(), cfg.map_version);
         Node {
             out: Outbox::new(cfg.id, 1),
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -144,6 +179,8 @@ impl Node {
             acceptor_silenced: false,
             caught_up: BTreeSet::new(),
             relearned: BTreeSet::new(),
+            admin: Vec::new(),
+            settling: None,
             cfg,
         }
     }
@@ -432,14 +469,103 @@ impl Node {
     }
 
     fn refresh(&mut self) {
-        match &self.cluster {
-            None => self.read_register(CLUSTER_KEY.to_string()),
-            Some(c) => {
-                let groups: Vec<GroupId> = c.groups.iter().map(|g| g.id).collect();
-                for g in groups {
-                    self.read_register(view_key(g));
-                }
+        // The map too: it changes while the cluster serves, and a node that
+        // missed the announcement of a change learns it here.
+        self.read_register(CLUSTER_KEY.to_string());
+        if let Some(c) = &self.cluster {
+            let groups: Vec<GroupId> = c.groups.iter().map(|g| g.id).collect();
+            for g in groups {
+                self.read_register(view_key(g));
             }
+        }
+        self.settle_config();
+    }
+
+    /// The newest cluster map version this node knows of: learned, or
+    /// accepted by its acceptor (a map a majority may have chosen).
+    fn known_map_version(&self) -> u64 {
+        let learned = self.cluster.as_ref().map_or(0, |c| c.version);
+        learned.max(self.acceptor.cluster_version()).max(self.cfg.map_version)
+    }
+
+    /// Refuses a config-store round of a proposer that knows only an older
+    /// map than this node: its acceptor set may be two member changes old,
+    /// and its majority miss the newest value. Tells it the newer map when
+    /// this node learned one (learned maps were chosen; a map only accepted
+    /// may not have been). Returns whether the round may go on.
+    fn admits_round(&mut self, from: NodeId, map_version: u64) -> bool {
+        if map_version >= self.known_map_version() {
+            return true;
+        }
+        if let Some(c) = self.cluster.as_ref().filter(|c| c.version > map_version) {
+            self.out.send(from, PeerBody::ClusterAnnounce { map: c.clone() });
+        }
+        false
+    }
+
+    /// Drives the config store's own membership to its target, one member
+    /// at a time. After a change of the members (map version `v`, not
+    /// settled) every register is rewritten through the new members (a
+    /// read, which writes the value back at a new ballot), so that a
+    /// majority of them holds every value; only then is the change marked
+    /// settled, and only a settled map may change the members again. Two
+    /// sets one member apart always share an acceptor between any two of
+    /// their majorities; with the rewrite, the next set's majorities find
+    /// every value too. A settled store with fewer members than it could
+    /// have (after a member was removed) takes the next node in.
+    ///
+    /// Run by every config member (the first to finish wins; the others'
+    /// changes then find the map moved on and apply nothing).
+    fn settle_config(&mut self) {
+        let me = self.cfg.id;
+        let Some(map) = self.cluster.clone() else { return };
+        if !map.config_members.contains(&me) || !map.nodes.contains_key(&me) {
+            return;
+        }
+        if map.config_settled {
+            self.settling = None;
+            let target = map.nodes.len().min(crate::limits::MAX_CONFIG_MEMBERS);
+            if map.config_members.len() < target && !self.proposer.is_busy(CLUSTER_KEY) {
+                let change = Change::FillConfig { version: map.version };
+                self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Settle);
+            }
+            return;
+        }
+        if self.settling.as_ref().is_some_and(|s| s.version == map.version) {
+            return;
+        }
+        let mut pending: BTreeSet<String> = map.groups.iter().map(|g| view_key(g.id)).collect();
+        pending.insert(CLUSTER_KEY.to_string());
+        for key in &pending {
+            self.proposer.propose(&mut self.out, key.clone(), Change::Read, Requester::Settle);
+        }
+        self.settling = Some(Settling { version: map.version, pending });
+    }
+
+    /// A settle proposal finished: a rewrite, or the change marking the
+    /// map settled (or taking the next member in).
+    fn on_settle_outcome(&mut self, outcome: &ConfigOutcome) {
+        if outcome.change != Change::Read {
+            if !outcome.applied {
+                // The map moved on, or the store did not answer: the next
+                // refresh looks again and starts over if still unsettled.
+                self.settling = None;
+            }
+            return;
+        }
+        let Some(s) = self.settling.as_mut() else { return };
+        if !outcome.completed {
+            // Started over at the next refresh.
+            self.settling = None;
+            return;
+        }
+        s.pending.remove(&outcome.key);
+        if s.pending.is_empty() {
+            let version = s.version;
+            // Kept (empty) until the settled map is learned, so the rewrite
+            // is not started again meanwhile.
+            let change = Change::SettleConfig { version };
+            self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Settle);
         }
     }
 
@@ -459,13 +585,14 @@ impl Node {
         // nobody could hold is refused.
         let value_ok = |value: &ConfigValue| match value {
             ConfigValue::View(v) => v.is_well_formed(),
-            ConfigValue::Cluster(c) => c.validate().is_ok(),
+            ConfigValue::Cluster(c) => c.is_well_formed(),
         };
         // A promised value must fit its register (`fits_key`).
         msg.from != self.cfg.id
             && match &msg.body {
                 PeerBody::Promise { key, accepted: Some((_, value)), .. } => value_ok(value) && fits_key(key, value),
                 PeerBody::Accept { value, .. } => value_ok(value),
+                PeerBody::ClusterAnnounce { map } => map.is_well_formed(),
                 PeerBody::ViewAnnounce { view }
                 | PeerBody::StaleEpoch { view }
                 | PeerBody::Append { view, .. }
@@ -477,15 +604,18 @@ impl Node {
     fn on_peer(&mut self, requests: &mut Requests, msg: PeerMsg) {
         let from = msg.from;
         match msg.body {
-            PeerBody::Prepare { key, ballot } => {
-                if self.is_acceptor(&key) {
+            PeerBody::Prepare { key, ballot, map_version } => {
+                if self.is_acceptor(&key) && self.admits_round(from, map_version) {
                     self.acceptor.on_prepare(&mut self.out, from, key, ballot);
                 }
             }
-            PeerBody::Accept { key, ballot, value } => {
-                if self.is_acceptor(&key) {
+            PeerBody::Accept { key, ballot, value, map_version } => {
+                if self.is_acceptor(&key) && self.admits_round(from, map_version) {
                     self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
                 }
+            }
+            PeerBody::ClusterAnnounce { map } => {
+                self.learn_cluster(map);
             }
             PeerBody::Promise { key, ballot, accepted } => {
                 self.proposer.on_promise(&mut self.out, from, key, ballot, accepted);
@@ -670,12 +800,51 @@ impl Node {
     /// Takes the cluster map read from the config store; the first time,
     /// persists it, so a restart knows the cluster's nodes and acceptors
     /// without trusting its flags.
-    fn learn_cluster(&mut self, cluster: ClusterMap) {
-        if self.cluster.as_ref() == Some(&cluster) {
-            return;
+    ///
+    /// Only a newer version replaces the map: announcements and reads may
+    /// arrive out of order. Returns whether the map changed.
+    fn learn_cluster(&mut self, cluster: ClusterMap) -> bool {
+        if self.cluster.as_ref().is_some_and(|c| c.version >= cluster.version) {
+            return false;
         }
         self.out.persist(WalRecord::Cluster { map: cluster.clone() });
         self.adopt_cluster(cluster);
+        self.settle_config();
+        // A bootstrap still waiting for its cluster register (its rounds
+        // are refused by acceptors that know a map) is answered now.
+        let map = self.cluster.clone().expect("just adopted");
+        for b in std::mem::take(&mut self.bootstraps) {
+            if b.cluster_done {
+                self.bootstraps.push(b);
+            } else if b.cluster.same_layout(&map) {
+                self.out.reply(b.token, ClientReply::Bootstrapped(Ok(())));
+            } else {
+                let reason = "the cluster is already bootstrapped with a different map".to_string();
+                self.out.reply(b.token, ClientReply::Bootstrapped(Err(reason)));
+            }
+        }
+        true
+    }
+
+    /// Learns a map a proposal of this node just wrote or read, and tells
+    /// every node of the old and the new map about it when it is news.
+    fn learn_and_announce_cluster(&mut self, map: ClusterMap) {
+        let mut to: BTreeSet<NodeId> = self.cfg.nodes.iter().copied().collect();
+        to.extend(map.nodes.keys().copied());
+        if !self.learn_cluster(map.clone()) {
+            return;
+        }
+        for n in to {
+            if n != self.cfg.id {
+                self.out.send(n, PeerBody::ClusterAnnounce { map: map.clone() });
+            }
+        }
+    }
+
+    /// Whether the cluster map this node knows no longer names it: it was
+    /// removed (`pactdb admin remove-node`) and should stop.
+    pub fn is_removed(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.nodes.contains_key(&self.cfg.id))
     }
 
     /// Makes the map this node's truth: its replicas, the nodes it
@@ -689,7 +858,8 @@ impl Node {
         }
         self.cfg.nodes = cluster.nodes.keys().copied().collect();
         self.cfg.config_members = cluster.config_members();
-        self.proposer.set_acceptors(self.cfg.config_members.clone());
+        self.cfg.map_version = cluster.version;
+        self.proposer.set_acceptors(self.cfg.config_members.clone(), cluster.version);
         self.cluster = Some(cluster);
     }
 
@@ -747,10 +917,19 @@ impl Node {
                 self.with_replica(group, requests, |r, ctx| r.on_view_change_outcome(ctx, applied, current));
             }
             Requester::Refresh => match outcome.value {
-                Some(ConfigValue::Cluster(c)) => self.learn_cluster(c),
+                Some(ConfigValue::Cluster(c)) => self.learn_and_announce_cluster(c),
                 Some(ConfigValue::View(v)) => self.learn_view(requests, v, true),
                 None => {}
             },
+            Requester::Settle => {
+                self.on_settle_outcome(&outcome);
+                match outcome.value {
+                    Some(ConfigValue::Cluster(c)) if outcome.completed => self.learn_and_announce_cluster(c),
+                    Some(ConfigValue::View(v)) if outcome.completed => self.learn_view(requests, v, true),
+                    _ => {}
+                }
+            }
+            Requester::Admin { token } => self.on_admin_outcome(token, outcome),
             Requester::Bootstrap { token } => self.on_bootstrap_outcome(requests, token, outcome),
         }
     }
@@ -764,6 +943,7 @@ impl Node {
         }
         if outcome.key == CLUSTER_KEY {
             let wanted = self.bootstraps[pos].cluster.clone();
+            self.bootstraps[pos].cluster_done = true;
             match outcome.value {
                 Some(ConfigValue::Cluster(c)) if c == wanted => {
                     self.learn_cluster(c);
@@ -840,6 +1020,8 @@ impl Node {
                 };
                 self.out.reply(token, ClientReply::MoveStarted(result));
             }
+            ClientMsg::AddNode { id, addrs } => self.on_add_node(token, id, addrs),
+            ClientMsg::RemoveNode { id } => self.on_remove_node(token, id),
             ClientMsg::GetNodeInfo => {
                 // The runtime answers it; the core knows no addresses.
                 let reason = "node info is answered by the node's runtime".to_string();
@@ -855,6 +1037,16 @@ impl Node {
                 if let Err(e) = cluster.validate() {
                     return self.out.reply(token, ClientReply::Bootstrapped(Err(e)));
                 }
+                if let Some(c) = &self.cluster {
+                    // Bootstrapped already (the config store refuses the
+                    // rounds of a node that knows no map, once it has one).
+                    let reply = if c.same_layout(&cluster) {
+                        Ok(())
+                    } else {
+                        Err("the cluster is already bootstrapped with a different map".to_string())
+                    };
+                    return self.out.reply(token, ClientReply::Bootstrapped(reply));
+                }
                 // The map is written through this node's proposer, to the
                 // acceptors its own peer list names; a map naming other
                 // nodes would name other acceptors, and the majorities
@@ -867,7 +1059,9 @@ impl Node {
                     );
                     return self.out.reply(token, ClientReply::Bootstrapped(Err(reason)));
                 }
-                self.bootstraps.push(BootstrapState { token, cluster: cluster.clone(), pending: BTreeSet::new() });
+                let state =
+                    BootstrapState { token, cluster: cluster.clone(), pending: BTreeSet::new(), cluster_done: false };
+                self.bootstraps.push(state);
                 self.proposer.propose(
                     &mut self.out,
                     CLUSTER_KEY.to_string(),
@@ -878,12 +1072,124 @@ impl Node {
         }
     }
 
+    /// `pactdb admin add-node`: checks the request against the map this
+    /// node knows, for a clear refusal, and proposes it; the config store's
+    /// compare-and-set decides (`Change::AddNode`).
+    fn on_add_node(&mut self, token: ClientToken, id: NodeId, addrs: crate::types::NodeAddrs) {
+        let refusal = match &self.cluster {
+            None => Some("this node does not know the cluster map yet (is the cluster bootstrapped?)".to_string()),
+            Some(c) => add_node_refusal(c, id, &addrs),
+        };
+        self.propose_admin(token, refusal, Change::AddNode { id, addrs });
+    }
+
+    /// `pactdb admin remove-node`, once the node holds no replica.
+    fn on_remove_node(&mut self, token: ClientToken, id: NodeId) {
+        let refusal = match &self.cluster {
+            None => Some("this node does not know the cluster map yet (is the cluster bootstrapped?)".to_string()),
+            Some(c) if !c.nodes.contains_key(&id) => {
+                return self.out.reply(token, ClientReply::ClusterChanged(Ok(c.clone())))
+            }
+            Some(c) => {
+                let holding: Vec<GroupId> =
+                    self.views.values().filter(|v| v.is_member(id) || v.is_placed(id)).map(|v| v.group).collect();
+                if holding.is_empty() {
+                    remove_node_refusal(c, id)
+                } else {
+                    Some(format!(
+                        "node {id} still holds groups {holding:?}: move its replicas off first \
+                         (`pactdb admin remove-node` does, then removes it)"
+                    ))
+                }
+            }
+        };
+        self.propose_admin(token, refusal, Change::RemoveNode { id });
+    }
+
+    fn propose_admin(&mut self, token: ClientToken, refusal: Option<String>, change: Change) {
+        if let Some(reason) = refusal {
+            return self.out.reply(token, ClientReply::ClusterChanged(Err(reason)));
+        }
+        if self.admin.len() >= MAX_CONFIG_QUEUE
+            || !self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Admin { token })
+        {
+            let reason = "too many cluster changes are waiting at this node; try again".to_string();
+            return self.out.reply(token, ClientReply::ClusterChanged(Err(reason)));
+        }
+        self.admin.push(token);
+    }
+
+    fn on_admin_outcome(&mut self, token: ClientToken, outcome: ConfigOutcome) {
+        self.admin.retain(|t| *t != token);
+        let map = match outcome.value {
+            Some(ConfigValue::Cluster(c)) if outcome.completed => c,
+            _ => {
+                let reason = "the config store did not answer (is a majority of config members up?)".to_string();
+                return self.out.reply(token, ClientReply::ClusterChanged(Err(reason)));
+            }
+        };
+        self.learn_and_announce_cluster(map.clone());
+        let reply = if outcome.applied {
+            Ok(map)
+        } else {
+            // Judged against the map the store holds, which moved on since
+            // the request was checked here.
+            let reason = match &outcome.change {
+                Change::AddNode { id, addrs } => add_node_refusal(&map, *id, addrs),
+                Change::RemoveNode { id } => remove_node_refusal(&map, *id),
+                _ => None,
+            };
+            Err(reason.unwrap_or_else(|| "the cluster map changed meanwhile; try again".to_string()))
+        };
+        self.out.reply(token, ClientReply::ClusterChanged(reply));
+    }
+
     fn on_persisted(&mut self, requests: &mut Requests, lsn: Lsn) {
         self.out.on_persisted(lsn);
         for r in self.replicas.values_mut() {
             r.on_persisted(&mut Self::ctx(&mut self.out, &mut self.rng, requests, self.cluster.as_ref()), lsn);
         }
     }
+}
+
+/// Why `map` cannot take node `id` at `addrs` (`None`: it can, or has it).
+fn add_node_refusal(map: &ClusterMap, id: NodeId, addrs: &crate::types::NodeAddrs) -> Option<String> {
+    if id == 0 {
+        return Some("node ids start at 1".to_string());
+    }
+    if let Some(a) = map.nodes.get(&id) {
+        return (a != addrs)
+            .then(|| format!("node {id} is already in the cluster at peer {} and client {}", a.peer, a.client));
+    }
+    if map.nodes.len() >= crate::limits::MAX_NODES {
+        return Some(format!("the cluster has {} nodes, the most it may have", map.nodes.len()));
+    }
+    if let Some((other, _)) = map.nodes.iter().find(|(_, a)| a.peer == addrs.peer || a.client == addrs.client) {
+        return Some(format!("node {other} already uses one of those addresses"));
+    }
+    None
+}
+
+/// Why `map` cannot lose node `id` (`None`: it can, or it is gone).
+fn remove_node_refusal(map: &ClusterMap, id: NodeId) -> Option<String> {
+    if !map.nodes.contains_key(&id) {
+        return None;
+    }
+    if map.nodes.len() == 1 {
+        return Some(format!("node {id} is the cluster's last node"));
+    }
+    if map.config_members.contains(&id) {
+        if map.config_members.len() == 1 {
+            return Some(format!("node {id} is the config store's only member; add a node first"));
+        }
+        if !map.config_settled {
+            return Some(
+                "the config store is still taking in its last change of members; try again in a few seconds"
+                    .to_string(),
+            );
+        }
+    }
+    None
 }
 
 /// Whether `value` could be the value of register `key`: a proposal takes a

@@ -173,14 +173,41 @@ pub fn config_members_of(nodes: impl IntoIterator<Item = NodeId>) -> Vec<NodeId>
 }
 
 /// The cluster map, stored in the config store's `cluster` register.
+///
+/// It changes while the cluster serves (`Change::AddNode`,
+/// `Change::RemoveNode`, ...), each change one version on. The config
+/// store's acceptors are `config_members`, which a change alters by at most
+/// one node, and only once the previous alteration has settled (see
+/// `config.rs`: every register rewritten through the new members).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
     pub nodes: BTreeMap<NodeId, NodeAddrs>,
     /// Indexed by position: keys hash onto `groups[hash % len]`.
     pub groups: Vec<GroupSpec>,
+    /// 1 at bootstrap, plus one for every change.
+    pub version: u64,
+    /// The config store's acceptors (at most `MAX_CONFIG_MEMBERS`).
+    pub config_members: Vec<NodeId>,
+    /// False from a change of `config_members` until every register was
+    /// rewritten through the new members; no other change of the members
+    /// is made meanwhile.
+    pub config_settled: bool,
 }
 
 impl ClusterMap {
+    /// A new cluster's map: version 1, the config store on the first
+    /// `MAX_CONFIG_MEMBERS` nodes by id.
+    pub fn new(nodes: BTreeMap<NodeId, NodeAddrs>, groups: Vec<GroupSpec>) -> ClusterMap {
+        let config_members = config_members_of(nodes.keys().copied());
+        ClusterMap { nodes, groups, version: 1, config_members, config_settled: true }
+    }
+
+    /// Whether `other` is this map apart from its version and the config
+    /// store's settling: what a repeated bootstrap compares.
+    pub fn same_layout(&self, other: &ClusterMap) -> bool {
+        self.nodes == other.nodes && self.groups == other.groups
+    }
+
     /// The group a key belongs to. The hash is fixed (xxh3 with seed 0) so
     /// every front end and every version of pactdb routes a key the same way.
     pub fn group_of(&self, key: &[u8]) -> GroupId {
@@ -203,16 +230,19 @@ impl ClusterMap {
             .collect()
     }
 
-    /// The config store's acceptors: the first `MAX_CONFIG_MEMBERS` nodes of
-    /// the map by id. Once a node knows the map, this (and not its own
-    /// flags) says who the acceptors are, so every node agrees on them and
-    /// any two majorities overlap.
+    /// The config store's acceptors. Once a node knows the map, this (and
+    /// not its own flags) says who the acceptors are, so every node agrees
+    /// on them and any two majorities overlap.
     pub fn config_members(&self) -> Vec<NodeId> {
-        config_members_of(self.nodes.keys().copied())
+        self.config_members.clone()
     }
 
-    /// Whether a node's peer list (`--peers`: id and peer address of every
-    /// node) describes this map: the same nodes at the same peer addresses.
+    /// Whether a node's peer list (`--peers`: id and peer address of some
+    /// nodes) agrees with this map: every node both name is at the same
+    /// peer address. Nodes only one of them names are fine: the map
+    /// changes while the cluster runs (`admin add-node`, `remove-node`),
+    /// and once a node knows it, the map, not its flags, says who its peers
+    /// are. A node the flags put elsewhere is a mistake worth stopping for.
     /// The error says what differs and the list that would agree.
     pub fn check_peers(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), String> {
         let same_addr = |a: &str, b: &str| match (a.parse::<std::net::SocketAddr>(), b.parse::<std::net::SocketAddr>())
@@ -223,14 +253,8 @@ impl ClusterMap {
         let mut diffs = Vec::new();
         for (id, a) in &self.nodes {
             match peers.get(id) {
-                None => diffs.push(format!("node {id} ({}) is missing", a.peer)),
                 Some(p) if !same_addr(p, &a.peer) => diffs.push(format!("node {id} is at {p}, not {}", a.peer)),
-                Some(_) => {}
-            }
-        }
-        for (id, p) in peers {
-            if !self.nodes.contains_key(id) {
-                diffs.push(format!("node {id} ({p}) is not in the cluster"));
+                _ => {}
             }
         }
         if diffs.is_empty() {
@@ -243,7 +267,21 @@ impl ClusterMap {
         ))
     }
 
-    /// Checks the map is usable: groups exist, placements name known nodes.
+    /// Checks a map a peer sent could be a map of a running cluster: nodes
+    /// and groups within bounds, config members among the nodes. Unlike
+    /// `validate`, it allows groups whose bootstrap placement lost nodes
+    /// that were removed since.
+    pub fn is_well_formed(&self) -> bool {
+        let (n, g) = (self.nodes.len(), self.groups.len());
+        (1..=crate::limits::MAX_NODES).contains(&n)
+            && (1..=crate::limits::MAX_GROUPS).contains(&g)
+            && (1..=crate::limits::MAX_CONFIG_MEMBERS).contains(&self.config_members.len())
+            && self.config_members.iter().all(|m| self.nodes.contains_key(m))
+            && self.version >= 1
+    }
+
+    /// Checks a new cluster's map is usable: groups exist, placements name
+    /// known nodes.
     pub fn validate(&self) -> Result<(), String> {
         if self.nodes.is_empty() || self.nodes.len() > crate::limits::MAX_NODES {
             return Err(format!("a cluster needs 1 to {} nodes", crate::limits::MAX_NODES));

@@ -29,7 +29,7 @@ fn promise_is_held_until_persisted() {
     let mut h = Harness::three_nodes();
     let ballot = Ballot { round: 1000, node: 3 };
 
-    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
+    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot, map_version: 1 });
     let lsn = match &fx[..] {
         [Effect::Persist { lsn, record: WalRecord::Acceptor { key, promised, accepted: None } }] => {
             assert_eq!((key.as_str(), *promised), (KEY, ballot));
@@ -40,7 +40,7 @@ fn promise_is_held_until_persisted() {
 
     // The same Prepare again (a duplicate): no new record, and no Promise
     // either, because the first one is not durable yet.
-    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
+    let fx = h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot, map_version: 1 });
     assert_eq!(fx, vec![], "nothing may leave before the promise is durable");
 
     // Durable: both Promises go out, and nothing else.
@@ -56,10 +56,10 @@ fn promise_is_held_until_persisted() {
 fn accepted_is_held_until_persisted() {
     let mut h = Harness::three_nodes();
     let ballot = Ballot { round: 1000, node: 3 };
-    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot });
+    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot, map_version: 1 });
     h.persist(node(2));
 
-    let fx = h.inject(node(2), node(3), PeerBody::Accept { key: KEY.into(), ballot, value: value(5) });
+    let fx = h.inject(node(2), node(3), PeerBody::Accept { key: KEY.into(), ballot, value: value(5), map_version: 1 });
     let lsn = match &fx[..] {
         [Effect::Persist { lsn, record: WalRecord::Acceptor { key, promised, accepted: Some((b, v)) } }] => {
             assert_eq!((key.as_str(), *promised, *b, v), (KEY, ballot, ballot, &value(5)));
@@ -76,7 +76,7 @@ fn accepted_is_held_until_persisted() {
 
     // A later Prepare learns the accepted value, again only once durable.
     let higher = Ballot { round: 1001, node: 1 };
-    let fx = h.inject(node(2), node(1), PeerBody::Prepare { key: KEY.into(), ballot: higher });
+    let fx = h.inject(node(2), node(1), PeerBody::Prepare { key: KEY.into(), ballot: higher, map_version: 1 });
     assert!(matches!(&fx[..], [Effect::Persist { .. }]), "{fx:#?}");
     let fx = h.persist(node(2));
     assert_eq!(
@@ -95,13 +95,13 @@ fn accepted_is_held_until_persisted() {
 fn a_refusal_promises_nothing_and_needs_no_fsync() {
     let mut h = Harness::three_nodes();
     let high = Ballot { round: 1000, node: 3 };
-    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot: high });
+    h.inject(node(2), node(3), PeerBody::Prepare { key: KEY.into(), ballot: high, map_version: 1 });
     h.persist(node(2));
 
     let low = Ballot { round: 999, node: 1 };
     for body in [
-        PeerBody::Prepare { key: KEY.into(), ballot: low },
-        PeerBody::Accept { key: KEY.into(), ballot: low, value: value(5) },
+        PeerBody::Prepare { key: KEY.into(), ballot: low, map_version: 1 },
+        PeerBody::Accept { key: KEY.into(), ballot: low, value: value(5), map_version: 1 },
     ] {
         let fx = h.inject(node(2), node(1), body);
         assert_eq!(

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -98,9 +98,11 @@ pub struct Net {
 }
 
 struct Inner {
-    /// Fixed at start: the peer set does not change while the transport runs, so lookups need no
-    /// lock.
-    peers: HashMap<u64, PeerLink>,
+    /// The peers, as `set_peers` last gave them: the cluster map changes while the node runs
+    /// (nodes join and leave). Read on every send; written only when the map changes.
+    peers: RwLock<HashMap<u64, Arc<PeerLink>>>,
+    /// What writers spawned after start stop on.
+    shutdown_rx: watch::Receiver<()>,
     clients: Mutex<HashMap<ConnId, ClientLink>>,
     next_conn: AtomicU64,
     local_peer_addr: SocketAddr,
@@ -111,8 +113,12 @@ struct Inner {
 }
 
 struct PeerLink {
+    addr: SocketAddr,
     queue: mpsc::Sender<Vec<u8>>,
     dropped: AtomicU64,
+    /// Dropping this (with the link) stops the link's writer, even one still redialing a peer
+    /// that left the cluster.
+    _kill: oneshot::Sender<()>,
 }
 
 struct ClientLink {
@@ -139,15 +145,10 @@ impl Net {
         let local_client_addr = client_listener.local_addr().context("reading the client listener's bound address")?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(());
-        let mut peers = HashMap::with_capacity(cfg.peers.len());
-        let mut writers = Vec::with_capacity(cfg.peers.len());
-        for (&id, &addr) in &cfg.peers {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
-            peers.insert(id, PeerLink { queue: tx, dropped: AtomicU64::new(0) });
-            writers.push((id, addr, rx));
-        }
+        let peers = cfg.peers.iter().map(|(&id, &addr)| (id, PeerLink::spawn(id, addr, &shutdown_rx))).collect();
         let inner = Arc::new(Inner {
-            peers,
+            peers: RwLock::new(peers),
+            shutdown_rx: shutdown_rx.clone(),
             clients: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             local_peer_addr,
@@ -155,9 +156,6 @@ impl Net {
             _shutdown: shutdown_tx,
         });
 
-        for (id, addr, rx) in writers {
-            spawn_until_shutdown(&shutdown_rx, peer_writer(id, addr, rx));
-        }
         spawn_until_shutdown(&shutdown_rx, accept_peers(peer_listener, events.clone(), shutdown_rx.clone()));
         spawn_until_shutdown(
             &shutdown_rx,
@@ -166,7 +164,7 @@ impl Net {
         tracing::info!(
             peer_addr = %local_peer_addr,
             client_addr = %local_client_addr,
-            peers = inner.peers.len(),
+            peers = inner.peers().len(),
             "transport listening"
         );
         Ok(Net { inner })
@@ -179,7 +177,7 @@ impl Net {
     /// new payload is dropped and counted (see [`Net::peer_frames_dropped`]); the protocol
     /// retransmits, so shedding load here is safe and keeps memory bounded.
     pub fn send_to_peer(&self, to: u64, payload: Vec<u8>) {
-        let Some(link) = self.inner.peers.get(&to) else {
+        let Some(link) = self.inner.peers().get(&to).cloned() else {
             tracing::warn!(peer = to, "dropping a frame for a peer that is not configured");
             return;
         };
@@ -230,7 +228,26 @@ impl Net {
     /// How many frames for peer `to` were dropped because its queue was full (or the payload was
     /// too large). Zero for peers that are not configured.
     pub fn peer_frames_dropped(&self, to: u64) -> u64 {
-        self.inner.peers.get(&to).map_or(0, |link| link.dropped.load(Ordering::Relaxed))
+        self.inner.peers().get(&to).map_or(0, |link| link.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Makes `peers` the peer set: a new peer (or one at a new address) gets a new link and
+    /// writer; a peer no longer named loses its link, and frames still queued for it are dropped.
+    /// Links to peers that stay at the same address are kept, with their queues and connections.
+    pub fn set_peers(&self, peers: &HashMap<u64, SocketAddr>) {
+        let mut links = self.inner.peers.write().unwrap_or_else(PoisonError::into_inner);
+        links.retain(|id, link| peers.get(id) == Some(&link.addr));
+        for (&id, &addr) in peers {
+            if !links.contains_key(&id) {
+                tracing::info!(peer = id, %addr, "new peer");
+                links.insert(id, PeerLink::spawn(id, addr, &self.inner.shutdown_rx));
+            }
+        }
+    }
+
+    /// The peers and their addresses, as last set.
+    pub fn peers(&self) -> HashMap<u64, SocketAddr> {
+        self.inner.peers().iter().map(|(&id, link)| (id, link.addr)).collect()
     }
 
     /// The address the peer listener is actually bound to (useful when configured with port 0).
@@ -249,12 +266,18 @@ impl fmt::Debug for Net {
         f.debug_struct("Net")
             .field("local_peer_addr", &self.inner.local_peer_addr)
             .field("local_client_addr", &self.inner.local_client_addr)
-            .field("peers", &self.inner.peers.keys().collect::<Vec<_>>())
+            .field("peers", &self.inner.peers().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
+    /// The peer links. A panic while the lock was held cannot leave the map half-updated (each
+    /// change is one insert or remove), so a poisoned lock is used as it is.
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Arc<PeerLink>>> {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn clients(&self) -> MutexGuard<'_, HashMap<ConnId, ClientLink>> {
         // The map is only ever inserted into or removed from, so a panic elsewhere while the lock
         // was held cannot have left it half-updated; keep serving rather than propagating poison.
@@ -263,6 +286,20 @@ impl Inner {
 }
 
 impl PeerLink {
+    /// A link to peer `id` at `addr`, with its writer running until the link is dropped or the
+    /// transport shuts down.
+    fn spawn(id: u64, addr: SocketAddr, shutdown: &watch::Receiver<()>) -> Arc<PeerLink> {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
+        let (kill, killed) = oneshot::channel::<()>();
+        spawn_until_shutdown(shutdown, async move {
+            tokio::select! {
+                () = peer_writer(id, addr, rx) => {}
+                _ = killed => {}
+            }
+        });
+        Arc::new(PeerLink { addr, queue: tx, dropped: AtomicU64::new(0), _kill: kill })
+    }
+
     fn record_drop(&self, to: u64) {
         let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         // Logging every drop would flood the log exactly when the node is overloaded, so log at

@@ -16,7 +16,7 @@ use pactdb_core::bugs::Bugs;
 use pactdb_core::io::release_under_lease;
 use pactdb_core::wire::{self, ClientMsg, ClientReply, PeerMsg, WalRecord};
 use pactdb_core::{Effect, Input, Node, NodeConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,8 +58,13 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub peer_listen: SocketAddr,
     pub client_listen: SocketAddr,
-    /// Peer addresses of every node, this one included.
+    /// Peer addresses of every node, this one included: until the node
+    /// knows the cluster map, which then says who its peers are.
     pub peers: BTreeMap<u64, SocketAddr>,
+    /// The cluster map read from a running node (`pactdb node --join`), for
+    /// a node added by `pactdb admin add-node`: its peers and config members
+    /// until it reads the map from the config store itself.
+    pub join_map: Option<pactdb_core::types::ClusterMap>,
     /// Overrides of the core's defaults (timing, log retention).
     pub log_retain_entries: Option<u64>,
     /// WAL bytes between snapshots (default `DEFAULT_SNAPSHOT_WAL_BYTES`).
@@ -238,16 +243,32 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         Some(map) => Some(map),
         None => read_stored_map(&map_file)?,
     };
-    if let Some(map) = stored_map {
+    // The newest map this node can know of before it asks the config store.
+    let known_map = match (stored_map, opts.join_map.clone()) {
+        (Some(a), Some(b)) => Some(if a.version >= b.version { a } else { b }),
+        (a, b) => a.or(b),
+    };
+    let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());
+    let mut peer_addrs: HashMap<u64, SocketAddr> =
+        opts.peers.iter().filter(|(id, _)| **id != opts.id).map(|(id, a)| (*id, *a)).collect();
+    if let Some(map) = &known_map {
         map.check_peers(&peer_list).map_err(|e| {
             anyhow::anyhow!(
-                "node {}: {e} (stored in {} at bootstrap); refusing to start: give --peers as the map has them",
+                "node {}: {e} (stored in {}); refusing to start: give --peers as the map has them",
                 opts.id,
                 opts.data_dir.display()
             )
         })?;
+        anyhow::ensure!(
+            map.nodes.contains_key(&opts.id),
+            "node {} was removed from the cluster (map version {}); its data dir {} is no longer used",
+            opts.id,
+            map.version,
+            opts.data_dir.display()
+        );
+        cfg.follow_map(map);
+        peer_addrs = map_peers(map, opts.id);
     }
-    let mut cfg = NodeConfig::new(opts.id, opts.peers.keys().copied().collect());
     if let Some(n) = opts.log_retain_entries {
         cfg.log_retain_entries = n;
     }
@@ -265,7 +286,11 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let mut node = Node::recover(cfg, seed, Bugs::default(), records, was_cut);
     // A node that learns the map while running checks its flags then too.
     let mut map_checked = node.cluster().is_some();
+    // The map version the transport's peers follow.
+    let mut peers_version = known_map.as_ref().map_or(0, |m| m.version);
     let mut result = Ok(());
+    // Set once the map this node learned no longer names it.
+    let mut removed = false;
     tracing::info!(
         node = opts.id,
         records = n_records,
@@ -299,11 +324,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let mut wal_bytes_since_snapshot = 0u64;
     let (events_tx, mut events_rx) = mpsc::channel(NET_EVENT_QUEUE);
     let net = Net::start(
-        NetConfig {
-            peer_listen: opts.peer_listen,
-            client_listen: opts.client_listen,
-            peers: opts.peers.iter().filter(|(id, _)| **id != opts.id).map(|(id, a)| (*id, *a)).collect(),
-        },
+        NetConfig { peer_listen: opts.peer_listen, client_listen: opts.client_listen, peers: peer_addrs },
         events_tx,
     )
     .await?;
@@ -379,6 +400,18 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                 }
             }
         }
+        if let Some(map) = node.cluster().filter(|m| m.version > peers_version) {
+            peers_version = map.version;
+            net.set_peers(&map_peers(map, opts.id));
+            if node.is_removed() {
+                tracing::warn!(
+                    node = opts.id,
+                    version = map.version,
+                    "this node was removed from the cluster; stopping"
+                );
+                removed = true;
+            }
+        }
         let mut records = Vec::new();
         for effect in effects {
             match effect {
@@ -406,7 +439,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
             }
         }
         if records.is_empty() {
-            if result.is_err() {
+            if result.is_err() || removed {
                 break;
             }
             continue;
@@ -447,7 +480,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         } else {
             writer.submit_batch(records).await;
         }
-        if result.is_err() {
+        if result.is_err() || removed {
             break;
         }
     }
@@ -461,6 +494,21 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     })
     .await?;
     result
+}
+
+/// The peers a cluster map names, but `me`. An address that is not an IP
+/// and port cannot be dialed and is left out (with an error logged).
+fn map_peers(map: &pactdb_core::types::ClusterMap, me: u64) -> HashMap<u64, SocketAddr> {
+    let mut peers = HashMap::new();
+    for (&id, a) in map.nodes.iter().filter(|(id, _)| **id != me) {
+        match a.peer.parse() {
+            Ok(addr) => {
+                peers.insert(id, addr);
+            }
+            Err(e) => tracing::error!(peer = id, addr = %a.peer, "the cluster map's peer address is unusable: {e}"),
+        }
+    }
+    peers
 }
 
 /// The peer list as the cluster map writes addresses.

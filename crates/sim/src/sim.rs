@@ -486,14 +486,12 @@ impl World {
         plan.moves = moves;
         let faulty = opts.diverge_one.then(|| plan.groups[0].placement[0]);
         let bugs = opts.bugs;
-        let cluster = ClusterMap {
-            nodes: plan
-                .nodes
+        let cluster = ClusterMap::new(
+            plan.nodes
                 .iter()
                 .map(|&n| (n, NodeAddrs { peer: format!("sim-{n}:7000"), client: format!("sim-{n}:7001") }))
                 .collect(),
-            groups: plan
-                .groups
+            plan.groups
                 .iter()
                 .enumerate()
                 .map(|(i, g)| GroupSpec {
@@ -504,7 +502,7 @@ impl World {
                     voting: g.voting,
                 })
                 .collect(),
-        };
+        );
         let net = Net::new(plan.net.clone());
         World {
             seed,
@@ -1853,6 +1851,7 @@ fn body_tag(body: &PeerBody) -> u64 {
         PeerBody::Accepted { ballot, .. } => 4 | ballot.round << 8,
         PeerBody::Reject { ballot, .. } => 5 | ballot.round << 8,
         PeerBody::ViewAnnounce { view } => 6 | view.epoch << 8,
+        PeerBody::ClusterAnnounce { map } => 22 | map.version << 8,
         PeerBody::Append { prev_index, entries, commit_index, .. } => {
             7 | prev_index << 8 | (entries.len() as u64) << 32 | commit_index << 44
         }

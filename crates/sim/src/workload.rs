@@ -599,12 +599,12 @@ mod tests {
         assert_eq!(balance(b"120|c3-7"), Some(120));
         assert_eq!(balance(b"-5|c3-7"), Some(-5));
         assert_eq!(balance(b"c3-7"), None);
-        let cluster = ClusterMap {
-            nodes: Default::default(),
-            groups: (0..3)
+        let cluster = ClusterMap::new(
+            Default::default(),
+            (0..3)
                 .map(|id| GroupSpec { id, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false })
                 .collect(),
-        };
+        );
         let names = account_names(&cluster, 8);
         let mut per_group = [0; 3];
         for n in &names {

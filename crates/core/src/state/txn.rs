@@ -399,12 +399,12 @@ mod tests {
     use crate::types::{GroupSpec, Mode, NodeAddrs};
 
     fn map(groups: u32) -> ClusterMap {
-        ClusterMap {
-            nodes: [(1, NodeAddrs { peer: "a".into(), client: "b".into() })].into_iter().collect(),
-            groups: (0..groups)
+        ClusterMap::new(
+            [(1, NodeAddrs { peer: "a".into(), client: "b".into() })].into_iter().collect(),
+            (0..groups)
                 .map(|id| GroupSpec { id, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false })
                 .collect(),
-        }
+        )
     }
 
     fn put(k: &str, v: &str) -> TxnWrite {

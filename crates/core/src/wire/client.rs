@@ -228,6 +228,18 @@ pub enum ClientMsg {
         from: NodeId,
         to: NodeId,
     },
+    /// Add node `id` at `addrs` to the cluster map (`pactdb admin
+    /// add-node`). Answered once the config store holds the new map.
+    AddNode {
+        id: NodeId,
+        addrs: crate::types::NodeAddrs,
+    },
+    /// Remove node `id` from the cluster map (`pactdb admin remove-node`,
+    /// once its replicas were moved off). Answered once the config store
+    /// holds the new map.
+    RemoveNode {
+        id: NodeId,
+    },
 }
 
 /// Why a leader hand-over (or a replica move) was not started.
@@ -363,6 +375,8 @@ pub enum ClientReply {
     /// leader proposed (or holds, if the move was already made), or why it
     /// did not.
     MoveStarted(Result<View, TransferRefused>),
+    /// The answer to `AddNode` / `RemoveNode`: the new map, or why not.
+    ClusterChanged(Result<ClusterMap, String>),
     /// The connection is about to be closed because the node could not
     /// understand what was sent.
     ProtocolError {

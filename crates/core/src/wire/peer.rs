@@ -37,9 +37,14 @@ pub struct PeerMsg {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerBody {
     // Config store (CASPaxos).
+    /// `map_version` is the version of the cluster map whose config
+    /// members the proposer uses (0: it knows no map yet). An acceptor that
+    /// knows a newer map ignores the round: a proposer two member changes
+    /// behind could count a majority that misses the newest value.
     Prepare {
         key: String,
         ballot: Ballot,
+        map_version: u64,
     },
     Promise {
         key: String,
@@ -50,6 +55,7 @@ pub enum PeerBody {
         key: String,
         ballot: Ballot,
         value: ConfigValue,
+        map_version: u64,
     },
     Accepted {
         key: String,
@@ -64,6 +70,12 @@ pub enum PeerBody {
     /// A view won in the config store, told to everyone so caches refresh fast.
     ViewAnnounce {
         view: View,
+    },
+    /// A cluster map the sender read from the config store (so chosen): sent
+    /// to every node when it changes, and to a proposer whose round named
+    /// an older map.
+    ClusterAnnounce {
+        map: ClusterMap,
     },
 
     // Passive replication.

@@ -107,15 +107,14 @@ pub fn cluster_map(ids: &[NodeId], min_members: usize) -> ClusterMap {
 /// One group of `mode` placed on `ids` (the first one leads epoch 1);
 /// `voting` matters to front ends of active groups only.
 pub fn group_map(ids: &[NodeId], min_members: usize, mode: Mode, voting: bool) -> ClusterMap {
-    ClusterMap {
-        nodes: ids
-            .iter()
+    ClusterMap::new(
+        ids.iter()
             .map(|&n| {
                 (n, NodeAddrs { peer: format!("127.0.0.1:{}", 7000 + n), client: format!("127.0.0.1:{}", 8000 + n) })
             })
             .collect(),
-        groups: vec![GroupSpec { id: GROUP, mode, placement: ids.to_vec(), min_members, voting }],
-    }
+        vec![GroupSpec { id: GROUP, mode, placement: ids.to_vec(), min_members, voting }],
+    )
 }
 
 pub fn rid(client: u64, seq: u64) -> RequestId {

@@ -219,12 +219,12 @@ mod tests {
     use pactdb_core::types::{GroupSpec, Mode};
 
     fn cluster(groups: u32) -> ClusterMap {
-        ClusterMap {
-            nodes: Default::default(),
-            groups: (0..groups)
+        ClusterMap::new(
+            Default::default(),
+            (0..groups)
                 .map(|id| GroupSpec { id, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false })
                 .collect(),
-        }
+        )
     }
 
     /// Two keys in different groups of `cluster(2)`.

@@ -146,10 +146,10 @@ mod tests {
     use pactdb_core::types::{GroupSpec, Mode};
 
     fn cluster() -> ClusterMap {
-        ClusterMap {
-            nodes: Default::default(),
-            groups: vec![GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false }],
-        }
+        ClusterMap::new(
+            Default::default(),
+            vec![GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false }],
+        )
     }
 
     fn final_state(balances: &[(&str, &str)]) -> Vec<FinalReplica> {

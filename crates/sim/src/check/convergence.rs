@@ -114,16 +114,10 @@ mod tests {
     use pactdb_core::types::{GroupSpec, Mode, View};
 
     fn cluster() -> ClusterMap {
-        ClusterMap {
-            nodes: Default::default(),
-            groups: vec![GroupSpec {
-                id: 0,
-                mode: Mode::Passive,
-                placement: vec![1, 2],
-                min_members: 1,
-                voting: false,
-            }],
-        }
+        ClusterMap::new(
+            Default::default(),
+            vec![GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1, 2], min_members: 1, voting: false }],
+        )
     }
 
     fn replica(node: u64, role: Role, applied: u64, digest: u64) -> FinalReplica {

@@ -241,12 +241,12 @@ mod tests {
 
     fn cluster() -> ClusterMap {
         use pactdb_core::types::{GroupSpec, Mode};
-        ClusterMap {
-            nodes: Default::default(),
-            groups: (0..2)
+        ClusterMap::new(
+            Default::default(),
+            (0..2)
                 .map(|id| GroupSpec { id, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false })
                 .collect(),
-        }
+        )
     }
 
     const T: TxnId = TxnId { client: 7, session: 0, seq: 3, home: 0 };

@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn rejects_an_ack_before_fsync() {
-        let cluster = ClusterMap { nodes: Default::default(), groups: vec![] };
+        let cluster = ClusterMap::new(Default::default(), vec![]);
         let mut obs = Observations::default();
         assert_eq!(check(&cluster, &History::default(), &obs, &[], None), vec![]);
         obs.note_premature("node 2 acked group 0 up to 7, entry 7 not yet durable".into());

@@ -190,7 +190,7 @@ mod tests {
     fn cluster() -> ClusterMap {
         use pactdb_core::types::GroupSpec;
         let group = GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1, 2, 3], min_members: 1, voting: false };
-        ClusterMap { nodes: Default::default(), groups: vec![group] }
+        ClusterMap::new(Default::default(), vec![group])
     }
 
     #[test]
