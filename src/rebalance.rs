@@ -344,42 +344,60 @@ async fn read_cluster(endpoints: &[String]) -> anyhow::Result<(ClusterMap, Vec<V
     Ok((cluster, views))
 }
 
-fn per_node(replicas: &BTreeMap<NodeId, usize>, leaders: &BTreeMap<NodeId, usize>) -> String {
-    replicas
-        .iter()
-        .map(|(n, r)| format!("node {n}: {r} replicas, {} leaders", leaders.get(n).copied().unwrap_or(0)))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn print_steps(steps: &[Step]) {
-    for (i, s) in steps.iter().enumerate() {
-        println!("  {}. {s}", i + 1);
+/// Replicas and leaders per node, one line per node, one column per
+/// (title, replicas, leaders) given.
+fn print_table(columns: &[(&str, &BTreeMap<NodeId, usize>, &BTreeMap<NodeId, usize>)]) {
+    let mut header = String::from("  node");
+    for (title, _, _) in columns {
+        header.push_str(&format!("  {title} replicas/leaders"));
+    }
+    println!("{header}");
+    let nodes: BTreeSet<NodeId> = columns.iter().flat_map(|(_, r, _)| r.keys().copied()).collect();
+    for n in nodes {
+        let mut line = format!("  {n:>4}");
+        for (title, replicas, leaders) in columns {
+            let cell = format!("{}/{}", replicas.get(&n).unwrap_or(&0), leaders.get(&n).unwrap_or(&0));
+            line.push_str(&format!("  {cell:>width$}", width = title.len() + 17));
+        }
+        println!("{line}");
     }
 }
 
-/// Runs `steps` one at a time; on the first that fails, says why and
-/// answers `Err(())` (the caller exits non-zero).
-async fn run_steps(endpoints: &[String], steps: &[Step], wait: Duration) -> Result<(), ()> {
+fn print_steps(steps: &[Step], first: usize) {
+    for (i, s) in steps.iter().enumerate() {
+        println!("  {}. {s}", first + i);
+    }
+}
+
+/// Runs `steps` one at a time, numbering them from `first` of `total`; on
+/// the first that fails, says why and answers `Err(())` (the caller exits
+/// non-zero). Every step's wait is bounded: a move by `wait`, a hand-over
+/// by `admin::HANDOVER_WAIT`.
+async fn run_steps(endpoints: &[String], steps: &[Step], first: usize, total: usize, wait: Duration) -> Result<(), ()> {
     for (i, step) in steps.iter().enumerate() {
-        println!("step {}/{}: {step}", i + 1, steps.len());
+        let k = first + i;
+        println!("step {k}/{total}: {step}");
         let started = Instant::now();
         let result = match *step {
             Step::Move { group, from, to } => admin::move_replica(endpoints, group, from, to, wait).await,
             Step::TransferLeader { group, to } => admin::transfer_leader(endpoints, group, to).await,
         };
         let ms = started.elapsed().as_secs_f64() * 1_000.0;
-        match result {
-            Ok(0) => println!("step {}/{} done in {ms:.1} ms", i + 1, steps.len()),
-            Ok(code) => {
-                eprintln!("step {}/{} failed after {ms:.1} ms (exit {code}); stopping", i + 1, steps.len());
-                return Err(());
+        let why = match result {
+            Ok(0) => {
+                println!("step {k}/{total} done in {ms:.1} ms");
+                continue;
             }
-            Err(e) => {
-                eprintln!("step {}/{} failed after {ms:.1} ms: {e:#}; stopping", i + 1, steps.len());
-                return Err(());
-            }
-        }
+            Ok(_) => String::from("see above"),
+            Err(e) => format!("{e:#}"),
+        };
+        eprintln!("step {k}/{total} ({step}) failed after {ms:.1} ms: {why}");
+        eprintln!(
+            "stopped after {} of {total} steps; `pactdb status` shows the cluster, and `pactdb admin rebalance` \
+             plans again from where it stands",
+            k - 1
+        );
+        return Err(());
     }
     Ok(())
 }
@@ -392,54 +410,56 @@ pub async fn run(endpoints: &[String], dry_run: bool, wait: Duration) -> anyhow:
     for s in &plan.skipped {
         println!("skipping group {}: {}", s.group, s.reason);
     }
-    let (now_replicas, now_leaders) = {
-        let (layout, _) = Layout::new(cluster.nodes.keys().copied(), &views);
-        (layout.replicas(), layout.leaders())
-    };
+    let (layout, _) = Layout::new(cluster.nodes.keys().copied(), &views);
+    let (now_replicas, now_leaders) = (layout.replicas(), layout.leaders());
     if plan.steps.is_empty() {
-        println!("balanced: nothing to do ({})", per_node(&now_replicas, &now_leaders));
+        println!("balanced: nothing to do");
+        print_table(&[("now", &now_replicas, &now_leaders)]);
         return Ok(0);
     }
     println!("plan: {} moves, {} leader transfers", plan.moves(), plan.transfers());
-    print_steps(&plan.steps);
-    println!("now:      {}", per_node(&now_replicas, &now_leaders));
-    println!("expected: {}", per_node(&plan.replicas_after, &plan.leaders_after));
+    print_steps(&plan.steps, 1);
+    print_table(&[("now", &now_replicas, &now_leaders), ("planned", &plan.replicas_after, &plan.leaders_after)]);
     if dry_run {
         return Ok(0);
     }
 
     let (moves, mut transfers): (Vec<Step>, Vec<Step>) =
         plan.steps.iter().cloned().partition(|s| matches!(s, Step::Move { .. }));
-    if run_steps(endpoints, &moves, wait).await.is_err() {
+    let mut total = plan.steps.len();
+    if run_steps(endpoints, &moves, 1, total, wait).await.is_err() {
         return Ok(1);
     }
     if !moves.is_empty() {
-        // Which member took over a moved leader's groups was the
-        // primary's choice; plan the hand-overs from what it chose.
+        // Which member took over a moved leader's group was its primary's
+        // choice (`tick_placement`), which the plan could only guess: plan
+        // the hand-overs again from the views the moves left.
         let (cluster, views) = read_cluster(endpoints).await?;
         let again = plan_leaders(cluster.nodes.keys().copied(), &views);
         if again.steps != transfers {
             println!(
-                "leaders after the moves differ from the plan's guess; {} leader transfers now:",
-                again.transfers()
+                "the leaders after the moves are not the ones the plan guessed; {} leader transfers instead of {}:",
+                again.transfers(),
+                transfers.len()
             );
-            print_steps(&again.steps);
+            print_steps(&again.steps, moves.len() + 1);
             transfers = again.steps;
+            total = moves.len() + transfers.len();
         }
     }
-    if run_steps(endpoints, &transfers, wait).await.is_err() {
+    if run_steps(endpoints, &transfers, moves.len() + 1, total, wait).await.is_err() {
         return Ok(1);
     }
 
     let (cluster, views) = read_cluster(endpoints).await?;
     let (layout, _) = Layout::new(cluster.nodes.keys().copied(), &views);
     println!(
-        "rebalanced in {:.1} s: {} moves, {} leader transfers; {}",
+        "rebalanced in {:.1} s: {} moves, {} leader transfers",
         started.elapsed().as_secs_f64(),
         moves.len(),
-        transfers.len(),
-        per_node(&layout.replicas(), &layout.leaders())
+        transfers.len()
     );
+    print_table(&[("before", &now_replicas, &now_leaders), ("after", &layout.replicas(), &layout.leaders())]);
     Ok(0)
 }
 
