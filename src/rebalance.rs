@@ -344,9 +344,12 @@ async fn read_cluster(endpoints: &[String]) -> anyhow::Result<(ClusterMap, Vec<V
     Ok((cluster, views))
 }
 
+/// Per node: how many replicas it holds, how many groups it leads.
+type Counts = BTreeMap<NodeId, usize>;
+
 /// Replicas and leaders per node, one line per node, one column per
 /// (title, replicas, leaders) given.
-fn print_table(columns: &[(&str, &BTreeMap<NodeId, usize>, &BTreeMap<NodeId, usize>)]) {
+fn print_table(columns: &[(&str, &Counts, &Counts)]) {
     let mut header = String::from("  node");
     for (title, _, _) in columns {
         header.push_str(&format!("  {title} replicas/leaders"));
