@@ -71,8 +71,9 @@ pub enum AdminCommand {
         /// Print the plan and stop.
         #[arg(long)]
         dry_run: bool,
-        /// Give up waiting for one step after this many seconds (a move
-        /// goes on: `pactdb status` shows it), and stop.
+        /// Give up waiting for one move after this many seconds (it goes
+        /// on: `pactdb status` shows it), and stop. A leader hand-over
+        /// waits at most 5 s, as in `transfer-leader`.
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
