@@ -1,5 +1,7 @@
 //! `pactdb admin`: operator commands that change who leads or holds a
-//! group while the cluster serves: `transfer-leader`, `move-replica`.
+//! group while the cluster serves: `transfer-leader`, `move-replica`, and
+//! `rebalance` (planned and run in `rebalance.rs`, step by step through the
+//! first two).
 //!
 //! It only asks nodes and reads views; every decision (when to hand over,
 //! whether the new view is installed) is the nodes' own, through the
@@ -60,6 +62,21 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
+    /// Spread replicas and leaders evenly over every node of the cluster
+    /// (after nodes joined, they hold nothing): plans replica moves from
+    /// the most to the least loaded nodes, then leader hand-overs, prints
+    /// the plan and runs it one step at a time, each as `move-replica` or
+    /// `transfer-leader` would. Groups with a move under way are skipped.
+    Rebalance {
+        /// Print the plan and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Give up waiting for one move after this many seconds (it goes
+        /// on: `pactdb status` shows it), and stop. A leader hand-over
+        /// waits at most 5 s, as in `transfer-leader`.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
 }
 
 pub async fn run(args: AdminArgs, endpoints: Vec<String>) -> anyhow::Result<i32> {
@@ -67,6 +84,9 @@ pub async fn run(args: AdminArgs, endpoints: Vec<String>) -> anyhow::Result<i32>
         AdminCommand::TransferLeader { group, to } => transfer_leader(&endpoints, group, to).await,
         AdminCommand::MoveReplica { group, from, to, wait_secs } => {
             move_replica(&endpoints, group, from, to, Duration::from_secs(wait_secs)).await
+        }
+        AdminCommand::Rebalance { dry_run, wait_secs } => {
+            crate::rebalance::run(&endpoints, dry_run, Duration::from_secs(wait_secs)).await
         }
     }
 }
@@ -78,7 +98,7 @@ fn client_addr(cluster: &ClusterMap, node: NodeId) -> anyhow::Result<String> {
     }
 }
 
-async fn transfer_leader(endpoints: &[String], group: GroupId, to: NodeId) -> anyhow::Result<i32> {
+pub(crate) async fn transfer_leader(endpoints: &[String], group: GroupId, to: NodeId) -> anyhow::Result<i32> {
     let (cluster, views) = fetch_views(endpoints).await.context("reading the cluster's views")?;
     let Some(mut view) = views.into_iter().find(|v| v.group == group) else {
         bail!("group {group} has no view (is it in the cluster map?)");
@@ -195,7 +215,7 @@ async fn catch_up_line(cluster: &ClusterMap, view: &View, to: NodeId) -> Option<
     })
 }
 
-async fn move_replica(
+pub(crate) async fn move_replica(
     endpoints: &[String],
     group: GroupId,
     from: NodeId,

@@ -133,7 +133,8 @@ pub enum Command {
     },
     /// Operator commands that change a running cluster:
     /// `admin transfer-leader --group G --to N`,
-    /// `admin move-replica --group G --from A --to B`.
+    /// `admin move-replica --group G --from A --to B`,
+    /// `admin rebalance [--dry-run]`.
     Admin(crate::admin::AdminArgs),
     /// Load generators: `workload run kv` (against pactdb or etcd) and
     /// `workload probe` (write unavailability).

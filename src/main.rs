@@ -6,6 +6,7 @@ mod admin;
 mod bootstrap;
 mod cli;
 mod demo;
+mod rebalance;
 mod workload;
 
 use clap::Parser;
