@@ -62,6 +62,38 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
+    /// Add a node to the cluster map while the cluster serves. Start the
+    /// node afterwards with `pactdb node ... --join ENDPOINTS` at the same
+    /// addresses; it holds no replica until one is moved to it (`admin
+    /// rebalance`). The config store takes it as a member if it has fewer
+    /// than five, one member at a time.
+    AddNode {
+        /// The new node's id (unused in the cluster).
+        #[arg(long)]
+        id: NodeId,
+        /// The address it listens on for other nodes (its --listen).
+        #[arg(long)]
+        peer: String,
+        /// The address it listens on for clients (its --client-listen).
+        #[arg(long)]
+        client: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Remove a node from the cluster while it serves: its replicas move
+    /// off first, one group at a time, to the least loaded nodes (as
+    /// `move-replica` would); then the node leaves the map (and the config
+    /// store, which takes another node in if there is one), and its process
+    /// stops by itself. Refused if a group would have nowhere to go or the
+    /// config store would lose its majority.
+    RemoveNode {
+        /// The node to remove.
+        id: NodeId,
+        /// Give up after this many seconds (moves already made stay made).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
     /// Spread replicas and leaders evenly over every node of the cluster
     /// (after nodes joined, they hold nothing): plans replica moves from
     /// the most to the least loaded nodes, then leader hand-overs, prints
@@ -84,6 +116,12 @@ pub async fn run(args: AdminArgs, endpoints: Vec<String>) -> anyhow::Result<i32>
         AdminCommand::TransferLeader { group, to } => transfer_leader(&endpoints, group, to).await,
         AdminCommand::MoveReplica { group, from, to, wait_secs } => {
             move_replica(&endpoints, group, from, to, Duration::from_secs(wait_secs)).await
+        }
+        AdminCommand::AddNode { id, peer, client, wait_secs } => {
+            crate::membership::add_node(&endpoints, id, peer, client, Duration::from_secs(wait_secs)).await
+        }
+        AdminCommand::RemoveNode { id, wait_secs } => {
+            crate::membership::remove_node(&endpoints, id, Duration::from_secs(wait_secs)).await
         }
         AdminCommand::Rebalance { dry_run, wait_secs } => {
             crate::rebalance::run(&endpoints, dry_run, Duration::from_secs(wait_secs)).await

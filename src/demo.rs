@@ -254,7 +254,8 @@ fn wait_for_signal() {
 /// Prints every node's view of its groups: a table, or JSON.
 pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
     let statuses = client.status_all().await;
-    let (_, views) = client.views().await?;
+    let (cluster, views) = client.views().await?;
+    let cluster = cluster.unwrap_or_else(|| client.cluster().clone());
     if json {
         let nodes: Vec<serde_json::Value> = statuses
             .iter()
@@ -300,13 +301,27 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
                     "unfinished_decisions": lead.map(|r| r.unfinished_decisions)})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"nodes": nodes, "groups": groups}))?);
+        let map = serde_json::json!({"version": cluster.version, "nodes": cluster.nodes.keys().collect::<Vec<_>>(),
+            "config_members": cluster.config_members, "config_settled": cluster.config_settled});
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"cluster": map, "nodes": nodes, "groups": groups}))?
+        );
         return Ok(0);
     }
     // PREPARED: transactions prepared and not yet resolved (in doubt), LOCKS:
     // the keys they hold, OLDEST: how long the oldest has waited, DECIDING:
     // decisions the group coordinated that not every participant has
     // acknowledged. The group lines show its leader's figures.
+    let list = |ids: &mut dyn Iterator<Item = NodeId>| ids.map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    println!(
+        "CLUSTER MAP version {}: nodes {}; config store on {}{}",
+        cluster.version,
+        list(&mut cluster.nodes.keys().copied()),
+        list(&mut cluster.config_members.iter().copied()),
+        if cluster.config_settled { "" } else { " (changing members: rewriting every register through them)" }
+    );
+    println!();
     println!("GROUP  MODE     EPOCH  LEADER  MEMBERS     PREPARED  LOCKS    OLDEST   DECIDING");
     for v in views.values() {
         let members = v.members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");

@@ -6,6 +6,7 @@ mod admin;
 mod bootstrap;
 mod cli;
 mod demo;
+mod membership;
 mod rebalance;
 mod workload;
 

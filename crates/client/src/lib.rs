@@ -398,9 +398,14 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
                         "members of an active group answered differently from the majority"
                     );
                 }
-                FeEffect::Send { to, msg } => send(&cluster, &mut conns, &ev_tx, to, wire::encode(&msg)),
+                // The front end's map, newest it heard of: nodes join while
+                // the client runs, and a group may come to be led by one.
+                FeEffect::Send { to, msg } => {
+                    send(fe.cluster().unwrap_or(&cluster), &mut conns, &ev_tx, to, wire::encode(&msg))
+                }
                 FeEffect::FetchViews { to } => {
-                    send(&cluster, &mut conns, &ev_tx, to, wire::encode(&ClientMsg::GetViews))
+                    let map = fe.cluster().unwrap_or(&cluster);
+                    send(map, &mut conns, &ev_tx, to, wire::encode(&ClientMsg::GetViews))
                 }
             }
         }

@@ -175,9 +175,12 @@ pub enum Requester {
     Admin {
         token: u64,
     },
-    /// A rewrite of a register through new config members, or the change
-    /// that marks them settled (see `Node::settle_config`).
-    Settle,
+    /// A rewrite of a register through the config members of map
+    /// `version`, or the change that marks them settled (see
+    /// `Node::settle_config`).
+    Settle {
+        version: u64,
+    },
 }
 
 /// The outcome of a proposal. `value` is the register's value after it (when
@@ -225,9 +228,8 @@ impl Acceptor {
             .collect()
     }
 
-    /// The version of the cluster map this acceptor accepted last (0: none).
-    /// At least a majority of the config members that chose a map accepted
-    /// it, so they refuse rounds of proposers that know only older maps.
+    /// The version of the cluster map this acceptor accepted last (0: none):
+    /// see `Node::admits_round`.
     pub fn cluster_version(&self) -> u64 {
         match self.registers.get(CLUSTER_KEY).and_then(|r| r.accepted.as_ref()) {
             Some((_, ConfigValue::Cluster(m))) => m.version,

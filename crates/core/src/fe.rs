@@ -524,6 +524,11 @@ impl FrontEnd {
             if self.suspects.get(&view.group).is_some_and(|(e, _)| *e < view.epoch) {
                 self.suspects.remove(&view.group);
             }
+            // A view naming a node the cached map does not know (one that
+            // joined since): the map is out of date, so fetch soon.
+            if self.cluster.as_ref().is_some_and(|c| view.members.iter().any(|m| !c.nodes.contains_key(m))) {
+                self.next_fetch_ms = 0;
+            }
             self.views.insert(view.group, view);
             return true;
         }

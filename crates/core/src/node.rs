@@ -481,26 +481,31 @@ impl Node {
         self.settle_config();
     }
 
-    /// The newest cluster map version this node knows of: learned, or
-    /// accepted by its acceptor (a map a majority may have chosen).
-    fn known_map_version(&self) -> u64 {
-        let learned = self.cluster.as_ref().map_or(0, |c| c.version);
-        learned.max(self.acceptor.cluster_version()).max(self.cfg.map_version)
-    }
-
-    /// Refuses a config-store round of a proposer that knows only an older
-    /// map than this node: its acceptor set may be two member changes old,
-    /// and its majority miss the newest value. Tells it the newer map when
-    /// this node learned one (learned maps were chosen; a map only accepted
-    /// may not have been). Returns whether the round may go on.
+    /// Refuses a config-store round of a proposer that knows an older map
+    /// than this node learned (and tells it the newer map: learned maps were
+    /// chosen), or one two versions older than a map its acceptor accepted.
+    /// Returns whether the round may go on.
+    ///
+    /// Why: a proposer whose acceptor set is two member changes old could
+    /// count a majority that misses the newest value. Each change of the
+    /// members (version `v` to `v + 1`) is settled by version `v + 2`, which
+    /// a majority of the new members accepted before any later change of
+    /// members was made; that majority shares an acceptor with every
+    /// majority of the old members, and that acceptor refuses rounds of
+    /// version `v` or older. A map only accepted is never more than one
+    /// version past the newest chosen one (it was built on that one), so
+    /// proposers that know the newest chosen map are never refused for it:
+    /// refusing them (an earlier version of this rule) left a store whose
+    /// acceptors had accepted an unchosen map refusing every proposer.
     fn admits_round(&mut self, from: NodeId, map_version: u64) -> bool {
-        if map_version >= self.known_map_version() {
-            return true;
+        let learned = self.cluster.as_ref().map_or(0, |c| c.version).max(self.cfg.map_version);
+        if map_version < learned {
+            if let Some(c) = self.cluster.as_ref().filter(|c| c.version > map_version) {
+                self.out.send(from, PeerBody::ClusterAnnounce { map: c.clone() });
+            }
+            return false;
         }
-        if let Some(c) = self.cluster.as_ref().filter(|c| c.version > map_version) {
-            self.out.send(from, PeerBody::ClusterAnnounce { map: c.clone() });
-        }
-        false
+        map_version + 1 >= self.acceptor.cluster_version()
     }
 
     /// Drives the config store's own membership to its target, one member
@@ -526,8 +531,9 @@ impl Node {
             self.settling = None;
             let target = map.nodes.len().min(crate::limits::MAX_CONFIG_MEMBERS);
             if map.config_members.len() < target && !self.proposer.is_busy(CLUSTER_KEY) {
-                let change = Change::FillConfig { version: map.version };
-                self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Settle);
+                let (change, requester) =
+                    (Change::FillConfig { version: map.version }, Requester::Settle { version: map.version });
+                self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, requester);
             }
             return;
         }
@@ -537,14 +543,15 @@ impl Node {
         let mut pending: BTreeSet<String> = map.groups.iter().map(|g| view_key(g.id)).collect();
         pending.insert(CLUSTER_KEY.to_string());
         for key in &pending {
-            self.proposer.propose(&mut self.out, key.clone(), Change::Read, Requester::Settle);
+            let requester = Requester::Settle { version: map.version };
+            self.proposer.propose(&mut self.out, key.clone(), Change::Read, requester);
         }
         self.settling = Some(Settling { version: map.version, pending });
     }
 
     /// A settle proposal finished: a rewrite, or the change marking the
     /// map settled (or taking the next member in).
-    fn on_settle_outcome(&mut self, outcome: &ConfigOutcome) {
+    fn on_settle_outcome(&mut self, version: u64, outcome: &ConfigOutcome) {
         if outcome.change != Change::Read {
             if !outcome.applied {
                 // The map moved on, or the store did not answer: the next
@@ -553,7 +560,8 @@ impl Node {
             }
             return;
         }
-        let Some(s) = self.settling.as_mut() else { return };
+        // A rewrite for an older change went through other members.
+        let Some(s) = self.settling.as_mut().filter(|s| s.version == version) else { return };
         if !outcome.completed {
             // Started over at the next refresh.
             self.settling = None;
@@ -565,7 +573,7 @@ impl Node {
             // Kept (empty) until the settled map is learned, so the rewrite
             // is not started again meanwhile.
             let change = Change::SettleConfig { version };
-            self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Settle);
+            self.proposer.propose(&mut self.out, CLUSTER_KEY.to_string(), change, Requester::Settle { version });
         }
     }
 
@@ -921,8 +929,8 @@ impl Node {
                 Some(ConfigValue::View(v)) => self.learn_view(requests, v, true),
                 None => {}
             },
-            Requester::Settle => {
-                self.on_settle_outcome(&outcome);
+            Requester::Settle { version } => {
+                self.on_settle_outcome(version, &outcome);
                 match outcome.value {
                     Some(ConfigValue::Cluster(c)) if outcome.completed => self.learn_and_announce_cluster(c),
                     Some(ConfigValue::View(v)) if outcome.completed => self.learn_view(requests, v, true),

@@ -48,6 +48,10 @@ pub const INLINE_SYNC_PAUSE_MS: u64 = 1_000;
 /// `snapshot.rs`), a node's data dir stays within about three snapshots
 /// plus twice this plus two WAL segments.
 pub const DEFAULT_SNAPSHOT_WAL_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a node removed from the cluster map stays a peer (it learns of
+/// its removal from its peers, when they refuse its rounds); bounded, so a
+/// cluster whose nodes come and go keeps no link to every node it ever had.
+const REMOVED_PEER_GRACE: Duration = Duration::from_secs(60);
 /// While a snapshot waits for the WAL to be durable up to its checkpoint,
 /// it asks for a sync after this long (a lazy record may be the last one).
 const SNAPSHOT_SYNC_NUDGE_MS: u64 = 20;
@@ -291,6 +295,8 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let mut result = Ok(());
     // Set once the map this node learned no longer names it.
     let mut removed = false;
+    // Nodes removed from the map, kept as peers for `REMOVED_PEER_GRACE`.
+    let mut removed_peers: HashMap<u64, (SocketAddr, Instant)> = HashMap::new();
     tracing::info!(
         node = opts.id,
         records = n_records,
@@ -402,7 +408,17 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         }
         if let Some(map) = node.cluster().filter(|m| m.version > peers_version) {
             peers_version = map.version;
-            net.set_peers(&map_peers(map, opts.id));
+            let mut peers = map_peers(map, opts.id);
+            // A node the map no longer names stays reachable a while: it
+            // learns it was removed only from its peers' answers.
+            for (id, addr) in net.peers() {
+                if !peers.contains_key(&id) {
+                    removed_peers.entry(id).or_insert((addr, Instant::now()));
+                }
+            }
+            removed_peers.retain(|id, (_, since)| !peers.contains_key(id) && since.elapsed() < REMOVED_PEER_GRACE);
+            peers.extend(removed_peers.iter().map(|(id, (addr, _))| (*id, *addr)));
+            net.set_peers(&peers);
             if node.is_removed() {
                 tracing::warn!(
                     node = opts.id,
