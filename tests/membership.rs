@@ -149,7 +149,11 @@ async fn nodes_join_the_cluster_rebalances_and_node_1_leaves_while_clients_write
                 break c;
             }
         }
-        assert!(Instant::now() < deadline, "the demo did not come up: {:?}", std::fs::read_to_string(dir.join("demo.log")));
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not come up: {:?}",
+            std::fs::read_to_string(dir.join("demo.log"))
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
@@ -197,13 +201,18 @@ async fn nodes_join_the_cluster_rebalances_and_node_1_leaves_while_clients_write
 
     for n in [4, 5] {
         let (t, w) = (Instant::now(), writes_at(&acked));
-        let said = admin(&first, &["add-node", "--id", &n.to_string(), "--peer", &peer(n), "--client", &client(n)]).await;
+        let said =
+            admin(&first, &["add-node", "--id", &n.to_string(), "--peer", &peer(n), "--client", &client(n)]).await;
         assert!(said.contains(&format!("node {n} added")), "{said}");
         procs.0.push(spawn_joiner(n, &dir, &first));
         // Up once it answers with the map that names it.
         let up = Instant::now() + Duration::from_secs(30);
         while !map_and_views(n).await.is_some_and(|(m, _)| m.nodes.contains_key(&n)) {
-            assert!(Instant::now() < up, "node {n} did not join: {:?}", std::fs::read_to_string(dir.join(format!("node-{n}.log"))));
+            assert!(
+                Instant::now() < up,
+                "node {n} did not join: {:?}",
+                std::fs::read_to_string(dir.join(format!("node-{n}.log")))
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         step(&format!("add node {n}"), t, w, &acked);

@@ -673,6 +673,53 @@ mod tests {
         );
     }
 
+    fn map_of(nodes: &[NodeId]) -> ClusterMap {
+        let addrs = |n: NodeId| NodeAddrs { peer: format!("p{n}"), client: format!("c{n}") };
+        ClusterMap::new(nodes.iter().map(|&n| (n, addrs(n))).collect(), vec![])
+    }
+
+    fn applied(change: Change, map: &ClusterMap) -> (ClusterMap, bool) {
+        match change.apply(Some(&ConfigValue::Cluster(map.clone()))) {
+            (Some(ConfigValue::Cluster(m)), ok) => (m, ok),
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    /// The config store's members change one node at a time, each change
+    /// settled before the next: a node added to an unsettled store is a
+    /// node of the map but not a member until `FillConfig` takes it in.
+    #[test]
+    fn config_members_change_one_at_a_time_and_only_when_settled() {
+        let m1 = map_of(&[1, 2, 3]);
+        let add =
+            |id: NodeId| Change::AddNode { id, addrs: NodeAddrs { peer: format!("p{id}"), client: format!("c{id}") } };
+        let (m2, ok) = applied(add(4), &m1);
+        assert!(ok);
+        assert_eq!((m2.version, m2.config_members.clone(), m2.config_settled), (2, vec![1, 2, 3, 4], false));
+        // Unsettled: node 5 joins the map only.
+        let (m3, ok) = applied(add(5), &m2);
+        assert!(ok);
+        assert_eq!((m3.version, m3.config_members.clone(), m3.config_settled), (3, vec![1, 2, 3, 4], false));
+        // Removing a member waits for the settle; a stale settle applies nothing.
+        assert_eq!(applied(Change::RemoveNode { id: 1 }, &m3), (m3.clone(), false));
+        assert_eq!(applied(Change::SettleConfig { version: 2 }, &m3), (m3.clone(), false));
+        let (m4, ok) = applied(Change::SettleConfig { version: 3 }, &m3);
+        assert!(ok);
+        assert_eq!((m4.version, m4.config_settled), (4, true));
+        let (m5, ok) = applied(Change::FillConfig { version: 4 }, &m4);
+        assert!(ok);
+        assert_eq!((m5.config_members.clone(), m5.config_settled), (vec![1, 2, 3, 4, 5], false));
+        let m6 = applied(Change::SettleConfig { version: 5 }, &m5).0;
+        let (m7, ok) = applied(Change::RemoveNode { id: 1 }, &m6);
+        assert!(ok);
+        assert_eq!((m7.nodes.len(), m7.config_members.clone(), m7.config_settled), (4, vec![2, 3, 4, 5], false));
+        // The same node again at the same addresses: a retry, nothing changes.
+        assert_eq!(applied(add(4), &m7), (m7.clone(), true));
+        // Another node at node 4's addresses is refused.
+        let clash = Change::AddNode { id: 9, addrs: NodeAddrs { peer: "p4".into(), client: "c9".into() } };
+        assert_eq!(applied(clash, &m7), (m7.clone(), false));
+    }
+
     #[test]
     fn replace_view_is_a_compare_and_set() {
         let cur = ConfigValue::View(view(4, 1));

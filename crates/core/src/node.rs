@@ -151,7 +151,12 @@ pub struct Node {
     admin: Vec<ClientToken>,
     /// The rewrite this node runs for the config members' last change.
     settling: Option<Settling>,
+    /// When the cluster map is next re-read at a refresh.
+    next_map_refresh_ms: Millis,
 }
+
+/// The cluster map is re-read every this many refreshes (see `refresh`).
+const MAP_REFRESH_EVERY: Millis = 4;
 
 impl Node {
     /// A node with an empty disk. `seed` feeds its only source of randomness.
@@ -181,6 +186,7 @@ impl Node {
             relearned: BTreeSet::new(),
             admin: Vec::new(),
             settling: None,
+            next_map_refresh_ms: 0,
             cfg,
         }
     }
@@ -469,9 +475,15 @@ impl Node {
     }
 
     fn refresh(&mut self) {
-        // The map too: it changes while the cluster serves, and a node that
-        // missed the announcement of a change learns it here.
-        self.read_register(CLUSTER_KEY.to_string());
+        // The map too, every few refreshes: it changes while the cluster
+        // serves, and a node that missed the announcement of a change
+        // learns it here. Not at every refresh: each read's prepare preempts
+        // rounds on that register, and changes of the map are announced.
+        let now = self.out.now;
+        if self.cluster.is_none() || now >= self.next_map_refresh_ms {
+            self.next_map_refresh_ms = now + self.cfg.refresh_ms * MAP_REFRESH_EVERY;
+            self.read_register(CLUSTER_KEY.to_string());
+        }
         if let Some(c) = &self.cluster {
             let groups: Vec<GroupId> = c.groups.iter().map(|g| g.id).collect();
             for g in groups {
@@ -817,6 +829,7 @@ impl Node {
         }
         self.out.persist(WalRecord::Cluster { map: cluster.clone() });
         self.adopt_cluster(cluster);
+        self.next_map_refresh_ms = self.out.now + self.cfg.refresh_ms * MAP_REFRESH_EVERY;
         self.settle_config();
         // A bootstrap still waiting for its cluster register (its rounds
         // are refused by acceptors that know a map) is answered now.
