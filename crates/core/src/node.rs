@@ -832,14 +832,22 @@ impl Node {
         self.next_map_refresh_ms = self.out.now + self.cfg.refresh_ms * MAP_REFRESH_EVERY;
         self.settle_config();
         // A bootstrap still waiting for its cluster register (its rounds
-        // are refused by acceptors that know a map) is answered now.
+        // are refused by acceptors that learned a map, and the map may be
+        // announced before its own proposal reports) goes on to the views
+        // if the map is its own, and is refused otherwise. Its views are
+        // proposed either way (an existing one is only read), so a
+        // bootstrap answered Ok always has every view.
         let map = self.cluster.clone().expect("just adopted");
-        for b in std::mem::take(&mut self.bootstraps) {
+        let mut pos = 0;
+        while pos < self.bootstraps.len() {
+            let b = &self.bootstraps[pos];
             if b.cluster_done {
-                self.bootstraps.push(b);
+                pos += 1;
             } else if b.cluster.same_layout(&map) {
-                self.out.reply(b.token, ClientReply::Bootstrapped(Ok(())));
+                self.start_bootstrap_views(pos);
+                pos += 1;
             } else {
+                let b = self.bootstraps.remove(pos);
                 let reason = "the cluster is already bootstrapped with a different map".to_string();
                 self.out.reply(b.token, ClientReply::Bootstrapped(Err(reason)));
             }
@@ -957,6 +965,11 @@ impl Node {
 
     fn on_bootstrap_outcome(&mut self, requests: &mut Requests, token: ClientToken, outcome: ConfigOutcome) {
         let Some(pos) = self.bootstraps.iter().position(|b| b.token == token) else { return };
+        if outcome.key == CLUSTER_KEY && self.bootstraps[pos].cluster_done {
+            // The map was learned first (announced by a node that read it),
+            // and the views are under way already.
+            return;
+        }
         if !outcome.completed {
             self.bootstraps.remove(pos);
             let reason = "the config store did not answer (is a majority of config members up?)".to_string();
@@ -964,15 +977,15 @@ impl Node {
         }
         if outcome.key == CLUSTER_KEY {
             let wanted = self.bootstraps[pos].cluster.clone();
-            self.bootstraps[pos].cluster_done = true;
             match outcome.value {
                 Some(ConfigValue::Cluster(c)) if c == wanted => {
+                    // Learning the map starts the views (`start_bootstrap_views`);
+                    // if it was known already, they start here.
                     self.learn_cluster(c);
-                    for v in wanted.initial_views() {
-                        let key = view_key(v.group);
-                        self.bootstraps[pos].pending.insert(key.clone());
-                        self.proposer.propose(&mut self.out, key, Change::InitView(v), Requester::Bootstrap { token });
+                    if let Some(pos) = self.bootstraps.iter().position(|b| b.token == token && !b.cluster_done) {
+                        self.start_bootstrap_views(pos);
                     }
+                    return;
                 }
                 _ => {
                     self.bootstraps.remove(pos);
@@ -990,6 +1003,19 @@ impl Node {
         if self.bootstraps[pos].pending.is_empty() {
             self.bootstraps.remove(pos);
             self.out.reply(token, ClientReply::Bootstrapped(Ok(())));
+        }
+    }
+
+    /// The bootstrap at `pos` has its map in the config store: it proposes
+    /// every group's first view.
+    fn start_bootstrap_views(&mut self, pos: usize) {
+        let b = &mut self.bootstraps[pos];
+        b.cluster_done = true;
+        let token = b.token;
+        for v in b.cluster.initial_views() {
+            let key = view_key(v.group);
+            b.pending.insert(key.clone());
+            self.proposer.propose(&mut self.out, key, Change::InitView(v), Requester::Bootstrap { token });
         }
     }
 
@@ -1061,12 +1087,16 @@ impl Node {
                 if let Some(c) = &self.cluster {
                     // Bootstrapped already (the config store refuses the
                     // rounds of a node that knows no map, once it has one).
-                    let reply = if c.same_layout(&cluster) {
-                        Ok(())
-                    } else {
-                        Err("the cluster is already bootstrapped with a different map".to_string())
-                    };
-                    return self.out.reply(token, ClientReply::Bootstrapped(reply));
+                    // The same layout again makes sure every view exists (a
+                    // bootstrap whose node crashed between the map and the
+                    // views left some out) and succeeds.
+                    if !c.same_layout(&cluster) {
+                        let reason = "the cluster is already bootstrapped with a different map".to_string();
+                        return self.out.reply(token, ClientReply::Bootstrapped(Err(reason)));
+                    }
+                    let state = BootstrapState { token, cluster, pending: BTreeSet::new(), cluster_done: false };
+                    self.bootstraps.push(state);
+                    return self.start_bootstrap_views(self.bootstraps.len() - 1);
                 }
                 // The map is written through this node's proposer, to the
                 // acceptors its own peer list names; a map naming other
