@@ -238,10 +238,10 @@ impl Net {
         let mut links = self.inner.peers.write().unwrap_or_else(PoisonError::into_inner);
         links.retain(|id, link| peers.get(id) == Some(&link.addr));
         for (&id, &addr) in peers {
-            if !links.contains_key(&id) {
+            links.entry(id).or_insert_with(|| {
                 tracing::info!(peer = id, %addr, "new peer");
-                links.insert(id, PeerLink::spawn(id, addr, &self.inner.shutdown_rx));
-            }
+                PeerLink::spawn(id, addr, &self.inner.shutdown_rx)
+            });
         }
     }
 
@@ -805,6 +805,29 @@ mod tests {
         }
         assert_eq!(a.peer_frames_dropped(2), 0);
         assert_eq!(b.peer_frames_dropped(1), 0);
+    }
+
+    /// A peer that joins the cluster while the transport runs is reached
+    /// once `set_peers` names it; one the cluster map no longer names is
+    /// not, and frames for it are dropped rather than queued.
+    #[tokio::test]
+    async fn peers_set_while_running_are_reached_and_dropped_ones_are_not() {
+        let (a, _a_rx) = start_net(any_local(), HashMap::new()).await;
+        let (b, mut b_rx) = start_net(any_local(), HashMap::new()).await;
+        a.send_to_peer(2, numbered(1, 0));
+        assert!(a.peers().is_empty(), "no peer until one is set");
+        a.set_peers(&HashMap::from([(2, b.local_peer_addr())]));
+        assert_eq!(a.peers(), HashMap::from([(2, b.local_peer_addr())]));
+        for i in 1..50 {
+            a.send_to_peer(2, numbered(1, i));
+        }
+        for i in 1..50 {
+            assert_eq!(next_peer_payload(&mut b_rx).await, numbered(1, i));
+        }
+        a.set_peers(&HashMap::new());
+        assert!(a.peers().is_empty());
+        a.send_to_peer(2, numbered(1, 99));
+        assert!(timeout(Duration::from_millis(200), b_rx.recv()).await.is_err(), "a dropped peer gets nothing");
     }
 
     #[tokio::test]
