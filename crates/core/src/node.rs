@@ -163,6 +163,7 @@ impl Node {
     pub fn with_bugs(cfg: NodeConfig, seed: u64, bugs: Bugs) -> Node {
         let mut proposer = Proposer::new(cfg.config_members.clone(), cfg.proposer.clone());
         proposer.set_acceptors(cfg.config_members.clone(), cfg.map_version);
+        proposer.bugs = bugs;
         Node {
             out: Outbox::new(cfg.id, 1),
             rng: ChaCha8Rng::seed_from_u64(seed),
