@@ -242,6 +242,14 @@ impl Acceptor {
         }
     }
 
+    /// The cluster map this acceptor accepted last, if any.
+    pub fn accepted_map(&self) -> Option<&ClusterMap> {
+        match self.registers.get(CLUSTER_KEY).and_then(|r| r.accepted.as_ref()) {
+            Some((_, ConfigValue::Cluster(m))) => Some(m),
+            _ => None,
+        }
+    }
+
     pub fn on_prepare(&mut self, out: &mut Outbox, from: NodeId, key: String, ballot: Ballot) {
         let reg = self.registers.entry(key.clone()).or_default();
         if ballot < reg.promised {

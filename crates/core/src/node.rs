@@ -234,6 +234,7 @@ impl Node {
             node.caught_up.clear();
             node.relearned.clear();
         }
+        node.claim_map_version();
         let (cut, caught_up) = (node.acceptor_silenced, &node.caught_up);
         for (g, r) in node.replicas.iter_mut() {
             r.finish_replay(cut && !caught_up.contains(g));
@@ -622,6 +623,7 @@ impl Node {
             PeerBody::Accept { key, ballot, value, map_version } => {
                 if self.is_acceptor(&key) && self.admits_round(from, map_version) {
                     self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
+                    self.claim_map_version();
                 }
             }
             PeerBody::ClusterAnnounce { map } => {
@@ -871,6 +873,28 @@ impl Node {
         self.cfg.map_version = cluster.version;
         self.proposer.set_acceptors(self.cfg.config_members.clone(), cluster.version);
         self.cluster = Some(cluster);
+        self.claim_map_version();
+    }
+
+    /// The map version this node's proposer sends with its rounds: the
+    /// learned map's, or a newer one its own acceptor accepted with the
+    /// same config members (the acceptors the proposer uses anyway, so the
+    /// claim is true of them). Acceptors refuse rounds of older versions
+    /// than they accepted; with only the learned version, a map chosen but
+    /// learned by nobody (its proposer crashed first) had every acceptor
+    /// refuse every round for good, and no register could be read or
+    /// written again (found by the simulator, mixed seed 23: a
+    /// `SettleConfig` accepted by every member, then its proposer crashed).
+    fn claim_map_version(&mut self) {
+        let learned = self.cfg.map_version;
+        let members = &self.cfg.config_members;
+        let claim = match self.acceptor.accepted_map() {
+            Some(m) if m.version > learned && m.config_members == *members => m.version,
+            _ => learned,
+        };
+        if claim > self.proposer.map_version() {
+            self.proposer.set_acceptors(members.clone(), claim);
+        }
     }
 
     fn announce(&mut self, view: &View) {
@@ -897,6 +921,7 @@ impl Node {
             && !self.relearned.contains(&outcome.key);
         if let (true, Some(value)) = (relearn, &outcome.value) {
             self.acceptor.relearn(&mut self.out, outcome.key.clone(), outcome.ballot, value.clone());
+            self.claim_map_version();
             self.relearned.insert(outcome.key.clone());
         }
         if outcome.applied {
