@@ -514,6 +514,20 @@ impl Node {
         false
     }
 
+    /// A proposer's round says a newer map exists than this node knows:
+    /// read the map (acceptors that learned it refuse the read and announce
+    /// it). A node added to the config store's members that missed the
+    /// announcement otherwise stayed silent as an acceptor for good (it
+    /// answers only once its map names it), and one without any map never
+    /// read it (`refresh`): with a member silent and crashes, the store
+    /// never settled and every group lost its view (found by the simulator,
+    /// mixed seed 201).
+    fn note_round_map_version(&mut self, map_version: u64) {
+        if map_version > self.known_map_version() {
+            self.read_register(CLUSTER_KEY.to_string());
+        }
+    }
+
     /// Drives the config store's own membership to its target, one member
     /// at a time. After a change of the members (map version `v`, not
     /// settled) every register is rewritten through the new members (a
@@ -616,11 +630,13 @@ impl Node {
         let from = msg.from;
         match msg.body {
             PeerBody::Prepare { key, ballot, map_version } => {
+                self.note_round_map_version(map_version);
                 if self.is_acceptor(&key) && self.admits_round(from, map_version) {
                     self.acceptor.on_prepare(&mut self.out, from, key, ballot);
                 }
             }
             PeerBody::Accept { key, ballot, value, map_version } => {
+                self.note_round_map_version(map_version);
                 if self.is_acceptor(&key) && self.admits_round(from, map_version) {
                     self.acceptor.on_accept(&mut self.out, from, key, ballot, value);
                     self.claim_map_version();
@@ -877,19 +893,23 @@ impl Node {
     }
 
     /// The map version this node's proposer sends with its rounds: the
-    /// learned map's, or a newer one its own acceptor accepted with the
-    /// same config members (the acceptors the proposer uses anyway, so the
-    /// claim is true of them). Acceptors refuse rounds of older versions
-    /// than they accepted; with only the learned version, a map chosen but
-    /// learned by nobody (its proposer crashed first) had every acceptor
-    /// refuse every round for good, and no register could be read or
-    /// written again (found by the simulator, mixed seed 23: a
-    /// `SettleConfig` accepted by every member, then its proposer crashed).
+    /// learned map's, or a newer one its own acceptor accepted, when that
+    /// is true of the acceptors the proposer uses: the accepted map has
+    /// the same config members, or it is the very next version (chosen, if
+    /// at all, through the learned map's members, which the proposer uses:
+    /// its rounds are plain Paxos over the set that chose it). Acceptors
+    /// refuse rounds of older versions than they accepted; with only the
+    /// learned version, a map chosen but learned by nobody (its proposer
+    /// crashed first) had every acceptor refuse every round for good, and
+    /// no register could be read or written again (found by the simulator:
+    /// mixed seed 23, a `SettleConfig` accepted by every member; mixed seed
+    /// 201, an `AddNode` that took a new config member in).
     fn claim_map_version(&mut self) {
         let learned = self.cfg.map_version;
         let members = &self.cfg.config_members;
         let claim = match self.acceptor.accepted_map() {
             Some(m) if m.version > learned && m.config_members == *members => m.version,
+            Some(m) if learned > 0 && m.version == learned + 1 => m.version,
             _ => learned,
         };
         if claim > self.proposer.map_version() {
