@@ -118,7 +118,7 @@ pub fn check_named(final_map: &ClusterMap, finals: &[FinalReplica]) -> Vec<Viola
     for g in groups {
         let view = finals.iter().filter(|f| f.group == g).filter_map(|f| f.view.as_ref()).max_by_key(|v| v.epoch);
         let Some(view) = view else { continue };
-        let unnamed: Vec<NodeId> =
+        let unnamed: std::collections::BTreeSet<NodeId> =
             view.members.iter().chain(&view.placement).copied().filter(|n| !final_map.nodes.contains_key(n)).collect();
         if !unnamed.is_empty() {
             v.push(Violation::new(
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(check_named(&map, &finals), vec![]);
         map.nodes.remove(&2);
         let v = check_named(&map, &finals);
-        assert!(v.len() == 1 && v[0].detail.contains("[2]"), "{v:?}");
+        assert!(v.len() == 1 && v[0].detail.contains("nodes {2}"), "{v:?}");
     }
 
     #[test]
