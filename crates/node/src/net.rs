@@ -238,9 +238,9 @@ impl Net {
         let mut links = self.inner.peers.write().unwrap_or_else(PoisonError::into_inner);
         links.retain(|id, link| peers.get(id) == Some(&link.addr));
         for (&id, &addr) in peers {
-            if !links.contains_key(&id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = links.entry(id) {
                 tracing::info!(peer = id, %addr, "new peer");
-                links.insert(id, PeerLink::spawn(id, addr, &self.inner.shutdown_rx));
+                slot.insert(PeerLink::spawn(id, addr, &self.inner.shutdown_rx));
             }
         }
     }
