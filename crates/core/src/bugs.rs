@@ -89,4 +89,10 @@ pub struct Bugs {
     /// member rejoining) into the view as soon as it joins, before it holds
     /// every committed entry.
     pub admit_before_caught_up: bool,
+    /// The config store: `Change::AddNode` makes the new node a config
+    /// member even while the last change of the members has not settled
+    /// (not every register was rewritten through them yet), so two member
+    /// changes follow each other and majorities of the store's acceptor
+    /// sets before and after need not overlap.
+    pub config_two_members_at_once: bool,
 }

@@ -7,6 +7,7 @@
 //! newest accepted value a majority reports, so competing changes to the same
 //! register serialise and, for views, exactly one proposal per epoch wins.
 
+use crate::bugs::Bugs;
 use crate::io::{Lsn, Outbox};
 use crate::limits::{MAX_CONFIG_MEMBERS, MAX_CONFIG_QUEUE, MAX_NODES};
 use crate::types::{ClusterMap, Epoch, GroupId, Millis, NodeAddrs, NodeId, View};
@@ -63,6 +64,11 @@ fn next_map(m: &ClusterMap, f: impl FnOnce(&mut ClusterMap)) -> Option<ConfigVal
 impl Change {
     /// Returns the new value and whether the change took effect.
     pub fn apply(&self, current: Option<&ConfigValue>) -> (Option<ConfigValue>, bool) {
+        self.apply_with(current, Bugs::default())
+    }
+
+    /// `apply`, with the simulator's injected bugs (`Proposer::bugs`).
+    fn apply_with(&self, current: Option<&ConfigValue>, bugs: Bugs) -> (Option<ConfigValue>, bool) {
         match (self, current) {
             (Change::Read, cur) => (cur.cloned(), true),
             (Change::InitCluster(m), None) => (Some(ConfigValue::Cluster(m.clone())), true),
@@ -85,7 +91,8 @@ impl Change {
                         (unchanged, false)
                     }
                     None => {
-                        let joins_config = m.config_settled && m.config_members.len() < MAX_CONFIG_MEMBERS;
+                        let settled = m.config_settled || bugs.config_two_members_at_once;
+                        let joins_config = settled && m.config_members.len() < MAX_CONFIG_MEMBERS;
                         let next = next_map(m, |n| {
                             n.nodes.insert(*id, addrs.clone());
                             if joins_config {
@@ -351,6 +358,8 @@ pub struct Proposer {
     reserved_lsn: Lsn,
     running: BTreeMap<String, Running>,
     queued: BTreeMap<String, VecDeque<Pending>>,
+    /// Only the simulator sets any (`Node::with_bugs`).
+    pub bugs: Bugs,
 }
 
 impl Proposer {
@@ -365,6 +374,7 @@ impl Proposer {
             reserved_lsn: 0,
             running: BTreeMap::new(),
             queued: BTreeMap::new(),
+            bugs: Bugs::default(),
         }
     }
 
@@ -511,7 +521,7 @@ impl Proposer {
             // earlier incarnation cannot have been chosen before this
             // proposal read the register without it, so it never served.
             (Some(mine), Some(cur)) if *mine == cur => (Some(cur), true),
-            (_, current) => run.op.change.apply(current.as_ref()),
+            (_, current) => run.op.change.apply_with(current.as_ref(), self.bugs),
         };
         match &value {
             Some(v) => {

@@ -10,8 +10,9 @@ use pactdb_core::bugs::Bugs;
 /// Every injectable bug, by its command-line name. `execute-before-stable`,
 /// `diverge-state` and `rerun-retried-read` concern active groups only; the
 /// six after them concern two-phase commit; `install-incomplete-snapshot`
-/// needs a snapshot stream that loses a chunk.
-const BUGS: [&str; 25] = [
+/// needs a snapshot stream that loses a chunk; `config-two-members-at-once`
+/// needs a seed that adds nodes (`MembershipPlan`).
+const BUGS: [&str; 26] = [
     "reply-before-replicated",
     "refuse-executed-write",
     "ack-before-fsync",
@@ -37,6 +38,7 @@ const BUGS: [&str; 25] = [
     "drop-handed-token",
     "fifo-ignores-order",
     "admit-before-caught-up",
+    "config-two-members-at-once",
 ];
 
 /// The names accepted by `--inject-bug`, in a stable order.
@@ -73,6 +75,7 @@ pub fn parse_bug(name: &str) -> Option<Bugs> {
         "drop-handed-token" => bugs.drop_handed_token = true,
         "fifo-ignores-order" => bugs.fifo_ignores_order = true,
         "admit-before-caught-up" => bugs.admit_before_caught_up = true,
+        "config-two-members-at-once" => bugs.config_two_members_at_once = true,
         _ => return None,
     }
     Some(bugs)

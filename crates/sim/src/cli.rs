@@ -126,7 +126,8 @@ pub fn coverage_line(reports: &[RunReport]) -> String {
         "coverage: snapshots sent {} ({} seeds), installed {} ({} seeds); entries compacted {} ({} seeds); \
          most requests in flight per client {} (pipelined in {} seeds); sessions evicted {} ({} seeds); \
          SessionExpired answers {} ({} seeds); leader hand-overs {} ({} seeds); reads served by backups {} ({} seeds); \
-         replica moves started {} ({} seeds), admitted {}, finished {} ({} seeds)",
+         replica moves started {} ({} seeds), admitted {}, finished {} ({} seeds); \
+         nodes added {} ({} seeds), removed {} ({} seeds); config-member changes settled {} ({} seeds)",
         total.snapshots_sent,
         seeds(|c| c.snapshots_sent),
         total.snapshots_installed,
@@ -148,6 +149,12 @@ pub fn coverage_line(reports: &[RunReport]) -> String {
         total.moves_admitted,
         total.moves_finished,
         seeds(|c| c.moves_finished),
+        total.nodes_added,
+        seeds(|c| c.nodes_added),
+        total.nodes_removed,
+        seeds(|c| c.nodes_removed),
+        total.config_settles,
+        seeds(|c| c.config_settles),
     )
 }
 

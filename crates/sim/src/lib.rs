@@ -83,6 +83,15 @@
 //! * **A cut-off primary**: on some seeds, before the other faults start and
 //!   on an otherwise calm network, group 0's primary is cut off from every
 //!   peer for 1.5-4 s while its clients still reach it, then healed.
+//! * **Membership changes** (`MembershipPlan`, about a third of the seeds):
+//!   one or two spare nodes outside the bootstrap map run from the start
+//!   and take every fault above. While faults are on a spare is added
+//!   (`AddNode`), or a node is removed: its replicas moved off first
+//!   (`MoveReplica`), then `RemoveNode`, retried and bounded; never below
+//!   three nodes, never one holding a group with nowhere to move. A removed
+//!   node stops once it learns it (the runtime exits); the state checks
+//!   judge only the nodes the final map names. A restart follows the
+//!   runtime's cluster-map file when the WAL holds no map.
 //! * **Clock**: every node's clock runs at its own rate, within a bounded
 //!   drift (at most 4%, so the lease margin `primary_suspect_ms > lease_ms`
 //!   holds with room to spare), from its own random offset. Clocks are

@@ -21,7 +21,7 @@ use pactdb_core::replica::Role;
 use pactdb_core::state::kv::Write;
 use pactdb_core::state::op::Op;
 use pactdb_core::state::txn::TxnId;
-use pactdb_core::types::{Epoch, GroupId, Index, NodeId, RequestId, View};
+use pactdb_core::types::{ClusterMap, Epoch, GroupId, Index, NodeId, RequestId, View};
 use std::collections::{BTreeMap, HashMap};
 
 /// Most inconsistencies kept per kind; one is enough to fail a seed.
@@ -141,6 +141,15 @@ pub struct Observations {
     pub proposed: BTreeMap<(GroupId, Epoch), Vec<View>>,
     /// Two replicas held different views for the same epoch.
     pub view_conflicts: Vec<String>,
+    /// Every cluster map some node learned (persisted as its
+    /// `WalRecord::Cluster`), by version, with the first node seen with
+    /// it. A node learns only maps chosen in the config store (a proposal
+    /// that completed wrote or read it back through a majority, or a peer
+    /// announced one it learned so), so these are chosen maps; a version
+    /// nobody learned is missing.
+    pub maps: BTreeMap<u64, (ClusterMap, NodeId)>,
+    /// Two nodes learned different maps of the same version.
+    pub map_conflicts: Vec<String>,
     /// The state digest first seen at each applied index.
     digests: HashMap<(GroupId, Index), (u64, NodeId, Micros)>,
     /// Two replicas had different states at the same applied index.
@@ -391,6 +400,40 @@ impl Observations {
         if !who.iter().any(|(n, _)| *n == node) {
             who.push((node, at));
         }
+    }
+
+    /// `node` learned cluster map `map`.
+    pub fn note_map(&mut self, node: NodeId, map: &ClusterMap) {
+        match self.maps.get(&map.version) {
+            None => {
+                self.maps.insert(map.version, (map.clone(), node));
+            }
+            Some((first, by)) if first != map && self.map_conflicts.len() < MAX_NOTES => {
+                self.map_conflicts
+                    .push(format!("version {}: node {node} learned {map:?}, node {by} learned {first:?}", map.version));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// From the maps learned: how many of `spares` some map named (added),
+    /// how many nodes some map named that the newest no longer does
+    /// (removed), and how many changes of the config store's members
+    /// settled (a settled map whose previous version was not).
+    pub fn membership_counts(&self, spares: &[NodeId]) -> (u64, u64, u64) {
+        let Some((newest, _)) = self.maps.values().next_back() else { return (0, 0, 0) };
+        let named: std::collections::BTreeSet<NodeId> =
+            self.maps.values().flat_map(|(m, _)| m.nodes.keys().copied()).collect();
+        let added = spares.iter().filter(|n| named.contains(n)).count() as u64;
+        let removed = named.iter().filter(|n| !newest.nodes.contains_key(n)).count() as u64;
+        let settles = self
+            .maps
+            .iter()
+            .filter(|(v, (m, _))| {
+                m.config_settled && self.maps.get(&(**v - 1)).is_some_and(|(prev, _)| !prev.config_settled)
+            })
+            .count() as u64;
+        (added, removed, settles)
     }
 
     fn note_view(&mut self, node: NodeId, v: &View) {

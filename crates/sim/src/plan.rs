@@ -144,6 +144,39 @@ impl MovePlan {
     }
 }
 
+/// Membership changes while faults are on (`pactdb admin add-node`,
+/// `remove-node`): the seed has one or two spare nodes, numbered after the
+/// bootstrap's, that run (and crash, pause, get cut off) from the start but
+/// are not in the bootstrap map. Now and then a spare is added, or a node
+/// is removed: its replicas moved off first, then the node taken out of
+/// the map. Drawn from its own generator (`MembershipPlan::draw`), for the
+/// same reason as `HandoverPlan`.
+#[derive(Clone, Debug)]
+pub struct MembershipPlan {
+    pub spares: Vec<NodeId>,
+    pub mean_gap_ms: u64,
+    /// Most nodes removed over the run.
+    pub max_removals: usize,
+}
+
+impl MembershipPlan {
+    /// Some seeds change the cluster's nodes every second or so. `nodes`
+    /// is the bootstrap's node count; spares take the next ids.
+    pub fn draw(seed: u64, nodes: usize) -> (Option<MembershipPlan>, ChaCha8Rng) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6d65_6d62_6572_7368);
+        let plan = rng.gen_bool(0.35).then(|| {
+            let count = rng.gen_range(1..=2);
+            MembershipPlan {
+                spares: (nodes as NodeId + 1..=(nodes + count) as NodeId).collect(),
+                mean_gap_ms: [300, 800, 2_000][rng.gen_range(0..3)],
+                max_removals: rng.gen_range(1..=2),
+            }
+        });
+        (plan, rng)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PausePlan {
     pub mean_gap_ms: u64,
@@ -273,6 +306,7 @@ pub struct Plan {
     pub max_sessions: Option<usize>,
     pub handovers: Option<HandoverPlan>,
     pub moves: Option<MovePlan>,
+    pub membership: Option<MembershipPlan>,
 }
 
 /// How a seed makes members take snapshots.
@@ -436,6 +470,7 @@ impl Plan {
             read_levels,
             handovers: None,
             moves: None,
+            membership: None,
         }
     }
 
@@ -518,6 +553,12 @@ impl Plan {
         }
         if let Some(m) = &self.moves {
             parts.push(format!("replica moves every ~{}ms", m.mean_gap_ms));
+        }
+        if let Some(m) = &self.membership {
+            parts.push(format!(
+                "spare nodes {:?}, nodes added or removed (at most {}) every ~{}ms",
+                m.spares, m.max_removals, m.mean_gap_ms
+            ));
         }
         if let Some(h) = &self.handovers {
             parts.push(format!("leader hand-overs every ~{}ms", h.mean_gap_ms));

@@ -134,6 +134,14 @@ pub struct Coverage {
     pub moves_admitted: u64,
     /// Members dropped from a group they were moved away from.
     pub moves_finished: u64,
+    /// Spare nodes some chosen cluster map named (`AddNode`).
+    pub nodes_added: u64,
+    /// Nodes some chosen map named that the newest one seen no longer does
+    /// (`RemoveNode`).
+    pub nodes_removed: u64,
+    /// Changes of the config store's members that settled: chosen maps
+    /// with `config_settled` whose previous version was not settled.
+    pub config_settles: u64,
 }
 
 impl Coverage {
@@ -151,6 +159,9 @@ impl Coverage {
             moves_started: self.moves_started + o.moves_started,
             moves_admitted: self.moves_admitted + o.moves_admitted,
             moves_finished: self.moves_finished + o.moves_finished,
+            nodes_added: self.nodes_added + o.nodes_added,
+            nodes_removed: self.nodes_removed + o.nodes_removed,
+            config_settles: self.config_settles + o.config_settles,
         }
     }
 }
@@ -277,6 +288,7 @@ enum What {
     NextPause,
     NextHandover,
     NextMove,
+    NextMember,
     Resume {
         node: NodeId,
         inc: u64,
@@ -308,6 +320,7 @@ impl What {
             What::StepEnded { .. } => 15,
             What::NextHandover => 16,
             What::NextMove => 17,
+            What::NextMember => 18,
         }
     }
 }
@@ -368,6 +381,13 @@ struct Slot {
     since_checkpoint: usize,
     /// The disk's prefix is a checkpoint.
     compacted: bool,
+    /// The runtime's copy of the newest cluster map the node learned (its
+    /// `cluster-map` file, written whenever the node persists a map and
+    /// kept across crashes): a restart follows it when the WAL holds no
+    /// map (`NodeConfig::follow_map`), as the runtime does. Checkpoints
+    /// leave the map out, so without it a node restarted from one asked
+    /// the config store with map version 0 and every acceptor refused.
+    map_file: Option<ClusterMap>,
 }
 
 impl Slot {
@@ -474,6 +494,18 @@ struct World {
     moves: BTreeSet<(GroupId, NodeId, NodeId)>,
     /// Every move asked, in order.
     asked_moves: Vec<(GroupId, NodeId, NodeId)>,
+    /// Draws the membership changes (see `MembershipPlan`).
+    member_rng: ChaCha8Rng,
+    /// The node being removed (its replicas moved off first), and how
+    /// many times the driver acted on it so far (bounded).
+    removing: Option<(NodeId, u32)>,
+    /// Nodes a `RemoveNode` took out of the map (as its answer said).
+    removed: BTreeSet<NodeId>,
+    /// Removed nodes that stopped for good (as the runtime exits once it
+    /// learns it was removed): never stepped or restarted again.
+    stopped: BTreeSet<NodeId>,
+    /// When the last `AddNode`/`RemoveNode` was sent, while unanswered.
+    member_asked: Option<Micros>,
 }
 
 impl World {
@@ -484,6 +516,8 @@ impl World {
         plan.handovers = handovers;
         let (moves, move_rng) = crate::plan::MovePlan::draw(seed);
         plan.moves = moves;
+        let (membership, member_rng) = crate::plan::MembershipPlan::draw(seed, plan.nodes.len());
+        plan.membership = membership;
         let faulty = opts.diverge_one.then(|| plan.groups[0].placement[0]);
         let bugs = opts.bugs;
         let cluster = ClusterMap::new(
@@ -559,6 +593,11 @@ impl World {
             move_rng,
             moves: BTreeSet::new(),
             asked_moves: Vec::new(),
+            member_rng,
+            removing: None,
+            removed: BTreeSet::new(),
+            stopped: BTreeSet::new(),
+            member_asked: None,
         }
     }
 
@@ -602,9 +641,16 @@ impl World {
 
     fn start_nodes(&mut self) {
         let nodes = self.plan.nodes.clone();
+        let spares = self.plan.membership.as_ref().map_or(Vec::new(), |m| m.spares.clone());
         let drift = self.plan.drift_ppm_max as i64;
-        for &id in &nodes {
-            let drift_ppm = if drift == 0 { 0 } else { self.rng.gen_range(-drift..=drift) };
+        for &id in nodes.iter().chain(&spares) {
+            let spare = !nodes.contains(&id);
+            // A spare's clock and seed come from the membership generator,
+            // so the bootstrap nodes' draws stay as they were without it.
+            let rng = if spare { &mut self.member_rng } else { &mut self.rng };
+            let drift_ppm = if drift == 0 { 0 } else { rng.gen_range(-drift..=drift) };
+            // A spare knows the running cluster's nodes (as `--peers` names
+            // them), not itself: it is not in the map until it is added.
             let mut cfg = NodeConfig::new(id, nodes.clone());
             // A faulty member's state would spread in snapshots (see
             // `checkpoint_every_records` below).
@@ -616,14 +662,16 @@ impl World {
             if let Some(n) = self.plan.max_sessions {
                 cfg.max_sessions = n;
             }
+            let rng = if spare { &mut self.member_rng } else { &mut self.rng };
+            let (node_seed, offset_us, tick_ms) = (rng.gen(), rng.gen_range(0..1_000_000_000), rng.gen_range(5..=10));
             let slot = Slot {
                 cfg: cfg.clone(),
-                node: Some(Node::with_bugs(cfg, self.rng.gen(), self.bugs_for(id))),
+                node: Some(Node::with_bugs(cfg, node_seed, self.bugs_for(id))),
                 inc: 0,
                 disk: Disk::default(),
                 drift_ppm,
-                offset_us: self.rng.gen_range(0..1_000_000_000),
-                tick_ms: self.rng.gen_range(5..=10),
+                offset_us,
+                tick_ms,
                 paused: false,
                 held: Vec::new(),
                 busy_until: 0,
@@ -632,8 +680,10 @@ impl World {
                 checkpoint: None,
                 since_checkpoint: 0,
                 compacted: false,
+                map_file: None,
             };
-            let first_tick = self.rng.gen_range(0..slot.tick_us());
+            let rng = if spare { &mut self.member_rng } else { &mut self.rng };
+            let first_tick = rng.gen_range(0..slot.tick_us());
             self.slots.insert(id, slot);
             self.schedule(first_tick, What::Tick { node: id, inc: 0 });
         }
@@ -816,6 +866,10 @@ impl World {
             let gap = gap_ms(&mut self.move_rng, m.mean_gap_ms);
             self.schedule(gap * 1_000, What::NextMove);
         }
+        if let Some(m) = &self.plan.membership {
+            let gap = gap_ms(&mut self.member_rng, m.mean_gap_ms);
+            self.schedule(gap * 1_000, What::NextMember);
+        }
     }
 
     /// The quiet phase begins: no new faults, every partition healed, the
@@ -829,7 +883,7 @@ impl World {
         self.partitioned = false;
         self.net.profile = self.net.profile.calm();
         self.note("heal: quiet phase begins".to_string());
-        let ids: Vec<NodeId> = self.slots.keys().copied().collect();
+        let ids: Vec<NodeId> = self.slots.keys().copied().filter(|id| !self.stopped.contains(id)).collect();
         for id in ids {
             let slot = &self.slots[&id];
             if slot.node.is_none() {
@@ -847,9 +901,19 @@ impl World {
     }
 
     fn check(&mut self) {
+        // The state checks judge the nodes the final map names: a removed
+        // node (stopped, or still unaware it was removed) and a spare never
+        // added hold no replica the cluster counts on. Every named node
+        // must be up; the convergence check holds each against the final
+        // views as before, and also fails a view that places a node the
+        // map does not name.
+        let final_map = self.current_map();
         let mut finals = Vec::new();
-        for slot in self.slots.values() {
-            let node = slot.node.as_ref().expect("every node is up after the quiet phase");
+        for (id, slot) in &self.slots {
+            if !final_map.nodes.contains_key(id) {
+                continue;
+            }
+            let node = slot.node.as_ref().expect("every node of the map is up after the quiet phase");
             for r in node.replicas() {
                 finals.push(FinalReplica {
                     node: node.id(),
@@ -868,6 +932,7 @@ impl World {
         }
         let facts = check::Facts {
             cluster: &self.cluster,
+            final_map: &final_map,
             history: &self.history,
             obs: &self.obs,
             finals: &finals,
@@ -904,6 +969,11 @@ impl World {
         }
         coverage.sessions_evicted = evicted.values().sum();
         coverage.handovers = self.handed.len() as u64;
+        let spares = self.plan.membership.as_ref().map_or(Vec::new(), |m| m.spares.clone());
+        let (added, removed, settles) = self.obs.membership_counts(&spares);
+        coverage.nodes_added = added;
+        coverage.nodes_removed = removed;
+        coverage.config_settles = settles;
         coverage.moves_started = self.moves.len() as u64;
         // A move is admitted once a view holds its target as a member, and
         // finished once a later view no longer holds its source.
@@ -1012,6 +1082,9 @@ impl World {
                     }
                 }
             }
+            What::AdminReply { reply } if matches!(*reply, ClientReply::ClusterChanged(_)) => {
+                self.on_cluster_changed(*reply);
+            }
             What::AdminReply { reply } => {
                 self.note(format!("bootstrap answered: {reply:?}"));
                 self.admin_waiting = false;
@@ -1040,13 +1113,14 @@ impl World {
             }
             What::NextCrash => self.next_crash(),
             What::Restart { node } => {
-                if self.slots[&node].node.is_none() {
+                if self.slots[&node].node.is_none() && !self.stopped.contains(&node) {
                     self.restart(node);
                 }
             }
             What::NextPause => self.next_pause(),
             What::NextHandover => self.next_handover(),
             What::NextMove => self.next_move(),
+            What::NextMember => self.next_member(),
             What::Resume { node, inc } => {
                 let s = &self.slots[&node];
                 if s.inc == inc && s.paused {
@@ -1219,6 +1293,10 @@ impl World {
                         WalRecord::Snapshot { group, snapshot } => self.obs.note_snapshot(id, *group, snapshot.index),
                         WalRecord::Entry { group, entry } => self.obs.note_written(id, *group, entry.clone()),
                         WalRecord::Truncate { group, index } => self.obs.note_truncated(id, *group, *index),
+                        WalRecord::Cluster { map } => {
+                            self.obs.note_map(id, map);
+                            self.slots.get_mut(&id).expect("slot").map_file = Some(map.clone());
+                        }
                         _ => {}
                     }
                     let slot = self.slots.get_mut(&id).expect("slot");
@@ -1276,6 +1354,12 @@ impl World {
             for a in after.iter().filter(|a| !before.contains(a)) {
                 self.detail(format!("node {id} group {}: {} of epoch {} (commit {})", a.0, a.1, a.2, a.3));
             }
+        }
+        // A node the sim removed stops once it learns it (the runtime exits
+        // then). A spare that learned the map before it was added is not
+        // named by it either, but was never removed: it runs on.
+        if self.removed.contains(&id) && self.slots[&id].node.as_ref().is_some_and(|n| n.is_removed()) {
+            self.stop_removed(id);
         }
     }
 
@@ -1518,7 +1602,8 @@ impl World {
         }
         if !self.partitioned {
             let kind = p.kinds[self.rng.gen_range(0..p.kinds.len())];
-            let nodes = self.plan.nodes.clone();
+            // Spares and added nodes too; not nodes removed for good.
+            let nodes: Vec<NodeId> = self.slots.keys().copied().filter(|id| !self.stopped.contains(id)).collect();
             let all = nodes.clone();
             let target = self.pick_target(&all).filter(|_| self.rng.gen_bool(0.5));
             let what = self.net.partition(&mut self.rng, &nodes, kind, target);
@@ -1713,7 +1798,20 @@ impl World {
         slot.cut_record_lsn = cut.then_some(n as u64 + 1);
         let bugs = self.bugs_for(id);
         let slot = self.slots.get_mut(&id).expect("slot");
-        slot.node = Some(Node::recover(slot.cfg.clone(), seed, bugs, records, cut));
+        // As the runtime starts: the WAL's newest map, else its map file.
+        let stored = records
+            .iter()
+            .rev()
+            .find_map(|r| match r {
+                WalRecord::Cluster { map } => Some(map.clone()),
+                _ => None,
+            })
+            .or_else(|| slot.map_file.clone());
+        let mut cfg = slot.cfg.clone();
+        if let Some(map) = &stored {
+            cfg.follow_map(map);
+        }
+        slot.node = Some(Node::recover(cfg, seed, bugs, records, cut));
         let (inc, tick) = (slot.inc, slot.tick_us());
         self.schedule(tick, What::Tick { node: id, inc });
         self.hash(&[id, n as u64]);
@@ -1779,7 +1877,11 @@ impl World {
             (r.role() == Role::Primary && !s.paused).then(|| (id, r.view().cloned()))
         });
         if let Some((leader, Some(view))) = primary {
-            let free: Vec<NodeId> = self.cluster.nodes.keys().copied().filter(|&n| !view.is_placed(n)).collect();
+            // Nodes of the newest map (added ones too), not one being removed.
+            let map = self.current_map();
+            let leaving = self.removing.map(|(n, _)| n);
+            let free: Vec<NodeId> =
+                map.nodes.keys().copied().filter(|&n| !view.is_placed(n) && Some(n) != leaving).collect();
             if !free.is_empty() && view.leaving().is_empty() {
                 let from = view.placement[self.move_rng.gen_range(0..view.placement.len())];
                 let to = free[self.move_rng.gen_range(0..free.len())];
@@ -1794,6 +1896,190 @@ impl World {
         }
         let gap = gap_ms(&mut self.move_rng, m.mean_gap_ms);
         self.schedule(gap * 1_000, What::NextMove);
+    }
+
+    /// The newest cluster map any running node learned (the bootstrap's
+    /// before any did).
+    fn current_map(&self) -> ClusterMap {
+        self.slots
+            .values()
+            .filter_map(|s| s.node.as_ref()?.cluster())
+            .max_by_key(|m| m.version)
+            .unwrap_or(&self.cluster)
+            .clone()
+    }
+
+    /// A running, unpaused node of `map` other than `not`, to ask a change of.
+    fn pick_asked(&mut self, map: &ClusterMap, not: NodeId) -> Option<NodeId> {
+        let up: Vec<NodeId> = map
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&n| n != not && self.slots.get(&n).is_some_and(|s| s.node.is_some() && !s.paused))
+            .collect();
+        (!up.is_empty()).then(|| up[self.member_rng.gen_range(0..up.len())])
+    }
+
+    /// Sends an `AddNode` or `RemoveNode` to `to` on an admin connection.
+    fn ask_member_change(&mut self, to: NodeId, msg: ClientMsg) {
+        self.note(format!("{msg:?} asked of node {to}"));
+        let token = self.new_token(Conn::Admin { node: to });
+        self.member_asked = Some(self.now);
+        self.schedule(500, What::ToNode { to, token, msg: Box::new(msg) });
+    }
+
+    /// Changes the cluster's nodes while faults are on (`MembershipPlan`):
+    /// goes on with a removal under way, else adds a spare or starts
+    /// removing a node. One change at a time, waiting for each answer (an
+    /// unanswered one is given up after a while, like an operator's).
+    fn next_member(&mut self) {
+        let Some(m) = self.plan.membership.clone() else { return };
+        if !self.faults_on {
+            return;
+        }
+        if self.member_asked.is_some_and(|at| self.now < at + 3_000_000) {
+            // Still waiting for the last answer.
+        } else if let Some((id, tries)) = self.removing {
+            self.drive_removal(id, tries);
+        } else {
+            let map = self.current_map();
+            let spares: Vec<NodeId> =
+                m.spares.iter().copied().filter(|n| !map.nodes.contains_key(n) && !self.removed.contains(n)).collect();
+            let removable = self.removable(&map);
+            let remove = self.removed.len() < m.max_removals && !removable.is_empty();
+            if !spares.is_empty() && (!remove || self.member_rng.gen_bool(0.6)) {
+                let id = spares[self.member_rng.gen_range(0..spares.len())];
+                let addrs = NodeAddrs { peer: format!("sim-{id}:7000"), client: format!("sim-{id}:7001") };
+                if let Some(to) = self.pick_asked(&map, id) {
+                    self.ask_member_change(to, ClientMsg::AddNode { id, addrs });
+                }
+            } else if remove {
+                let id = removable[self.member_rng.gen_range(0..removable.len())];
+                self.note(format!("removing node {id}: its replicas move off first"));
+                self.removing = Some((id, 0));
+                self.drive_removal(id, 0);
+            }
+        }
+        let gap = gap_ms(&mut self.member_rng, m.mean_gap_ms);
+        self.schedule(gap * 1_000, What::NextMember);
+    }
+
+    /// The nodes of `map` that may be removed: at least three stay, and
+    /// every group the node holds has somewhere else to move to (a node of
+    /// the map its newest view does not place), so every group keeps its
+    /// placement size. Never the known faulty member.
+    fn removable(&self, map: &ClusterMap) -> Vec<NodeId> {
+        if map.nodes.len() <= 3 {
+            return Vec::new();
+        }
+        let faulty = self.faulty.or((self.bugs.diverge_state).then_some(1));
+        map.nodes
+            .keys()
+            .copied()
+            .filter(|&n| Some(n) != faulty)
+            .filter(|&n| {
+                self.cluster.groups.iter().all(|g| match self.newest_view(g.id) {
+                    Some(v) if v.is_placed(n) || v.is_member(n) => {
+                        map.nodes.keys().any(|&t| t != n && !v.is_placed(t) && !v.is_member(t))
+                    }
+                    _ => true,
+                })
+            })
+            .collect()
+    }
+
+    fn newest_view(&self, group: GroupId) -> Option<&pactdb_core::types::View> {
+        self.obs.views.range((group, 0)..=(group, u64::MAX)).next_back().map(|(_, (v, _))| v)
+    }
+
+    /// One step of removing node `id`: while a group's newest view places
+    /// it, ask that group's primary to move it to a node it does not hold
+    /// (one move per group at a time); once none does, ask for the
+    /// `RemoveNode`. Given up after a bounded number of steps.
+    fn drive_removal(&mut self, id: NodeId, tries: u32) {
+        const MAX_REMOVAL_STEPS: u32 = 40;
+        if tries >= MAX_REMOVAL_STEPS {
+            self.note(format!("removing node {id}: given up after {tries} tries"));
+            self.removing = None;
+            return;
+        }
+        self.removing = Some((id, tries + 1));
+        let map = self.current_map();
+        if !map.nodes.contains_key(&id) {
+            self.removing = None;
+            self.removed.insert(id);
+            return;
+        }
+        let mut holding = false;
+        for g in self.cluster.groups.iter().map(|g| g.id).collect::<Vec<_>>() {
+            let Some(v) = self.newest_view(g).cloned() else { continue };
+            if !v.is_placed(id) && !v.is_member(id) {
+                continue;
+            }
+            holding = true;
+            // A move under way (the node leaving, or another) finishes first.
+            if !v.is_placed(id) || !v.leaving().is_empty() || v.members.len() != v.placement.len() {
+                continue;
+            }
+            let targets: Vec<NodeId> =
+                map.nodes.keys().copied().filter(|&t| t != id && !v.is_placed(t) && !v.is_member(t)).collect();
+            let leader = self.slots.iter().find_map(|(&n, s)| {
+                let r = s.node.as_ref()?.replica(g)?;
+                (r.role() == Role::Primary && !s.paused && r.view().is_some_and(|rv| rv.epoch == v.epoch)).then_some(n)
+            });
+            if let (Some(leader), false) = (leader, targets.is_empty()) {
+                let to = targets[self.member_rng.gen_range(0..targets.len())];
+                let token = self.new_token(Conn::Admin { node: leader });
+                let msg = ClientMsg::MoveReplica { group: g, from: id, to };
+                self.asked_moves.push((g, id, to));
+                self.schedule(500, What::ToNode { to: leader, token, msg: Box::new(msg) });
+                self.note(format!("move-replica of group {g} from node {id} to node {to} asked of node {leader}"));
+            }
+        }
+        if !holding {
+            if let Some(to) = self.pick_asked(&map, id) {
+                self.ask_member_change(to, ClientMsg::RemoveNode { id });
+            }
+        }
+    }
+
+    /// The answer to an `AddNode` or `RemoveNode`.
+    fn on_cluster_changed(&mut self, reply: ClientReply) {
+        self.note(format!("cluster change answered: {reply:?}"));
+        self.member_asked = None;
+        let ClientReply::ClusterChanged(Ok(map)) = reply else { return };
+        if let Some((id, _)) = self.removing.filter(|(id, _)| !map.nodes.contains_key(id)) {
+            self.removing = None;
+            self.removed.insert(id);
+            if self.slots[&id].node.as_ref().is_none_or(|n| n.is_removed()) {
+                self.stop_removed(id);
+            }
+        }
+    }
+
+    /// Stops removed node `id` for good, as the runtime does once it
+    /// learns it was removed: its process ends, its connections break, and
+    /// it is never restarted.
+    fn stop_removed(&mut self, id: NodeId) {
+        self.stopped.insert(id);
+        let slot = self.slots.get_mut(&id).expect("slot");
+        slot.node = None;
+        slot.inc += 1;
+        slot.paused = false;
+        slot.held.clear();
+        slot.checkpoint = None;
+        let broken: Vec<(ClientToken, Conn)> =
+            self.conns.iter().filter(|(_, c)| c.node() == id).map(|(&t, &c)| (t, c)).collect();
+        for (token, conn) in broken {
+            self.conns.remove(&token);
+            self.parked_reads.remove(&token);
+            if let Conn::Client { client, node } = conn {
+                let delay = self.client_delay();
+                self.schedule(delay, What::Unreachable { client, node });
+            }
+        }
+        self.obs.forget_node(id);
+        self.note(format!("node {id} was removed from the cluster: it stops"));
     }
 
     fn resume(&mut self, id: NodeId) {

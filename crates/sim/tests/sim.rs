@@ -40,7 +40,8 @@ fn clean_runs_of_the_full_fault_mix_pass() {
 /// compacted and members caught up by snapshot, clients with many requests
 /// in flight, sessions evicted from the exactly-once tables and retries told
 /// `SessionExpired`, leaders handed over by `transfer-leader`, replicas
-/// moved by `move-replica` (admitted and the old member dropped). Each is
+/// moved by `move-replica` (admitted and the old member dropped), nodes
+/// added and removed with the config store's members settling. Each is
 /// switched on by a share of the seeds, so a few
 /// dozen seeds reach all of them; a change that quietly stops reaching one
 /// fails here.
@@ -60,6 +61,11 @@ fn the_runs_reach_compaction_snapshots_pipelining_session_eviction_and_backup_re
     assert!(reached(|c| c.handovers) > 0, "{line}");
     assert!(reached(|c| c.backup_reads) > 0, "{line}");
     assert!(reached(|c| c.moves_finished) > 0, "{line}");
+    // Nodes added and removed while faults were on, and the config store's
+    // members changed (and settled) with them.
+    assert!(reached(|c| c.nodes_added) > 0, "{line}");
+    assert!(reached(|c| c.nodes_removed) > 0, "{line}");
+    assert!(reached(|c| c.config_settles) > 0, "{line}");
 }
 
 /// The property each bug breaks: the checker meant for it must catch it,
@@ -120,6 +126,9 @@ fn meant_for(bug: &str) -> &'static str {
         // A pipelined write that overtook an earlier one of its session on
         // the simulated network (or across a failover) is applied first.
         "fifo-ignores-order" => "fifo",
+        // A second node joins the config store's members before the first
+        // one's change settled.
+        "config-two-members-at-once" => "config members change one at a time",
         other => panic!("bug {other} has no property meant to catch it: add it here"),
     }
 }

@@ -108,6 +108,32 @@ pub fn check(
     v
 }
 
+/// Every member and placed node of each group's final view is a node the
+/// final cluster map names: a node is removed only once no view places it
+/// (`RemoveNode` is refused before), so a final view that still counts a
+/// removed node lost a replica the group relies on.
+pub fn check_named(final_map: &ClusterMap, finals: &[FinalReplica]) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let groups: std::collections::BTreeSet<_> = finals.iter().map(|f| f.group).collect();
+    for g in groups {
+        let view = finals.iter().filter(|f| f.group == g).filter_map(|f| f.view.as_ref()).max_by_key(|v| v.epoch);
+        let Some(view) = view else { continue };
+        let unnamed: std::collections::BTreeSet<NodeId> =
+            view.members.iter().chain(&view.placement).copied().filter(|n| !final_map.nodes.contains_key(n)).collect();
+        if !unnamed.is_empty() {
+            v.push(Violation::new(
+                PROPERTY,
+                format!(
+                    "group {g}: the final view (epoch {}) holds nodes {unnamed:?} the final cluster map (version {}) \
+                     no longer names",
+                    view.epoch, final_map.version
+                ),
+            ));
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +190,19 @@ mod tests {
         assert_eq!(check(&cluster(), &obs, &faulty_backup, Some(1)), vec![]);
         let behind = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 4, 8)];
         assert_eq!(check(&cluster(), &obs, &behind, Some(2)).len(), 1, "it must still apply everything");
+    }
+
+    #[test]
+    fn rejects_a_final_view_on_a_node_the_map_no_longer_names() {
+        use pactdb_core::types::NodeAddrs;
+        let addrs = |n: u64| NodeAddrs { peer: format!("n{n}:1"), client: format!("n{n}:2") };
+        let mut map = cluster();
+        map.nodes = [1, 2, 3].into_iter().map(|n| (n, addrs(n))).collect();
+        let finals = [replica(1, Role::Primary, 5, 7), replica(2, Role::Backup, 5, 7)];
+        assert_eq!(check_named(&map, &finals), vec![]);
+        map.nodes.remove(&2);
+        let v = check_named(&map, &finals);
+        assert!(v.len() == 1 && v[0].detail.contains("nodes {2}"), "{v:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod agreement;
 pub mod atomicity;
 pub mod bank;
+pub mod config_members;
 pub mod convergence;
 pub mod decision;
 pub mod durability;
@@ -76,7 +77,11 @@ impl FinalReplica {
 
 /// Everything a run leaves for the checkers.
 pub struct Facts<'a> {
+    /// The bootstrap map (its groups never change).
     pub cluster: &'a ClusterMap,
+    /// The newest cluster map the nodes learned: the nodes it names are
+    /// the cluster at the end (`finals` holds only theirs).
+    pub final_map: &'a ClusterMap,
     pub history: &'a History,
     pub obs: &'a Observations,
     pub finals: &'a [FinalReplica],
@@ -117,6 +122,8 @@ pub fn check_all(facts: &Facts) -> Vec<Violation> {
     v.extend(leadership::check(facts.obs));
     v.extend(new_primary::check(facts.obs));
     v.extend(convergence::check(facts.cluster, facts.obs, facts.finals, facts.faulty));
+    v.extend(convergence::check_named(facts.final_map, facts.finals));
+    v.extend(config_members::check(facts.obs));
     v.extend(durability::check(facts.cluster, &registers, facts.obs, facts.finals, facts.faulty));
     v.extend(linearizability::check(&registers));
     v.extend(session::check(&registers));
