@@ -625,11 +625,12 @@ impl Node {
     /// corrupted peer; a correct one never sends it), never taken in and
     /// never a panic later.
     fn is_plausible(&self, msg: &PeerMsg) -> bool {
+        // Members the map does not name are allowed: the map changes while
+        // the cluster serves, and a view still naming a node just removed
+        // must reach its members, whose primary then places the group
+        // elsewhere (`replica::placement`); dropping it wedged the group.
         let view_ok = |v: &View| {
-            v.is_well_formed()
-                && self.cluster.as_ref().is_none_or(|c| {
-                    c.groups.iter().any(|g| g.id == v.group) && v.members.iter().all(|m| c.nodes.contains_key(m))
-                })
+            v.is_well_formed() && self.cluster.as_ref().is_none_or(|c| c.groups.iter().any(|g| g.id == v.group))
         };
         // An acceptor stores registers it need not understand; only a value
         // nobody could hold is refused.

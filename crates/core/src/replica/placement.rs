@@ -84,6 +84,10 @@ impl Replica {
         if self.view_change_in_flight || self.handover.is_some() || !self.is_primary() {
             return;
         }
+        if let Some(next) = replace_removed(view, ctx.cluster) {
+            self.propose_view(ctx, next);
+            return;
+        }
         let leaving = view.leaving();
         if leaving.is_empty() || !view.joining().is_empty() {
             return;
@@ -149,4 +153,32 @@ impl Replica {
             .collect();
         Some(PlacementChange { joining, leaving })
     }
+}
+
+/// The view that places the group elsewhere than on a node the cluster map
+/// no longer names, if the placement has one: a move onto a node can race
+/// that node's removal (`admin remove-node` checks the views it knows, and
+/// a primary that had not yet learned the removal may place the group
+/// there), and a group must not wait for a node that is gone (found by the
+/// simulator, passive seed 1138 and others: a joining node removed, the
+/// move never finished). The node is replaced by a member the move was
+/// taking the group off (caught up already), else by the lowest-numbered
+/// node of the map that does not hold the group; with none, it is only
+/// dropped from the placement when the group keeps `min_members`.
+fn replace_removed(view: &View, cluster: Option<&crate::types::ClusterMap>) -> Option<View> {
+    let cluster = cluster?;
+    let gone = view.placement.iter().copied().find(|n| !cluster.nodes.contains_key(n))?;
+    let placed = |n: &NodeId| view.is_placed(*n);
+    let spare = view
+        .leaving()
+        .into_iter()
+        .find(|n| cluster.nodes.contains_key(n))
+        .or_else(|| cluster.nodes.keys().copied().find(|n| !placed(n)));
+    let mut placement: Vec<NodeId> = view.placement.iter().copied().filter(|&n| n != gone).collect();
+    match spare {
+        Some(n) => placement.push(n),
+        None if placement.len() >= view.min_members.max(1) => {}
+        None => return None,
+    }
+    Some(view.next_placement(placement))
 }
