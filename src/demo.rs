@@ -313,15 +313,6 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
     // the keys they hold, OLDEST: how long the oldest has waited, DECIDING:
     // decisions the group coordinated that not every participant has
     // acknowledged. The group lines show its leader's figures.
-    let list = |ids: &mut dyn Iterator<Item = NodeId>| ids.map(|n| n.to_string()).collect::<Vec<_>>().join(",");
-    println!(
-        "CLUSTER MAP version {}: nodes {}; config store on {}{}",
-        cluster.version,
-        list(&mut cluster.nodes.keys().copied()),
-        list(&mut cluster.config_members.iter().copied()),
-        if cluster.config_settled { "" } else { " (changing members: rewriting every register through them)" }
-    );
-    println!();
     println!("GROUP  MODE     EPOCH  LEADER  MEMBERS     PREPARED  LOCKS    OLDEST   DECIDING");
     for v in views.values() {
         let members = v.members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",");
@@ -473,6 +464,17 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
             println!("{h}");
         }
     }
+    // Last, so that scripts reading the group table from the top keep
+    // working.
+    let list = |ids: &mut dyn Iterator<Item = NodeId>| ids.map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    println!();
+    println!(
+        "CLUSTER MAP version {}: nodes {}; config store on {}{}",
+        cluster.version,
+        list(&mut cluster.nodes.keys().copied()),
+        list(&mut cluster.config_members.iter().copied()),
+        if cluster.config_settled { "" } else { " (changing members: rewriting every register through them)" }
+    );
     Ok(0)
 }
 

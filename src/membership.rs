@@ -242,8 +242,17 @@ mod tests {
     fn a_leaving_nodes_replicas_go_to_the_least_loaded_nodes_not_holding_the_group() {
         let views =
             [view(0, &[1, 2, 3]), view(1, &[1, 3, 4]), view(2, &[2, 3, 4])].into_iter().map(|v| (v.group, v)).collect();
-        // Loads without node 1: 2 -> 2, 3 -> 3, 4 -> 2, 5 -> 0.
-        assert_eq!(plan_moves(&map(&[1, 2, 3, 4, 5]), &views, 1), Ok(vec![(0, 5), (1, 2)]));
+        // Loads without node 1: 2 -> 2, 3 -> 3, 4 -> 2, 5 -> 0. Group 0 (on
+        // 1, 2, 3) goes to 5 (load 0, then 1); group 1 (on 1, 3, 4) may go to
+        // 2 (load 2) or 5 (load 1): 5 again.
+        assert_eq!(plan_moves(&map(&[1, 2, 3, 4, 5]), &views, 1), Ok(vec![(0, 5), (1, 5)]));
+        // With node 5 holding two groups already (loads 2 -> 3, 3 -> 5,
+        // 4 -> 3, 5 -> 2), group 0 still goes to 5, and group 1 then ties
+        // between 2 and 5 (3 each): the lower id, 2.
+        let mut busy = views.clone();
+        busy.insert(7, view(7, &[5, 3, 4]));
+        busy.insert(8, view(8, &[5, 2, 3]));
+        assert_eq!(plan_moves(&map(&[1, 2, 3, 4, 5]), &busy, 1), Ok(vec![(0, 5), (1, 2)]));
     }
 
     #[test]
