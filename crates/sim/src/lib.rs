@@ -148,7 +148,9 @@
 //! wrong. That member is known to be faulty, so the state checks
 //! (convergence, durability) leave it out, while the client history is
 //! checked as always: a voting front end must still never return a wrong
-//! value; a first-answer front end does.
+//! value; a first-answer front end does. Its seeds move no replica and
+//! change no membership: a joining member copies the leader's state, which
+//! may be the faulty member's, and a vote masks one wrong member, not two.
 //!
 //! After the fault phase comes a quiet phase: every partition is healed, the
 //! network stops dropping and duplicating, paused nodes resume and crashed
