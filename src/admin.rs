@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use pactdb_client::{call, fetch_views};
 use pactdb_core::types::{ClusterMap, GroupId, NodeId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply, TransferRefused};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How long one question to a node may take.
@@ -202,19 +203,35 @@ const MOVE_REPORT: Duration = Duration::from_secs(1);
 /// harmless: a made move is answered with the view).
 const MOVE_REASK: Duration = Duration::from_secs(2);
 
-/// The newest view of `group` any node of the cluster holds.
-async fn newest_view(cluster: &ClusterMap, group: GroupId) -> Option<View> {
-    let mut newest: Option<View> = None;
-    for a in cluster.nodes.values() {
-        if let Ok(ClientReply::Views { views, .. }) = call(&a.client, &ClientMsg::GetViews, CALL_TIMEOUT).await {
-            for v in views.into_iter().filter(|v| v.group == group) {
-                if newest.as_ref().is_none_or(|n| n.epoch < v.epoch) {
-                    newest = Some(v);
+/// The newest view of every group that any node of the map holds, and why
+/// each node that did not answer did not (`admin move-replica` polls it;
+/// `rebalance` and `remove-node` refuse to plan when nodes are silent).
+pub(crate) async fn newest_views(cluster: &ClusterMap) -> (BTreeMap<GroupId, View>, BTreeMap<NodeId, String>) {
+    let mut newest: BTreeMap<GroupId, View> = BTreeMap::new();
+    let mut silent = BTreeMap::new();
+    for (&id, a) in &cluster.nodes {
+        match call(&a.client, &ClientMsg::GetViews, CALL_TIMEOUT).await {
+            Ok(ClientReply::Views { views, .. }) => {
+                for v in views {
+                    if newest.get(&v.group).is_none_or(|n| n.epoch < v.epoch) {
+                        newest.insert(v.group, v);
+                    }
                 }
+            }
+            Ok(other) => {
+                silent.insert(id, format!("node {id} answered {other:?}"));
+            }
+            Err(e) => {
+                silent.insert(id, format!("node {id}: {e}"));
             }
         }
     }
-    newest
+    (newest, silent)
+}
+
+/// The newest view of `group` any node of the cluster holds.
+async fn newest_view(cluster: &ClusterMap, group: GroupId) -> Option<View> {
+    newest_views(cluster).await.0.remove(&group)
 }
 
 /// Asks the group's leader to start the move, following redirects.

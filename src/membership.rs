@@ -95,26 +95,6 @@ pub async fn add_node(
     Ok(0)
 }
 
-/// The newest view of every group any node holds, and the nodes that did
-/// not answer.
-async fn newest_views(cluster: &ClusterMap) -> (BTreeMap<GroupId, View>, Vec<NodeId>) {
-    let mut newest: BTreeMap<GroupId, View> = BTreeMap::new();
-    let mut silent = Vec::new();
-    for (&id, a) in &cluster.nodes {
-        match call(&a.client, &ClientMsg::GetViews, CALL_TIMEOUT).await {
-            Ok(ClientReply::Views { views, .. }) => {
-                for v in views {
-                    if newest.get(&v.group).is_none_or(|n| n.epoch < v.epoch) {
-                        newest.insert(v.group, v);
-                    }
-                }
-            }
-            _ => silent.push(id),
-        }
-    }
-    (newest, silent)
-}
-
 /// Where each of `leaving`'s replicas goes: to the node holding the fewest
 /// replicas that does not hold that group (ties: lowest id). Refuses when a
 /// group has nowhere to go: it would fall below its placement size, which
@@ -170,12 +150,12 @@ pub async fn remove_node(endpoints: &[String], id: NodeId, wait: Duration) -> an
     if cluster.nodes.len() == 1 {
         bail!("node {id} is the cluster's last node");
     }
-    let (views, silent) = newest_views(&cluster).await;
+    let (views, silent) = crate::admin::newest_views(&cluster).await;
     // The config store must keep a majority of its members up without this
     // node, or the removal (and everything after it) could not be agreed.
     if cluster.config_members.contains(&id) {
         let remaining: Vec<NodeId> = cluster.config_members.iter().copied().filter(|m| *m != id).collect();
-        let up = remaining.iter().filter(|m| !silent.contains(m)).count();
+        let up = remaining.iter().filter(|m| !silent.contains_key(m)).count();
         if remaining.is_empty() || up < remaining.len() / 2 + 1 {
             bail!(
                 "node {id} is a config store member; without it the store would have members {} of which only {up} \
@@ -185,7 +165,7 @@ pub async fn remove_node(endpoints: &[String], id: NodeId, wait: Duration) -> an
         }
     }
     let moves = plan_moves(&cluster, &views, id).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(down) = moves.iter().map(|(_, to)| *to).find(|to| silent.contains(to)) {
+    if let Some(down) = moves.iter().map(|(_, to)| *to).find(|to| silent.contains_key(to)) {
         bail!("node {down} does not answer, and a replica of node {id} would move to it: bring it back first");
     }
     println!(

@@ -17,15 +17,11 @@
 
 use crate::admin;
 use anyhow::Context;
-use pactdb_client::{call, fetch_views};
+use pactdb_client::fetch_views;
 use pactdb_core::types::{ClusterMap, GroupId, NodeId, View};
-use pactdb_core::wire::{ClientMsg, ClientReply};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
-
-/// How long one node may take to answer for its views.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One step of a plan, run by the primary of `group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -317,40 +313,21 @@ fn plan_leaders_on(layout: &mut Layout) -> Vec<Step> {
     steps
 }
 
-/// The newest view of every group that any node of the map holds. Every
-/// node must answer: a move onto a node that is down would only wait out
-/// `--wait-secs`, and moving replicas off a dead node is repair, which a
-/// rebalance should not start on its own.
-async fn newest_views(cluster: &ClusterMap) -> anyhow::Result<Vec<View>> {
-    let mut newest: BTreeMap<GroupId, View> = BTreeMap::new();
-    let mut silent = Vec::new();
-    for (id, a) in &cluster.nodes {
-        match call(&a.client, &ClientMsg::GetViews, CALL_TIMEOUT).await {
-            Ok(ClientReply::Views { views, .. }) => {
-                for v in views {
-                    if newest.get(&v.group).is_none_or(|n| n.epoch < v.epoch) {
-                        newest.insert(v.group, v);
-                    }
-                }
-            }
-            Ok(other) => silent.push(format!("node {id} answered {other:?}")),
-            Err(e) => silent.push(format!("node {id}: {e}")),
-        }
-    }
-    if !silent.is_empty() {
-        anyhow::bail!(
-            "not every node answered ({}); rebalance plans only with every node of the cluster up",
-            silent.join("; ")
-        );
-    }
-    Ok(newest.into_values().collect())
-}
-
 /// The map and the newest view of each group; groups of the map with no
 /// view anywhere are named (they cannot be planned for).
 async fn read_cluster(endpoints: &[String]) -> anyhow::Result<(ClusterMap, Vec<View>)> {
     let (cluster, _) = fetch_views(endpoints).await.context("reading the cluster map")?;
-    let views = newest_views(&cluster).await?;
+    // Every node must answer: a move onto a node that is down would only
+    // wait out `--wait-secs`, and moving replicas off a dead node is
+    // repair, which a rebalance should not start on its own.
+    let (views, silent) = admin::newest_views(&cluster).await;
+    if !silent.is_empty() {
+        anyhow::bail!(
+            "not every node answered ({}); rebalance plans only with every node of the cluster up",
+            silent.into_values().collect::<Vec<_>>().join("; ")
+        );
+    }
+    let views: Vec<View> = views.into_values().collect();
     for g in &cluster.groups {
         if !views.iter().any(|v| v.group == g.id) {
             eprintln!("group {}: no node holds a view of it; left out", g.id);

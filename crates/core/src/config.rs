@@ -156,18 +156,6 @@ impl Change {
             | (Change::FillConfig { .. }, cur) => (cur.cloned(), false),
         }
     }
-
-    /// Whether the change alters the cluster map (and so its version).
-    pub fn changes_map(&self) -> bool {
-        matches!(
-            self,
-            Change::InitCluster(_)
-                | Change::AddNode { .. }
-                | Change::RemoveNode { .. }
-                | Change::SettleConfig { .. }
-                | Change::FillConfig { .. }
-        )
-    }
 }
 
 /// Who asked for a change, so the node can route the outcome.

@@ -14,7 +14,7 @@ const KEY: &str = "test/register";
 #[test]
 fn a_round_behind_the_learned_map_is_refused_with_the_map() {
     let mut h = Harness::three_nodes();
-    let map = h.cluster_of(node(2));
+    let map = h.node(node(2)).cluster().cloned().expect("bootstrapped");
     assert_eq!(map.version, 1);
     let ballot = Ballot { round: 1000, node: 3 };
 

@@ -375,10 +375,6 @@ impl Harness {
     }
 
     /// The view node `n` holds of `group`.
-    pub fn cluster_of(&self, n: NodeId) -> ClusterMap {
-        self.nodes[&n].cluster().cloned().expect("the node knows the cluster map")
-    }
-
     pub fn view_of(&self, n: NodeId, group: GroupId) -> View {
         self.replica_of(n, group).view().cloned().unwrap_or_else(|| panic!("node {n} has no view of group {group}"))
     }
