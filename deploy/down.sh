@@ -5,8 +5,8 @@
 set -uo pipefail
 DEPLOY_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$DEPLOY_DIR/cluster.conf"
-# Compose interpolates these even to tear down; their values do not matter here.
-export PACTDB_PEERS=- PACTDB_CERTS=/nonexistent PACTDB_NODE_SECURITY=
+# Compose interpolates the file even to tear it down.
+pactdb_compose_env
 
 # A paused container cannot be stopped: unpause first.
 for c in $(timeout 30 docker ps -q --filter "name=^${PACTDB_CONTAINER_PREFIX}[0-9]+$" --filter status=paused); do

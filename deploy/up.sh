@@ -47,30 +47,24 @@ trap 'echo "up.sh: interrupted" >&2; on_failure' INT TERM
 
 "$DEPLOY_DIR/build-image.sh" "$PACTDB_BIN" "$PACTDB_IMAGE"
 
-ip_of() { echo "$PACTDB_SUBNET_PREFIX.$((10 + $1))"; }
-peers=""
+pactdb_compose_env
 endpoints=""
 for n in $(seq 1 "$PACTDB_NODES"); do
-    peers="$peers${peers:+,}$n=$(ip_of "$n"):7000"
-    endpoints="$endpoints${endpoints:+,}$(ip_of "$n"):7100"
+    endpoints="$endpoints${endpoints:+,}$(pactdb_ip_of "$n"):7100"
 done
-export PACTDB_PEERS=$peers
 
-certs=$PACTDB_STATE_DIR/certs
+certs=$PACTDB_CERTS
 mkdir -p "$certs"
-export PACTDB_CERTS=$certs
 if [ "${PACTDB_INSECURE:-0}" = 1 ]; then
-    export PACTDB_NODE_SECURITY=--insecure
     for n in $(seq 1 "$PACTDB_NODES"); do mkdir -p "$certs/node-$n"; done
     client_security="PACTDB_INSECURE=1"
 else
-    export PACTDB_NODE_SECURITY="--certs-dir /certs"
     if [ ! -f "$certs/ca.crt" ]; then
         "$PACTDB_BIN" certs init --dir "$certs"
     fi
     for n in $(seq 1 "$PACTDB_NODES"); do
         [ -f "$certs/node-$n/node.crt" ] ||
-            "$PACTDB_BIN" certs issue node --dir "$certs" --id "$n" --host "$(ip_of "$n")" --out "$certs/node-$n"
+            "$PACTDB_BIN" certs issue node --dir "$certs" --id "$n" --host "$(pactdb_ip_of "$n")" --out "$certs/node-$n"
     done
     [ -f "$certs/client/client.crt" ] ||
         "$PACTDB_BIN" certs issue client --dir "$certs" --name admin --out "$certs/client"
@@ -82,9 +76,9 @@ compose up --detach --no-build
 # Every node must listen before bootstrap asks each who it is.
 deadline=$((SECONDS + PACTDB_UP_TIMEOUT_S))
 for n in $(seq 1 "$PACTDB_NODES"); do
-    until timeout 1 bash -c "exec 3<>/dev/tcp/$(ip_of "$n")/7100" 2>/dev/null; do
+    until timeout 1 bash -c "exec 3<>/dev/tcp/$(pactdb_ip_of "$n")/7100" 2>/dev/null; do
         if [ $SECONDS -ge $deadline ]; then
-            echo "up.sh: node $n did not listen on $(ip_of "$n"):7100 within ${PACTDB_UP_TIMEOUT_S}s" >&2
+            echo "up.sh: node $n did not listen on $(pactdb_ip_of "$n"):7100 within ${PACTDB_UP_TIMEOUT_S}s" >&2
             false
         fi
         sleep 0.2
