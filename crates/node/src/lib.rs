@@ -4,4 +4,5 @@ pub mod frame;
 pub mod net;
 pub mod runtime;
 pub mod snapshot;
+pub mod tls;
 pub mod wal;
