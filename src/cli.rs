@@ -42,7 +42,7 @@ pub struct Cli {
     pub certs_dir: Option<PathBuf>,
     /// Plaintext connections, no TLS: only for nodes started with
     /// --insecure (and `demo --insecure` starts its nodes so).
-    #[arg(long, global = true, env = "PACTDB_INSECURE")]
+    #[arg(long, global = true, env = "PACTDB_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
     #[command(subcommand)]
     pub command: Command,

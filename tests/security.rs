@@ -273,3 +273,113 @@ async fn a_client_with_the_cluster_certificate_reads_and_writes_across_a_failove
         other => panic!("status over TLS: {other:?}"),
     }
 }
+
+/// Stops a demo (SIGTERM: it stops its nodes) however the test ends.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `pactdb demo` in `cwd` (its data in ./pactdb-data) and waits
+/// until a client command run there, with no credentials given, succeeds.
+fn start_demo(cwd: &Path, offset: u16) -> Demo {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(cwd.join("demo.log")).unwrap();
+    let demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_pactdb"))
+            .args(["demo", "--port-offset", &offset.to_string()])
+            .current_dir(cwd)
+            .env_remove("PACTDB_CERTS_DIR")
+            .env_remove("PACTDB_INSECURE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if cwd.join("pactdb-data/cluster.json").exists() && pactdb_bare(cwd, &["status"]).status.success() {
+            return demo;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not come up: {}",
+            std::fs::read_to_string(cwd.join("demo.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_demo_runs_tls_by_default_and_client_commands_find_its_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let demo = start_demo(cwd, 880);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("pactdb-data/cluster.json")).unwrap()).unwrap();
+    let client_dir = info["certs_dir"].as_str().expect("cluster.json names the client certs dir").to_string();
+    assert!(Path::new(&client_dir).join("client.crt").exists());
+    assert!(info["nodes"][0]["command"].as_array().unwrap().iter().any(|a| a == "--certs-dir"));
+    let ca = std::fs::read(cwd.join("pactdb-data/certs/ca.crt")).unwrap();
+
+    let out = pactdb_bare(cwd, &["put", "greeting", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = pactdb_bare(cwd, &["--insecure", "get", "greeting"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the node speaks TLS"), "{}", stderr(&out));
+
+    // Restarted on its data dir, the demo keeps its CA and its data.
+    drop(demo);
+    let _demo = start_demo(cwd, 880);
+    assert_eq!(std::fs::read(cwd.join("pactdb-data/certs/ca.crt")).unwrap(), ca, "the CA was replaced");
+    let out = pactdb_bare(cwd, &["get", "greeting"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "hello");
+}
+
+#[test]
+fn certs_init_refuses_to_overwrite_and_keys_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("ca");
+    let out = pactdb_bare(tmp.path(), &["certs", "init", "--dir", &d.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(d.join("ca.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let ca = std::fs::read(d.join("ca.crt")).unwrap();
+    let out = pactdb_bare(tmp.path(), &["certs", "init", "--dir", &d.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists; refusing to overwrite"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.join("ca.crt")).unwrap(), ca);
+
+    let out = pactdb_bare(
+        tmp.path(),
+        &["certs", "issue", "node", "--dir", &d.to_string_lossy(), "--id", "4", "--host", "db4.example"]
+            .iter()
+            .chain(&["--host", "10.1.2.3", "--out", &tmp.path().join("n4").to_string_lossy()])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for f in ["ca.crt", "node.crt", "node.key"] {
+        assert!(tmp.path().join("n4").join(f).exists(), "{f}");
+    }
+    assert_eq!(std::fs::metadata(tmp.path().join("n4/node.key")).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A node started with neither --certs-dir nor --insecure refuses, naming both.
+    let out =
+        pactdb_bare(tmp.path(), &["node", "--id", "1", "--listen", "127.0.0.1:1", "--client-listen", "127.0.0.1:2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--certs-dir DIR") && stderr(&out).contains("--insecure"), "{}", stderr(&out));
+    // Both: a usage error.
+    let out = pactdb_bare(tmp.path(), &["node", "--id", "1", "--certs-dir", "x", "--insecure"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -621,6 +621,7 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
     let mut out = Vec::new();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
+    let mut last_failure = String::new();
     loop {
         // Dial lazily: an idle link costs no socket, and a peer that is down costs no dial
         // attempts until there is something to tell it. Frames stay queued (in order) meanwhile.
@@ -635,9 +636,12 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
             Err(e) => {
                 failures += 1;
                 // Peers start in any order, so one warning per outage is enough; the retries
-                // themselves are routine.
-                if failures == 1 {
+                // themselves are routine. A different reason (a peer that was down now refusing
+                // the handshake) is news, and warned about again.
+                let reason = e.to_string();
+                if failures == 1 || reason != last_failure {
                     tracing::warn!(peer = to, %addr, error = %e, "cannot connect to peer; retrying with backoff");
+                    last_failure = reason;
                 } else {
                     tracing::debug!(peer = to, %addr, error = %e, failures, "still cannot connect to peer");
                 }
@@ -652,6 +656,7 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
             tracing::debug!(peer = to, %addr, "connected to peer");
         }
         failures = 0;
+        last_failure.clear();
 
         let (rd, wr) = tokio::io::split(stream);
         match pump_peer(&mut queue, rd, wr, &mut out, &mut backoff).await {
@@ -1292,5 +1297,83 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         // Nothing was written, so the connection is still in step.
         echo_round_trip(&mut c, &["after"]).await;
+    }
+
+    async fn start_tls_net(
+        peer_listen: SocketAddr,
+        peers: HashMap<u64, SocketAddr>,
+        tls: tls::NodeTls,
+    ) -> (Net, mpsc::Receiver<NetEvent>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let cfg = NetConfig { peer_listen, client_listen: any_local(), peers, security: NodeSecurity::Tls(tls) };
+        (Net::start(cfg, tx).await.unwrap(), rx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_peers_exchange_payloads_and_each_frame_names_its_authenticated_sender() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let a_addr = free_addr();
+        let (b, mut b_rx) = start_tls_net(any_local(), HashMap::from([(1, a_addr)]), ca.node_tls(2)).await;
+        let (a, mut a_rx) = start_tls_net(a_addr, HashMap::from([(2, b.local_peer_addr())]), ca.node_tls(1)).await;
+        for i in 0..500 {
+            a.send_to_peer(2, numbered(1, i));
+            b.send_to_peer(1, numbered(2, i));
+        }
+        for i in 0..500 {
+            assert_eq!(next_event(&mut b_rx).await, NetEvent::Peer { payload: numbered(1, i), node: Some(1) });
+            assert_eq!(next_event(&mut a_rx).await, NetEvent::Peer { payload: numbered(2, i), node: Some(2) });
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_clients_are_served_and_plaintext_or_anonymous_ones_are_refused_with_a_reason() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_tls_net(any_local(), HashMap::new(), ca.node_tls(1)).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let tls = ClientSecurity::Tls(ca.client_tls());
+        let mut good = FramedConn::connect_with(net.local_client_addr(), &tls).await.unwrap();
+        echo_round_trip(&mut good, &["over tls", "", "batched"]).await;
+
+        // Plaintext: the node answers with a TLS alert, which the client recognises.
+        let mut plain = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        plain.send(&[b"hello".to_vec()]).await.unwrap();
+        let mut buf = Vec::new();
+        match timeout(WAIT, plain.recv(&mut buf)).await.expect("the refusal is prompt") {
+            Err(FrameError::Io(e)) => {
+                assert!(tls::refusal(&e).is_some_and(|r| r.0.contains("the node speaks TLS")), "{e}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // No client certificate.
+        let anonymous = ClientSecurity::Tls(tls::ClientTls::from_pem(ca.pem().as_bytes(), None).unwrap());
+        let result = async {
+            let mut c = FramedConn::connect_with(net.local_client_addr(), &anonymous).await?;
+            c.send(&[b"hello".to_vec()]).await?;
+            c.recv(&mut buf).await.map_err(|e| match e {
+                FrameError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+        };
+        let err = timeout(WAIT, result).await.expect("the refusal is prompt").unwrap_err();
+        assert!(
+            tls::refusal(&err).is_some_and(|r| r.0.contains("requires a client certificate from the cluster CA")),
+            "{err}"
+        );
+        // The good connection is unaffected.
+        echo_round_trip(&mut good, &["still here"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_against_a_plaintext_node_is_told_so() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let tls = ClientSecurity::Tls(ca.client_tls());
+        let err = timeout(WAIT, FramedConn::connect_with(net.local_client_addr(), &tls))
+            .await
+            .expect("the refusal is prompt")
+            .unwrap_err();
+        assert!(tls::refusal(&err).is_some_and(|r| r.0.contains("pass --insecure")), "{err}");
     }
 }

@@ -378,7 +378,15 @@ pub fn explain_client_error(e: io::Error, during_handshake: bool) -> io::Error {
              certs dir of this cluster?"
         ),
         Some(other) => format!("TLS failed: {other}"),
-        None if during_handshake && e.kind() == io::ErrorKind::UnexpectedEof => {
+        None if during_handshake
+            && matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::BrokenPipe
+            ) =>
+        {
             "the node closed the connection during the TLS handshake (a node started with --insecure speaks \
              plaintext; pass --insecure)"
                 .to_string()
@@ -422,5 +430,238 @@ pub fn handshake_failure(e: &io::Error) -> String {
         Some(tls) => tls.to_string(),
         None if e.kind() == io::ErrorKind::UnexpectedEof => "connection closed during the TLS handshake".to_string(),
         None => e.to_string(),
+    }
+}
+
+/// Certificates made on the spot for tests, as `pactdb certs` makes them.
+#[cfg(test)]
+pub(crate) mod test_certs {
+    use rcgen::{
+        BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+    };
+
+    /// A CA that signs node and client certificates (PEM text).
+    pub struct Ca {
+        cert: Certificate,
+        key: KeyPair,
+    }
+
+    /// A certificate and its key, PEM.
+    pub struct Issued {
+        pub cert: String,
+        pub key: String,
+    }
+
+    impl Ca {
+        pub fn new(name: &str) -> Ca {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            Ca { cert: params.self_signed(&key).unwrap(), key }
+        }
+
+        pub fn pem(&self) -> String {
+            self.cert.pem()
+        }
+
+        fn issue(&self, params: CertificateParams) -> Issued {
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+            Issued { cert: cert.pem(), key: key.serialize_pem() }
+        }
+
+        /// A node certificate as `certs issue node` makes it.
+        pub fn node(&self, id: u64) -> Issued {
+            let mut params = CertificateParams::default();
+            params.subject_alt_names = vec![
+                SanType::DnsName(super::node_name(id).try_into().unwrap()),
+                SanType::DnsName(super::NODE_NAME.try_into().unwrap()),
+                SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            ];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            self.issue(params)
+        }
+
+        /// A client certificate as `certs issue client` makes it.
+        pub fn client(&self) -> Issued {
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, "client");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            self.issue(params)
+        }
+
+        pub fn node_tls(&self, id: u64) -> super::NodeTls {
+            let n = self.node(id);
+            super::NodeTls::from_pem(self.pem().as_bytes(), n.cert.as_bytes(), n.key.as_bytes()).unwrap()
+        }
+
+        pub fn client_tls(&self) -> super::ClientTls {
+            let c = self.client();
+            super::ClientTls::from_pem(self.pem().as_bytes(), Some((c.cert.as_bytes(), c.key.as_bytes()))).unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_certs::Ca;
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Runs one handshake over an in-memory pipe, then one byte from client
+    /// to server (a TLS 1.3 client learns of a refused certificate only on
+    /// its next read). Returns the server's and the client's outcome.
+    async fn handshake(
+        acceptor: &TlsAcceptor,
+        connector: &TlsConnector,
+        name: ServerName<'static>,
+    ) -> (Result<Option<u64>, io::Error>, Result<(), io::Error>) {
+        let (c, s) = tokio::io::duplex(64 << 10);
+        let server = async {
+            let mut stream = acceptor.accept(s).await?;
+            let node = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(node_id_of);
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).await?;
+            stream.write_all(&b).await?;
+            stream.flush().await?;
+            Ok(node)
+        };
+        let client = async {
+            let mut stream = connector.connect(name, c).await?;
+            stream.write_all(b"x").await?;
+            stream.flush().await?;
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).await?;
+            Ok(())
+        };
+        tokio::join!(server, client)
+    }
+
+    fn tls_error(e: &io::Error) -> String {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(t) => format!("{t:?}"),
+            None => format!("{e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_peer_port_takes_a_node_certificate_of_the_ca_and_learns_its_node_id() {
+        let ca = Ca::new("ca");
+        let (a, b) = (ca.node_tls(1), ca.node_tls(2));
+        let (server, client) = handshake(a.peer_acceptor(), b.dialer(), peer_server_name(1)).await;
+        assert_eq!(server.unwrap(), Some(2));
+        client.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_peer_port_refuses_a_client_certificate_of_the_same_ca() {
+        let ca = Ca::new("ca");
+        let node = ca.node_tls(1);
+        let client = ca.client_tls();
+        let (server, client) = handshake(node.peer_acceptor(), client.connector(), node_server_name()).await;
+        let err = server.unwrap_err();
+        assert!(handshake_failure(&err).contains("not a node certificate"), "{}", handshake_failure(&err));
+        let explained = explain_client_error(client.unwrap_err(), false);
+        assert!(refusal(&explained).is_some_and(|r| r.0.contains("requires a client certificate")), "{explained}");
+    }
+
+    #[tokio::test]
+    async fn a_node_of_another_ca_is_refused_both_ways() {
+        let (ca, other) = (Ca::new("ca"), Ca::new("other"));
+        let (ours, theirs) = (ca.node_tls(1), other.node_tls(2));
+        // They dial us: they do not trust our certificate (and say so).
+        let (server, client) = handshake(ours.peer_acceptor(), theirs.dialer(), peer_server_name(1)).await;
+        assert!(tls_error(&client.unwrap_err()).contains("UnknownIssuer"));
+        assert!(server.is_err());
+        // We dial them: we do not trust theirs.
+        let (_, client) = handshake(theirs.peer_acceptor(), ours.dialer(), peer_server_name(2)).await;
+        assert!(tls_error(&client.unwrap_err()).contains("UnknownIssuer"));
+        // Their node certificate, presented to a node that trusts both CAs'
+        // servers but only ours for clients, is refused by the node.
+        let mixed_roots = format!("{}{}", ca.pem(), other.pem());
+        let n = other.node(2);
+        let mixed = NodeTls::from_pem(mixed_roots.as_bytes(), n.cert.as_bytes(), n.key.as_bytes()).unwrap();
+        let (server, _) = handshake(ours.peer_acceptor(), mixed.dialer(), peer_server_name(1)).await;
+        assert!(tls_error(&server.unwrap_err()).contains("UnknownIssuer"));
+    }
+
+    #[tokio::test]
+    async fn a_dialer_refuses_a_peer_whose_certificate_names_another_node() {
+        let ca = Ca::new("ca");
+        let (a, b) = (ca.node_tls(1), ca.node_tls(2));
+        // B dials what it believes is node 3, but node 1 answers.
+        let (_, client) = handshake(a.peer_acceptor(), b.dialer(), peer_server_name(3)).await;
+        assert!(tls_error(&client.unwrap_err()).contains("NotValidForName"));
+    }
+
+    #[tokio::test]
+    async fn the_client_port_takes_any_certificate_of_the_ca_and_no_anonymous_client() {
+        let (ca, other) = (Ca::new("ca"), Ca::new("other"));
+        let node = ca.node_tls(1);
+        let (server, client) = handshake(node.client_acceptor(), ca.client_tls().connector(), node_server_name()).await;
+        assert_eq!(server.unwrap(), None);
+        client.unwrap();
+        // A node certificate is a client certificate too (`node --join`).
+        let (server, _) = handshake(node.client_acceptor(), node.dialer(), node_server_name()).await;
+        assert_eq!(server.unwrap(), Some(1));
+
+        // No certificate.
+        let anonymous = ClientTls::from_pem(ca.pem().as_bytes(), None).unwrap();
+        assert!(!anonymous.has_identity());
+        let (server, client) = handshake(node.client_acceptor(), anonymous.connector(), node_server_name()).await;
+        assert!(handshake_failure(&server.unwrap_err()).contains("no client certificate presented"));
+        let explained = explain_client_error(client.unwrap_err(), false);
+        assert_eq!(explained.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(
+            explained
+                .to_string()
+                .contains("the node requires a client certificate from the cluster CA; pass --certs-dir"),
+            "{explained}"
+        );
+
+        // Another CA's client certificate, from a client that trusts our CA.
+        let c = other.client();
+        let foreign = ClientTls::from_pem(ca.pem().as_bytes(), Some((c.cert.as_bytes(), c.key.as_bytes()))).unwrap();
+        let (server, _) = handshake(node.client_acceptor(), foreign.connector(), node_server_name()).await;
+        assert!(tls_error(&server.unwrap_err()).contains("UnknownIssuer"));
+
+        // A client of another CA altogether does not trust the node.
+        let (_, client) = handshake(node.client_acceptor(), other.client_tls().connector(), node_server_name()).await;
+        let explained = explain_client_error(client.unwrap_err(), true);
+        assert!(
+            explained.to_string().contains("the node's certificate is not accepted (UnknownIssuer)"),
+            "{explained}"
+        );
+    }
+
+    #[test]
+    fn node_ids_come_from_node_certificates_only() {
+        let ca = Ca::new("ca");
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        assert_eq!(node_id_of(&der(&ca.node(7).cert)), Some(7));
+        assert_eq!(node_id_of(&der(&ca.client().cert)), None);
+    }
+
+    #[test]
+    fn garbage_pem_is_a_clear_error() {
+        let ca = Ca::new("ca");
+        let n = ca.node(1);
+        let err = NodeTls::from_pem(b"not a certificate", n.cert.as_bytes(), n.key.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("no certificate in the CA certificate file"), "{err:#}");
+        let err = NodeTls::from_pem(ca.pem().as_bytes(), n.cert.as_bytes(), b"junk").unwrap_err();
+        assert!(format!("{err:#}").contains("no usable private key"), "{err:#}");
+        let other = ca.node(2);
+        let err = NodeTls::from_pem(ca.pem().as_bytes(), n.cert.as_bytes(), other.key.as_bytes()).unwrap_err();
+        assert!(format!("{err:#}").contains("does not match its key"), "{err:#}");
+    }
+
+    #[test]
+    fn the_first_bytes_tell_tls_from_frames() {
+        assert!(looks_like_tls_alert(&[0x15, 0x03, 0x03]));
+        assert!(looks_like_tls_hello(&[0x16, 0x03, 0x01]));
+        // A frame's length prefix: far below the 0x15000000 an alert would claim.
+        assert!(!looks_like_tls_alert(&[0x00, 0x00, 0x01]));
+        assert!(refusal(&plaintext_refused()).is_some_and(|r| r.0.contains("the node speaks TLS")));
     }
 }
