@@ -396,10 +396,10 @@ async fn join_map(
         let mut refused = None;
         for ep in endpoints {
             match pactdb_client::call_with(ep, &ClientMsg::GetViews, Duration::from_secs(2), security).await {
-                Ok(ClientReply::Views { cluster: Some(c), .. }) => {
-                    if newest.as_ref().is_none_or(|n| n.version < c.version) {
-                        newest = Some(c);
-                    }
+                Ok(ClientReply::Views { cluster: Some(c), .. })
+                    if newest.as_ref().is_none_or(|n| n.version < c.version) =>
+                {
+                    newest = Some(c)
                 }
                 Err(e) if e.to_string().contains("refused the connection") => refused = Some(e),
                 _ => {}
