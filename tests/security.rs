@@ -274,8 +274,9 @@ async fn a_client_with_the_cluster_certificate_reads_and_writes_across_a_failove
     }
 }
 
-/// Stops a demo (SIGTERM: it stops its nodes) however the test ends.
-struct Demo(std::process::Child);
+/// Stops a demo (SIGTERM: it stops its nodes) however the test ends, and
+/// then the nodes cluster.json names, should the demo not have.
+struct Demo(std::process::Child, std::path::PathBuf);
 
 impl Drop for Demo {
     fn drop(&mut self) {
@@ -286,6 +287,14 @@ impl Drop for Demo {
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let info = std::fs::read_to_string(self.1.join("pactdb-data/cluster.json")).unwrap_or_default();
+        if let Ok(info) = serde_json::from_str::<serde_json::Value>(&info) {
+            for n in info["nodes"].as_array().into_iter().flatten() {
+                if let Some(pid) = n["pid"].as_u64() {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+                }
+            }
+        }
     }
 }
 
@@ -293,6 +302,8 @@ impl Drop for Demo {
 /// until a client command run there, with no credentials given, succeeds.
 fn start_demo(cwd: &Path, offset: u16) -> Demo {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(cwd.join("demo.log")).unwrap();
+    let started =
+        std::fs::read_to_string(cwd.join("demo.log")).unwrap_or_default().matches("Ctrl-C stops the cluster").count();
     let demo = Demo(
         Command::new(env!("CARGO_BIN_EXE_pactdb"))
             .args(["demo", "--port-offset", &offset.to_string()])
@@ -304,10 +315,15 @@ fn start_demo(cwd: &Path, offset: u16) -> Demo {
             .stderr(log)
             .spawn()
             .unwrap(),
+        cwd.to_path_buf(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if cwd.join("pactdb-data/cluster.json").exists() && pactdb_bare(cwd, &["status"]).status.success() {
+        // Up once it says how to stop it (it handles SIGTERM from then on).
+        let said = std::fs::read_to_string(cwd.join("demo.log")).unwrap_or_default();
+        if said.matches("Ctrl-C stops the cluster").count() > started && pactdb_bare(cwd, &["status"]).status.success()
+        {
+            std::thread::sleep(Duration::from_millis(200));
             return demo;
         }
         assert!(
