@@ -1376,4 +1376,27 @@ mod tests {
             .unwrap_err();
         assert!(tls::refusal(&err).is_some_and(|r| r.0.contains("pass --insecure")), "{err}");
     }
+
+    /// A connection that starts a handshake and then stalls is dropped once the handshake timeout
+    /// passes (the paused clock jumps ahead while everything waits), and other clients are served.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_tls_handshake_is_dropped_after_the_timeout() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_tls_net(any_local(), HashMap::new(), ca.node_tls(1)).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let mut stalled = TcpStream::connect(net.local_client_addr()).await.unwrap();
+        // The first bytes of a TLS record header, and then nothing.
+        stalled.write_all(&[0x16, 0x03]).await.unwrap();
+        let began = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        match timeout(tls::HANDSHAKE_TIMEOUT + Duration::from_secs(1), stalled.read(&mut buf)).await {
+            Err(_) => panic!("the stalled handshake outlived the handshake timeout"),
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("the node wrote {n} bytes to a stalled handshake"),
+        }
+        assert!(began.elapsed() >= tls::HANDSHAKE_TIMEOUT, "closed after {:?}", began.elapsed());
+        let mut good =
+            FramedConn::connect_with(net.local_client_addr(), &ClientSecurity::Tls(ca.client_tls())).await.unwrap();
+        echo_round_trip(&mut good, &["served"]).await;
+    }
 }
