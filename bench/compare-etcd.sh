@@ -44,7 +44,9 @@
 # KEYS (100000), KEY_SIZE (16), VALUE_SIZE (128), ACCOUNTS (10000),
 # BALANCE (1000), AUDIT_CLIENTS (0), ETCD_PORTS
 # ("12379 22379 32379"; peers listen on port+1), PACTDB_PORT_OFFSET (600:
-# pactdb nodes on 7601-7603 and 7701-7703), TIME_LIMIT (900), KEEP.
+# pactdb nodes on 7601-7603 and 7701-7703), TIME_LIMIT (900), KEEP,
+# PACTDB_TLS (0: pactdb plaintext, `demo --insecure`, as etcd runs here
+# without TLS; 1: pactdb with its default TLS, to see what TLS costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -259,7 +261,16 @@ rm -rf "$TMP"/etcd-*/data
 sync
 
 # --- pactdb -------------------------------------------------------------------
-"$PACTDB" demo --data-dir "$TMP/pactdb" --port-offset "$PACTDB_PORT_OFFSET" >"$TMP/demo.log" 2>&1 &
+# etcd runs plaintext here, so pactdb does too (`demo --insecure`) unless
+# PACTDB_TLS=1: then the demo's default TLS, with its client certificate.
+if [ "${PACTDB_TLS:-0}" = 1 ]; then
+    PACTDB_SECURITY=()
+    export PACTDB_CERTS_DIR=$TMP/pactdb/certs/client
+else
+    PACTDB_SECURITY=(--insecure)
+    export PACTDB_INSECURE=1
+fi
+"$PACTDB" demo "${PACTDB_SECURITY[@]}" --data-dir "$TMP/pactdb" --port-offset "$PACTDB_PORT_OFFSET" >"$TMP/demo.log" 2>&1 &
 DEMO_PID=$!
 log "waiting for the pactdb demo"
 for _ in $(seq 300); do

@@ -86,6 +86,8 @@ for _ in $(seq 300); do
     sleep 0.2
 done
 [ -f "$TMP/pactdb/cluster.json" ] || { echo "pactdb demo did not start" >&2; exit 1; }
+# The demo runs TLS; its client certificate is what client commands use.
+export PACTDB_CERTS_DIR=$TMP/pactdb/certs/client
 ENDPOINTS=$(json 'print(",".join(n["client"] for n in d["nodes"]))')
 read -r -a IDS <<<"$(json 'print(" ".join(str(n["id"]) for n in d["nodes"]))')"
 

@@ -150,6 +150,8 @@ for _ in $(seq 300); do
     sleep 0.2
 done
 [ -f "$JSON" ] || { echo "pactdb demo did not start:" >&2; cat "$TMP/demo.log" >&2; exit 1; }
+# The demo runs TLS; its client certificate is what client commands use.
+export PACTDB_CERTS_DIR=$TMP/pactdb/certs/client
 
 info() { python3 -c "import json,sys; c=json.load(open(sys.argv[1])); $1" "$JSON" "${@:2}"; }
 EP=$(info 'print(",".join(n["client"] for n in c["nodes"]))')

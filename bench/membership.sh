@@ -79,6 +79,8 @@ for _ in $(seq 300); do
     sleep 0.2
 done
 [ -f "$TMP/pactdb/cluster.json" ] || { echo "pactdb demo did not start:" >&2; cat "$TMP/demo.log" >&2; exit 1; }
+# The demo runs TLS; its client certificate is what client commands use.
+export PACTDB_CERTS_DIR=$TMP/pactdb/certs/client
 FIRST="$(client 1),$(client 2),$(client 3)"
 
 log "kv load: $CLIENTS clients, $READS% reads, for the whole run"
@@ -97,8 +99,9 @@ for n in 4 5; do
     log "adding node $n"
     t0=$(now)
     "$PACTDB" --endpoints "$FIRST" admin add-node --id "$n" --peer "$(peer "$n")" --client "$(client "$n")" >&2
+    "$PACTDB" certs issue node --dir "$TMP/pactdb/certs" --id "$n" --out "$TMP/pactdb/certs/node-$n" >&2
     "$PACTDB" node --id "$n" --listen "$(peer "$n")" --client-listen "$(client "$n")" \
-        --data-dir "$TMP/pactdb/node-$n" --join "$FIRST" >"$TMP/node-$n.log" 2>&1 &
+        --certs-dir "$TMP/pactdb/certs/node-$n" --data-dir "$TMP/pactdb/node-$n" --join "$FIRST" >"$TMP/node-$n.log" 2>&1 &
     JOINER_PIDS+=($!)
     for _ in $(seq 300); do
         "$PACTDB" --endpoints "$(client "$n")" status >/dev/null 2>&1 && break

@@ -85,6 +85,8 @@ for _ in $(seq 300); do
     sleep 0.2
 done
 [ -f "$TMP/pactdb/cluster.json" ] || { echo "pactdb demo did not start:" >&2; cat "$TMP/demo.log" >&2; exit 1; }
+# The demo runs TLS; its client certificate is what client commands use.
+export PACTDB_CERTS_DIR=$TMP/pactdb/certs/client
 ENDPOINTS=$(python3 -c 'import json,sys; print(",".join(n["client"] for n in json.load(open(sys.argv[1]))["nodes"]))' "$TMP/pactdb/cluster.json")
 
 LEVELS=(

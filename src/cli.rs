@@ -34,6 +34,16 @@ pub struct Cli {
     /// 127.0.0.1:7101-7103.
     #[arg(long, global = true, env = "PACTDB_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// TLS credentials: a dir with ca.crt and, for client commands,
+    /// client.crt and client.key (`pactdb certs issue client`), for `node`
+    /// node.crt and node.key (`pactdb certs issue node`). Default for client
+    /// commands: the certs `pactdb demo` recorded in ./pactdb-data/cluster.json.
+    #[arg(long, global = true, env = "PACTDB_CERTS_DIR", value_name = "DIR", conflicts_with = "insecure")]
+    pub certs_dir: Option<PathBuf>,
+    /// Plaintext connections, no TLS: only for nodes started with
+    /// --insecure (and `demo --insecure` starts its nodes so).
+    #[arg(long, global = true, env = "PACTDB_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,7 +61,13 @@ pub struct TokenArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one pactdb node (a replica manager and config-store member).
+    /// Needs --certs-dir DIR (TLS: DIR/ca.crt, DIR/node.crt, DIR/node.key)
+    /// or --insecure (plaintext).
     Node(NodeArgs),
+    /// Certificates for a test cluster: `certs init --dir DIR` creates a CA,
+    /// `certs issue node --dir DIR --id N --out OUT` and `certs issue
+    /// client --dir DIR --out OUT` sign node and client certificates.
+    Certs(crate::certs::CertsArgs),
     /// Start a local cluster on 127.0.0.1 as child processes, bootstrap it,
     /// and keep it running until Ctrl-C.
     Demo(crate::demo::DemoArgs),
@@ -259,6 +275,10 @@ struct NodeFile {
     wal_segment_bytes: Option<u64>,
     snapshot_bytes_per_sec: Option<u64>,
     snapshot_chunk_bytes: Option<u64>,
+    /// `--certs-dir`.
+    certs_dir: Option<PathBuf>,
+    /// `--insecure`.
+    insecure: Option<bool>,
 }
 
 fn parse_peers(list: &[String]) -> anyhow::Result<BTreeMap<NodeId, SocketAddr>> {
@@ -275,7 +295,38 @@ fn parse_peers(list: &[String]) -> anyhow::Result<BTreeMap<NodeId, SocketAddr>> 
     Ok(peers)
 }
 
-fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOptions> {
+/// How a node secures its connections: `--certs-dir` or `--insecure` on the
+/// command line, else `certs_dir` or `insecure = true` in the config file;
+/// one of them is required.
+fn node_security(
+    certs_dir: Option<PathBuf>,
+    insecure: bool,
+    file: &NodeFile,
+) -> anyhow::Result<(pactdb_node::tls::NodeSecurity, Option<PathBuf>)> {
+    use pactdb_node::tls::{NodeSecurity, NodeTls};
+    let (certs_dir, insecure) = match (certs_dir, insecure) {
+        (None, false) => (file.certs_dir.clone(), file.insecure.unwrap_or(false)),
+        given => given,
+    };
+    match (certs_dir, insecure) {
+        (Some(_), true) => bail!("--certs-dir and --insecure exclude each other (the config file sets both)"),
+        (Some(dir), false) => {
+            let tls = NodeTls::load(&dir)?;
+            Ok((NodeSecurity::Tls(tls), Some(dir)))
+        }
+        (None, true) => Ok((NodeSecurity::Insecure, None)),
+        (None, false) => bail!(
+            "a node needs --certs-dir DIR (TLS with DIR/ca.crt, DIR/node.crt and DIR/node.key; see `pactdb certs`) \
+             or --insecure (plaintext connections, no authentication)"
+        ),
+    }
+}
+
+fn node_options(
+    args: NodeArgs,
+    certs_dir: Option<PathBuf>,
+    insecure: bool,
+) -> anyhow::Result<pactdb_node::runtime::NodeOptions> {
     let file: NodeFile = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -283,6 +334,7 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
         }
         None => NodeFile::default(),
     };
+    let (security, certs_dir) = node_security(certs_dir, insecure, &file)?;
     let id = args.id.or(file.id).context("--id is required")?;
     let mut peers = parse_peers(&args.peers)?;
     if peers.is_empty() {
@@ -296,7 +348,13 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
     let join_map = if args.join.is_empty() {
         None
     } else {
-        Some(runtime().block_on(join_map(&args.join, id, listen, client_listen))?)
+        // The node talks to the endpoints' client ports as a client, with its
+        // own certificate (a node certificate carries clientAuth).
+        let client_security = match &certs_dir {
+            Some(dir) => pactdb_client::ClientSecurity::Tls(pactdb_client::ClientTls::load_node_identity(dir)?),
+            None => pactdb_client::ClientSecurity::Insecure,
+        };
+        Some(runtime().block_on(join_map(&args.join, id, listen, client_listen, &client_security))?)
     };
     Ok(pactdb_node::runtime::NodeOptions {
         id,
@@ -313,6 +371,7 @@ fn node_options(args: NodeArgs) -> anyhow::Result<pactdb_node::runtime::NodeOpti
         wal_segment_bytes: args.wal_segment_bytes.or(file.wal_segment_bytes),
         snapshot_bytes_per_sec: args.snapshot_bytes_per_sec.or(file.snapshot_bytes_per_sec),
         snapshot_chunk_bytes: args.snapshot_chunk_bytes.or(file.snapshot_chunk_bytes),
+        security,
     })
 }
 
@@ -326,6 +385,7 @@ async fn join_map(
     id: NodeId,
     listen: SocketAddr,
     client_listen: SocketAddr,
+    security: &pactdb_client::ClientSecurity,
 ) -> anyhow::Result<pactdb_core::types::ClusterMap> {
     use pactdb_core::wire::{ClientMsg, ClientReply};
     let deadline = std::time::Instant::now() + JOIN_WAIT;
@@ -333,17 +393,24 @@ async fn join_map(
     // add-node yet may still answer with the map before it.
     let map = loop {
         let mut newest: Option<pactdb_core::types::ClusterMap> = None;
+        let mut refused = None;
         for ep in endpoints {
-            if let Ok(ClientReply::Views { cluster: Some(c), .. }) =
-                pactdb_client::call(ep, &ClientMsg::GetViews, Duration::from_secs(2)).await
-            {
-                if newest.as_ref().is_none_or(|n| n.version < c.version) {
-                    newest = Some(c);
+            match pactdb_client::call_with(ep, &ClientMsg::GetViews, Duration::from_secs(2), security).await {
+                Ok(ClientReply::Views { cluster: Some(c), .. })
+                    if newest.as_ref().is_none_or(|n| n.version < c.version) =>
+                {
+                    newest = Some(c)
                 }
+                Err(e) if e.to_string().contains("refused the connection") => refused = Some(e),
+                _ => {}
             }
         }
         match newest {
             Some(map) if map.nodes.contains_key(&id) || std::time::Instant::now() >= deadline => break map,
+            // Refused by TLS: retrying changes nothing.
+            None if refused.is_some() => {
+                bail!("cannot join: {}", refused.expect("checked"))
+            }
             None if std::time::Instant::now() >= deadline => {
                 bail!("no node at {} answered with the cluster map; cannot join", endpoints.join(","))
             }
@@ -367,6 +434,36 @@ async fn join_map(
     }
 }
 
+/// What `pactdb demo` recorded in ./pactdb-data/cluster.json about TLS: its
+/// client certs dir, or `Err(())` for a demo started with --insecure.
+fn demo_security() -> Option<Result<PathBuf, ()>> {
+    let text = std::fs::read_to_string(PathBuf::from(DEFAULT_DATA_DIR).join("cluster.json")).ok()?;
+    let info = serde_json::from_str::<crate::demo::ClusterInfo>(&text).ok()?;
+    if info.insecure {
+        return Some(Err(()));
+    }
+    info.certs_dir.map(Ok)
+}
+
+/// How client commands connect: `--certs-dir`, `--insecure`, else the certs
+/// of the demo in ./pactdb-data; with none of these, an error that says
+/// what to pass.
+pub fn client_security(certs_dir: Option<&PathBuf>, insecure: bool) -> anyhow::Result<pactdb_client::ClientSecurity> {
+    use pactdb_client::{ClientSecurity, ClientTls};
+    if insecure {
+        return Ok(ClientSecurity::Insecure);
+    }
+    let dir = match certs_dir.cloned().map(Ok).or_else(demo_security) {
+        Some(Ok(dir)) => dir,
+        Some(Err(())) => return Ok(ClientSecurity::Insecure),
+        None => bail!(
+            "no TLS credentials: pass --certs-dir DIR (a dir with ca.crt, client.crt and client.key; see `pactdb \
+             certs issue client`), or --insecure for a cluster started with --insecure"
+        ),
+    };
+    Ok(ClientSecurity::Tls(ClientTls::load(&dir)?))
+}
+
 /// Where client commands connect when `--endpoints` is not given.
 pub fn default_endpoints() -> Vec<String> {
     let path = PathBuf::from(DEFAULT_DATA_DIR).join("cluster.json");
@@ -384,14 +481,27 @@ fn runtime() -> tokio::runtime::Runtime {
 
 pub fn run(cli: Cli) -> i32 {
     let endpoints = if cli.endpoints.is_empty() { default_endpoints() } else { cli.endpoints.clone() };
+    // Every command that talks to nodes as a client uses this security.
+    let security = || client_security(cli.certs_dir.as_ref(), cli.insecure).map(pactdb_client::set_default_security);
     let result = match cli.command {
-        Command::Node(args) => run_node(args),
-        Command::Demo(args) => crate::demo::run(args),
-        Command::Bootstrap(args) => runtime().block_on(crate::bootstrap::run(args, cli.endpoints.clone())),
-        Command::Workload(args) => crate::workload::run(args, endpoints),
+        Command::Node(args) => run_node(args, cli.certs_dir.clone(), cli.insecure),
+        Command::Demo(args) => crate::demo::run(args, cli.insecure),
+        Command::Certs(args) => crate::certs::run(args),
         Command::Sim(args) => Ok(pactdb_sim::run_cli(args)),
-        Command::Admin(args) => runtime().block_on(crate::admin::run(args, endpoints)),
-        cmd => runtime().block_on(client_command(endpoints, cmd)),
+        // A workload against etcd needs no credentials; against pactdb
+        // without them, the nodes' refusal says what to pass.
+        Command::Workload(args) => match security() {
+            Err(e) if cli.certs_dir.is_some() => Err(e),
+            _ => crate::workload::run(args, endpoints),
+        },
+        cmd => match security() {
+            Err(e) => Err(e),
+            Ok(()) => match cmd {
+                Command::Bootstrap(args) => runtime().block_on(crate::bootstrap::run(args, cli.endpoints.clone())),
+                Command::Admin(args) => runtime().block_on(crate::admin::run(args, endpoints)),
+                cmd => runtime().block_on(client_command(endpoints, cmd)),
+            },
+        },
     };
     match result {
         Ok(code) => code,
@@ -431,9 +541,9 @@ fn init_tracing() {
         .init();
 }
 
-fn run_node(args: NodeArgs) -> anyhow::Result<i32> {
+fn run_node(args: NodeArgs, certs_dir: Option<PathBuf>, insecure: bool) -> anyhow::Result<i32> {
     init_tracing();
-    let opts = node_options(args)?;
+    let opts = node_options(args, certs_dir, insecure)?;
     // One thread runs the event loop and every connection task: the core is
     // single-threaded anyway, and keeping the transport on the same thread
     // saves a cross-thread wake-up per message (the WAL has its own thread).
@@ -554,6 +664,7 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
         Command::Txn(_) => unreachable!("handled before connecting"),
         Command::Node(_)
+        | Command::Certs(_)
         | Command::Demo(_)
         | Command::Bootstrap(_)
         | Command::Workload(_)

@@ -83,6 +83,36 @@ pub struct NodeInfo {
 pub struct ClusterInfo {
     pub nodes: Vec<NodeInfo>,
     pub cluster: ClusterMap,
+    /// The client certs dir (ca.crt, client.crt, client.key) that client
+    /// commands use by default; none for a demo started with --insecure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs_dir: Option<PathBuf>,
+    /// Started with --insecure: client commands default to plaintext.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// The demo's certificates under `data_dir/certs`: the CA, `node-N/` per
+/// node and `client/`. What exists already is kept, so a demo restarted on
+/// its data dir keeps its CA (and a node added later gets a certificate).
+/// Returns the client dir.
+fn demo_certs(data_dir: &std::path::Path, ids: &[NodeId]) -> anyhow::Result<PathBuf> {
+    use pactdb_node::tls::{CA_CERT, CLIENT_CERT, NODE_CERT};
+    let certs = data_dir.join("certs");
+    if !certs.join(CA_CERT).exists() {
+        crate::certs::init_ca(&certs)?;
+    }
+    for &id in ids {
+        let out = certs.join(format!("node-{id}"));
+        if !out.join(NODE_CERT).exists() {
+            crate::certs::issue_node(&certs, id, &[], &out)?;
+        }
+    }
+    let client = certs.join("client");
+    if !client.join(CLIENT_CERT).exists() {
+        crate::certs::issue_client(&certs, "demo-client", &client)?;
+    }
+    Ok(client)
 }
 
 /// The demo's layout: `groups` groups of `replicas` members, placed round
@@ -127,7 +157,7 @@ fn wait_listening(addr: &str, timeout: Duration) -> anyhow::Result<()> {
     bail!("nothing listens on {addr} after {timeout:?}")
 }
 
-pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
     if args.nodes == 0 || args.nodes > 9 {
         bail!("--nodes must be 1 to 9");
     }
@@ -148,6 +178,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         })
         .collect();
     let peers = addrs.iter().map(|(id, a)| format!("{id}={}", a.peer)).collect::<Vec<_>>().join(",");
+    // TLS unless --insecure: the demo's own CA, and the client certificate
+    // that client commands find through cluster.json.
+    let certs_dir = if insecure {
+        pactdb_client::set_default_security(pactdb_client::ClientSecurity::Insecure);
+        None
+    } else {
+        let client = demo_certs(&data_dir, &ids)?;
+        pactdb_client::set_default_security(pactdb_client::ClientSecurity::Tls(pactdb_client::ClientTls::load(
+            &client,
+        )?));
+        Some(client)
+    };
     let mut nodes = Vec::new();
     let mut children = Vec::new();
     for (&id, a) in &addrs {
@@ -167,6 +209,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
             peers.clone(),
         ];
         let mut command = command;
+        match &certs_dir {
+            Some(_) => command.extend([
+                "--certs-dir".to_string(),
+                data_dir.join("certs").join(format!("node-{id}")).to_string_lossy().to_string(),
+            ]),
+            None => command.push("--insecure".to_string()),
+        }
         if let Some(n) = args.snapshot_wal_bytes {
             command.extend(["--snapshot-wal-bytes".to_string(), n.to_string()]);
         }
@@ -201,7 +250,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         }
     };
     let cluster = layout(&addrs, &args.layout);
-    let info = ClusterInfo { nodes: nodes.clone(), cluster: cluster.clone() };
+    let info = ClusterInfo { nodes: nodes.clone(), cluster: cluster.clone(), certs_dir: certs_dir.clone(), insecure };
     if let Err(e) = bootstrap(&info) {
         stop(&mut children);
         return Err(e);
@@ -221,6 +270,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
     }
     println!("cluster description: {}", json_path.display());
+    match &certs_dir {
+        Some(dir) => {
+            println!("TLS: client certificate in {} (client commands find it through cluster.json)", dir.display())
+        }
+        None => println!("plaintext (--insecure): client commands find that through cluster.json"),
+    }
     println!("try:  pactdb put greeting hello; pactdb get greeting; pactdb status");
     println!("Ctrl-C stops the cluster.");
     wait_for_signal();

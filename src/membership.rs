@@ -90,7 +90,10 @@ pub async fn add_node(
     );
     let join = map.nodes.values().map(|a| a.client.clone()).filter(|c| *c != client).collect::<Vec<_>>().join(",");
     println!("start it with:");
-    println!("  pactdb node --id {id} --listen {peer} --client-listen {client} --data-dir DIR --join {join}");
+    println!(
+        "  pactdb node --id {id} --listen {peer} --client-listen {client} --data-dir DIR --join {join} --certs-dir CERTS"
+    );
+    println!("(CERTS: its certificate, `pactdb certs issue node --dir CA_DIR --id {id} --out CERTS`; or --insecure)");
     println!("it holds no replica until one is moved to it (`pactdb admin rebalance` or `admin move-replica`)");
     Ok(0)
 }

@@ -1,6 +1,8 @@
 //! Bad input against real nodes: each gets a clear error (or, for a frame
 //! the transport cannot parse, a closed connection and a log line), and the
-//! cluster keeps serving and loses nothing.
+//! cluster keeps serving and loses nothing. The nodes run with --insecure,
+//! so that malformed frames reach the frame decoder rather than the TLS
+//! handshake (tests/security.rs covers what TLS refuses).
 
 mod common;
 
@@ -33,7 +35,7 @@ fn frame(version: u8, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors_and_loses_nothing() {
-    let cluster = TestCluster::start(3, 3, &[]).await;
+    let cluster = TestCluster::start(3, 3, &["--insecure"]).await;
     let client = cluster.client().await;
     for i in 0..100 {
         client.put(format!("k{i}"), format!("v{i}")).await.unwrap();

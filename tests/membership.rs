@@ -33,9 +33,11 @@ fn endpoints(nodes: &[NodeId]) -> String {
     nodes.iter().map(|&n| client(n)).collect::<Vec<_>>().join(",")
 }
 
+/// A `pactdb` command with the demo's client certificate (TLS, the
+/// demo's default).
 fn pactdb() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pactdb"));
-    c.stdin(Stdio::null());
+    c.stdin(Stdio::null()).env("PACTDB_CERTS_DIR", data_dir().join("certs").join("client"));
     c
 }
 
@@ -78,8 +80,18 @@ async fn admin(eps: &str, args: &[&str]) -> String {
 
 fn spawn_joiner(n: NodeId, dir: &Path, join: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("node-{n}.log"))).unwrap();
+    // A certificate from the demo's CA, as an operator adding a node makes one.
+    let certs = dir.join("certs");
+    let node_certs = certs.join(format!("node-{n}"));
+    let out = pactdb()
+        .args(["certs", "issue", "node", "--dir", &certs.to_string_lossy(), "--id", &n.to_string()])
+        .args(["--out", &node_certs.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "certs issue node {n}: {}", text(&out));
     pactdb()
         .args(["node", "--id", &n.to_string(), "--listen", &peer(n), "--client-listen", &client(n)])
+        .args(["--certs-dir", &node_certs.to_string_lossy()])
         .args(["--data-dir", &dir.join(format!("node-{n}")).to_string_lossy(), "--join", join])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -144,6 +156,11 @@ async fn nodes_join_the_cluster_rebalances_and_node_1_leaves_while_clients_write
     let eps: Vec<String> = first.split(',').map(String::from).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let c = loop {
+        // The demo makes its CA and client certificate first thing.
+        let client_certs = dir.join("certs").join("client");
+        if let Ok(tls) = pactdb_client::ClientTls::load(&client_certs) {
+            pactdb_client::set_default_security(pactdb_client::ClientSecurity::Tls(tls));
+        }
         if let Ok(c) = Client::connect(&eps).await {
             if c.put("warm-up", "1").await.is_ok() {
                 break c;

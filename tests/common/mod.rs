@@ -1,5 +1,10 @@
 //! A real cluster of `pactdb node` processes on loopback, for scenario tests.
 //! Every node is a child process; `kill` is a real SIGKILL.
+//!
+//! Nodes run TLS with certificates of one CA per test process ([`certs`],
+//! made with `pactdb certs`), unless a test passes `--insecure`. The client
+//! certificate is this process's default client security and, through
+//! `PACTDB_CERTS_DIR`, that of the `pactdb` commands tests run.
 
 #![allow(dead_code)]
 
@@ -7,7 +12,7 @@ use pactdb_client::{call, Client};
 use pactdb_core::types::{ClusterMap, GroupId, GroupSpec, Mode, NodeAddrs, NodeId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply, NodeStatus};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +29,52 @@ pub struct TestCluster {
     pub nodes: BTreeMap<NodeId, TestNode>,
     pub map: ClusterMap,
     _tmp: tempfile::TempDir,
+}
+
+/// Runs `pactdb ARGS` and panics unless it succeeds.
+pub fn pactdb_ok(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pactdb")).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "pactdb {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Creates a CA in `dir` with `pactdb certs init`, a client certificate in
+/// `dir/client` and node certificates for `nodes` in `dir/node-N`.
+pub fn make_certs(dir: &Path, nodes: &[NodeId]) {
+    let d = dir.to_string_lossy().to_string();
+    pactdb_ok(&["certs", "init", "--dir", &d]);
+    pactdb_ok(&["certs", "issue", "client", "--dir", &d, "--out", &format!("{d}/client")]);
+    for &id in nodes {
+        pactdb_ok(&[
+            "certs",
+            "issue",
+            "node",
+            "--dir",
+            &d,
+            "--id",
+            &id.to_string(),
+            "--out",
+            &format!("{d}/node-{id}"),
+        ]);
+    }
+}
+
+/// This test process's CA dir (created on first use), with a client
+/// certificate in `client/` and certificates for nodes 1 to 9 in `node-N/`.
+/// The client certificate becomes the process's default client security and
+/// `PACTDB_CERTS_DIR` for the commands the tests run.
+pub fn certs() -> &'static Path {
+    static CERTS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        make_certs(&dir, &[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let client = dir.join("client");
+        pactdb_client::set_default_security(pactdb_client::ClientSecurity::Tls(
+            pactdb_client::ClientTls::load(&client).expect("the test client certificate loads"),
+        ));
+        std::env::set_var("PACTDB_CERTS_DIR", &client);
+        dir
+    })
 }
 
 /// A free port below the kernel's ephemeral range (32768-60999 here).
@@ -84,6 +135,11 @@ impl TestCluster {
             );
         }
         let peers = nodes.values().map(|t| format!("{}={}", t.id, t.peer)).collect::<Vec<_>>().join(",");
+        let tls = !extra_args.contains(&"--insecure");
+        if !tls {
+            pactdb_client::set_default_security(pactdb_client::ClientSecurity::Insecure);
+            std::env::set_var("PACTDB_INSECURE", "1");
+        }
         for t in nodes.values_mut() {
             t.args = vec![
                 "node".into(),
@@ -98,6 +154,12 @@ impl TestCluster {
                 "--peers".into(),
                 peers.clone(),
             ];
+            if tls {
+                t.args.extend([
+                    "--certs-dir".to_string(),
+                    certs().join(format!("node-{}", t.id)).to_string_lossy().to_string(),
+                ]);
+            }
             t.args.extend(extra_args.iter().map(|s| s.to_string()));
         }
         let ids: Vec<NodeId> = nodes.keys().copied().collect();

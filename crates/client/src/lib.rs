@@ -7,6 +7,11 @@
 //! `txn.rs`); replication stays hidden.
 //! It must never invent a request id for a retry: retries reuse the id,
 //! which is what makes them exactly-once.
+//!
+//! Connections use TLS when given a [`ClientSecurity::Tls`] (nodes require
+//! a client certificate of the cluster CA): pass it in [`ClientOptions`],
+//! or set it once for the process with [`set_default_security`], which
+//! [`call`], [`fetch_views`] and [`Client::connect`] use (plaintext until set).
 
 mod txn;
 
@@ -21,6 +26,8 @@ use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::{ClusterMap, NodeId, RequestId, View};
 use pactdb_core::wire::{self, ClientMsg, ClientReply, NodeStatus};
 use pactdb_node::net::FramedConn;
+use pactdb_node::tls::refusal;
+pub use pactdb_node::tls::{ClientSecurity, ClientTls};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
@@ -90,25 +97,98 @@ pub struct Client {
     /// Shared: a client is cloned for every transaction (`begin`), and a
     /// deep copy of the map each time showed in the load generator's profile.
     cluster: std::sync::Arc<ClusterMap>,
+    security: ClientSecurity,
 }
 
-/// Sends one message to `addr` and waits for one reply (for admin calls).
+/// The security `call`, `fetch_views` and `Client::connect` use.
+static DEFAULT_SECURITY: std::sync::RwLock<Option<ClientSecurity>> = std::sync::RwLock::new(None);
+
+/// Sets the security that [`call`], [`fetch_views`] and [`Client::connect`]
+/// use from now on in this process (the CLI sets it from `--certs-dir` or
+/// `--insecure` once, at start).
+pub fn set_default_security(security: ClientSecurity) {
+    *DEFAULT_SECURITY.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(security);
+}
+
+/// The security set by [`set_default_security`]; plaintext until then.
+pub fn default_security() -> ClientSecurity {
+    DEFAULT_SECURITY.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().unwrap_or_default()
+}
+
+/// How a [`Client`] connects.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    pub security: ClientSecurity,
+    pub timing: FeTiming,
+}
+
+impl ClientOptions {
+    /// TLS with the cluster CA and this client's certificate.
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.security = ClientSecurity::Tls(tls);
+        self
+    }
+
+    /// Plaintext, for nodes started with `--insecure`.
+    pub fn insecure(mut self) -> Self {
+        self.security = ClientSecurity::Insecure;
+        self
+    }
+
+    pub fn timing(mut self, timing: FeTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+}
+
+/// A connection error for people: a node's refusal (TLS) says so.
+fn conn_error(addr: &str, what: &str, e: &std::io::Error) -> Error {
+    match refusal(e) {
+        Some(r) => Error::Other(format!("{addr} refused the connection: {r}")),
+        None => Error::Other(format!("{what} {addr}: {e}")),
+    }
+}
+
+/// Sends one message to `addr` and waits for one reply (for admin calls),
+/// with the process's default security (see [`set_default_security`]).
 pub async fn call(addr: &str, msg: &ClientMsg, timeout: Duration) -> Result<ClientReply, Error> {
+    call_with(addr, msg, timeout, &default_security()).await
+}
+
+/// Sends one message to `addr` and waits for one reply.
+pub async fn call_with(
+    addr: &str,
+    msg: &ClientMsg,
+    timeout: Duration,
+    security: &ClientSecurity,
+) -> Result<ClientReply, Error> {
     let fut = async {
-        let mut conn = FramedConn::connect(addr).await.map_err(|e| Error::Other(format!("connect {addr}: {e}")))?;
-        conn.send(&[wire::encode(msg)]).await.map_err(|e| Error::Other(format!("send to {addr}: {e}")))?;
+        let mut conn = FramedConn::connect_with(addr, security).await.map_err(|e| conn_error(addr, "connect", &e))?;
+        conn.send(&[wire::encode(msg)]).await.map_err(|e| conn_error(addr, "send to", &e))?;
         let mut buf = Vec::new();
-        conn.recv(&mut buf).await.map_err(|e| Error::Other(format!("receive from {addr}: {e}")))?;
+        conn.recv(&mut buf).await.map_err(|e| match e {
+            pactdb_node::frame::FrameError::Io(e) => conn_error(addr, "receive from", &e),
+            e => Error::Other(format!("receive from {addr}: {e}")),
+        })?;
         wire::decode::<ClientReply>(&buf).map_err(|e| Error::Other(format!("bad reply from {addr}: {e}")))
     };
     tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Other(format!("{addr} did not answer in time")))?
 }
 
-/// Asks the endpoints in turn for the cluster map and views.
+/// Asks the endpoints in turn for the cluster map and views (with the
+/// process's default security).
 pub async fn fetch_views(endpoints: &[String]) -> Result<(ClusterMap, Vec<View>), Error> {
+    fetch_views_with(endpoints, &default_security()).await
+}
+
+/// Asks the endpoints in turn for the cluster map and views.
+pub async fn fetch_views_with(
+    endpoints: &[String],
+    security: &ClientSecurity,
+) -> Result<(ClusterMap, Vec<View>), Error> {
     let mut last = String::from("no endpoints given");
     for ep in endpoints {
-        match call(ep, &ClientMsg::GetViews, Duration::from_secs(2)).await {
+        match call_with(ep, &ClientMsg::GetViews, Duration::from_secs(2), security).await {
             Ok(ClientReply::Views { cluster: Some(c), views }) => return Ok((c, views)),
             Ok(ClientReply::Views { cluster: None, .. }) => last = format!("{ep}: the cluster is not bootstrapped yet"),
             Ok(other) => last = format!("{ep}: unexpected reply {other:?}"),
@@ -132,22 +212,30 @@ impl Submitted {
 }
 
 impl Client {
-    /// Connects through any of `endpoints` (client addresses of nodes).
+    /// Connects through any of `endpoints` (client addresses of nodes),
+    /// with the process's default security (see [`set_default_security`]).
     pub async fn connect(endpoints: &[String]) -> Result<Client, Error> {
         Self::connect_with(endpoints, FeTiming::default()).await
     }
 
+    /// [`Client::connect`] with the front end's timing.
     pub async fn connect_with(endpoints: &[String], timing: FeTiming) -> Result<Client, Error> {
-        let (cluster, views) = fetch_views(endpoints).await?;
+        Self::connect_opts(endpoints, ClientOptions { security: default_security(), timing }).await
+    }
+
+    /// Connects through any of `endpoints` as `opts` say (TLS or not).
+    pub async fn connect_opts(endpoints: &[String], opts: ClientOptions) -> Result<Client, Error> {
+        let ClientOptions { security, timing } = opts;
+        let (cluster, views) = fetch_views_with(endpoints, &security).await?;
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (std::process::id() as u64).rotate_left(32));
         let mut fe = FrontEnd::new(&mut rng, cluster.nodes.keys().copied().collect(), timing);
         fe.on_reply(0, &mut rng, 0, ClientReply::Views { cluster: Some(cluster.clone()), views });
         let (cmds, cmd_rx) = mpsc::channel(CMD_QUEUE);
-        tokio::spawn(drive(fe, rng, cluster.clone(), cmd_rx));
+        tokio::spawn(drive(fe, rng, cluster.clone(), cmd_rx, security.clone()));
         let cluster = std::sync::Arc::new(cluster);
-        Ok(Client { cmds, cluster })
+        Ok(Client { cmds, cluster, security })
     }
 
     pub fn cluster(&self) -> &ClusterMap {
@@ -262,7 +350,8 @@ impl Client {
     pub async fn status_all(&self) -> Vec<(NodeId, Result<NodeStatus, Error>)> {
         let mut out = Vec::new();
         for (&id, addrs) in &self.cluster.nodes {
-            let r = match call(&addrs.client, &ClientMsg::GetStatus, Duration::from_secs(2)).await {
+            let r = match call_with(&addrs.client, &ClientMsg::GetStatus, Duration::from_secs(2), &self.security).await
+            {
                 Ok(ClientReply::Status(s)) => Ok(s),
                 Ok(other) => Err(Error::Other(format!("unexpected reply {other:?}"))),
                 Err(e) => Err(e),
@@ -275,10 +364,16 @@ impl Client {
 
 /// One node's connection: a writer task fed by a queue, and a reader task
 /// that forwards replies to the front-end task.
-fn spawn_conn(node: NodeId, addr: String, events: mpsc::UnboundedSender<Event>) -> mpsc::Sender<Vec<u8>> {
+fn spawn_conn(
+    node: NodeId,
+    addr: String,
+    events: mpsc::UnboundedSender<Event>,
+    security: ClientSecurity,
+) -> mpsc::Sender<Vec<u8>> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
     tokio::spawn(async move {
-        let conn = match tokio::time::timeout(Duration::from_secs(1), FramedConn::connect(&addr)).await {
+        let conn = match tokio::time::timeout(Duration::from_secs(1), FramedConn::connect_with(&addr, &security)).await
+        {
             Ok(Ok(c)) => c,
             _ => {
                 let _ = events.send(Event::Unreachable(node));
@@ -327,7 +422,13 @@ fn spawn_conn(node: NodeId, addr: String, events: mpsc::UnboundedSender<Event>) 
     tx
 }
 
-async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut cmds: mpsc::Receiver<Cmd>) {
+async fn drive(
+    mut fe: FrontEnd,
+    mut rng: ChaCha8Rng,
+    cluster: ClusterMap,
+    mut cmds: mpsc::Receiver<Cmd>,
+    security: ClientSecurity,
+) {
     let start = Instant::now();
     let now = |s: Instant| s.elapsed().as_millis() as u64;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
@@ -401,11 +502,11 @@ async fn drive(mut fe: FrontEnd, mut rng: ChaCha8Rng, cluster: ClusterMap, mut c
                 // The front end's map, newest it heard of: nodes join while
                 // the client runs, and a group may come to be led by one.
                 FeEffect::Send { to, msg } => {
-                    send(fe.cluster().unwrap_or(&cluster), &mut conns, &ev_tx, to, wire::encode(&msg))
+                    send(fe.cluster().unwrap_or(&cluster), &mut conns, &ev_tx, &security, to, wire::encode(&msg))
                 }
                 FeEffect::FetchViews { to } => {
                     let map = fe.cluster().unwrap_or(&cluster);
-                    send(map, &mut conns, &ev_tx, to, wire::encode(&ClientMsg::GetViews))
+                    send(map, &mut conns, &ev_tx, &security, to, wire::encode(&ClientMsg::GetViews))
                 }
             }
         }
@@ -433,11 +534,12 @@ fn send(
     cluster: &ClusterMap,
     conns: &mut HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
     events: &mpsc::UnboundedSender<Event>,
+    security: &ClientSecurity,
     to: NodeId,
     payload: Vec<u8>,
 ) {
     let Some(addrs) = cluster.nodes.get(&to) else { return };
-    let tx = conns.entry(to).or_insert_with(|| spawn_conn(to, addrs.client.clone(), events.clone()));
+    let tx = conns.entry(to).or_insert_with(|| spawn_conn(to, addrs.client.clone(), events.clone(), security.clone()));
     if tx.try_send(payload).is_err() {
         // A full or dead queue: the attempt times out and is retried.
         conns.remove(&to);

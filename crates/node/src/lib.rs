@@ -1,7 +1,8 @@
-//! pactdb-node: the runtime that drives the sans-IO core: TCP transport, WAL storage, event loop.
+//! pactdb-node: the runtime that drives the sans-IO core: TCP transport with TLS (`tls.rs`), WAL storage, event loop.
 
 pub mod frame;
 pub mod net;
 pub mod runtime;
 pub mod snapshot;
+pub mod tls;
 pub mod wal;

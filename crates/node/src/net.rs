@@ -17,6 +17,12 @@
 //! write and inbound peer connections only read. That keeps connection ownership obvious and
 //! avoids having to decide which of two simultaneous dials wins.
 //!
+//! With TLS ([`NodeSecurity::Tls`], see `tls.rs`) every connection is a TLS stream: the
+//! listeners complete the handshake (bounded by [`tls::HANDSHAKE_TIMEOUT`]) in the connection's
+//! own task before reading a frame, and log a refused handshake once, at warn, with the remote
+//! address and the reason. Plaintext and TLS connections share the framing code through
+//! [`Stream`].
+//!
 //! Dropping the last clone of a [`Net`] shuts the transport down: the listeners close, every
 //! connection is closed, and every task this module spawned ends.
 
@@ -30,13 +36,17 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::{lookup_host, TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::frame::{encode_frame, read_frame, FrameError, MAX_PAYLOAD_BYTES};
+use crate::tls::{self, ClientSecurity, NodeSecurity};
 
 /// Identifies one accepted client connection for as long as it is open. Ids are never reused
 /// within one [`Net`], so a late reply to a closed connection cannot reach a newer one.
@@ -72,8 +82,10 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// Something that arrived from the network, for the node's event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    /// A frame from a peer node's connection (peer messages carry their sender inside the payload).
-    Peer { payload: Vec<u8> },
+    /// A frame from a peer node's connection (peer messages carry their sender inside the
+    /// payload). With TLS, `node` is the node id the connection's certificate names, which the
+    /// sender inside the payload must match; `None` on a plaintext connection.
+    Peer { payload: Vec<u8>, node: Option<u64> },
     /// A frame from a client connection, with the id to answer on.
     Client { conn: ConnId, payload: Vec<u8> },
     /// A client connection closed (so the caller can forget it).
@@ -89,6 +101,8 @@ pub struct NetConfig {
     pub client_listen: SocketAddr,
     /// Every peer this node may send to, by node id, at its peer listen address.
     pub peers: HashMap<u64, SocketAddr>,
+    /// TLS on every connection, or plaintext (`--insecure`).
+    pub security: NodeSecurity,
 }
 
 /// A running transport. Cheap to clone; all clones share the same sockets and queues.
@@ -107,6 +121,7 @@ struct Inner {
     next_conn: AtomicU64,
     local_peer_addr: SocketAddr,
     local_client_addr: SocketAddr,
+    security: NodeSecurity,
     /// Nothing is ever sent on this. Every task holds a receiver and stops when this sender is
     /// dropped together with the last `Net` clone.
     _shutdown: watch::Sender<()>,
@@ -145,7 +160,8 @@ impl Net {
         let local_client_addr = client_listener.local_addr().context("reading the client listener's bound address")?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(());
-        let peers = cfg.peers.iter().map(|(&id, &addr)| (id, PeerLink::spawn(id, addr, &shutdown_rx))).collect();
+        let peers =
+            cfg.peers.iter().map(|(&id, &addr)| (id, PeerLink::spawn(id, addr, &shutdown_rx, &cfg.security))).collect();
         let inner = Arc::new(Inner {
             peers: RwLock::new(peers),
             shutdown_rx: shutdown_rx.clone(),
@@ -153,15 +169,20 @@ impl Net {
             next_conn: AtomicU64::new(1),
             local_peer_addr,
             local_client_addr,
+            security: cfg.security.clone(),
             _shutdown: shutdown_tx,
         });
 
-        spawn_until_shutdown(&shutdown_rx, accept_peers(peer_listener, events.clone(), shutdown_rx.clone()));
         spawn_until_shutdown(
             &shutdown_rx,
-            accept_clients(client_listener, events, Arc::downgrade(&inner), shutdown_rx.clone()),
+            accept_peers(peer_listener, events.clone(), cfg.security.clone(), shutdown_rx.clone()),
+        );
+        spawn_until_shutdown(
+            &shutdown_rx,
+            accept_clients(client_listener, events, cfg.security.clone(), Arc::downgrade(&inner), shutdown_rx.clone()),
         );
         tracing::info!(
+            tls = matches!(cfg.security, NodeSecurity::Tls(_)),
             peer_addr = %local_peer_addr,
             client_addr = %local_client_addr,
             peers = inner.peers().len(),
@@ -240,7 +261,7 @@ impl Net {
         for (&id, &addr) in peers {
             links.entry(id).or_insert_with(|| {
                 tracing::info!(peer = id, %addr, "new peer");
-                PeerLink::spawn(id, addr, &self.inner.shutdown_rx)
+                PeerLink::spawn(id, addr, &self.inner.shutdown_rx, &self.inner.security)
             });
         }
     }
@@ -288,12 +309,13 @@ impl Inner {
 impl PeerLink {
     /// A link to peer `id` at `addr`, with its writer running until the link is dropped or the
     /// transport shuts down.
-    fn spawn(id: u64, addr: SocketAddr, shutdown: &watch::Receiver<()>) -> Arc<PeerLink> {
+    fn spawn(id: u64, addr: SocketAddr, shutdown: &watch::Receiver<()>, security: &NodeSecurity) -> Arc<PeerLink> {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES);
         let (kill, killed) = oneshot::channel::<()>();
+        let security = security.clone();
         spawn_until_shutdown(shutdown, async move {
             tokio::select! {
-                () = peer_writer(id, addr, rx) => {}
+                () = peer_writer(id, addr, rx, security) => {}
                 _ = killed => {}
             }
         });
@@ -361,7 +383,7 @@ fn drain_queue(queue: &mut mpsc::Receiver<Vec<u8>>, out: &mut Vec<u8>) -> bool {
 }
 
 /// Writes the whole batch with one `write_all`, then empties `out` for reuse whatever happened.
-async fn write_batch(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> io::Result<()> {
+async fn write_batch(wr: &mut WriteHalf<Stream>, out: &mut Vec<u8>) -> io::Result<()> {
     let result = async {
         wr.write_all(out).await?;
         wr.flush().await
@@ -375,7 +397,12 @@ async fn write_batch(wr: &mut OwnedWriteHalf, out: &mut Vec<u8>) -> io::Result<(
     result
 }
 
-async fn accept_peers(listener: TcpListener, events: mpsc::Sender<NetEvent>, shutdown: watch::Receiver<()>) {
+async fn accept_peers(
+    listener: TcpListener,
+    events: mpsc::Sender<NetEvent>,
+    security: NodeSecurity,
+    shutdown: watch::Receiver<()>,
+) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -387,13 +414,99 @@ async fn accept_peers(listener: TcpListener, events: mpsc::Sender<NetEvent>, shu
         };
         set_nodelay(&stream, remote);
         tracing::debug!(%remote, "accepted peer connection");
-        spawn_until_shutdown(&shutdown, read_peer(stream, remote, events.clone()));
+        let events = events.clone();
+        let security = security.clone();
+        spawn_until_shutdown(&shutdown, async move {
+            let Some((stream, node)) = accept_stream(stream, remote, &security, Port::Peer).await else {
+                return;
+            };
+            read_peer(stream, remote, node, events).await
+        });
     }
+}
+
+/// Which listener a connection arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    Peer,
+    Client,
+}
+
+impl Port {
+    fn name(self) -> &'static str {
+        match self {
+            Port::Peer => "peer",
+            Port::Client => "client",
+        }
+    }
+}
+
+/// Completes the server side of a connection's handshake (nothing to do in plaintext), bounded
+/// by the handshake timeout. A refused handshake is logged once, with the remote address and
+/// the reason, and yields `None`. With TLS on the peer port, also yields the node id the dialing
+/// node's certificate names.
+async fn accept_stream(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    security: &NodeSecurity,
+    port: Port,
+) -> Option<(Stream, Option<u64>)> {
+    let tls = match security {
+        NodeSecurity::Insecure => {
+            // A connection that starts with a TLS handshake record comes from a client or node
+            // configured for TLS: say so instead of reporting a malformed frame. (Clients speak
+            // first in this protocol, so waiting for the first bytes delays nothing.)
+            let mut first = [0u8; 2];
+            if matches!(tcp.peek(&mut first).await, Ok(2)) && tls::looks_like_tls_hello(&first) {
+                tracing::warn!(
+                    "refused a TLS connection from {remote} on the {} port: this node runs with --insecure \
+                     (plaintext)",
+                    port.name()
+                );
+                return None;
+            }
+            return Some((Stream::Plain(tcp), None));
+        }
+        NodeSecurity::Tls(tls) => tls,
+    };
+    let acceptor = match port {
+        Port::Peer => tls.peer_acceptor(),
+        Port::Client => tls.client_acceptor(),
+    };
+    let handshake = async {
+        // A connection closed before sending anything (a port probe: `demo` waits for the
+        // listeners that way) is no refused client; leave it out of the warnings.
+        let mut first = [0u8; 1];
+        if matches!(tcp.peek(&mut first).await, Ok(0)) {
+            return None;
+        }
+        Some(acceptor.accept(tcp).await)
+    };
+    let reason = match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(None) => {
+            tracing::debug!(%remote, port = port.name(), "connection closed before the TLS handshake");
+            return None;
+        }
+        Ok(Some(Ok(stream))) => {
+            let node = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::node_id_of);
+            if port == Port::Peer && node.is_none() {
+                // The peer verifier already requires a node certificate; this cannot happen.
+                tracing::warn!(%remote, "refused a TLS connection on the peer port: its certificate names no node id");
+                return None;
+            }
+            tracing::debug!(%remote, port = port.name(), ?node, "TLS handshake done");
+            return Some((Stream::Server(Box::new(stream)), node));
+        }
+        Ok(Some(Err(e))) => tls::handshake_failure(&e),
+        Err(_) => format!("the TLS handshake did not finish within {:?}", tls::HANDSHAKE_TIMEOUT),
+    };
+    tracing::warn!("refused a TLS connection from {remote} on the {} port: {reason}", port.name());
+    None
 }
 
 /// Reads frames from an inbound peer connection until it ends. Inbound peer connections are
 /// never written to; the reply path is this node's own outbound connection to that peer.
-async fn read_peer(stream: TcpStream, remote: SocketAddr, events: mpsc::Sender<NetEvent>) {
+async fn read_peer(stream: Stream, remote: SocketAddr, node: Option<u64>, events: mpsc::Sender<NetEvent>) {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     loop {
         // A fresh buffer per frame, because the payload's ownership moves into the event.
@@ -402,7 +515,7 @@ async fn read_peer(stream: TcpStream, remote: SocketAddr, events: mpsc::Sender<N
             log_read_end("peer", remote, &e);
             return;
         }
-        if events.send(NetEvent::Peer { payload }).await.is_err() {
+        if events.send(NetEvent::Peer { payload, node }).await.is_err() {
             // Nobody consumes events any more, so there is no point in reading further.
             return;
         }
@@ -412,6 +525,7 @@ async fn read_peer(stream: TcpStream, remote: SocketAddr, events: mpsc::Sender<N
 async fn accept_clients(
     listener: TcpListener,
     events: mpsc::Sender<NetEvent>,
+    security: NodeSecurity,
     inner: Weak<Inner>,
     shutdown: watch::Receiver<()>,
 ) {
@@ -425,23 +539,29 @@ async fn accept_clients(
             }
         };
         set_nodelay(&stream, remote);
-        let (queue_tx, queue_rx) = mpsc::channel(CLIENT_QUEUE_FRAMES);
-        let (kill_tx, kill_rx) = oneshot::channel();
-        let conn = {
-            // Only a weak reference is kept across awaits so that dropping the last `Net` really
-            // drops the shared state and shuts everything down.
-            let Some(inner) = inner.upgrade() else {
+        let events = events.clone();
+        let security = security.clone();
+        let inner = inner.clone();
+        // The handshake runs in the connection's own task, so a slow one delays nobody else.
+        spawn_until_shutdown(&shutdown, async move {
+            let Some((stream, _)) = accept_stream(stream, remote, &security, Port::Client).await else {
                 return;
             };
-            let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-            inner.clients().insert(conn, ClientLink { queue: queue_tx, _kill: kill_tx, remote });
-            conn
-        };
-        tracing::debug!(%remote, conn, "accepted client connection");
-        spawn_until_shutdown(
-            &shutdown,
-            serve_client(conn, stream, remote, queue_rx, kill_rx, events.clone(), inner.clone()),
-        );
+            let (queue_tx, queue_rx) = mpsc::channel(CLIENT_QUEUE_FRAMES);
+            let (kill_tx, kill_rx) = oneshot::channel();
+            let conn = {
+                // Only a weak reference is kept across awaits so that dropping the last `Net`
+                // really drops the shared state and shuts everything down.
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+                inner.clients().insert(conn, ClientLink { queue: queue_tx, _kill: kill_tx, remote });
+                conn
+            };
+            tracing::debug!(%remote, conn, "accepted client connection");
+            serve_client(conn, stream, remote, queue_rx, kill_rx, events, inner).await
+        });
     }
 }
 
@@ -449,14 +569,14 @@ async fn accept_clients(
 /// either side fails, the client disconnects, or the server kills the connection.
 async fn serve_client(
     conn: ConnId,
-    stream: TcpStream,
+    stream: Stream,
     remote: SocketAddr,
     queue: mpsc::Receiver<Vec<u8>>,
     kill: oneshot::Receiver<()>,
     events: mpsc::Sender<NetEvent>,
     inner: Weak<Inner>,
 ) {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     tokio::select! {
         () = read_client(conn, rd, remote, &events) => {}
         () = write_client(conn, wr, remote, queue) => {}
@@ -470,7 +590,7 @@ async fn serve_client(
     let _ = events.send(NetEvent::ClientClosed { conn }).await;
 }
 
-async fn read_client(conn: ConnId, rd: OwnedReadHalf, remote: SocketAddr, events: &mpsc::Sender<NetEvent>) {
+async fn read_client(conn: ConnId, rd: ReadHalf<Stream>, remote: SocketAddr, events: &mpsc::Sender<NetEvent>) {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     loop {
         let mut payload = Vec::new();
@@ -484,7 +604,7 @@ async fn read_client(conn: ConnId, rd: OwnedReadHalf, remote: SocketAddr, events
     }
 }
 
-async fn write_client(conn: ConnId, mut wr: OwnedWriteHalf, remote: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
+async fn write_client(conn: ConnId, mut wr: WriteHalf<Stream>, remote: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
     let mut out = Vec::new();
     while let Some(payload) = queue.recv().await {
         encode_frame(&mut out, &payload);
@@ -497,10 +617,11 @@ async fn write_client(conn: ConnId, mut wr: OwnedWriteHalf, remote: SocketAddr, 
 }
 
 /// Owns the single outbound connection to one peer for the life of the transport.
-async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>) {
+async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8>>, security: NodeSecurity) {
     let mut out = Vec::new();
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
+    let mut last_failure = String::new();
     loop {
         // Dial lazily: an idle link costs no socket, and a peer that is down costs no dial
         // attempts until there is something to tell it. Frames stay queued (in order) meanwhile.
@@ -510,14 +631,17 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
                 None => return,
             }
         }
-        let stream = match dial(addr).await {
+        let stream = match dial(to, addr, &security).await {
             Ok(stream) => stream,
             Err(e) => {
                 failures += 1;
                 // Peers start in any order, so one warning per outage is enough; the retries
-                // themselves are routine.
-                if failures == 1 {
+                // themselves are routine. A different reason (a peer that was down now refusing
+                // the handshake) is news, and warned about again.
+                let reason = e.to_string();
+                if failures == 1 || reason != last_failure {
                     tracing::warn!(peer = to, %addr, error = %e, "cannot connect to peer; retrying with backoff");
+                    last_failure = reason;
                 } else {
                     tracing::debug!(peer = to, %addr, error = %e, failures, "still cannot connect to peer");
                 }
@@ -532,8 +656,9 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
             tracing::debug!(peer = to, %addr, "connected to peer");
         }
         failures = 0;
+        last_failure.clear();
 
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = tokio::io::split(stream);
         match pump_peer(&mut queue, rd, wr, &mut out, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
@@ -552,20 +677,31 @@ async fn peer_writer(to: u64, addr: SocketAddr, mut queue: mpsc::Receiver<Vec<u8
     }
 }
 
-async fn dial(addr: SocketAddr) -> io::Result<TcpStream> {
+/// Dials peer `to` at `addr`; with TLS, the peer's certificate must name `node-<to>`.
+async fn dial(to: u64, addr: SocketAddr, security: &NodeSecurity) -> io::Result<Stream> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     set_nodelay(&stream, addr);
-    Ok(stream)
+    match security {
+        NodeSecurity::Insecure => Ok(Stream::Plain(stream)),
+        NodeSecurity::Tls(tls) => {
+            let tls =
+                tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.dialer().connect(tls::peer_server_name(to), stream))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+                    .map_err(|e| tls::explain_client_error(e, true))?;
+            Ok(Stream::Client(Box::new(tls)))
+        }
+    }
 }
 
 /// Writes batches to a connected peer until the connection breaks (an error) or the queue
 /// closes at shutdown (`Ok`). `out` holds at least one encoded frame on entry.
 async fn pump_peer(
     queue: &mut mpsc::Receiver<Vec<u8>>,
-    mut rd: OwnedReadHalf,
-    mut wr: OwnedWriteHalf,
+    mut rd: ReadHalf<Stream>,
+    mut wr: WriteHalf<Stream>,
     out: &mut Vec<u8>,
     backoff: &mut Duration,
 ) -> io::Result<()> {
@@ -607,39 +743,136 @@ async fn pump_peer(
     }
 }
 
+/// A connection's byte stream: plaintext TCP, or TLS over TCP as the dialing or the accepting
+/// side. The framing code reads and writes all three alike.
+pub enum Stream {
+    Plain(TcpStream),
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Stream::Plain",
+            Stream::Client(_) => "Stream::Client(TLS)",
+            Stream::Server(_) => "Stream::Server(TLS)",
+        })
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Client(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Server(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A framed client-side connection, for the client library and for tests.
 ///
 /// It speaks the same frames as the server side: [`FramedConn::send`] batches any number of
 /// payloads into one write, and [`FramedConn::recv`] reads one frame through a buffered reader.
-/// Use [`FramedConn::into_split`] to read and write from different tasks.
+/// Use [`FramedConn::into_split`] to read and write from different tasks. Errors caused by TLS
+/// (a node refusing this client's certificate, a node whose certificate is not trusted, a
+/// plaintext client meeting a TLS node) carry a [`tls::Refused`] explanation.
 #[derive(Debug)]
 pub struct FramedConn {
     reader: FrameReader,
     writer: FrameWriter,
+    local: SocketAddr,
+    remote: SocketAddr,
 }
 
 /// The read half of a [`FramedConn`].
 #[derive(Debug)]
 pub struct FrameReader {
-    inner: BufReader<OwnedReadHalf>,
+    inner: BufReader<ReadHalf<Stream>>,
+    /// Plaintext, and no frame read yet: a TLS alert in the first bytes means the node speaks TLS.
+    sniff_tls: bool,
+    tls: bool,
 }
 
 /// The write half of a [`FramedConn`].
 #[derive(Debug)]
 pub struct FrameWriter {
-    inner: OwnedWriteHalf,
+    inner: WriteHalf<Stream>,
     out: Vec<u8>,
+    tls: bool,
 }
 
 impl FramedConn {
-    /// Connects to `addr` with TCP_NODELAY set.
+    /// Connects to `addr` in plaintext, with TCP_NODELAY set (nodes started with `--insecure`).
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::connect_with(addr, &ClientSecurity::Insecure).await
+    }
+
+    /// Connects to `addr` with TCP_NODELAY set, over TLS when `security` says so (the node's
+    /// certificate is verified for [`tls::NODE_NAME`]); the handshake is bounded by
+    /// [`tls::HANDSHAKE_TIMEOUT`].
+    pub async fn connect_with<A: ToSocketAddrs>(addr: A, security: &ClientSecurity) -> io::Result<Self> {
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing");
+        let mut tcp = None;
+        for a in lookup_host(addr).await? {
+            match TcpStream::connect(a).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let stream = tcp.ok_or(last)?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let local = stream.local_addr()?;
+        let remote = stream.peer_addr()?;
+        let (stream, tls) = match security {
+            ClientSecurity::Insecure => (Stream::Plain(stream), false),
+            ClientSecurity::Tls(tls) => {
+                let s = tokio::time::timeout(
+                    tls::HANDSHAKE_TIMEOUT,
+                    tls.connector().connect(tls::node_server_name(), stream),
+                )
+                .await
+                .map_err(|_| tls::explain_client_error(io::ErrorKind::TimedOut.into(), true))?
+                .map_err(|e| tls::explain_client_error(e, true))?;
+                (Stream::Client(Box::new(s)), true)
+            }
+        };
+        let (rd, wr) = tokio::io::split(stream);
         Ok(FramedConn {
-            reader: FrameReader { inner: BufReader::with_capacity(READ_BUFFER_BYTES, rd) },
-            writer: FrameWriter { inner: wr, out: Vec::new() },
+            reader: FrameReader { inner: BufReader::with_capacity(READ_BUFFER_BYTES, rd), sniff_tls: !tls, tls },
+            writer: FrameWriter { inner: wr, out: Vec::new(), tls },
+            local,
+            remote,
         })
     }
 
@@ -660,12 +893,12 @@ impl FramedConn {
 
     /// The local address of the connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.writer.inner.local_addr()
+        Ok(self.local)
     }
 
     /// The remote address of the connection.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.writer.inner.peer_addr()
+        Ok(self.remote)
     }
 }
 
@@ -673,7 +906,18 @@ impl FrameReader {
     /// Reads the next frame's payload into `buf`, reusing its capacity. Not cancellation safe
     /// (see [`read_frame`]).
     pub async fn recv(&mut self, buf: &mut Vec<u8>) -> Result<(), FrameError> {
-        read_frame(&mut self.inner, buf).await
+        if self.sniff_tls {
+            if let Ok(first) = self.inner.fill_buf().await {
+                if tls::looks_like_tls_alert(first) {
+                    return Err(FrameError::Io(tls::plaintext_refused()));
+                }
+            }
+            self.sniff_tls = false;
+        }
+        match read_frame(&mut self.inner, buf).await {
+            Err(FrameError::Io(e)) if self.tls => Err(FrameError::Io(tls::explain_client_error(e, false))),
+            other => other,
+        }
     }
 }
 
@@ -690,7 +934,11 @@ impl FrameWriter {
         for p in payloads {
             encode_frame(&mut self.out, p.as_ref());
         }
-        write_batch(&mut self.inner, &mut self.out).await
+        let result = write_batch(&mut self.inner, &mut self.out).await;
+        match result {
+            Err(e) if self.tls => Err(tls::explain_client_error(e, false)),
+            other => other,
+        }
     }
 }
 
@@ -715,7 +963,7 @@ mod tests {
 
     async fn start_net(peer_listen: SocketAddr, peers: HashMap<u64, SocketAddr>) -> (Net, mpsc::Receiver<NetEvent>) {
         let (tx, rx) = mpsc::channel(1024);
-        let cfg = NetConfig { peer_listen, client_listen: any_local(), peers };
+        let cfg = NetConfig { peer_listen, client_listen: any_local(), peers, security: NodeSecurity::Insecure };
         (Net::start(cfg, tx).await.unwrap(), rx)
     }
 
@@ -725,7 +973,7 @@ mod tests {
 
     async fn next_peer_payload(rx: &mut mpsc::Receiver<NetEvent>) -> Vec<u8> {
         match next_event(rx).await {
-            NetEvent::Peer { payload } => payload,
+            NetEvent::Peer { payload, .. } => payload,
             other => panic!("expected a peer event, got {other:?}"),
         }
     }
@@ -763,7 +1011,7 @@ mod tests {
                     NetEvent::ClientClosed { conn } => {
                         let _ = closed_tx.send(conn);
                     }
-                    NetEvent::Peer { payload } => {
+                    NetEvent::Peer { payload, .. } => {
                         let _ = peer_tx.send(payload);
                     }
                 }
@@ -863,7 +1111,12 @@ mod tests {
             let mut attempt = 0;
             loop {
                 let (tx, rx) = mpsc::channel(16);
-                let cfg = NetConfig { peer_listen: b_addr, client_listen: any_local(), peers: HashMap::new() };
+                let cfg = NetConfig {
+                    peer_listen: b_addr,
+                    client_listen: any_local(),
+                    peers: HashMap::new(),
+                    security: NodeSecurity::Insecure,
+                };
                 match Net::start(cfg, tx).await {
                     Ok(net) => break (net, rx),
                     Err(e) if attempt < 50 => {
@@ -1013,13 +1266,23 @@ mod tests {
         let taken_addr = taken.local_addr().unwrap();
 
         let (tx, _rx) = mpsc::channel(1);
-        let cfg = NetConfig { peer_listen: taken_addr, client_listen: any_local(), peers: HashMap::new() };
+        let cfg = NetConfig {
+            peer_listen: taken_addr,
+            client_listen: any_local(),
+            peers: HashMap::new(),
+            security: NodeSecurity::Insecure,
+        };
         let err = Net::start(cfg, tx.clone()).await.unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("peer listener"), "{msg}");
         assert!(msg.contains(&taken_addr.to_string()), "{msg}");
 
-        let cfg = NetConfig { peer_listen: any_local(), client_listen: taken_addr, peers: HashMap::new() };
+        let cfg = NetConfig {
+            peer_listen: any_local(),
+            client_listen: taken_addr,
+            peers: HashMap::new(),
+            security: NodeSecurity::Insecure,
+        };
         let msg = format!("{:#}", Net::start(cfg, tx).await.unwrap_err());
         assert!(msg.contains("client listener"), "{msg}");
     }
@@ -1034,5 +1297,106 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         // Nothing was written, so the connection is still in step.
         echo_round_trip(&mut c, &["after"]).await;
+    }
+
+    async fn start_tls_net(
+        peer_listen: SocketAddr,
+        peers: HashMap<u64, SocketAddr>,
+        tls: tls::NodeTls,
+    ) -> (Net, mpsc::Receiver<NetEvent>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let cfg = NetConfig { peer_listen, client_listen: any_local(), peers, security: NodeSecurity::Tls(tls) };
+        (Net::start(cfg, tx).await.unwrap(), rx)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_peers_exchange_payloads_and_each_frame_names_its_authenticated_sender() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let a_addr = free_addr();
+        let (b, mut b_rx) = start_tls_net(any_local(), HashMap::from([(1, a_addr)]), ca.node_tls(2)).await;
+        let (a, mut a_rx) = start_tls_net(a_addr, HashMap::from([(2, b.local_peer_addr())]), ca.node_tls(1)).await;
+        for i in 0..500 {
+            a.send_to_peer(2, numbered(1, i));
+            b.send_to_peer(1, numbered(2, i));
+        }
+        for i in 0..500 {
+            assert_eq!(next_event(&mut b_rx).await, NetEvent::Peer { payload: numbered(1, i), node: Some(1) });
+            assert_eq!(next_event(&mut a_rx).await, NetEvent::Peer { payload: numbered(2, i), node: Some(2) });
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_clients_are_served_and_plaintext_or_anonymous_ones_are_refused_with_a_reason() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_tls_net(any_local(), HashMap::new(), ca.node_tls(1)).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let tls = ClientSecurity::Tls(ca.client_tls());
+        let mut good = FramedConn::connect_with(net.local_client_addr(), &tls).await.unwrap();
+        echo_round_trip(&mut good, &["over tls", "", "batched"]).await;
+
+        // Plaintext: the node answers with a TLS alert, which the client recognises.
+        let mut plain = FramedConn::connect(net.local_client_addr()).await.unwrap();
+        plain.send(&[b"hello".to_vec()]).await.unwrap();
+        let mut buf = Vec::new();
+        match timeout(WAIT, plain.recv(&mut buf)).await.expect("the refusal is prompt") {
+            Err(FrameError::Io(e)) => {
+                assert!(tls::refusal(&e).is_some_and(|r| r.0.contains("the node speaks TLS")), "{e}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+
+        // No client certificate.
+        let anonymous = ClientSecurity::Tls(tls::ClientTls::from_pem(ca.pem().as_bytes(), None).unwrap());
+        let result = async {
+            let mut c = FramedConn::connect_with(net.local_client_addr(), &anonymous).await?;
+            c.send(&[b"hello".to_vec()]).await?;
+            c.recv(&mut buf).await.map_err(|e| match e {
+                FrameError::Io(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+        };
+        let err = timeout(WAIT, result).await.expect("the refusal is prompt").unwrap_err();
+        assert!(
+            tls::refusal(&err).is_some_and(|r| r.0.contains("requires a client certificate from the cluster CA")),
+            "{err}"
+        );
+        // The good connection is unaffected.
+        echo_round_trip(&mut good, &["still here"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_against_a_plaintext_node_is_told_so() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_net(any_local(), HashMap::new()).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let tls = ClientSecurity::Tls(ca.client_tls());
+        let err = timeout(WAIT, FramedConn::connect_with(net.local_client_addr(), &tls))
+            .await
+            .expect("the refusal is prompt")
+            .unwrap_err();
+        assert!(tls::refusal(&err).is_some_and(|r| r.0.contains("pass --insecure")), "{err}");
+    }
+
+    /// A connection that starts a handshake and then stalls is dropped once the handshake timeout
+    /// passes (the paused clock jumps ahead while everything waits), and other clients are served.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_tls_handshake_is_dropped_after_the_timeout() {
+        let ca = tls::test_certs::Ca::new("ca");
+        let (net, rx) = start_tls_net(any_local(), HashMap::new(), ca.node_tls(1)).await;
+        let (_closed_rx, _peer_rx) = spawn_echo(net.clone(), rx);
+        let mut stalled = TcpStream::connect(net.local_client_addr()).await.unwrap();
+        // The first bytes of a TLS record header, and then nothing.
+        stalled.write_all(&[0x16, 0x03]).await.unwrap();
+        let began = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        match timeout(tls::HANDSHAKE_TIMEOUT + Duration::from_secs(1), stalled.read(&mut buf)).await {
+            Err(_) => panic!("the stalled handshake outlived the handshake timeout"),
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!("the node wrote {n} bytes to a stalled handshake"),
+        }
+        assert!(began.elapsed() >= tls::HANDSHAKE_TIMEOUT, "closed after {:?}", began.elapsed());
+        let mut good =
+            FramedConn::connect_with(net.local_client_addr(), &ClientSecurity::Tls(ca.client_tls())).await.unwrap();
+        echo_round_trip(&mut good, &["served"]).await;
     }
 }

@@ -81,6 +81,9 @@ pub struct NodeOptions {
     pub snapshot_bytes_per_sec: Option<u64>,
     /// Bytes per snapshot chunk (default and most `MAX_SNAPSHOT_CHUNK_BYTES`).
     pub snapshot_chunk_bytes: Option<u64>,
+    /// TLS on every connection (the certs dir's CA and node certificate), or plaintext with an
+    /// explicit `--insecure`.
+    pub security: crate::tls::NodeSecurity,
 }
 
 /// What recovery read from the data dir: the records to replay, and where
@@ -330,7 +333,12 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     let mut wal_bytes_since_snapshot = 0u64;
     let (events_tx, mut events_rx) = mpsc::channel(NET_EVENT_QUEUE);
     let net = Net::start(
-        NetConfig { peer_listen: opts.peer_listen, client_listen: opts.client_listen, peers: peer_addrs },
+        NetConfig {
+            peer_listen: opts.peer_listen,
+            client_listen: opts.client_listen,
+            peers: peer_addrs,
+            security: opts.security.clone(),
+        },
         events_tx,
     )
     .await?;
@@ -579,7 +587,14 @@ fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Resu
 /// are logged and dropped; undecodable client messages get a clear error.
 fn push_event(net: &Net, me: &Identity, inputs: &mut Vec<Input>, ev: NetEvent) {
     match ev {
-        NetEvent::Peer { payload } => match wire::decode::<PeerMsg>(&payload) {
+        NetEvent::Peer { payload, node } => match wire::decode::<PeerMsg>(&payload) {
+            // With TLS the connection's certificate names the node that dialled: a message
+            // claiming another sender is dropped (a node cannot speak for another).
+            Ok(m) if node.is_some_and(|n| n != m.from) => tracing::warn!(
+                "dropping a peer message from node {} on a connection authenticated as node {}",
+                m.from,
+                node.unwrap_or_default()
+            ),
             Ok(m) => inputs.push(Input::Peer(m)),
             Err(e) => tracing::warn!("dropping an undecodable peer message ({} bytes): {e}", payload.len()),
         },
