@@ -3,7 +3,9 @@
 //! `tests/fixtures/format-1/node-1` is the whole data dir of a one-node
 //! cluster (WAL segments, snapshots, the stored cluster map) written by a
 //! `pactdb node` of format 1 (bincode records, segments without a header,
-//! `PACTSNP1` snapshots); its README says how and by which commit.
+//! `PACTSNP1` snapshots); its README says how and by which commit. A
+//! current `pactdb node` opened on a copy recovers every key, writes new
+//! records in the current format, and reopens again from the mix.
 //!
 //! The fixture names fixed loopback ports (a cluster map holds addresses,
 //! and a node refuses to start with `--peers` that disagree with it):
@@ -114,6 +116,10 @@ fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
+fn starts_with(path: &Path, magic: &[u8]) -> bool {
+    std::fs::read(path).unwrap().starts_with(magic)
+}
+
 /// Where the intact records of a headerless (format 1) segment end: the
 /// writer trims the preallocated zeros so the fixture stays small.
 fn end_of_records(bytes: &[u8]) -> usize {
@@ -141,7 +147,9 @@ async fn write_the_format_1_fixture() {
     let node = start_node(&dir, &log);
     let map = ClusterMap::new(
         [(1, NodeAddrs { peer: PEER.to_string(), client: CLIENT.to_string() })].into_iter().collect(),
-        (0..2).map(|g| GroupSpec { id: g, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false }).collect(),
+        (0..2)
+            .map(|g| GroupSpec { id: g, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false })
+            .collect(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -170,4 +178,54 @@ async fn write_the_format_1_fixture() {
         bytes.truncate(end_of_records(&bytes));
         std::fs::write(&seg, bytes).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_the_data_dir_the_previous_format_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node-1");
+    copy_dir(&fixture_dir(), &dir);
+    let wal = dir.join("wal");
+    let old_segments = files(&wal, "wal-");
+    let old_snapshots = files(&wal, "snap-");
+    // The fixture is what format 1 wrote: headerless segments (one of them
+    // not the first, so snapshots pruned some), `PACTSNP1` snapshots.
+    assert!(old_segments.len() >= 2 && !old_snapshots.is_empty(), "{old_segments:?} {old_snapshots:?}");
+    assert!(old_segments.iter().all(|s| !starts_with(s, b"PACTWAL\0")));
+    assert!(old_snapshots.iter().all(|s| starts_with(s, b"PACTSNP1")));
+    assert!(!old_segments[0].ends_with("wal-00000000000000000000.log"), "no segment was pruned: {old_segments:?}");
+    // The stored cluster map too (a node stores it once, when it adopts it).
+    assert!(!starts_with(&dir.join("cluster-map"), b"PACTMAP\0"));
+    let log = tmp.path().join("node.log");
+
+    // The upgraded node recovers every key from the old snapshot and WAL.
+    let node = start_node(&dir, &log);
+    let client = connect().await;
+    let mut expected = written_before();
+    assert_readable(&client, &expected, &log).await;
+    assert!(std::fs::read_to_string(&log).unwrap().contains("recovering from snapshot"));
+
+    // New writes go to format-2 segments, and enough of them take a new
+    // snapshot (in format 2) and prune the old segments.
+    for round in 1..=ROUNDS {
+        for k in 0..24 {
+            let (key, value) = (format!("key-{k}"), format!("format-2-{k}-round-{round}"));
+            client.put(key.clone(), value.clone()).await.unwrap();
+            expected.insert(key, value);
+        }
+    }
+    assert_readable(&client, &expected, &log).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    kill(node);
+    let segments = files(&wal, "wal-");
+    let newest = segments.last().unwrap();
+    assert!(starts_with(newest, b"PACTWAL\0"), "the newest segment {newest:?} is not in format 2");
+    assert!(!old_segments.contains(newest), "format-2 records went into an old segment");
+    assert!(files(&wal, "snap-").iter().any(|s| starts_with(s, b"PACTSNP2")), "no format-2 snapshot");
+
+    // And it reopens from what it wrote (with whatever old files remain).
+    let node = start_node(&dir, &log);
+    let client = connect().await;
+    assert_readable(&client, &expected, &log).await;
+    kill(node);
 }
