@@ -38,19 +38,32 @@ fn written_before() -> BTreeMap<String, String> {
     (0..24).map(|k| (format!("key-{k}"), format!("format-1-{k}-round-{ROUNDS}-{}", "v".repeat(k % 7 * 10)))).collect()
 }
 
-fn start_node(dir: &Path, log: &Path) -> Child {
+/// A node process, killed when dropped: a failing test leaves no node
+/// holding the fixture's ports.
+struct NodeProc(Child);
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_node(dir: &Path, log: &Path) -> NodeProc {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pactdb"))
-        .args(["node", "--id", "1", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", PEER, "--client-listen", CLIENT, "--peers", &format!("1={PEER}")])
-        .args(NODE_FLAGS)
-        .env("PACTDB_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = NodeProc(
+        Command::new(env!("CARGO_BIN_EXE_pactdb"))
+            .args(["node", "--id", "1", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", PEER, "--client-listen", CLIENT, "--peers", &format!("1={PEER}")])
+            .args(NODE_FLAGS)
+            .env("PACTDB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(CLIENT).is_err() {
         assert!(Instant::now() < deadline, "the node did not start listening on {CLIENT}");
@@ -59,9 +72,9 @@ fn start_node(dir: &Path, log: &Path) -> Child {
     child
 }
 
-fn kill(mut child: Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// SIGKILL, as a crash.
+fn kill(node: NodeProc) {
+    drop(node);
 }
 
 /// A client once the node serves (after a restart it first relearns the map).
