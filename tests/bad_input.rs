@@ -46,6 +46,9 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     // An unknown wire version: the connection is closed, with a logged reason.
     let status = wire::encode(&ClientMsg::GetStatus);
     assert!(closed_after(&node1, &frame(9, &status)).await, "unknown version closes the connection");
+    // A frame of format 1 (bincode), as a node or client not yet upgraded
+    // sends it: refused the same way, and the log says what it was.
+    assert!(closed_after(&node1, &frame(1, &status)).await, "a format-1 frame closes the connection");
     // A frame claiming 4 GiB: closed without allocating it.
     assert!(closed_after(&node1, &[0xff, 0xff, 0xff, 0xff, 1]).await, "oversize frame closes the connection");
     // The same on the peer port.
@@ -161,6 +164,7 @@ async fn bad_input_gets_clear_errors_and_loses_nothing() {
     // The node said why it closed those connections.
     let log = cluster.log_of(1);
     assert!(log.contains("unknown wire version 9"), "the log names the bad version:\n{log}");
+    assert!(log.contains("unknown wire version 1 (bincode"), "the log names the format-1 version:\n{log}");
 
     // Nothing was lost and the cluster still serves.
     for i in 0..100 {

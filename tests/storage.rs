@@ -141,9 +141,9 @@ async fn snapshots_bound_the_data_dir_and_a_restart_after_truncation_loses_nothi
     cluster.wait_converged(Some(1), Duration::from_secs(30)).await.unwrap();
 }
 
-/// Where the last intact record of a WAL segment ends.
+/// Where the last intact record of a WAL segment ends (past its header).
 fn end_of_records(bytes: &[u8]) -> usize {
-    let mut at = 0;
+    let mut at = if bytes.starts_with(b"PACTWAL\0") { 16 } else { 0 };
     while at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());

@@ -349,9 +349,15 @@ fn crashes_found_by_the_fuzzer_stay_fixed() {
     h.run_for(300);
     assert!(h.replica(node(3)).view().is_none_or(|v| v.epoch < 9), "the forged view is not adopted");
     // A key-value map claiming billions of pairs (seed 12, case 667 of
-    // "Snapshot"): imbl's decoder reserved room for them all and aborted
-    // on a capacity overflow. Decoded pair by pair now, it is an error.
-    let claimed = [1u8, 1, 253, 127, 149, 152, 150, 235, 238, 89, 216, 1, 9, 5, 1, 1, 1, 2, 1, 2, 3, 1, 3, 4, 0, 0];
+    // "Snapshot", found in format 1): imbl's decoder reserved room for them
+    // all and aborted on a capacity overflow. Decoded pair by pair now, it
+    // is an error. The same claim in format 2: a snapshot of an empty state
+    // whose map (the state's first field) claims 2^40 pairs.
+    let empty = wire::encode(&Snapshot { index: 1, epoch: 1, state: StateMachine::default() });
+    assert_eq!(empty[..3], [1, 1, 0], "index, epoch, then the map's length");
+    let mut claimed = empty[..2].to_vec();
+    claimed.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
+    claimed.extend_from_slice(&empty[3..]);
     assert!(wire::decode::<Snapshot>(&claimed).is_err());
     // A view of a group the cluster map does not have makes no replica.
     let stray = View {

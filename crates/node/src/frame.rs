@@ -4,6 +4,12 @@
 //! version byte plus the payload, so `len == 1 + payload.len()`. The payload is opaque here: the
 //! protocol core serializes its own messages, and this module never looks inside them.
 //!
+//! The version byte names the payload's encoding: 1 was bincode (pactdb before format 2), 2 is
+//! postcard (`pactdb_core::wire`). A node speaks exactly one version and refuses a frame of any
+//! other, closing the connection with an error that names both: nodes of two encodings cannot
+//! understand each other, so an upgrade across an encoding change restarts every node (the data
+//! on disk carries over; see ARCHITECTURE.md, "Formats and versions").
+//!
 //! This module owns the wire version and the single size bound ([`MAX_FRAME_BYTES`]). It must
 //! never trust a length read from the network before checking it against that bound, and it
 //! never allocates memory in proportion to a claimed length: the payload buffer grows only as
@@ -15,8 +21,17 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The wire format version this node writes and the only one it accepts.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire format version this node writes and the only one it accepts: 2, postcard payloads.
+pub const WIRE_VERSION: u8 = 2;
+
+/// What a version byte names, for the error that refuses it.
+fn version_name(version: u8) -> &'static str {
+    match version {
+        1 => "bincode, written by pactdb before format 2: restart every node on this version",
+        WIRE_VERSION => "postcard",
+        _ => "not a version any pactdb wrote",
+    }
+}
 
 /// The largest value the length prefix may hold (version byte plus payload).
 ///
@@ -39,7 +54,7 @@ pub enum FrameError {
     #[error("frame of {len} bytes exceeds the limit of {max}")]
     TooLarge { len: usize, max: usize },
     /// The version byte is not [`WIRE_VERSION`].
-    #[error("unknown wire version {0} (this node speaks {WIRE_VERSION})")]
+    #[error("unknown wire version {0} ({}; this node speaks {WIRE_VERSION}, postcard)", version_name(*.0))]
     UnknownVersion(u8),
     /// The length prefix was zero, so there is not even a version byte.
     #[error("empty frame")]
@@ -249,7 +264,20 @@ mod tests {
         let err = read_frame(&mut &wire[..], &mut buf).await.unwrap_err();
         assert!(matches!(err, FrameError::UnknownVersion(9)), "{err:?}");
         assert!(err.is_malformed());
-        assert_eq!(err.to_string(), format!("unknown wire version 9 (this node speaks {WIRE_VERSION})"));
+        assert_eq!(
+            err.to_string(),
+            "unknown wire version 9 (not a version any pactdb wrote; this node speaks 2, postcard)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_the_bincode_version_is_refused_by_name() {
+        let wire = [0, 0, 0, 2, 1, 0x00];
+        let err = read_frame(&mut &wire[..], &mut Vec::new()).await.unwrap_err();
+        assert!(matches!(err, FrameError::UnknownVersion(1)), "{err:?}");
+        assert!(err.is_malformed());
+        let said = err.to_string();
+        assert!(said.contains("version 1 (bincode") && said.contains("speaks 2, postcard"), "{said}");
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 
 use crate::net::{Net, NetConfig, NetEvent};
 use crate::snapshot;
-use crate::wal::{InlineDeclined, Wal, WalOptions, WalRecordBytes, WalSyncHandle, WalWriter, DEFAULT_SEGMENT_BYTES};
+use crate::wal::{
+    InlineDeclined, Wal, WalOptions, WalRecordBytes, WalSyncHandle, WalWriter, DEFAULT_SEGMENT_BYTES, WAL_FORMAT,
+};
 use anyhow::Context;
 use pactdb_core::bugs::Bugs;
 use pactdb_core::io::release_under_lease;
@@ -123,8 +125,10 @@ fn recover_data_dir(wal_dir: &std::path::Path, segment_bytes: u64) -> anyhow::Re
         }
     }
     let mut was_cut = wal.was_cut();
+    // Each record in its segment's format (see `wal.rs`).
+    let formats: Vec<u32> = (first..wal.next_seq()).map(|i| wal.format_of(i)).collect();
     let decode = |i: u64, r: &[u8]| -> anyhow::Result<WalRecord> {
-        wire::decode(r).map_err(|e| {
+        decode_wal_record(formats[(i - first) as usize], r).map_err(|e| {
             anyhow::anyhow!("WAL record {i} in {} cannot be decoded ({e}); refusing to start", wal_dir.display())
         })
     };
@@ -158,6 +162,20 @@ fn recover_data_dir(wal_dir: &std::path::Path, segment_bytes: u64) -> anyhow::Re
         }
     }
     Ok(Recovered { wal, records, was_cut })
+}
+
+// One encoding at a time: the WAL's newest format and the frames' version
+// are the core's encoding (`wire::FORMAT`).
+const _: () = assert!(WAL_FORMAT == wire::FORMAT && crate::frame::WIRE_VERSION as u32 == wire::FORMAT);
+
+/// Decodes a WAL record's payload in its segment's format: 2 (the one
+/// written) in postcard, 1 (before format 2) with the legacy decoder.
+pub fn decode_wal_record(format: u32, bytes: &[u8]) -> Result<WalRecord, String> {
+    match format {
+        WAL_FORMAT => wire::decode(bytes),
+        1 => crate::legacy::decode_v1(bytes),
+        other => Err(format!("WAL format {other} is not one this binary reads")),
+    }
 }
 
 /// A snapshot for the snapshot thread: the checkpoint, and the WAL position
@@ -550,6 +568,16 @@ struct Identity {
 /// The file beside the WAL that keeps the stored cluster map.
 const CLUSTER_MAP_FILE: &str = "cluster-map";
 
+/// What the stored cluster map starts with since format 2: this magic, then
+/// `[u32 LE format][u32 LE crc32c(payload)][payload]`. A file without it
+/// is format 1: the bare map in bincode, which begins with its node count;
+/// one that began with these bytes would be a map of 80 nodes, the first
+/// with id 65 and a 67-byte peer address starting "TMAP\0", not a map any
+/// cluster has.
+const CLUSTER_MAP_MAGIC: &[u8; 8] = b"PACTMAP\0";
+/// The format of the map's payload: postcard.
+const CLUSTER_MAP_FORMAT: u32 = 2;
+
 /// Writes the map durably and atomically: a temporary file, fsync, rename,
 /// fsync of the directory.
 fn store_map(
@@ -560,7 +588,11 @@ fn store_map(
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&wire::encode(map))?;
+    let payload = wire::encode(map);
+    f.write_all(CLUSTER_MAP_MAGIC)?;
+    f.write_all(&CLUSTER_MAP_FORMAT.to_le_bytes())?;
+    f.write_all(&crc32c::crc32c(&payload).to_le_bytes())?;
+    f.write_all(&payload)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     crate::wal::sync_dir(dir)
@@ -570,12 +602,31 @@ fn store_map(
 /// error (the node will not start on a map it cannot read).
 fn read_stored_map(path: &std::path::Path) -> anyhow::Result<Option<pactdb_core::types::ClusterMap>> {
     match std::fs::read(path) {
-        Ok(bytes) => wire::decode(&bytes)
+        Ok(bytes) => decode_stored_map(&bytes)
             .map(Some)
             .map_err(|e| anyhow::anyhow!("the stored cluster map {} is unreadable: {e}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("reading the stored cluster map {}: {e}", path.display())),
     }
+}
+
+/// The map in a stored map file of format 2, or of format 1 (legacy).
+fn decode_stored_map(bytes: &[u8]) -> Result<pactdb_core::types::ClusterMap, String> {
+    let Some(rest) = bytes.strip_prefix(CLUSTER_MAP_MAGIC) else {
+        return crate::legacy::decode_v1(bytes);
+    };
+    if rest.len() < 8 {
+        return Err("a header cut short".to_string());
+    }
+    let (format, crc) = (u32::from_le_bytes(rest[..4].try_into().unwrap()), &rest[4..8]);
+    let payload = &rest[8..];
+    if format != CLUSTER_MAP_FORMAT {
+        return Err(format!("format {format}; this binary reads formats 1 and {CLUSTER_MAP_FORMAT}"));
+    }
+    if crc32c::crc32c(payload).to_le_bytes() != crc {
+        return Err("checksum mismatch".to_string());
+    }
+    wire::decode(payload)
 }
 
 fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Result<()> {
@@ -620,6 +671,76 @@ mod tests {
 
     fn rec(i: u64) -> WalRecord {
         WalRecord::Truncate { group: 1, index: i }
+    }
+
+    /// A record as format 1 wrote it: bincode, default options.
+    fn v1(r: &WalRecord) -> Vec<u8> {
+        use bincode::Options;
+        bincode::DefaultOptions::new().serialize(r).unwrap()
+    }
+
+    /// A segment as format 1 wrote it: no header, framed bincode records.
+    fn write_v1_segment(dir: &std::path::Path, first: u64, records: &[WalRecord]) {
+        let mut bytes = Vec::new();
+        for r in records {
+            let payload = v1(r);
+            bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        std::fs::write(dir.join(format!("wal-{first:020}.log")), bytes).unwrap();
+    }
+
+    #[test]
+    fn recovery_reads_format_1_segments_and_appends_in_format_2() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir).unwrap();
+        write_v1_segment(dir, 0, &[rec(0), rec(1)]);
+        write_v1_segment(dir, 2, &[rec(2), rec(3), rec(1_000_000)]);
+        let r = recover_data_dir(dir, 1 << 20).unwrap();
+        let v1_records = vec![rec(0), rec(1), rec(2), rec(3), rec(1_000_000)];
+        assert_eq!(r.records, v1_records);
+        assert!(!r.was_cut);
+        let mut wal = r.wal;
+        for i in 5..8 {
+            wal.append(&wire::encode(&rec(i))).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        // The new records went to a segment of their own, in format 2; the
+        // format-1 segment was left as it was.
+        let newest = std::fs::read(dir.join(format!("wal-{:020}.log", 5))).unwrap();
+        assert!(newest.starts_with(crate::wal::SEGMENT_MAGIC));
+        let r = recover_data_dir(dir, 1 << 20).unwrap();
+        assert_eq!(r.records, v1_records.into_iter().chain((5..8).map(rec)).collect::<Vec<_>>());
+        // Decoding a format-1 record as format 2 fails: the format matters.
+        assert_ne!(decode_wal_record(WAL_FORMAT, &v1(&rec(1_000_000))), Ok(rec(1_000_000)));
+        assert_eq!(decode_wal_record(1, &v1(&rec(1_000_000))), Ok(rec(1_000_000)));
+    }
+
+    #[test]
+    fn a_stored_map_of_either_format_reads_back() {
+        use pactdb_core::types::{ClusterMap, GroupSpec, Mode, NodeAddrs};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(CLUSTER_MAP_FILE);
+        let addrs = |i| NodeAddrs { peer: format!("10.0.0.{i}:7000"), client: format!("10.0.0.{i}:7001") };
+        let map = ClusterMap::new(
+            (1..=3).map(|i| (i, addrs(i))).collect(),
+            vec![GroupSpec { id: 0, mode: Mode::Passive, placement: vec![1, 2, 3], min_members: 2, voting: false }],
+        );
+        {
+            use bincode::Options;
+            std::fs::write(&path, bincode::DefaultOptions::new().serialize(&map).unwrap()).unwrap();
+        }
+        assert_eq!(read_stored_map(&path).unwrap(), Some(map.clone()));
+        store_map(&path, tmp.path(), &map).unwrap();
+        assert!(std::fs::read(&path).unwrap().starts_with(CLUSTER_MAP_MAGIC));
+        assert_eq!(read_stored_map(&path).unwrap(), Some(map));
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(read_stored_map(&path).is_err());
     }
 
     #[test]

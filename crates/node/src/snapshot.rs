@@ -11,6 +11,11 @@
 //! after the last record. A file that breaks any of that is invalid and
 //! ignored in favour of an older snapshot.
 //!
+//! The magic is the format version: `PACTSNP2` (records in postcard) is
+//! written; `PACTSNP1` (records in bincode, before format 2) is still read,
+//! with the legacy decoder, so a node upgraded in place recovers from the
+//! snapshots it had. Any other magic is not a snapshot this binary reads.
+//!
 //! This module owns writing a snapshot atomically (a temp file, fsync,
 //! rename, fsync of the directory), reading and verifying one, and pruning:
 //! the newest [`SNAPSHOTS_KEPT`] valid snapshots are kept, older ones go,
@@ -31,7 +36,10 @@ use std::path::{Path, PathBuf};
 /// newest turn out unreadable.
 pub const SNAPSHOTS_KEPT: usize = 2;
 
-const MAGIC: &[u8; 8] = b"PACTSNP1";
+/// The magic of the format written: records in postcard.
+const MAGIC: &[u8; 8] = b"PACTSNP2";
+/// The magic of format 1, read only: records in bincode.
+const MAGIC_V1: &[u8; 8] = b"PACTSNP1";
 const HEADER_BYTES: usize = 8 + 8 + 8 + 4;
 const RECORD_HEADER_BYTES: usize = 8 + 4;
 
@@ -161,9 +169,11 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<WalRecord>), String> {
         return Err(format!("{} bytes, shorter than a header", bytes.len()));
     }
     let (header, mut rest) = bytes.split_at(HEADER_BYTES);
-    if &header[..8] != MAGIC {
-        return Err("not a pactdb snapshot (bad magic)".to_string());
-    }
+    let decode: fn(&[u8]) -> Result<WalRecord, String> = match &header[..8] {
+        m if m == MAGIC => wire::decode_stored::<WalRecord>,
+        m if m == MAGIC_V1 => crate::legacy::decode_v1::<WalRecord>,
+        _ => return Err("not a pactdb snapshot of a format this binary reads (bad magic)".to_string()),
+    };
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes"));
     if crc32c::crc32c(&header[..24]) != crc {
@@ -191,7 +201,7 @@ fn parse(bytes: &[u8]) -> Result<(u64, Vec<WalRecord>), String> {
         if crc32c::crc32c(payload) != crc {
             return Err(format!("record {i}: checksum mismatch"));
         }
-        records.push(wire::decode_stored::<WalRecord>(payload).map_err(|e| format!("record {i}: {e}"))?);
+        records.push(decode(payload).map_err(|e| format!("record {i}: {e}"))?);
         rest = after;
     }
     if !rest.is_empty() {
@@ -231,6 +241,37 @@ mod tests {
         let mut longer = good.clone();
         longer.push(0);
         assert!(parse(&longer).is_err());
+    }
+
+    #[test]
+    fn a_format_1_snapshot_is_read_with_the_legacy_decoder() {
+        use bincode::Options;
+        // Laid out as format 1 wrote it: `PACTSNP1`, records in bincode
+        // (indexes past 250, which bincode and postcard encode differently).
+        let recs: Vec<WalRecord> = (0..5).map(|i| WalRecord::Truncate { group: 1, index: 1000 + i }).collect();
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        bytes.extend_from_slice(&(recs.len() as u64).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        for r in &recs {
+            let payload = bincode::DefaultOptions::new().serialize(r).unwrap();
+            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        assert_eq!(parse(&bytes), Ok((9, recs.clone())));
+        // The magic picks the decoder: the same records under the new magic
+        // do not read as postcard.
+        let mut relabelled = bytes.clone();
+        relabelled[..8].copy_from_slice(MAGIC);
+        let crc = crc32c::crc32c(&relabelled[..24]);
+        relabelled[24..28].copy_from_slice(&crc.to_le_bytes());
+        assert_ne!(parse(&relabelled), Ok((9, recs)));
+        // And what is written now is format 2.
+        let tmp = tempfile::tempdir().unwrap();
+        let (temp, _) = write_temp(tmp.path(), 9, &records(1)).unwrap();
+        assert!(fs::read(temp).unwrap().starts_with(b"PACTSNP2"));
     }
 
     #[test]

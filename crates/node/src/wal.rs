@@ -7,6 +7,22 @@
 //!   position in the whole log of the first record stored in that segment.
 //!   Each record is framed as `[u32 LE payload_len][u32 LE crc32c(payload)][payload]`.
 //!   Records are opaque bytes; the caller serializes its own structures.
+//! * **The format version.** A segment starts with a header
+//!   `[8 B "PACTWAL\0"][u32 LE format][u32 LE crc32c of the 12 bytes
+//!   before]`, and the format says how its records' payloads are encoded
+//!   ([`WAL_FORMAT`], 2: postcard). A segment without the header is format
+//!   1 (bincode, written before headers existed): its first four bytes are
+//!   a record length of at most [`MAX_RECORD_BYTES`], so they can never
+//!   read as "PACT". The version is per segment, not per record: every
+//!   record of a segment is written by one binary (a node that opens a log
+//!   whose newest segment is of an older format appends nothing to it and
+//!   starts a new segment), the framing, torn-tail and preallocation rules
+//!   below stay byte for byte what they were, and recovery hands the
+//!   caller each record's format ([`Wal::format_of`]) to pick its decoder.
+//!   A segment of a newer format than this binary knows is an error, never
+//!   cut: the data may be good, only this binary is too old for it. A
+//!   header that is torn (the last segment, zeros after it) or damaged is
+//!   damage at offset 0, under the same rules as a damaged record.
 //! * **Torn-tail recovery.** [`Wal::open`] replays every segment in order and
 //!   stops at the first record whose header is short, whose length is
 //!   impossible, or whose checksum does not match. Everything from that point
@@ -94,6 +110,29 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// Size of the record header: payload length and payload checksum.
 const HEADER_BYTES: usize = 8;
 
+/// The format of the records this binary writes: 2, postcard (see
+/// `pactdb_core::wire`). Format 1 (bincode) is read, never written.
+pub const WAL_FORMAT: u32 = 2;
+
+/// The oldest format this binary reads.
+pub const OLDEST_WAL_FORMAT: u32 = 1;
+
+/// What a segment of format 2 or later starts with.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"PACTWAL\0";
+
+/// Size of a segment header: magic, format, checksum.
+pub const SEGMENT_HEADER_BYTES: usize = 16;
+
+/// The header a new segment starts with.
+fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&WAL_FORMAT.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..12]);
+    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// Buffered bytes beyond which [`Wal::append`] hands the buffer to the kernel
 /// early, so that many appends without a sync do not grow memory without
 /// bound. Writing early does not make anything durable; only `sync` does.
@@ -161,6 +200,13 @@ pub struct Wal {
     seg_len: u64,
     /// Size of the current segment file: its records, then zeros.
     file_len: u64,
+    /// Bytes of the current segment before its first record (its header).
+    seg_start: u64,
+    /// The current segment is of an older format: the next append starts
+    /// a new segment rather than mix formats in one.
+    roll_pending: bool,
+    /// The format of each segment `open` read, by its first record's seq.
+    formats: Vec<(u64, u32)>,
     /// Position in the whole log that the next appended record will get.
     next_seq: u64,
     /// Position of the first record `open` returned (segments before it
@@ -196,6 +242,9 @@ impl Wal {
         // The current (last surviving) segment: its first seq, its path, the
         // length of its records and the length of the file (records and zeros).
         let mut current: Option<(u64, PathBuf, u64, u64)> = None;
+        // The current segment's format and where its records start.
+        let mut current_format = (WAL_FORMAT, 0u64, 0u64);
+        let mut formats = Vec::new();
         let mut next_seq = 0;
         let first_seq = segments.first().map_or(0, |(seq, _)| *seq);
         let mut was_cut = false;
@@ -224,6 +273,8 @@ impl Wal {
             }
             let scan = scan_segment(path, &mut records)?;
             next_seq = seq + scan.records;
+            formats.push((*seq, scan.format));
+            current_format = (scan.format, scan.start, scan.records);
             match scan.damage {
                 None => current = Some((*seq, path.clone(), scan.good_len, scan.file_len)),
                 Some(reason) => {
@@ -275,8 +326,26 @@ impl Wal {
         }
 
         let mut stats = WalStats::default();
-        let (file, seg_len, file_len) = match current {
-            Some((_, path, len, file_len)) => (OpenOptions::new().write(true).open(path)?, len, file_len),
+        let mut buf = Vec::with_capacity(WRITE_BUFFER_BYTES);
+        let (file, seg_len, file_len, seg_start, roll_pending) = match current {
+            Some((_, path, len, file_len)) => {
+                let file = OpenOptions::new().write(true).open(path)?;
+                match current_format {
+                    (WAL_FORMAT, start, _) if len >= start && start > 0 => (file, len, file_len, start, false),
+                    (_, _, 0) => {
+                        // No record (an empty or torn segment, of whatever
+                        // format): it becomes a segment of this format. Its
+                        // header goes out with the first records; a crash
+                        // before leaves an empty segment again.
+                        buf.extend_from_slice(&segment_header());
+                        let start = SEGMENT_HEADER_BYTES as u64;
+                        (file, start, file_len, start, false)
+                    }
+                    // An older format's records: kept as they are, and
+                    // the next append starts a new segment.
+                    (_, start, _) => (file, len, file_len, start, true),
+                }
+            }
             None => {
                 // An empty log still gets its first segment now, so the
                 // directory always shows where appends go.
@@ -284,7 +353,9 @@ impl Wal {
                 let file = create_segment(dir, next_seq)?;
                 sync_dir(dir)?;
                 stats.segments_created = 1;
-                (file, 0, 0)
+                buf.extend_from_slice(&segment_header());
+                let start = SEGMENT_HEADER_BYTES as u64;
+                (file, start, 0, start, false)
             }
         };
 
@@ -294,9 +365,12 @@ impl Wal {
             file,
             seg_len,
             file_len,
+            seg_start,
+            roll_pending,
+            formats,
             next_seq,
             first_seq,
-            buf: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            buf,
             file_dirty: false,
             dir_dirty: false,
             poisoned: false,
@@ -315,7 +389,7 @@ impl Wal {
     pub fn append(&mut self, record: &[u8]) -> io::Result<()> {
         self.check_usable()?;
         validate_record(record)?;
-        if self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes {
+        if self.must_roll() {
             let rolled = self.roll();
             self.poison_on_err(rolled)?;
         }
@@ -349,7 +423,13 @@ impl Wal {
     /// Whether appending `bytes` more (framed) would start a new segment or
     /// extend the zero-filled tail of this one.
     fn must_grow_for(&self, bytes: u64) -> bool {
-        (self.seg_len > 0 && self.seg_len >= self.opts.segment_bytes) || self.zero_tail_too_short(self.seg_len + bytes)
+        self.must_roll() || self.zero_tail_too_short(self.seg_len + bytes)
+    }
+
+    /// Whether the next record goes to a new segment: this one holds a
+    /// record and is full, or is of an older format.
+    fn must_roll(&self) -> bool {
+        self.roll_pending || (self.seg_len > self.seg_start && self.seg_len >= self.opts.segment_bytes)
     }
 
     /// Whether records ending at `end` leave less than a record header of
@@ -391,6 +471,16 @@ impl Wal {
         self.first_seq
     }
 
+    /// The format of the record `open` returned at position `seq` (that
+    /// of its segment): how its payload is encoded. [`WAL_FORMAT`] for
+    /// positions `open` did not return.
+    pub fn format_of(&self, seq: u64) -> u32 {
+        match self.formats.partition_point(|(first, _)| *first <= seq) {
+            0 => WAL_FORMAT,
+            i => self.formats[i - 1].1,
+        }
+    }
+
     /// Drops every record and makes `seq` the position of the next one: all
     /// segments are deleted and an empty one named `seq` is created. For a
     /// log that a snapshot wholly covers but that ends before it (its
@@ -407,8 +497,7 @@ impl Wal {
         }
         self.file = create_segment(&self.dir, seq)?;
         sync_dir(&self.dir)?;
-        self.seg_len = 0;
-        self.file_len = 0;
+        self.start_segment();
         self.next_seq = seq;
         self.first_seq = seq;
         self.stats.segments_created += 1;
@@ -479,10 +568,20 @@ impl Wal {
         self.file.set_len(self.seg_len)?;
         self.file = create_segment(&self.dir, self.next_seq)?;
         self.dir_dirty = true;
-        self.seg_len = 0;
-        self.file_len = 0;
+        self.start_segment();
         self.stats.segments_created += 1;
         Ok(())
+    }
+
+    /// Makes the new, empty current segment one of this format: its header
+    /// is buffered, to be written with the first records.
+    fn start_segment(&mut self) {
+        debug_assert!(self.buf.is_empty());
+        self.buf.extend_from_slice(&segment_header());
+        self.seg_start = SEGMENT_HEADER_BYTES as u64;
+        self.seg_len = self.seg_start;
+        self.file_len = 0;
+        self.roll_pending = false;
     }
 
     fn sync_inner(&mut self) -> io::Result<()> {
@@ -509,6 +608,10 @@ pub struct InlineDeclined;
 
 /// The result of reading one segment.
 struct SegmentScan {
+    /// The segment's format (1 for one without a header).
+    format: u32,
+    /// Where its records start: past its header, if it has one.
+    start: u64,
     /// Records read intact from the segment.
     records: u64,
     /// Offset just past the last intact record.
@@ -528,10 +631,49 @@ struct SegmentScan {
 /// in the file before anything is allocated, so garbage cannot cause a huge
 /// allocation.
 fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> {
-    let file = File::open(path)?;
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
+    let mut header = [0u8; SEGMENT_HEADER_BYTES];
+    let has_magic = file_len >= SEGMENT_HEADER_BYTES as u64 && {
+        file.read_exact_at(&mut header, 0)?;
+        &header[..8] == SEGMENT_MAGIC
+    };
+    let (format, start) = if has_magic {
+        let format = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&header[..12]) != crc {
+            let damage = Some("segment header checksum mismatch".to_string());
+            let damage_end = SEGMENT_HEADER_BYTES as u64;
+            return Ok(SegmentScan {
+                format: WAL_FORMAT,
+                start: 0,
+                records: 0,
+                good_len: 0,
+                file_len,
+                damage,
+                damage_end,
+            });
+        }
+        if !(OLDEST_WAL_FORMAT + 1..=WAL_FORMAT).contains(&format) {
+            // Not damage: a newer binary wrote it (or a header claims the
+            // headerless format 1). Cutting it could lose good data.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "wal: segment {} is in format {format}; this binary reads formats {OLDEST_WAL_FORMAT} to {WAL_FORMAT}",
+                    file_name(path)
+                ),
+            ));
+        }
+        (format, SEGMENT_HEADER_BYTES as u64)
+    } else {
+        (1, 0)
+    };
+    file.seek(SeekFrom::Start(start))?;
     let mut reader = BufReader::with_capacity(WRITE_BUFFER_BYTES, file);
-    let mut offset = 0u64;
+    let mut offset = start;
     let mut records = 0u64;
     let mut damage_end = file_len;
     let damage = loop {
@@ -575,7 +717,7 @@ fn scan_segment(path: &Path, out: &mut Vec<Vec<u8>>) -> io::Result<SegmentScan> 
         Some(_) if is_zero_from(path, offset, file_len)? => None,
         damage => damage,
     };
-    Ok(SegmentScan { records, good_len: offset, file_len, damage, damage_end })
+    Ok(SegmentScan { format, start, records, good_len: offset, file_len, damage, damage_end })
 }
 
 /// Whether every byte of the file from `offset` to `file_len` is zero.
@@ -994,6 +1136,9 @@ mod tests {
         list_segments(dir).unwrap().into_iter().map(|(_, p)| p).collect()
     }
 
+    /// A segment's header: its records start after it.
+    const SEG: u64 = SEGMENT_HEADER_BYTES as u64;
+
     fn framed_len(records: &[Vec<u8>]) -> u64 {
         records.iter().map(|r| (HEADER_BYTES + r.len()) as u64).sum()
     }
@@ -1023,6 +1168,118 @@ mod tests {
         let mut expected = expected_prefix.to_vec();
         expected.extend(extra);
         assert_eq!(got, expected);
+    }
+
+    /// A segment as format 1 wrote it: no header, the records framed.
+    fn write_v1_segment(dir: &Path, first: u64, records: &[Vec<u8>]) -> PathBuf {
+        let mut bytes = Vec::new();
+        for r in records {
+            bytes.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(r).to_le_bytes());
+            bytes.extend_from_slice(r);
+        }
+        fs::create_dir_all(dir).unwrap();
+        let path = segment_path(dir, first);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn format_1_segments_are_read_and_never_appended_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..8).map(record).collect();
+        write_v1_segment(tmp.path(), 0, &records[..3]);
+        let last_v1 = write_v1_segment(tmp.path(), 3, &records[3..5]);
+        let v1_bytes = fs::read(&last_v1).unwrap();
+        let (mut wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records[..5]);
+        assert!(!wal.was_cut());
+        assert_eq!((0..5).map(|i| wal.format_of(i)).collect::<Vec<_>>(), [1; 5]);
+        for r in &records[5..] {
+            wal.append(r).unwrap();
+        }
+        wal.sync().unwrap();
+        drop(wal);
+        // The newest format-1 segment is as it was; a new one took the rest.
+        assert_eq!(fs::read(&last_v1).unwrap(), v1_bytes);
+        let files = segment_files(tmp.path());
+        assert_eq!(files.len(), 3);
+        assert!(fs::read(&files[2]).unwrap().starts_with(&segment_header()));
+        let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        assert_eq!(got, records);
+        assert_eq!((0..8).map(|i| wal.format_of(i)).collect::<Vec<_>>(), [1, 1, 1, 1, 1, 2, 2, 2]);
+        assert!(!wal.was_cut());
+    }
+
+    #[test]
+    fn an_empty_format_1_segment_becomes_format_2() {
+        for zeros in [0, 4096] {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = segment_path(tmp.path(), 7);
+            fs::write(&path, vec![0u8; zeros]).unwrap();
+            let (mut wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+            assert!(got.is_empty());
+            assert_eq!(wal.next_seq(), 7);
+            wal.append(&record(1)).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            assert!(fs::read(&path).unwrap().starts_with(&segment_header()));
+            let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+            assert_eq!(got, [record(1)]);
+            assert_eq!(wal.format_of(7), WAL_FORMAT);
+        }
+    }
+
+    #[test]
+    fn a_segment_of_a_newer_format_is_an_error_and_is_not_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &[record(1)]);
+        let seg = segment_files(tmp.path()).remove(0);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[8..12].copy_from_slice(&(WAL_FORMAT + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..12]);
+        bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&seg, &bytes).unwrap();
+        let err = Wal::open(tmp.path(), WalOptions::default()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("format 3"), "{err}");
+        assert_eq!(fs::read(&seg).unwrap(), bytes, "nothing was cut");
+    }
+
+    #[test]
+    fn a_torn_segment_header_is_cut_quietly_and_an_older_damaged_one_is_corruption() {
+        // A roll whose new segment got only part of its header (then
+        // zeros) before the crash: nothing in it was acknowledged.
+        for torn in [&b"PACTWA"[..], &segment_header()[..14], &b"PACTWAL\0\x02\0"[..]] {
+            let tmp = tempfile::tempdir().unwrap();
+            let records: Vec<Vec<u8>> = (0..3).map(record).collect();
+            write_log(tmp.path(), 1, &records);
+            let mut bytes = torn.to_vec();
+            bytes.resize(4096, 0);
+            fs::write(segment_path(tmp.path(), 3), &bytes).unwrap();
+            let (mut wal, got) = Wal::open(tmp.path(), opts(1)).unwrap();
+            assert_eq!(got, records, "{torn:?}");
+            assert!(!wal.was_cut(), "{torn:?}");
+            assert_eq!(wal.next_seq(), 3);
+            wal.append(&record(3)).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            assert!(fs::read(segment_path(tmp.path(), 3)).unwrap().starts_with(&segment_header()));
+            let (_, got) = Wal::open(tmp.path(), opts(1)).unwrap();
+            assert_eq!(got.len(), 4);
+        }
+        // The header of a segment that another follows was synced: damage
+        // to it is corruption, and the log ends before it.
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<Vec<u8>> = (0..3).map(record).collect();
+        write_log(tmp.path(), 1, &records);
+        let files = segment_files(tmp.path());
+        let mut bytes = fs::read(&files[1]).unwrap();
+        bytes[9] ^= 0x40;
+        fs::write(&files[1], &bytes).unwrap();
+        let (wal, got) = Wal::open(tmp.path(), opts(1)).unwrap();
+        assert_eq!(got, records[..1]);
+        assert!(wal.was_cut());
     }
 
     #[test]
@@ -1063,7 +1320,7 @@ mod tests {
         let files = segment_files(tmp.path());
         assert_eq!(files.len(), 1);
         // The records, then the preallocated zeros.
-        assert_eq!(fs::metadata(&files[0]).unwrap().len(), framed_len(&records) + WAL_PREALLOCATE_BYTES);
+        assert_eq!(fs::metadata(&files[0]).unwrap().len(), SEG + framed_len(&records) + WAL_PREALLOCATE_BYTES);
         assert!(!wal.was_cut());
     }
 
@@ -1150,7 +1407,7 @@ mod tests {
         write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
         let seg = segment_files(tmp.path()).remove(0);
         let full = framed_len(&records);
-        let good = framed_len(&records[..4]);
+        let good = SEG + framed_len(&records[..4]);
         // Cut into the middle of the last record's payload.
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(full - 3).unwrap();
 
@@ -1169,7 +1426,7 @@ mod tests {
         let records: Vec<Vec<u8>> = (0..5).map(record).collect();
         write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
         let seg = segment_files(tmp.path()).remove(0);
-        let good = framed_len(&records[..4]);
+        let good = SEG + framed_len(&records[..4]);
         // Leave only 5 bytes of the last record's 8-byte header.
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(good + 5).unwrap();
 
@@ -1201,7 +1458,7 @@ mod tests {
             let records: Vec<Vec<u8>> = (0..5).map(record).collect();
             write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
             let seg = segment_files(tmp.path()).remove(0);
-            let good = framed_len(&records);
+            let good = SEG + framed_len(&records);
             // Over the preallocated zeros, right after the last record.
             OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(garbage, good).unwrap();
 
@@ -1247,7 +1504,7 @@ mod tests {
         stray.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         stray.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         stray.extend_from_slice(&payload);
-        let good = framed_len(&records);
+        let good = SEG + framed_len(&records);
         OpenOptions::new().write(true).open(&seg).unwrap().write_all_at(&stray, good + 100).unwrap();
 
         let (wal, got) = Wal::open(tmp.path(), WalOptions::default()).unwrap();
@@ -1281,7 +1538,7 @@ mod tests {
         let records: Vec<Vec<u8>> = (0..5).map(record).collect();
         write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
         let seg = segment_files(tmp.path()).remove(0);
-        let good = framed_len(&records[..4]);
+        let good = SEG + framed_len(&records[..4]);
         let mut bytes = fs::read(&seg).unwrap();
         let idx = good as usize + HEADER_BYTES + 2;
         bytes[idx] ^= 0x01;
@@ -1302,7 +1559,7 @@ mod tests {
         let records: Vec<Vec<u8>> = (0..5).map(record).collect();
         write_log(tmp.path(), DEFAULT_SEGMENT_BYTES, &records);
         let seg = segment_files(tmp.path()).remove(0);
-        let good = framed_len(&records[..2]);
+        let good = SEG + framed_len(&records[..2]);
         let mut bytes = fs::read(&seg).unwrap();
         bytes[good as usize + HEADER_BYTES + 1] ^= 0x01;
         fs::write(&seg, &bytes).unwrap();
@@ -1352,7 +1609,7 @@ mod tests {
         drop(wal);
         let remaining = segment_files(tmp.path());
         assert_eq!(remaining, files[..5]);
-        assert_eq!(fs::metadata(&files[4]).unwrap().len(), 0);
+        assert_eq!(fs::metadata(&files[4]).unwrap().len(), SEG, "its header stays");
         for gone in &files[5..] {
             assert!(!gone.exists(), "{} should be deleted", gone.display());
         }

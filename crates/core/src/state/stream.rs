@@ -12,7 +12,9 @@
 //! cloning it (the key-value map is persistent: O(1), nothing copied) and
 //! encodes items only as it sends them. The digest announced with every
 //! chunk is the header's hash combined with the key-value digest, which the
-//! receiver recomputes from the items it applied.
+//! receiver recomputes from the items it applied. Header and items are in
+//! the wire's encoding (`wire::FORMAT`, postcard): a stream crosses the wire
+//! only inside peer messages, so the frame's version is its version too.
 //!
 //! It must never let a chunk that does not continue the stream (a gap, a
 //! duplicate, another stream's piece, bytes that do not decode) change the
@@ -25,7 +27,6 @@ use crate::limits::{
     MAX_KEY_BYTES, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_CHUNK_BYTES, MAX_SNAPSHOT_HEADER_BYTES, MAX_VALUE_BYTES,
 };
 use crate::types::{Epoch, Index};
-use bincode::Options;
 use serde::{Deserialize, Serialize};
 
 /// A snapshot's identity: the log position it stands for. Two senders with
@@ -72,10 +73,6 @@ struct Item {
     #[serde(with = "serde_bytes")]
     key: Key,
     value: Versioned,
-}
-
-fn options() -> impl Options {
-    bincode::DefaultOptions::new().with_limit(MAX_CHUNK_DATA_BYTES).allow_trailing_bytes()
 }
 
 /// The digest a stream announces: the header's bytes hashed, combined
@@ -142,7 +139,7 @@ impl Frozen {
             if count > 0 && data.len() as u64 + item_size(k, v) > max_bytes {
                 break;
             }
-            options().serialize_into(&mut data, &ItemRef { key: k, value: v }).ok()?;
+            data = postcard::to_extend(&ItemRef { key: k, value: v }, data).ok()?;
             count += 1;
         }
         let next = Cursor { offset: offset + data.len() as u64, item: start.item + count };
@@ -165,7 +162,8 @@ impl Frozen {
 
 /// The encoded size of one item, without encoding it.
 fn item_size(key: &[u8], value: &Versioned) -> u64 {
-    options().serialized_size(&ItemRef { key, value }).unwrap_or(u64::MAX / 4)
+    let size = postcard::ser_flavors::Size::default();
+    postcard::serialize_with_flavor(&ItemRef { key, value }, size).map_or(u64::MAX / 4, |n: usize| n as u64)
 }
 
 /// Why a chunk was refused.
@@ -238,10 +236,15 @@ impl Partial {
         }
         let Some(rest) = &self.rest else { return Err("items before the header".into()) };
         let mut items = Vec::new();
+        // The chunk's length was checked against `MAX_CHUNK_DATA_BYTES`
+        // above; each item is decoded from what is left of it.
         let mut reader = data;
         while !reader.is_empty() {
-            match options().deserialize_from::<_, Item>(&mut reader) {
-                Ok(item) => items.push(item),
+            match postcard::take_from_bytes::<Item>(reader) {
+                Ok((item, rest)) => {
+                    items.push(item);
+                    reader = rest;
+                }
                 Err(e) => return Err(format!("items that do not decode: {e}")),
             }
         }

@@ -344,9 +344,12 @@ impl TxnRequest {
     }
 
     /// A digest of the whole request (xxh3 of its encoding): the same
-    /// transaction id with another digest is a reused id.
+    /// transaction id with another digest is a reused id. The encoding is
+    /// the wire's (format 2, postcard); a request prepared by a node of
+    /// format 1 carries a bincode digest, so its retry after an upgrade
+    /// reads as a reused id (see ARCHITECTURE.md, "Formats and versions").
     pub fn digest(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&bincode::serialize(self).expect("a request always serializes"))
+        xxhash_rust::xxh3::xxh3_64(&crate::wire::encode(self))
     }
 
     /// The request split into one part per group, in group order; every part
