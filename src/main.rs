@@ -4,6 +4,7 @@
 
 mod admin;
 mod bootstrap;
+mod chaos;
 mod cli;
 mod demo;
 mod membership;
