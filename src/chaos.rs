@@ -223,9 +223,24 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
         None => (Duration::from_secs(5), Duration::from_secs(15)),
     };
     let mut fault_log: Vec<FaultRecord> = Vec::new();
+    // Ctrl-C or SIGTERM (deploy/chaos.sh forwards its signals as SIGTERM).
+    let signalled = async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            _ = term => true,
+        }
+    };
     let interrupted = tokio::select! {
         _ = fault_loop(&ctx, &args, seed, &kinds, hold, &mut fault_log) => false,
-        r = tokio::signal::ctrl_c() => { r.is_ok() }
+        s = signalled => s,
     };
     shared.stop.store(true, Ordering::Relaxed);
     if interrupted {
