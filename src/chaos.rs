@@ -21,11 +21,11 @@ mod workload;
 use anyhow::{bail, Context};
 use faults::{Backend, Docker, FaultKind, Planned};
 use pactdb_client::Client;
-use pactdb_sim::history::Outcome;
 use pactdb_core::state::kv::Versioned;
 use pactdb_core::state::op::{Op, OpResult};
 use pactdb_core::types::{ClusterMap, NodeId, View};
 use pactdb_core::wire::{ClientMsg, ClientReply};
+use pactdb_sim::history::Outcome;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use report::{Anomaly, FaultRecord};
@@ -70,7 +70,12 @@ pub struct ChaosArgs {
     pub nodes: Option<u32>,
     /// The faults to choose from (comma-separated): kill, pause, isolate,
     /// split, link, asymmetric, restart-all, rolling.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,isolate,split,link,asymmetric,restart-all,rolling")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,pause,isolate,split,link,asymmetric,restart-all,rolling"
+    )]
     pub faults: Vec<FaultKind>,
     /// How long each fault is held before it is healed, in seconds, as
     /// MIN-MAX or one number (default: 3-5 for runs under 10 minutes,
@@ -88,6 +93,10 @@ pub struct ChaosArgs {
     /// an auditor run besides.
     #[arg(long, default_value_t = 6)]
     pub clients: usize,
+    /// A register client waits a random time up to this many milliseconds
+    /// between two operations (a long run's history must stay checkable).
+    #[arg(long, default_value_t = 20)]
+    pub think_ms: u64,
     /// Write every recorded operation, transaction and fault as JSON lines.
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
@@ -153,10 +162,13 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
     // served earlier runs holds nothing under them.
     let run_tag = format!(
         "{:x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
-            ^ seed
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64) ^ seed
     );
-    println!("chaos: seed {seed} (repeat the schedule with --seed {seed}), {}s, endpoints {}", args.seconds, endpoints.join(","));
+    println!(
+        "chaos: seed {seed} (repeat the schedule with --seed {seed}), {}s, endpoints {}",
+        args.seconds,
+        endpoints.join(",")
+    );
     let probe = connect(&endpoints).await?;
     let cluster = probe.cluster().clone();
     let mut nodes: Vec<NodeId> = cluster.nodes.keys().copied().collect();
@@ -203,7 +215,13 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
         keys.registers.len(),
         keys.accounts.len()
     );
-    let shared = Arc::new(Shared { rec: rec.clone(), keys: keys.clone(), run: run_tag.clone(), stop: false.into() });
+    let shared = Arc::new(Shared {
+        rec: rec.clone(),
+        keys: keys.clone(),
+        run: run_tag.clone(),
+        stop: false.into(),
+        think_max: Duration::from_millis(args.think_ms),
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.clients {
         let c = connect(&endpoints).await?;
@@ -255,9 +273,7 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
         return Ok(EXIT_INTERRUPTED);
     }
     // The end: stop the workload, heal, read everything back, check.
-    let finish = async {
-        while tasks.join_next().await.is_some() {}
-    };
+    let finish = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(STOP_GRACE, finish).await.is_err() {
         tasks.abort_all();
     }
@@ -278,7 +294,9 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
                 final_ops.push(id);
                 reads.push((key.clone(), value));
             }
-            Err(e) => liveness.push(format!("the final read of {:?} never succeeded: {e}", String::from_utf8_lossy(key))),
+            Err(e) => {
+                liveness.push(format!("the final read of {:?} never succeeded: {e}", String::from_utf8_lossy(key)))
+            }
         }
     }
     for _ in 0..5 {
@@ -308,7 +326,9 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
     // The report.
     let counts = report::counts(&history);
     let kinds_summary = report::by_kind(&fault_log);
-    println!("\nunavailability per fault (longest time with no successful operation on a group, injection to recovery):");
+    println!(
+        "\nunavailability per fault (longest time with no successful operation on a group, injection to recovery):"
+    );
     for f in &fault_log {
         let worst = f.unavailable_s.iter().max_by(|a, b| a.1.total_cmp(b.1));
         let worst = worst.map_or("-".to_string(), |(g, s)| format!("{s:.1}s (group {g})"));
@@ -343,7 +363,8 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
     for a in &anomalies {
         println!("anomaly: {a}");
     }
-    let summary = format!("{} ops, {} faults, {} anomalies", counts.ops + counts.txns, fault_log.len(), anomalies.len());
+    let summary =
+        format!("{} ops, {} faults, {} anomalies", counts.ops + counts.txns, fault_log.len(), anomalies.len());
     println!("{summary}");
     if let Some(path) = &args.history {
         report::write_history(path, &history, &fault_log)?;
@@ -440,7 +461,7 @@ async fn one_fault<B: Backend>(ctx: &Ctx<B>, n: usize, p: &Planned) -> FaultReco
     // A little of the recovered workload is in the window, so the gap ends
     // at the first success after recovery rather than at the probe.
     let until = recovered_us.unwrap_or_else(|| ctx.rec.now());
-    let successes = report::successes(&ctx.cluster, &ctx.rec.snapshot());
+    let successes = ctx.rec.with(|h| report::successes(&ctx.cluster, h));
     let unavailable_s = report::unavailability(&successes, injected_us, until);
     FaultRecord {
         n,
@@ -579,7 +600,8 @@ async fn wait_node_up<B: Backend>(ctx: &Ctx<B>, n: NodeId) -> anyhow::Result<()>
     let addr = ctx.cluster.nodes.get(&n).map(|a| a.client.clone()).context("a node of the map")?;
     let deadline = Instant::now() + NODE_UP_TIMEOUT;
     loop {
-        if let Ok(ClientReply::Status(_)) = pactdb_client::call(&addr, &ClientMsg::GetStatus, Duration::from_secs(2)).await
+        if let Ok(ClientReply::Status(_)) =
+            pactdb_client::call(&addr, &ClientMsg::GetStatus, Duration::from_secs(2)).await
         {
             return Ok(());
         }

@@ -195,7 +195,9 @@ impl Backend for Docker {
             }
             let n = nodes[0];
             let pid = self.pid(n).await?;
-            self.ensure_chain(&pid).await.with_context(|| format!("iptables in {}'s network namespace", self.name(n)))?;
+            self.ensure_chain(&pid)
+                .await
+                .with_context(|| format!("iptables in {}'s network namespace", self.name(n)))?;
         }
         Ok(())
     }

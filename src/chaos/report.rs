@@ -114,7 +114,12 @@ pub enum Anomaly {
 
 /// Applies `anomaly` to the history and the final state; says what it did
 /// (`None`: nothing to damage, e.g. no write was acknowledged).
-pub fn inject(anomaly: Anomaly, history: &mut History, finals: &mut [FinalReplica], final_ops: &[usize]) -> Option<String> {
+pub fn inject(
+    anomaly: Anomaly,
+    history: &mut History,
+    finals: &mut [FinalReplica],
+    final_ops: &[usize],
+) -> Option<String> {
     match anomaly {
         Anomaly::LostWrite => {
             for &id in final_ops.iter().rev() {

@@ -79,7 +79,13 @@ impl Recorder {
         self.history.lock().expect("history lock").begin_txn(client, kind, txn, reads, request, now)
     }
 
-    fn complete_txn(&self, id: usize, txn: Option<TxnId>, outcome: TxnResult, read_values: Vec<(Key, Option<Versioned>)>) {
+    fn complete_txn(
+        &self,
+        id: usize,
+        txn: Option<TxnId>,
+        outcome: TxnResult,
+        read_values: Vec<(Key, Option<Versioned>)>,
+    ) {
         let now = self.now();
         let mut h = self.history.lock().expect("history lock");
         h.complete_txn(id, Some(now), outcome);
@@ -87,6 +93,11 @@ impl Recorder {
             h.txns[id].txn = txn;
         }
         h.txns[id].read_values = read_values;
+    }
+
+    /// Runs `f` on what was recorded so far, without copying it.
+    pub fn with<T>(&self, f: impl FnOnce(&History) -> T) -> T {
+        f(&self.history.lock().expect("history lock"))
     }
 
     /// A copy of what was recorded so far.
@@ -166,7 +177,13 @@ fn balance_value(balance: i64, tag: &str) -> Vec<u8> {
 /// Creates every account in one transaction (each must not exist yet),
 /// recorded as the bank's setup. Retried while it aborts or is refused;
 /// an outcome that stays unknown is an error.
-pub async fn setup_bank(rec: &Recorder, client_id: usize, client: &Client, keys: &Keys, run: &str) -> anyhow::Result<()> {
+pub async fn setup_bank(
+    rec: &Recorder,
+    client_id: usize,
+    client: &Client,
+    keys: &Keys,
+    run: &str,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut attempt = 0;
     loop {
@@ -215,6 +232,9 @@ pub struct Shared {
     pub keys: Keys,
     pub run: String,
     pub stop: AtomicBool,
+    /// A register client waits up to this long between two operations, so
+    /// that a long run's history stays small enough to check.
+    pub think_max: Duration,
 }
 
 /// A client that gets, puts and compare-and-sets random register keys
@@ -241,7 +261,7 @@ pub async fn register_client(shared: Arc<Shared>, client_id: usize, client: Clie
             };
             last_version.insert(key, seen);
         }
-        let think = rng.gen_range(0..=THINK_MAX.as_millis() as u64);
+        let think = rng.gen_range(0..=shared.think_max.as_millis() as u64);
         tokio::time::sleep(Duration::from_millis(think)).await;
     }
 }
@@ -296,7 +316,8 @@ pub async fn transfer_client(shared: Arc<Shared>, client_id: usize, client: Clie
 pub async fn audit(rec: &Recorder, client_id: usize, client: &Client, accounts: &[Key]) -> TxnResult {
     let request = TxnRequest { checks: Vec::new(), writes: Vec::new(), reads: accounts.to_vec() };
     let tid = rec.begin_txn(client_id, TxnKind::Audit, Vec::new(), request);
-    let (outcome, values) = match tokio::time::timeout(COMMIT_TIMEOUT, client.consistent_read(accounts.to_vec())).await {
+    let (outcome, values) = match tokio::time::timeout(COMMIT_TIMEOUT, client.consistent_read(accounts.to_vec())).await
+    {
         Ok(Ok(values)) => (TxnResult::Committed { versions: Vec::new() }, values),
         Ok(Err(TxnError::Aborted { reason, .. })) => (TxnResult::Aborted { reason: reason.to_string() }, Vec::new()),
         Ok(Err(TxnError::OutcomeUnknown { last_error, .. })) => (TxnResult::Unknown { error: last_error }, Vec::new()),
@@ -304,9 +325,7 @@ pub async fn audit(rec: &Recorder, client_id: usize, client: &Client, accounts: 
             Outcome::Refused(error) => (TxnResult::Refused { error }, Vec::new()),
             _ => (TxnResult::Unknown { error: e.to_string() }, Vec::new()),
         },
-        Err(_) => {
-            (TxnResult::Unknown { error: format!("no answer within {}s", COMMIT_TIMEOUT.as_secs()) }, Vec::new())
-        }
+        Err(_) => (TxnResult::Unknown { error: format!("no answer within {}s", COMMIT_TIMEOUT.as_secs()) }, Vec::new()),
     };
     rec.complete_txn(tid, None, outcome.clone(), values);
     outcome
