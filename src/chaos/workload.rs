@@ -40,9 +40,6 @@ const ACCOUNTS_PER_GROUP: usize = 2;
 pub const INITIAL_BALANCE: i64 = 100;
 /// A transfer moves at most this much.
 const MAX_TRANSFER: i64 = 30;
-/// A register client waits up to this long between two operations, so
-/// that a long run's history stays small enough to check.
-const THINK_MAX: Duration = Duration::from_millis(20);
 /// The auditor's pause between two audits.
 const AUDIT_EVERY: Duration = Duration::from_millis(700);
 
