@@ -43,8 +43,8 @@ const SETUP_CLIENT: usize = 999;
 const FINAL_CLIENT: usize = 1000;
 /// How long the workload's tasks get to finish their last operation.
 const STOP_GRACE: Duration = Duration::from_secs(40);
-/// The longest the final read of one key is retried.
-const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest the final reads of every key are retried, all together.
+const FINAL_READS_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a restarted node gets to answer again (rolling restarts).
 const NODE_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -241,24 +241,13 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
         None => (Duration::from_secs(5), Duration::from_secs(15)),
     };
     let mut fault_log: Vec<FaultRecord> = Vec::new();
-    // Ctrl-C or SIGTERM (deploy/chaos.sh forwards its signals as SIGTERM).
-    let signalled = async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.is_ok(),
-            _ = term => true,
-        }
-    };
+    // Ctrl-C or SIGTERM (deploy/chaos.sh forwards its signals as SIGTERM),
+    // watched until the checks begin.
+    let sig = signalled();
+    tokio::pin!(sig);
     let interrupted = tokio::select! {
         _ = fault_loop(&ctx, &args, seed, &kinds, hold, &mut fault_log) => false,
-        s = signalled => s,
+        s = &mut sig => s,
     };
     shared.stop.store(true, Ordering::Relaxed);
     if interrupted {
@@ -272,38 +261,52 @@ async fn run_async(args: ChaosArgs, endpoints: Vec<String>) -> anyhow::Result<i3
         }
         return Ok(EXIT_INTERRUPTED);
     }
-    // The end: stop the workload, heal, read everything back, check.
-    let finish = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(STOP_GRACE, finish).await.is_err() {
-        tasks.abort_all();
-    }
-    let mut liveness: Vec<String> = Vec::new();
-    for e in faults::restore_all(&ctx.backend, &ctx.nodes).await {
-        liveness.push(format!("restoring at the end: {e}"));
-    }
-    if let Err(e) = wait_serving(&ctx).await {
-        liveness.push(format!("after the last heal the cluster did not serve: {e}"));
-    }
-    println!("{} workload stopped; reading every key back", ctx.t());
-    let final_client = connect(&endpoints).await?;
-    let mut reads = Vec::new();
-    let mut final_ops = Vec::new();
-    for key in keys.registers.iter().chain(&keys.accounts) {
-        match final_read(&rec, &final_client, key).await {
-            Ok((id, value)) => {
-                final_ops.push(id);
-                reads.push((key.clone(), value));
-            }
-            Err(e) => {
-                liveness.push(format!("the final read of {:?} never succeeded: {e}", String::from_utf8_lossy(key)))
+    // The end: stop the workload, heal, read everything back.
+    let end = async {
+        let finish = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(STOP_GRACE, finish).await.is_err() {
+            tasks.abort_all();
+        }
+        let mut liveness: Vec<String> = Vec::new();
+        for e in faults::restore_all(&ctx.backend, &ctx.nodes).await {
+            liveness.push(format!("restoring at the end: {e}"));
+        }
+        if let Err(e) = wait_serving(&ctx).await {
+            liveness.push(format!("after the last heal the cluster did not serve: {e}"));
+        }
+        println!("{} workload stopped; reading every key back", ctx.t());
+        let final_client = connect(&endpoints).await?;
+        let mut reads = Vec::new();
+        let mut final_ops = Vec::new();
+        let deadline = Instant::now() + FINAL_READS_TIMEOUT;
+        for key in keys.registers.iter().chain(&keys.accounts) {
+            match final_read(&rec, &final_client, key, deadline).await {
+                Ok((id, value)) => {
+                    final_ops.push(id);
+                    reads.push((key.clone(), value));
+                }
+                Err(e) => {
+                    liveness.push(format!("the final read of {:?} never succeeded: {e}", String::from_utf8_lossy(key)))
+                }
             }
         }
-    }
-    for _ in 0..5 {
-        if workload::audit(&rec, FINAL_CLIENT, &final_client, &keys.accounts).await.is_committed() {
-            break;
+        for _ in 0..5 {
+            if workload::audit(&rec, FINAL_CLIENT, &final_client, &keys.accounts).await.is_committed() {
+                break;
+            }
         }
-    }
+        anyhow::Ok((liveness, reads, final_ops))
+    };
+    let (mut liveness, reads, final_ops) = tokio::select! {
+        r = end => r?,
+        _ = &mut sig => {
+            println!("\n{} interrupted: restoring every node", ctx.t());
+            for e in faults::restore_all(&ctx.backend, &ctx.nodes).await {
+                println!("error: could not restore {e}");
+            }
+            return Ok(EXIT_INTERRUPTED);
+        }
+    };
     let mut history = rec.snapshot();
     let mut finals = report::finals_from_reads(&cluster, &reads);
     if let Some(anomaly) = args.inject_anomaly {
@@ -612,10 +615,30 @@ async fn wait_node_up<B: Backend>(ctx: &Ctx<B>, n: NodeId) -> anyhow::Result<()>
     }
 }
 
-/// A linearizable read of `key`, recorded, retried until it succeeds
-/// (bounded); its history id and value.
-async fn final_read(rec: &Recorder, client: &Client, key: &[u8]) -> Result<(usize, Option<Versioned>), String> {
-    let deadline = Instant::now() + FINAL_READ_TIMEOUT;
+/// Ctrl-C or SIGTERM: whether one came.
+async fn signalled() -> bool {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        _ = term => true,
+    }
+}
+
+/// A linearizable read of `key`, recorded, retried until it succeeds or
+/// `deadline` passes; its history id and value.
+async fn final_read(
+    rec: &Recorder,
+    client: &Client,
+    key: &[u8],
+    deadline: Instant,
+) -> Result<(usize, Option<Versioned>), String> {
     loop {
         match workload::recorded(rec, FINAL_CLIENT, client, Op::Get { key: key.to_vec() }).await {
             (id, Outcome::Ok(OpResult::Value(v))) => return Ok((id, v)),
