@@ -306,6 +306,9 @@ mod tests {
     use pactdb_core::types::{GroupSpec, Mode};
     use pactdb_sim::history::{TxnKind, TxnResult};
 
+    /// Final reads: each key and what it held (`None`: absent).
+    type Reads = Vec<(Key, Option<Versioned>)>;
+
     fn cluster() -> ClusterMap {
         let g = |id| GroupSpec { id, mode: Mode::Passive, placement: vec![1], min_members: 1, voting: false };
         ClusterMap::new(Default::default(), vec![g(0), g(1)])
@@ -313,7 +316,7 @@ mod tests {
 
     /// Two register writes, a read, a bank of two accounts with one
     /// transfer and one audit, and the final reads: a clean run.
-    fn clean() -> (History, Vec<(Key, Option<Versioned>)>, Vec<usize>) {
+    fn clean() -> (History, Reads, Vec<usize>) {
         let mut h = History::default();
         let ok = |version| Outcome::Ok(OpResult::Written { version });
         let k = |s: &str| s.as_bytes().to_vec();
