@@ -1,7 +1,8 @@
 //! The short chaos run: `deploy/chaos.sh --seconds 150` against a cluster
-//! of containers of its own (project `pactdb-chaostest` on 10.214.0.0/24,
-//! so a developer's cluster is not touched), made from this build's debug
-//! binary. Every fault kind is injected at least once; the run must find no
+//! of containers of its own (project `pactdb-chaostest-PID` on
+//! 10.214.X.0/24, so neither a developer's cluster nor a test run from
+//! another checkout on the same machine is touched), made from this
+//! build's debug binary. Every fault kind is injected at least once; the run must find no
 //! anomaly, and leave no container behind.
 //!
 //! Skipped, saying so, only when docker is not available.
@@ -10,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROJECT: &str = "pactdb-chaostest";
-const SUBNET_PREFIX: &str = "10.214.0";
 const SEED: &str = "14";
 const KINDS: [&str; 8] = ["kill", "pause", "isolate", "split", "link", "asymmetric", "restart-all", "rolling"];
 /// Building the image, starting the cluster, 150 s of faults (longer if a
@@ -31,12 +30,19 @@ fn docker_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The compose project and subnet of this run.
+fn project() -> (String, String) {
+    let pid = std::process::id();
+    (format!("pactdb-chaostest-{pid}"), format!("10.214.{}", pid % 250 + 1))
+}
+
 fn script(name: &str) -> Command {
+    let (project, subnet) = project();
     let mut cmd = Command::new(root().join("deploy").join(name));
     cmd.current_dir(root())
         .env("PACTDB_BIN", env!("CARGO_BIN_EXE_pactdb"))
-        .env("PACTDB_PROJECT", PROJECT)
-        .env("PACTDB_SUBNET_PREFIX", SUBNET_PREFIX)
+        .env("PACTDB_PROJECT", project)
+        .env("PACTDB_SUBNET_PREFIX", subnet)
         .env_remove("PACTDB_STATE_DIR")
         .env_remove("PACTDB_CONTAINER_PREFIX")
         .env_remove("PACTDB_NETWORK")
@@ -47,13 +53,13 @@ fn script(name: &str) -> Command {
 
 fn containers_left() -> String {
     let out = Command::new("timeout")
-        .args(["30", "docker", "ps", "-aq", "--filter", &format!("name=^{PROJECT}-node")])
+        .args(["30", "docker", "ps", "-aq", "--filter", &format!("name=^{}-node", project().0)])
         .output()
         .expect("docker ps runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Removes the test's cluster (what an earlier, killed run may have left).
+/// Removes the test's cluster (if chaos.sh could not).
 fn down() {
     let _ = script("down.sh").stdout(Stdio::null()).status();
 }
@@ -64,7 +70,6 @@ fn a_short_chaos_run_finds_no_anomaly_and_injects_every_fault_kind() {
         println!("SKIPPED: docker is not available here, so the chaos run (deploy/chaos.sh) cannot run");
         return;
     }
-    down();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let report: &Path = &dir.path().join("report.json");
     let log = dir.path().join("chaos.log");
@@ -102,7 +107,7 @@ fn a_short_chaos_run_finds_no_anomaly_and_injects_every_fault_kind() {
         down();
     }
     let status = status.unwrap_or_else(|| panic!("the chaos run took over {}s", RUN_TIMEOUT.as_secs()));
-    assert!(left.is_empty(), "chaos.sh left containers of {PROJECT} behind: {left}");
+    assert!(left.is_empty(), "chaos.sh left containers of {} behind: {left}", project().0);
     let summary = output.lines().rev().find(|l| l.contains(" ops, ") && l.ends_with(" anomalies"));
     let summary = summary.unwrap_or_else(|| panic!("no summary line in the output (exit {status})"));
     assert!(summary.ends_with(", 0 anomalies"), "{summary}");
