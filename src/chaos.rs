@@ -123,6 +123,12 @@ fn parse_hold(s: &str) -> Result<(f64, f64), String> {
     Ok((lo, hi))
 }
 
+/// One request to one node (views, status), outside any front end. With
+/// `connect`, the only places the run opens connections.
+async fn ask(addr: &str, msg: &ClientMsg) -> Option<ClientReply> {
+    pactdb_client::call(addr, msg, Duration::from_secs(2)).await.ok()
+}
+
 /// The one place clients are made: every client of the run connects here.
 pub async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
     Client::connect(endpoints).await.with_context(|| format!("cannot reach the cluster at {}", endpoints.join(",")))
@@ -565,9 +571,7 @@ async fn wait_serving<B: Backend>(ctx: &Ctx<B>) -> Result<(), String> {
 async fn current_views(endpoints: &[String]) -> BTreeMap<u32, View> {
     let mut views: BTreeMap<u32, View> = BTreeMap::new();
     for ep in endpoints {
-        if let Ok(ClientReply::Views { views: vs, .. }) =
-            pactdb_client::call(ep, &ClientMsg::GetViews, Duration::from_secs(2)).await
-        {
+        if let Some(ClientReply::Views { views: vs, .. }) = ask(ep, &ClientMsg::GetViews).await {
             for v in vs {
                 if views.get(&v.group).is_none_or(|old| old.epoch < v.epoch) {
                     views.insert(v.group, v);
@@ -603,9 +607,7 @@ async fn wait_node_up<B: Backend>(ctx: &Ctx<B>, n: NodeId) -> anyhow::Result<()>
     let addr = ctx.cluster.nodes.get(&n).map(|a| a.client.clone()).context("a node of the map")?;
     let deadline = Instant::now() + NODE_UP_TIMEOUT;
     loop {
-        if let Ok(ClientReply::Status(_)) =
-            pactdb_client::call(&addr, &ClientMsg::GetStatus, Duration::from_secs(2)).await
-        {
+        if let Some(ClientReply::Status(_)) = ask(&addr, &ClientMsg::GetStatus).await {
             return Ok(());
         }
         if Instant::now() > deadline {
