@@ -159,6 +159,10 @@ pub enum Command {
     /// with checkers (linearizability, durability, convergence, leadership,
     /// atomicity, serializability, bank, liveness, agreement). Prints `N passed, M failed`; exit 0 iff none failed.
     Sim(pactdb_sim::SimArgs),
+    /// Faults across hosts, checked: a workload against the container
+    /// cluster of deploy/up.sh while faults are injected one at a time
+    /// (see RELIABILITY.md); prints `N ops, M faults, K anomalies`.
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 const TXN_HELP: &str = "\
@@ -499,6 +503,7 @@ pub fn run(cli: Cli) -> i32 {
             Ok(()) => match cmd {
                 Command::Bootstrap(args) => runtime().block_on(crate::bootstrap::run(args, cli.endpoints.clone())),
                 Command::Admin(args) => runtime().block_on(crate::admin::run(args, endpoints)),
+                Command::Chaos(args) => crate::chaos::run(args, endpoints),
                 cmd => runtime().block_on(client_command(endpoints, cmd)),
             },
         },
@@ -669,7 +674,8 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         | Command::Bootstrap(_)
         | Command::Workload(_)
         | Command::Sim(_)
-        | Command::Admin(_) => {
+        | Command::Admin(_)
+        | Command::Chaos(_) => {
             unreachable!("handled in run")
         }
     }

@@ -5,6 +5,7 @@
 mod admin;
 mod bootstrap;
 mod certs;
+mod chaos;
 mod cli;
 mod demo;
 mod membership;
