@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 const PEER: &str = "127.0.0.1:17301";
 const CLIENT: &str = "127.0.0.1:17302";
 /// Small, so that the fixture holds snapshots and pruned, rolled segments.
-const NODE_FLAGS: [&str; 4] = ["--snapshot-wal-bytes", "8192", "--wal-segment-bytes", "4096"];
+// Plaintext: this test is about the data dir's formats, and the library's
+// `Client::connect` speaks plaintext unless a process default says otherwise.
+const NODE_FLAGS: [&str; 5] = ["--insecure", "--snapshot-wal-bytes", "8192", "--wal-segment-bytes", "4096"];
 /// Times the fixture's writer wrote every key.
 const ROUNDS: usize = 12;
 
