@@ -48,6 +48,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The longest VALUE argument `put` and `cas` take: 128 KiB, what Linux
+/// lets one argument carry (MAX_ARG_STRLEN), so a value that works on one
+/// machine does not fail on another for its size. Larger values, up to the
+/// value limit (`MAX_VALUE_BYTES`, 1 MiB), go through `--value-file`.
+pub const MAX_VALUE_ARG_BYTES: usize = 128 * 1024;
+
+/// A value to write: the VALUE argument or `--value-file` (exactly one).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ValueArgs {
+    /// The value, as text (at most 128 KiB; larger or binary values: --value-file).
+    #[arg(required_unless_present = "value_file")]
+    value: Option<String>,
+    /// Read the value's bytes from FILE (`-`: stdin), unchanged: binary
+    /// values and values up to the 1 MiB limit.
+    #[arg(long, value_name = "FILE", conflicts_with = "value")]
+    value_file: Option<PathBuf>,
+}
+
 /// `--token`, on every single-key command.
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct TokenArgs {
@@ -77,10 +95,15 @@ pub enum Command {
     /// cluster map and the groups' first views. Running it again with the
     /// same nodes and options is harmless; other options are refused.
     Bootstrap(crate::bootstrap::BootstrapArgs),
-    /// Write a value.
+    /// Write a value: VALUE, or the bytes of --value-file (any bytes, up to
+    /// the 1 MiB value limit).
+    #[command(
+        override_usage = "pactdb put [OPTIONS] <KEY> <VALUE>\n       pactdb put [OPTIONS] <KEY> --value-file <FILE>"
+    )]
     Put {
         key: String,
-        value: String,
+        #[command(flatten)]
+        value: ValueArgs,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -94,6 +117,12 @@ pub enum Command {
         /// `stale_ms`).
         #[arg(long)]
         json: bool,
+        /// Write the value's bytes to stdout exactly as stored: no newline,
+        /// no escaping, no version (like etcdctl's `--print-value-only`
+        /// and redis-cli's `--raw`); for binary values and files. A missing
+        /// key prints nothing on stdout (exit 3).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
         /// How fresh the value must be. `linearizable`: never older than
         /// the latest write acknowledged before the read began (the primary
         /// answers, or a backup once it applied the primary's read index).
@@ -118,10 +147,13 @@ pub enum Command {
     },
     /// Set a value only if the key's version is EXPECTED_VERSION (0: the key
     /// must not exist). Exit code 3 if the version differs.
+    #[command(override_usage = "pactdb cas [OPTIONS] <KEY> <EXPECTED_VERSION> <VALUE>\n       \
+                                pactdb cas [OPTIONS] <KEY> <EXPECTED_VERSION> --value-file <FILE>")]
     Cas {
         key: String,
         expected_version: u64,
-        value: String,
+        #[command(flatten)]
+        value: ValueArgs,
         #[command(flatten)]
         token: TokenArgs,
     },
@@ -608,14 +640,27 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         }
         return if ops.is_empty() { txn_from_stdin(session).await } else { txn_from_args(session, ops).await };
     }
+    // The value to write is read (and its size checked) before connecting
+    // too: a file over the limit is refused without a word to the cluster.
+    let mut value = match &cmd {
+        Command::Put { value, .. } | Command::Cas { value, .. } => match read_value(value) {
+            Ok(bytes) => Some(bytes),
+            Err(ValueError::Usage(msg)) => {
+                return Ok(usage_error(if matches!(cmd, Command::Put { .. }) { "put" } else { "cas" }, msg))
+            }
+            Err(ValueError::Other(e)) => return Err(e),
+        },
+        _ => None,
+    };
     let client = connect(&endpoints).await?;
     match cmd {
-        Command::Put { key, value, token } => {
+        Command::Put { key, token, .. } => {
+            let value = value.take().expect("a put's value is read before connecting");
             let version = client.put(key, value).await?;
             println!("OK version={version}");
             print_token(&client, token, false).await?;
         }
-        Command::Get { key, json, consistency, after, token } => {
+        Command::Get { key, json, raw, consistency, after, token } => {
             if let Some(after) = after {
                 client.observe_token(after).await?;
             }
@@ -629,7 +674,13 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
                 println!("{}", serde_json::to_string(&out)?);
             } else {
                 if let Some(v) = &found {
-                    println!("{}", show(&v.value));
+                    if raw {
+                        use std::io::Write;
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&v.value).and_then(|()| out.flush()).context("writing the value to stdout")?;
+                    } else {
+                        println!("{}", show(&v.value));
+                    }
                 }
                 match read.served {
                     Some(Served { by, stale_ms: Some(ms) }) => {
@@ -655,16 +706,19 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
             println!("OK");
             print_token(&client, token, false).await?;
         }
-        Command::Cas { key, expected_version, value, token } => match client.cas(key, expected_version, value).await? {
-            Ok(version) => {
-                println!("OK version={version}");
-                print_token(&client, token, false).await?;
+        Command::Cas { key, expected_version, token, .. } => {
+            let value = value.take().expect("a cas's value is read before connecting");
+            match client.cas(key, expected_version, value).await? {
+                Ok(version) => {
+                    println!("OK version={version}");
+                    print_token(&client, token, false).await?;
+                }
+                Err(current) => {
+                    eprintln!("version mismatch: expected {expected_version}, current {current}");
+                    return Ok(EXIT_NOT_FOUND);
+                }
             }
-            Err(current) => {
-                eprintln!("version mismatch: expected {expected_version}, current {current}");
-                return Ok(EXIT_NOT_FOUND);
-            }
-        },
+        }
         Command::TxnStatus { txn, json } => return txn_status(&client, txn, json).await,
         Command::Status { json } => return crate::demo::print_status(&client, json).await,
         Command::Txn(_) => unreachable!("handled before connecting"),
@@ -680,6 +734,53 @@ async fn client_command(endpoints: Vec<String>, cmd: Command) -> anyhow::Result<
         }
     }
     Ok(0)
+}
+
+/// Why `put` or `cas` has no value to write; nothing was written.
+enum ValueError {
+    /// Bad usage (exit 2): a VALUE argument too long to be portable.
+    Usage(String),
+    /// The file could not be read, or holds more than the value limit.
+    Other(anyhow::Error),
+}
+
+/// The value `put` or `cas` writes: the VALUE argument (at most
+/// [`MAX_VALUE_ARG_BYTES`]) or the bytes of `--value-file` (`-`: stdin),
+/// read up to one byte past the value limit so that an endless stdin or a
+/// huge file is refused without being read whole.
+fn read_value(args: &ValueArgs) -> Result<Vec<u8>, ValueError> {
+    use pactdb_core::limits::MAX_VALUE_BYTES;
+    use std::io::Read;
+    let path = match (&args.value, &args.value_file) {
+        (Some(v), _) if v.len() > MAX_VALUE_ARG_BYTES => {
+            return Err(ValueError::Usage(format!(
+                "a VALUE argument of {} bytes is longer than {MAX_VALUE_ARG_BYTES} bytes (128 KiB, what one \
+                 argument can carry); pass the value with --value-file FILE (`-` reads stdin)",
+                v.len()
+            )))
+        }
+        (Some(v), _) => return Ok(v.as_bytes().to_vec()),
+        (None, Some(path)) => path,
+        // clap requires one of the two.
+        (None, None) => return Err(ValueError::Usage("a VALUE or --value-file FILE is required".to_string())),
+    };
+    let stdin = path.as_os_str() == "-";
+    let name = if stdin { "stdin".to_string() } else { path.display().to_string() };
+    let place = if stdin { "on" } else { "in" };
+    let mut bytes = Vec::new();
+    let limit = MAX_VALUE_BYTES as u64 + 1;
+    let read = if stdin {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.with_context(|| format!("reading the value from {name}")).map_err(ValueError::Other)?;
+    if bytes.len() > MAX_VALUE_BYTES {
+        return Err(ValueError::Other(anyhow::anyhow!(
+            "the value {place} {name} is larger than the limit of {MAX_VALUE_BYTES} bytes (1 MiB); nothing was written"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// A value for people: UTF-8 as it is, and each byte that is not part of
