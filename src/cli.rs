@@ -543,29 +543,14 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", describe(&e));
+            // `{:#}`: the message and its causes, `: `-separated. No error
+            // type of ours repeats its source's words in its own message
+            // (the client's are transparent or carry no source), so each
+            // is said once; tests/cli_errors.rs checks every class.
+            eprintln!("error: {e:#}");
             EXIT_ERROR
         }
     }
-}
-
-/// An error and its causes, `: `-separated like `{:#}`, except that a cause
-/// whose message the text already ends with is left out: the client
-/// library's errors wrap the front end's and display the same words, which
-/// `{:#}` printed twice.
-fn describe(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let msg = cause.to_string();
-        if out.ends_with(&msg) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&msg);
-    }
-    out
 }
 
 fn init_tracing() {
@@ -1309,11 +1294,34 @@ mod tests {
     }
 
     #[test]
-    fn a_cause_that_repeats_the_message_is_printed_once() {
+    fn a_client_error_in_a_context_is_said_once() {
         let refused = Error::Fe(FeError::Refused(pactdb_core::wire::ClientError::Busy));
-        assert_eq!(describe(&anyhow::Error::new(refused).context("putting")), "putting: node busy, retry later");
-        let nested = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(describe(&nested), "outer: middle: inner");
+        assert_eq!(format!("{:#}", anyhow::Error::new(refused).context("putting")), "putting: node busy, retry later");
+        let txn = TxnError::Other(Error::Fe(FeError::Timeout { last_error: None }));
+        assert_eq!(format!("{:#}", anyhow::Error::new(txn)), "timed out waiting for the cluster");
+    }
+
+    #[test]
+    fn a_value_argument_over_128_kib_points_at_value_file() {
+        let args = |value: Option<String>, file: Option<&str>| ValueArgs { value, value_file: file.map(PathBuf::from) };
+        match read_value(&args(Some("x".repeat(MAX_VALUE_ARG_BYTES + 1)), None)) {
+            Err(ValueError::Usage(msg)) => assert!(msg.contains("--value-file"), "{msg}"),
+            _ => panic!("a VALUE argument over 128 KiB is bad usage"),
+        }
+        assert!(
+            matches!(read_value(&args(Some("x".repeat(MAX_VALUE_ARG_BYTES)), None)), Ok(v) if v.len() == MAX_VALUE_ARG_BYTES)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![7u8; pactdb_core::limits::MAX_VALUE_BYTES + 1]).unwrap();
+        match read_value(&args(None, big.to_str())) {
+            Err(ValueError::Other(e)) => assert!(e.to_string().contains("limit of 1048576 bytes"), "{e}"),
+            _ => panic!("a file over the value limit is refused"),
+        }
+        std::fs::write(&big, vec![7u8; pactdb_core::limits::MAX_VALUE_BYTES]).unwrap();
+        assert!(
+            matches!(read_value(&args(None, big.to_str())), Ok(v) if v.len() == pactdb_core::limits::MAX_VALUE_BYTES)
+        );
     }
 
     #[test]
