@@ -1,17 +1,88 @@
-//! pactdb-client: the Front End as an async Rust library.
+//! pactdb-client: the Front End of a pactdb cluster as an async Rust
+//! library.
 //!
-//! It owns connections to the nodes and one task that drives the core's
-//! `FrontEnd` logic (request ids, routing, redirects, retries, back-off).
-//! Callers see plain `get`/`put`/`delete`/`cas` calls, pipelined operations
-//! (`submit`) and transactions (`begin`, `txn`, `txn_status`; see
-//! `txn.rs`); replication stays hidden.
-//! It must never invent a request id for a retry: retries reuse the id,
-//! which is what makes them exactly-once.
+//! A [`Client`] hides replication: it finds the primary of each key's
+//! replica group, follows failovers and redirects, and retries a lost
+//! request under the same request id, so every write runs exactly once.
+//! Every value carries a version (the log index of the write that produced
+//! it), which [`Client::cas`] and transactions compare.
 //!
-//! Connections use TLS when given a [`ClientSecurity::Tls`] (nodes require
-//! a client certificate of the cluster CA): pass it in [`ClientOptions`],
-//! or set it once for the process with [`set_default_security`], which
-//! [`call`], [`fetch_views`] and [`Client::connect`] use (plaintext until set).
+//! # Quick start
+//!
+//! Connect (here to a `pactdb demo` started in the current directory, which
+//! serves TLS and keeps its client certificate in `pactdb-data/certs/client`),
+//! then put, get, compare-and-set, and commit a transaction:
+//!
+//! ```no_run
+//! use pactdb_client::{Client, ClientOptions, ClientTls, TxnError};
+//!
+//! # async fn quickstart() -> anyhow::Result<()> {
+//! let endpoints = vec!["127.0.0.1:7101".to_string(), "127.0.0.1:7102".to_string()];
+//! let tls = ClientTls::load("pactdb-data/certs/client".as_ref())?;
+//! // Nodes run with --insecure: ClientOptions::default().insecure()
+//! let client = Client::connect_opts(&endpoints, ClientOptions::default().tls(tls)).await?;
+//!
+//! let version = client.put("greeting", "hello").await?; // the new version
+//! let read = client.get("greeting").await?; // None: no such key
+//! assert_eq!(read.map(|v| v.value), Some(b"hello".to_vec()));
+//!
+//! // Writes only if the key is still at `version`; Err(current) otherwise.
+//! match client.cas("greeting", version, "bonjour").await? {
+//!     Ok(new_version) => println!("bonjour at version {new_version}"),
+//!     Err(current) => println!("someone else wrote version {current}"),
+//! }
+//!
+//! // A transaction: reads now, buffered writes, one atomic commit over
+//! // every group it touches, and only if nothing it read changed since.
+//! let mut txn = client.begin();
+//! let alice = txn.get("alice").await?;
+//! txn.put("alice", "70");
+//! txn.put("erin", "30");
+//! match txn.commit().await {
+//!     Ok(done) => println!("committed: {:?}", done.versions),
+//!     Err(TxnError::Aborted { reason, .. }) => println!("aborted, nothing written: {reason}"),
+//!     Err(e) => return Err(e.into()), // OutcomeUnknown: ask client.txn_status(id) later
+//! }
+//! # let _ = alice;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same program, runnable against a demo, is
+//! `cargo run -p pactdb-client --example quickstart` (`examples/quickstart.rs`).
+//!
+//! # What else
+//!
+//! - Reads at weaker consistency from any member: [`Client::get_with`] with
+//!   [`Consistency`], and session tokens ([`Client::token`],
+//!   [`Client::observe_token`]) for causal order across clients.
+//! - Pipelining: [`Client::submit`] keeps many operations in flight from one
+//!   task; one client's writes to a group apply in submission order.
+//! - Transactions: [`Client::begin`] (interactive, [`Txn`]), [`Client::txn`]
+//!   (one shot with compares, [`TxnBuilder`]), [`Client::consistent_read`]
+//!   (many keys as of one instant) and [`Client::txn_status`].
+//! - Security: connections use TLS when given a [`ClientSecurity::Tls`]
+//!   (nodes require a client certificate of the cluster CA): pass it in
+//!   [`ClientOptions`], or set it once for the process with
+//!   [`set_default_security`], which [`call`], [`fetch_views`] and
+//!   [`Client::connect`] use (plaintext until set).
+//!
+//! # Errors
+//!
+//! Operations fail with [`Error`]; a refusal by the cluster
+//! ([`FeError::Refused`], e.g. a key over the 4 KiB or a value over the
+//! 1 MiB limit) never ran. Commits fail with [`TxnError`]. Each error's
+//! message is complete in its `Display`: no error repeats its cause's words.
+//!
+//! # Internals
+//!
+//! The library owns connections to the nodes and one task that drives the
+//! core's `FrontEnd` logic (request ids, routing, redirects, retries,
+//! back-off); see `txn.rs` for transactions. It must never invent a request
+//! id for a retry: retries reuse the id, which is what makes them
+//! exactly-once.
+
+#![warn(missing_docs)]
 
 mod txn;
 
@@ -19,10 +90,13 @@ pub use pactdb_core::fe::SessionToken;
 pub use pactdb_core::state::txn::{AbortReason, TxnId, TxnOutcome};
 pub use pactdb_core::wire::Consistency;
 pub use txn::{Committed, Txn, TxnBuilder, TxnError};
+// The core's types that appear in this library's API, so callers need not
+// depend on `pactdb-core` to name them.
+pub use pactdb_core::fe::{FeError, FeTiming};
+pub use pactdb_core::state::kv::Versioned;
+pub use pactdb_core::state::op::{Op, OpResult};
 
-use pactdb_core::fe::{FeEffect, FeError, FeTiming, FrontEnd, OpId};
-use pactdb_core::state::kv::Versioned;
-use pactdb_core::state::op::{Op, OpResult};
+use pactdb_core::fe::{FeEffect, FrontEnd, OpId};
 use pactdb_core::types::{ClusterMap, NodeId, RequestId, View};
 use pactdb_core::wire::{self, ClientMsg, ClientReply, NodeStatus};
 use pactdb_node::net::FramedConn;
@@ -42,14 +116,24 @@ const CMD_QUEUE: usize = 4096;
 /// most per round.
 const MAX_EVENTS_PER_ROUND: usize = 1024;
 
+/// Why an operation failed. Each variant's message is complete by itself
+/// (`Fe` is transparent: it says the front end's words once, and has no
+/// separate source to print them again).
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
+    /// The front end gave up on the operation: the cluster refused it
+    /// ([`FeError::Refused`]: it never ran), or no answer came in time
+    /// ([`FeError::Timeout`]: a write may have run, exactly once).
     #[error(transparent)]
     Fe(#[from] FeError),
+    /// No endpoint answered with the cluster map (connecting): the last
+    /// endpoint's error.
     #[error("no endpoint answered: {0}")]
     NoEndpoint(String),
+    /// The client's task has stopped (the runtime is shutting down).
     #[error("the client was shut down")]
     Closed,
+    /// A connection failed or a node answered something unexpected.
     #[error("{0}")]
     Other(String),
 }
@@ -64,13 +148,16 @@ type OpReplyTx = oneshot::Sender<OpOutcome>;
 /// have been (`Stale` reads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Served {
+    /// The member that answered.
     pub by: NodeId,
+    /// `Stale` reads: how old the member's state was at most, in ms.
     pub stale_ms: Option<u64>,
 }
 
 /// A read's answer (`Client::get_with`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Read {
+    /// The value and its version; `None`: the key does not exist.
     pub value: Option<Versioned>,
     /// Set for `Session` and `Stale` reads; a linearizable read is never old.
     pub served: Option<Served>,
@@ -118,7 +205,11 @@ pub fn default_security() -> ClientSecurity {
 /// How a [`Client`] connects.
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
+    /// TLS with the cluster CA and a client certificate, or plaintext
+    /// (the default; nodes that run TLS refuse it).
     pub security: ClientSecurity,
+    /// The front end's timeouts and back-off (the operation timeout is
+    /// 10 s by default).
     pub timing: FeTiming,
 }
 
@@ -135,6 +226,7 @@ impl ClientOptions {
         self
     }
 
+    /// The front end's timeouts and back-off.
     pub fn timing(mut self, timing: FeTiming) -> Self {
         self.timing = timing;
         self
@@ -238,10 +330,14 @@ impl Client {
         Ok(Client { cmds, cluster, security })
     }
 
+    /// The cluster map as it was when the client connected: nodes and
+    /// their addresses, groups and their placements.
     pub fn cluster(&self) -> &ClusterMap {
         &self.cluster
     }
 
+    /// Runs one operation (linearizable) and waits for its result: what
+    /// `get`, `put`, `delete` and `cas` are built on.
     pub async fn execute(&self, op: Op) -> Result<OpResult, Error> {
         Ok(self.execute_with_id(op).await?.1?)
     }

@@ -31,14 +31,25 @@ pub enum TxnError {
     /// The transaction did not commit and never will: safe to retry (as a
     /// new transaction).
     #[error("transaction {txn} aborted: {reason}")]
-    Aborted { txn: TxnId, reason: AbortReason },
+    Aborted {
+        /// The transaction's id.
+        txn: TxnId,
+        /// Why it aborted (a key read or compared was at another version, a
+        /// lock was held, ...).
+        reason: AbortReason,
+    },
     /// Neither the commit nor a status query got an answer: the transaction
     /// may or may not have committed. `Client::txn_status(txn)` answers it
     /// later.
     #[error(
         "the outcome of transaction {txn} is unknown ({last_error}); `txn_status` tells it once the cluster answers"
     )]
-    OutcomeUnknown { txn: TxnId, last_error: String },
+    OutcomeUnknown {
+        /// The id to ask about.
+        txn: TxnId,
+        /// What went wrong with the commit and then with the status query.
+        last_error: String,
+    },
     /// The transaction was refused before it ran (bad input, over a bound),
     /// or the client failed; nothing was committed.
     #[error(transparent)]
@@ -249,16 +260,19 @@ impl TxnBuilder {
         self
     }
 
+    /// Writes `value` to `key` at commit.
     pub fn put(mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         self.txn.put(key, value);
         self
     }
 
+    /// Deletes `key` at commit.
     pub fn delete(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.txn.delete(key);
         self
     }
 
+    /// Commits atomically, as [`Txn::commit`].
     pub async fn commit(self) -> Result<Committed, TxnError> {
         self.txn.commit().await
     }
