@@ -101,6 +101,11 @@ fn every_class_of_error_is_said_once() {
     let eps = demo.endpoints().join(",");
     let o = demo.pactdb(&["--endpoints", &eps, "--insecure", "get", "k"]);
     said_once("plaintext to TLS", &o, "the node speaks TLS", 1);
+    let only_ca = demo.path("only-ca");
+    std::fs::create_dir_all(&only_ca).unwrap();
+    std::fs::copy(demo.path("pactdb-data/certs/ca.crt"), only_ca.join("ca.crt")).unwrap();
+    let o = demo.pactdb(&["--endpoints", &eps, "--certs-dir", only_ca.to_str().unwrap(), "get", "k"]);
+    said_once("no client certificate", &o, "TLS handshake failed", 1);
     let elsewhere = tempfile::tempdir().unwrap();
     let o = demo.command(&["--endpoints", &eps, "get", "k"]).current_dir(elsewhere.path()).output().unwrap();
     said_once("no credentials", &o, "no TLS credentials", 1);
