@@ -14,7 +14,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+import urllib.request
 
 try:
     from selenium import webdriver
@@ -48,6 +50,26 @@ def wait_for(what, seconds, check):
             last = e
         time.sleep(0.2)
     fail(f"{what}: not within {seconds} s (last: {last!r})")
+
+
+class Load(threading.Thread):
+    """Puts through the HTTP API, one at a time, until stopped: the
+    sparklines get something to draw, and writes go on across the failover."""
+
+    def __init__(self, base):
+        super().__init__(daemon=True)
+        self.base, self.stop, self.ok = base, threading.Event(), 0
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            req = urllib.request.Request(f"{self.base}v1/kv/web-{i % 500}", data=b"v" * 100, method="PUT")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    self.ok += r.status == 200
+            except Exception:
+                time.sleep(0.05)
+            i += 1
 
 
 def groups(driver):
@@ -85,11 +107,22 @@ def main():
     try:
         driver.set_page_load_timeout(LOAD_WAIT_S)
         driver.get(url)
+        load = Load(url)
+        load.start()
         # Every group drawn, with each member's row, and sparklines fed.
         wait_for("the page shows 3 groups with 3 members each", LOAD_WAIT_S,
                  lambda: len(groups(driver)) == 3 and all(len(g["rows"]) == 3 for g in groups(driver).values()))
         wait_for("the page polled a few times", LOAD_WAIT_S,
                  lambda: int(driver.find_element(By.ID, "summary").get_attribute("data-polls")) >= 3)
+        # The sparklines draw the load: operations/s above zero.
+        wait_for("the operations/s sparkline shows the load", LOAD_WAIT_S,
+                 lambda: float(driver.find_element(By.ID, "ops-now").text) > 0)
+        polled = int(driver.find_element(By.ID, "summary").get_attribute("data-polls"))
+        wait_for("the page polled on under load", LOAD_WAIT_S,
+                 lambda: int(driver.find_element(By.ID, "summary").get_attribute("data-polls")) >= polled + 6)
+        points = driver.find_element(By.CSS_SELECTOR, "#spark-ops polyline").get_attribute("points").split()
+        if len(points) < 2:
+            fail(f"the operations/s sparkline has {len(points)} points")
         before = groups(driver)
         print("before:", json.dumps(before), flush=True)
         passive = [g for g, v in sorted(before.items()) if v["mode"] == "passive" and v["leader"] != serving]
@@ -124,6 +157,8 @@ def main():
         if f"node {leader}" not in down:
             fail(f"the page does not list node {leader} as down: {down!r}")
         print(f"after: group {group} leader {after['leader']} epoch {after['epoch']}", flush=True)
+        load.stop.set()
+        print(f"{load.ok} puts through the HTTP API during the test", flush=True)
         print("OK", flush=True)
     finally:
         driver.quit()
