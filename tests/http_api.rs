@@ -115,10 +115,9 @@ fn the_http_api_reads_writes_and_commits_like_the_cli() {
     let txn = |body: &str| {
         demo.curl(&["-X", "POST", "-H", "content-type: application/json", "-d", body, &format!("{n1}/v1/txn")])
     };
-    let ok = txn(&format!(
-        r#"{{"if": {{"t1": 0}}, "ops": [{{"op": "get", "key": "greeting"}}, {{"op": "put", "key": "t1", "value": "a"}},
-            {{"op": "put", "key": "t2", "value_base64": "/wA="}}, {{"op": "delete", "key": "bin"}}]}}"#
-    ));
+    let ok =
+        txn(r#"{"if": {"t1": 0}, "ops": [{"op": "get", "key": "greeting"}, {"op": "put", "key": "t1", "value": "a"},
+            {"op": "put", "key": "t2", "value_base64": "/wA="}, {"op": "delete", "key": "bin"}]}"#);
     assert_eq!(ok.status, 200, "{}", ok.text());
     let j = ok.json();
     assert_eq!(j["outcome"], "committed");

@@ -57,7 +57,9 @@ fn parse_value(s: &str) -> Result<f64, String> {
 
 /// Parses `{a="x",b="y"}` (escapes `\\`, `\"`, `\n`); returns the labels
 /// and the rest of the line.
-fn parse_labels(s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(s: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     let mut rest = s.strip_prefix('{').ok_or("expected `{`")?;
     loop {
@@ -166,7 +168,8 @@ fn check_exposition(text: &str) -> Result<Exposition, String> {
             })
             .unwrap_or(name);
         let ty = types.get(family).ok_or_else(|| at(format!("a sample of `{family}`, which has no TYPE")))?;
-        if ty == "counter" && !(value >= 0.0) {
+        // NaN is no count either.
+        if ty == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("a negative counter".into()));
         }
         seen_samples_of.insert(family.to_string());

@@ -259,12 +259,10 @@ impl RuntimeMetrics {
                 self.m.snapshot_chunks_sent.increment(1);
                 self.m.snapshot_bytes_sent.increment(data.len() as u64);
             }
-            PeerBody::Prepare { ballot, .. } => {
-                // One round asks every acceptor: count it once.
-                if self.last_ballot != Some(*ballot) {
-                    self.last_ballot = Some(*ballot);
-                    self.m.config_rounds.increment(1);
-                }
+            // One round asks every acceptor: count it once.
+            PeerBody::Prepare { ballot, .. } if self.last_ballot != Some(*ballot) => {
+                self.last_ballot = Some(*ballot);
+                self.m.config_rounds.increment(1);
             }
             PeerBody::ViewAnnounce { view } => {
                 // Sent to every peer: count the view once.
