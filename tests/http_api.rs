@@ -8,7 +8,7 @@ mod http_common;
 use http_common::Demo;
 
 /// Node N's HTTP port is 8100 + this + N (peers 7000+, clients 7100+).
-const OFFSET: u16 = 910;
+const OFFSET: u16 = 630;
 
 #[test]
 fn the_http_api_reads_writes_and_commits_like_the_cli() {

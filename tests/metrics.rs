@@ -9,7 +9,7 @@ mod http_common;
 use http_common::Demo;
 use std::collections::BTreeMap;
 
-const OFFSET: u16 = 940;
+const OFFSET: u16 = 660;
 
 /// One scrape: every series (`name{sorted labels}`) and its value, and each
 /// family's type.

@@ -10,7 +10,7 @@ use http_common::Demo;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const OFFSET: u16 = 970;
+const OFFSET: u16 = 690;
 /// The script's own waits add up to well under this.
 const SCRIPT_WAIT: Duration = Duration::from_secs(240);
 

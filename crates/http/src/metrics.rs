@@ -27,11 +27,13 @@ pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// Installs the process's recorder. Call before the node starts: handles
 /// taken before it are no-ops.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS_SECONDS)?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
         .install_recorder()
-        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    pactdb_node::metrics::enable();
+    Ok(handle)
 }
 
 /// Sets the gauges of one node's status: per group and role, the view's

@@ -17,6 +17,7 @@ use pactdb_core::state::op::Op;
 use pactdb_core::types::{GroupId, RequestId};
 use pactdb_core::wire::{ClientMsg, ClientReply, PeerBody, PeerMsg, WalRecord};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,16 @@ pub const MAX_TIMED_REQUESTS: usize = 64 * 1024;
 /// A timed request with no reply after this long is forgotten (its group
 /// redirected it elsewhere, or its connection closed).
 pub const TIMED_REQUEST_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Set by [`enable`]: without a recorder the runtime skips its bookkeeping
+/// (request timing) altogether.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Says a recorder is installed (`pactdb-http` calls it right after): the
+/// runtime then times requests too.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
 
 /// What a client message asks for, as the `op` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +202,8 @@ fn describe() {
 /// The runtime's per-node bookkeeping for metrics that need state: request
 /// timing, per-group commit and epoch marks, the last ballot.
 pub struct RuntimeMetrics {
+    /// Whether a recorder is installed (read once, at start).
+    enabled: bool,
     m: &'static NodeMetrics,
     timed: HashMap<(u64, RequestId), (Instant, OpKind)>,
     last_sweep: Instant,
@@ -206,6 +219,7 @@ pub struct RuntimeMetrics {
 impl Default for RuntimeMetrics {
     fn default() -> Self {
         RuntimeMetrics {
+            enabled: ENABLED.load(Ordering::Relaxed),
             m: get(),
             timed: HashMap::new(),
             last_sweep: Instant::now(),
@@ -220,6 +234,9 @@ impl Default for RuntimeMetrics {
 impl RuntimeMetrics {
     /// A client message arrived on connection `token`.
     pub fn on_client_msg(&mut self, token: u64, msg: &ClientMsg) {
+        if !self.enabled {
+            return;
+        }
         match msg {
             ClientMsg::Request(req) => {
                 let kind = OpKind::of_op(&req.op);
@@ -235,6 +252,9 @@ impl RuntimeMetrics {
 
     /// The node replies on connection `token`.
     pub fn on_reply(&mut self, token: u64, reply: &ClientReply) {
+        if !self.enabled {
+            return;
+        }
         if let ClientReply::Response { id, result, .. } = reply {
             if let Some((began, kind)) = self.timed.remove(&(token, *id)) {
                 let op = self.m.op(kind);
@@ -254,6 +274,9 @@ impl RuntimeMetrics {
 
     /// A peer message this node sends.
     pub fn on_send(&mut self, msg: &PeerMsg) {
+        if !self.enabled {
+            return;
+        }
         match &msg.body {
             PeerBody::SnapshotChunk { data, .. } => {
                 self.m.snapshot_chunks_sent.increment(1);
@@ -282,6 +305,9 @@ impl RuntimeMetrics {
 
     /// A peer message this node received.
     pub fn on_peer(&mut self, msg: &PeerMsg) {
+        if !self.enabled {
+            return;
+        }
         match &msg.body {
             PeerBody::SnapshotChunk { data, .. } => {
                 self.m.snapshot_chunks_received.increment(1);
@@ -307,6 +333,9 @@ impl RuntimeMetrics {
 
     /// A record the node persists.
     pub fn on_persist(&mut self, record: &WalRecord) {
+        if !self.enabled {
+            return;
+        }
         if let WalRecord::Commit { group, index } = record {
             // The first mark after a start is the base: what was committed
             // before it (before a restart, in a replayed WAL) is not counted.
