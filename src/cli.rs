@@ -1262,6 +1262,13 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_takes_http_listen_and_refuses_unknown_keys() {
+        let file: NodeFile = toml::from_str("id = 1\nhttp_listen = \"127.0.0.1:8101\"\n").unwrap();
+        assert_eq!(file.http_listen, Some("127.0.0.1:8101".parse().unwrap()));
+        assert!(toml::from_str::<NodeFile>("http_listn = \"127.0.0.1:8101\"\n").is_err());
+    }
+
+    #[test]
     fn compares_split_at_the_last_equals_sign() {
         let c = parse_compare("a=b=7").unwrap();
         assert_eq!((c.key.as_str(), c.version), ("a=b", 7));

@@ -209,3 +209,48 @@ fn https_requires_a_client_certificate_of_the_cluster_ca() {
     // With the demo's client certificate: served.
     assert_eq!(demo.curl(&[&url]).status, 200);
 }
+
+/// Kills the node it holds however the test ends.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn before_the_cluster_is_bootstrapped_the_api_answers_503_and_metrics_still_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |base: u16| (base + OFFSET + 20 + 1).to_string();
+    let (peer, client, http) = (port(7000), port(7100), port(8100));
+    let _node = Node(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pactdb"))
+            .args(["node", "--insecure", "--id", "1", "--data-dir", &dir.path().to_string_lossy()])
+            .args(["--listen", &format!("127.0.0.1:{peer}"), "--client-listen", &format!("127.0.0.1:{client}")])
+            .args(["--peers", &format!("1=127.0.0.1:{peer}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("node.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{http}")).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the node's HTTP port did not open");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut cmd = http_common::curl_command();
+    let r = http_common::Curl::run(cmd.arg(format!("http://127.0.0.1:{http}/v1/kv/a")));
+    assert_eq!(r.status, 503, "{}", r.text());
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(e.starts_with("the cluster is not ready") && e.contains("not bootstrapped"), "{e}");
+    let mut cmd = http_common::curl_command();
+    let r = http_common::Curl::run(cmd.arg(format!("http://127.0.0.1:{http}/v1/status")));
+    assert_eq!(r.status, 503, "{}", r.text());
+    let mut cmd = http_common::curl_command();
+    let r = http_common::Curl::run(cmd.arg(format!("http://127.0.0.1:{http}/metrics")));
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("pactdb_node_up 1"), "{}", r.text());
+}
