@@ -110,6 +110,7 @@ fn the_http_api_reads_writes_and_commits_like_the_cli() {
     assert_eq!((del.status, del.json()["error"].as_str()), (404, Some("key `fresh` not found")));
     let get = demo.curl(&[&format!("{n1}/v1/kv/fresh")]);
     assert_eq!((get.status, get.json()["version"].as_u64()), (404, Some(0)));
+    assert_eq!((get.header("x-pactdb-version"), get.header("etag")), (Some("0"), None));
 
     // A transaction: reads, a compare, writes across groups, atomically.
     let txn = |body: &str| {

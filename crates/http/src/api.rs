@@ -158,10 +158,14 @@ impl From<Error> for ApiError {
     }
 }
 
+/// `X-Pactdb-Version: N` and, for a value that exists, `ETag: "N"` (what
+/// `If-Match` takes back).
 fn version_headers(headers: &mut HeaderMap, version: u64) {
     headers.insert("x-pactdb-version", HeaderValue::from(version));
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        headers.insert(header::ETAG, v);
+    if version > 0 {
+        if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+            headers.insert(header::ETAG, v);
+        }
     }
 }
 
