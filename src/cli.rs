@@ -295,6 +295,11 @@ pub struct NodeArgs {
     /// Bytes per chunk of a streamed snapshot (at most 1 MiB, the default).
     #[arg(long)]
     pub snapshot_chunk_bytes: Option<u64>,
+    /// Also serve the HTTP API, `/metrics` and the web view on this address
+    /// (HTTPS with client certificates under --certs-dir, plain HTTP with
+    /// --insecure).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// The TOML form of `NodeArgs`.
@@ -311,6 +316,8 @@ struct NodeFile {
     wal_segment_bytes: Option<u64>,
     snapshot_bytes_per_sec: Option<u64>,
     snapshot_chunk_bytes: Option<u64>,
+    /// `--http-listen`.
+    http_listen: Option<SocketAddr>,
     /// `--certs-dir`.
     certs_dir: Option<PathBuf>,
     /// `--insecure`.
@@ -358,11 +365,17 @@ fn node_security(
     }
 }
 
+/// What `run_node` needs to start the HTTP server next to the node.
+struct HttpPlan {
+    listen: SocketAddr,
+    certs_dir: Option<PathBuf>,
+}
+
 fn node_options(
     args: NodeArgs,
     certs_dir: Option<PathBuf>,
     insecure: bool,
-) -> anyhow::Result<pactdb_node::runtime::NodeOptions> {
+) -> anyhow::Result<(pactdb_node::runtime::NodeOptions, Option<HttpPlan>)> {
     let file: NodeFile = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -371,6 +384,7 @@ fn node_options(
         None => NodeFile::default(),
     };
     let (security, certs_dir) = node_security(certs_dir, insecure, &file)?;
+    let http = args.http_listen.or(file.http_listen).map(|listen| HttpPlan { listen, certs_dir: certs_dir.clone() });
     let id = args.id.or(file.id).context("--id is required")?;
     let mut peers = parse_peers(&args.peers)?;
     if peers.is_empty() {
@@ -392,7 +406,7 @@ fn node_options(
         };
         Some(runtime().block_on(join_map(&args.join, id, listen, client_listen, &client_security))?)
     };
-    Ok(pactdb_node::runtime::NodeOptions {
+    let opts = pactdb_node::runtime::NodeOptions {
         id,
         data_dir: args
             .data_dir
@@ -408,7 +422,36 @@ fn node_options(
         snapshot_bytes_per_sec: args.snapshot_bytes_per_sec.or(file.snapshot_bytes_per_sec),
         snapshot_chunk_bytes: args.snapshot_chunk_bytes.or(file.snapshot_chunk_bytes),
         security,
-    })
+    };
+    Ok((opts, http))
+}
+
+/// Starts the HTTP server (`--http-listen`) on a thread of its own, with the
+/// node's security: HTTPS requiring a client certificate of the cluster CA
+/// (the node's own client acceptor), and the embedded Front End connecting
+/// with the node's certificate; plain HTTP only with --insecure. The metrics
+/// recorder is installed first, so the node's counters are real.
+fn start_http(plan: HttpPlan, opts: &pactdb_node::runtime::NodeOptions) -> anyhow::Result<()> {
+    use pactdb_node::tls::NodeSecurity;
+    let metrics = pactdb_http::metrics::install()?;
+    let security = match (&opts.security, &plan.certs_dir) {
+        (NodeSecurity::Tls(tls), Some(dir)) => pactdb_http::HttpSecurity::Tls {
+            acceptor: tls.client_acceptor().clone(),
+            client: pactdb_client::ClientTls::load_node_identity(dir)?,
+        },
+        (NodeSecurity::Insecure, _) => pactdb_http::HttpSecurity::Insecure,
+        (NodeSecurity::Tls(_), None) => bail!("TLS without a certs dir: cannot give the HTTP front end an identity"),
+    };
+    // A node listening on every address is reached on loopback.
+    let mut node_client = opts.client_listen;
+    if node_client.ip().is_unspecified() {
+        node_client.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let node_client = node_client.to_string();
+    let addr = pactdb_http::spawn(pactdb_http::HttpConfig { listen: plan.listen, node_client, security, metrics })?;
+    let scheme = if matches!(opts.security, NodeSecurity::Tls(_)) { "https" } else { "http" };
+    tracing::info!(node = opts.id, "HTTP API, /metrics and the web view on {scheme}://{addr}/");
+    Ok(())
 }
 
 /// How long `node --join` keeps asking the endpoints for the cluster map.
@@ -565,7 +608,10 @@ fn init_tracing() {
 
 fn run_node(args: NodeArgs, certs_dir: Option<PathBuf>, insecure: bool) -> anyhow::Result<i32> {
     init_tracing();
-    let opts = node_options(args, certs_dir, insecure)?;
+    let (opts, http) = node_options(args, certs_dir, insecure)?;
+    if let Some(plan) = http {
+        start_http(plan, &opts)?;
+    }
     // One thread runs the event loop and every connection task: the core is
     // single-threaded anyway, and keeping the transport on the same thread
     // saves a cross-thread wake-up per message (the WAL has its own thread).
@@ -1322,6 +1368,13 @@ mod tests {
         assert!(
             matches!(read_value(&args(None, big.to_str())), Ok(v) if v.len() == pactdb_core::limits::MAX_VALUE_BYTES)
         );
+    }
+
+    #[test]
+    fn the_config_file_takes_http_listen_and_refuses_unknown_keys() {
+        let file: NodeFile = toml::from_str("id = 1\nhttp_listen = \"127.0.0.1:8101\"\n").unwrap();
+        assert_eq!(file.http_listen, Some("127.0.0.1:8101".parse().unwrap()));
+        assert!(toml::from_str::<NodeFile>("http_listn = \"127.0.0.1:8101\"\n").is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub const DEMO_PEER_BASE_PORT: u16 = 7000;
 pub const DEMO_CLIENT_BASE_PORT: u16 = 7100;
+/// Node N serves HTTP (API, /metrics, web view) on 8100+offset+N.
+pub const DEMO_HTTP_BASE_PORT: u16 = 8100;
 
 pub fn peer_port(id: NodeId) -> u16 {
     DEMO_PEER_BASE_PORT + id as u16
@@ -21,6 +23,10 @@ pub fn peer_port(id: NodeId) -> u16 {
 
 pub fn client_port(id: NodeId) -> u16 {
     DEMO_CLIENT_BASE_PORT + id as u16
+}
+
+pub fn http_port(id: NodeId) -> u16 {
+    DEMO_HTTP_BASE_PORT + id as u16
 }
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +39,8 @@ pub struct DemoArgs {
     pub nodes: u64,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
+    /// Port offset: node N listens on 7000+offset+N (peers), 7100+offset+N
+    /// (clients) and 8100+offset+N (HTTP).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
     /// Passed to every node: WAL bytes between two snapshots.
@@ -75,6 +82,9 @@ pub struct NodeInfo {
     pub client: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The node's HTTP address (API, /metrics, web view), if it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     /// The full command line that (re)starts this node.
     pub command: Vec<String>,
 }
@@ -131,6 +141,10 @@ pub fn layout(nodes: &BTreeMap<NodeId, NodeAddrs>, args: &LayoutArgs) -> Cluster
         })
         .collect();
     ClusterMap::new(nodes.clone(), groups)
+}
+
+fn http_addr(id: NodeId, offset: u16) -> String {
+    format!("127.0.0.1:{}", http_port(id) + offset)
 }
 
 fn spawn_node(info: &NodeInfo) -> anyhow::Result<Child> {
@@ -207,6 +221,8 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             a.client.clone(),
             "--peers".into(),
             peers.clone(),
+            "--http-listen".into(),
+            http_addr(id, args.port_offset),
         ];
         let mut command = command;
         match &certs_dir {
@@ -228,6 +244,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             peer: a.peer.clone(),
             client: a.client.clone(),
             log: dir.join("node.log"),
+            http: Some(http_addr(id, args.port_offset)),
             data_dir: dir,
             command,
         };
@@ -269,6 +286,9 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
     for n in &nodes {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
     }
+    let scheme = if certs_dir.is_some() { "https" } else { "http" };
+    let urls: Vec<String> = nodes.iter().filter_map(|n| Some(format!("{scheme}://{}/", n.http.as_ref()?))).collect();
+    println!("  web view, HTTP API and /metrics: {}", urls.join("  "));
     println!("cluster description: {}", json_path.display());
     match &certs_dir {
         Some(dir) => {
@@ -277,6 +297,13 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
         None => println!("plaintext (--insecure): client commands find that through cluster.json"),
     }
     println!("try:  pactdb put greeting hello; pactdb get greeting; pactdb status");
+    if let (Some(dir), Some(http)) = (&certs_dir, nodes.first().and_then(|n| n.http.as_ref())) {
+        // The HTTP API asks for the same client certificate as the CLI.
+        let d = dir.display();
+        println!("      curl --cacert {d}/ca.crt --cert {d}/client.crt --key {d}/client.key https://{http}/v1/status");
+    } else if let Some(http) = nodes.first().and_then(|n| n.http.as_ref()) {
+        println!("      curl http://{http}/v1/status");
+    }
     println!("Ctrl-C stops the cluster.");
     wait_for_signal();
     println!("stopping the nodes");
@@ -312,56 +339,8 @@ pub async fn print_status(client: &Client, json: bool) -> anyhow::Result<i32> {
     let (cluster, views) = client.views().await?;
     let cluster = cluster.unwrap_or_else(|| client.cluster().clone());
     if json {
-        let nodes: Vec<serde_json::Value> = statuses
-            .iter()
-            .map(|(id, s)| match s {
-                Ok(s) => {
-                    serde_json::json!({"node": id, "up": true, "replicas": s.replicas.iter().map(|r| serde_json::json!({
-                    "group": r.group, "role": r.role, "epoch": r.view.as_ref().map(|v| v.epoch),
-                    "leader": r.view.as_ref().map(|v| v.leader), "members": r.view.as_ref().map(|v| v.members.clone()),
-                    "last_index": r.last_index, "commit_index": r.commit_index, "applied_index": r.applied_index,
-                    "digest": format!("{:016x}", r.digest), "keys": r.keys,
-                    "prepared": r.prepared, "locks": r.locks, "oldest_prepared_ms": r.oldest_prepared_ms,
-                    "unfinished_decisions": r.unfinished_decisions,
-                    "snapshot_transfers": r.transfers.iter().map(|t| serde_json::json!({
-                        "peer": t.peer, "direction": if t.sending { "to" } else { "from" },
-                        "index": t.index, "bytes": t.bytes, "total": t.total,
-                    })).collect::<Vec<_>>(),
-                    "handover": r.handover.as_ref().map(|h| serde_json::json!({
-                        "to": h.to, "entries_behind": h.entries_left, "uncommitted": h.uncommitted,
-                        "held_writes": h.held, "asked": h.asked,
-                    })),
-                    "placement_change": r.placement_change.as_ref().map(|c| serde_json::json!({
-                        "joining": c.joining.iter().map(|j| serde_json::json!({
-                            "node": j.node, "heard": j.heard, "entries_behind": j.entries_left,
-                            "bytes_behind": j.bytes_left, "bytes_exact": j.bytes_exact,
-                        })).collect::<Vec<_>>(),
-                        "leaving": c.leaving,
-                    })),
-                })).collect::<Vec<_>>()})
-                }
-                Err(e) => serde_json::json!({"node": id, "up": false, "error": e.to_string()}),
-            })
-            .collect();
-        // Per group, the transaction figures are its leader's (null if the
-        // leader did not answer): it coordinates and decides.
-        let groups: Vec<serde_json::Value> = views
-            .values()
-            .map(|v| {
-                let lead = leader_status(&statuses, v);
-                serde_json::json!({"group": v.group, "mode": v.mode.to_string(), "epoch": v.epoch, "leader": v.leader,
-                    "members": v.members, "min_members": v.min_members,
-                    "prepared": lead.map(|r| r.prepared), "locks": lead.map(|r| r.locks),
-                    "oldest_prepared_ms": lead.and_then(|r| r.oldest_prepared_ms),
-                    "unfinished_decisions": lead.map(|r| r.unfinished_decisions)})
-            })
-            .collect();
-        let map = serde_json::json!({"version": cluster.version, "nodes": cluster.nodes.keys().collect::<Vec<_>>(),
-            "config_members": cluster.config_members, "config_settled": cluster.config_settled});
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"cluster": map, "nodes": nodes, "groups": groups}))?
-        );
+        let value = pactdb_http::status::status_json(&cluster, views.values(), &statuses);
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(0);
     }
     // PREPARED: transactions prepared and not yet resolved (in doubt), LOCKS:

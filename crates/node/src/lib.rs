@@ -2,6 +2,7 @@
 
 pub mod frame;
 pub mod legacy;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod snapshot;

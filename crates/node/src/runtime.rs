@@ -197,6 +197,11 @@ fn run_snapshots(
         let began = Instant::now();
         let upto_lsn = checkpoint.upto_lsn;
         let written = snapshot::write_temp(&dir, covers, &checkpoint.records);
+        let m = crate::metrics::get();
+        m.snapshot_write_seconds.record(began.elapsed().as_secs_f64());
+        if written.is_ok() {
+            m.snapshots_written.increment(1);
+        }
         // The shared parts of the state go back to the event loop's sole
         // ownership as soon as they are written.
         drop(checkpoint);
@@ -363,6 +368,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
     tracing::info!(node = opts.id, peer = %net.local_peer_addr(), client = %net.local_client_addr(), "listening");
 
     let me = Identity { id: opts.id, peers: peer_list.clone() };
+    let mut metrics = crate::metrics::RuntimeMetrics::default();
     let start = Instant::now();
     let mut inline_paused_until = start;
     let mut last_tick = start;
@@ -399,7 +405,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
                     while let Ok(l) = persisted_rx.try_recv() { lsn = lsn.max(l); }
                     durable(lsn, &mut inputs);
                 }
-                Some(ev) = events_rx.recv() => push_event(&net, &me, &mut inputs, ev),
+                Some(ev) = events_rx.recv() => push_event(&net, &me, &mut metrics, &mut inputs, ev),
                 Some(()) = snapshot_done_rx.recv() => {
                     snapshot_in_flight = false;
                     continue;
@@ -412,7 +418,7 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         }
         while inputs.len() < MAX_INPUTS_PER_STEP {
             match events_rx.try_recv() {
-                Ok(ev) => push_event(&net, &me, &mut inputs, ev),
+                Ok(ev) => push_event(&net, &me, &mut metrics, &mut inputs, ev),
                 Err(_) => break,
             }
         }
@@ -457,17 +463,25 @@ pub async fn run_node(opts: NodeOptions, shutdown: impl std::future::Future<Outp
         let mut records = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Send { to, msg } => net.send_to_peer(to, wire::encode(&msg)),
-                Effect::Reply { token, reply } => net.send_to_client(token, wire::encode(&reply)),
+                Effect::Send { to, msg } => {
+                    metrics.on_send(&msg);
+                    net.send_to_peer(to, wire::encode(&msg))
+                }
+                Effect::Reply { token, reply } => {
+                    metrics.on_reply(token, &reply);
+                    net.send_to_client(token, wire::encode(&reply))
+                }
                 Effect::ReplyUnderLease { token, reply, lease_expires_ms } => {
                     // The clock is read again here, not taken from the
                     // batch's `now`: the batch may have taken long enough
                     // for the lease the read relied on to run out.
                     let now = start.elapsed().as_millis() as u64;
                     let reply = release_under_lease(reply, lease_expires_ms, now);
+                    metrics.on_reply(token, &reply);
                     net.send_to_client(token, wire::encode(&reply))
                 }
                 Effect::Persist { lsn, record } => {
+                    metrics.on_persist(&record);
                     if let WalRecord::Cluster { map } = &record {
                         // Once per node (the map is adopted once); a failure
                         // costs only the start-up check after the WAL's copy
@@ -636,7 +650,13 @@ fn write_durably(path: &std::path::Path, dir: &std::path::Path) -> std::io::Resu
 
 /// Decodes one network event into a core input. Undecodable peer messages
 /// are logged and dropped; undecodable client messages get a clear error.
-fn push_event(net: &Net, me: &Identity, inputs: &mut Vec<Input>, ev: NetEvent) {
+fn push_event(
+    net: &Net,
+    me: &Identity,
+    metrics: &mut crate::metrics::RuntimeMetrics,
+    inputs: &mut Vec<Input>,
+    ev: NetEvent,
+) {
     match ev {
         NetEvent::Peer { payload, node } => match wire::decode::<PeerMsg>(&payload) {
             // With TLS the connection's certificate names the node that dialled: a message
@@ -646,15 +666,22 @@ fn push_event(net: &Net, me: &Identity, inputs: &mut Vec<Input>, ev: NetEvent) {
                 m.from,
                 node.unwrap_or_default()
             ),
-            Ok(m) => inputs.push(Input::Peer(m)),
+            Ok(m) => {
+                metrics.on_peer(&m);
+                inputs.push(Input::Peer(m))
+            }
             Err(e) => tracing::warn!("dropping an undecodable peer message ({} bytes): {e}", payload.len()),
         },
         NetEvent::Client { conn, payload } => match wire::decode::<ClientMsg>(&payload) {
             Ok(ClientMsg::GetNodeInfo) => {
+                metrics.on_client_msg(conn, &ClientMsg::GetNodeInfo);
                 let reply = ClientReply::NodeInfo { node: me.id, peers: me.peers.clone() };
                 net.send_to_client(conn, wire::encode(&reply));
             }
-            Ok(m) => inputs.push(Input::Client { token: conn, msg: m }),
+            Ok(m) => {
+                metrics.on_client_msg(conn, &m);
+                inputs.push(Input::Client { token: conn, msg: m })
+            }
             Err(e) => {
                 tracing::warn!(conn, "undecodable client message ({} bytes): {e}", payload.len());
                 let reply = ClientReply::ProtocolError { reason: format!("cannot decode the request: {e}") };

@@ -403,6 +403,9 @@ impl Wal {
         self.next_seq += 1;
         self.stats.records_appended += 1;
         self.stats.bytes_appended += framed;
+        let m = crate::metrics::get();
+        m.wal_records.increment(1);
+        m.wal_bytes.increment(framed);
         if self.buf.len() >= WRITE_BUFFER_BYTES {
             let written = self.write_buf();
             self.poison_on_err(written)?;
@@ -590,7 +593,9 @@ impl Wal {
             return Ok(());
         }
         if self.file_dirty {
+            let began = std::time::Instant::now();
             self.file.sync_data()?;
+            crate::metrics::get().wal_fsync_seconds.record(began.elapsed().as_secs_f64());
             self.file_dirty = false;
         }
         if self.dir_dirty {

@@ -521,6 +521,7 @@ impl Replica {
             transfers: self.transfers(),
             handover: self.handover_status(),
             placement_change: self.placement_status(),
+            sessions: self.state.sessions.len(),
         }
     }
 

@@ -278,6 +278,9 @@ pub struct ReplicaStatus {
     /// A placement change this primary has under way (nodes catching up to
     /// be admitted, members to drop), if any.
     pub placement_change: Option<PlacementChange>,
+    /// Client sessions in this replica's exactly-once table (at most
+    /// `MAX_SESSIONS`); exported as a gauge at `/metrics`.
+    pub sessions: usize,
 }
 
 /// A placement change under way at the primary (`move-replica`, or a
