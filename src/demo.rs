@@ -23,6 +23,14 @@ pub fn client_port(id: NodeId) -> u16 {
     DEMO_CLIENT_BASE_PORT + id as u16
 }
 
+/// Node N serves the Redis protocol on 6378+N (+ the port offset): 6379,
+/// Redis's own port, for node 1.
+pub const DEMO_REDIS_BASE_PORT: u16 = 6378;
+
+pub fn redis_port(id: NodeId) -> u16 {
+    DEMO_REDIS_BASE_PORT + id as u16
+}
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Where every node keeps its WAL and log, and where cluster.json goes.
@@ -33,7 +41,8 @@ pub struct DemoArgs {
     pub nodes: u64,
     #[command(flatten)]
     pub layout: LayoutArgs,
-    /// Port offset: node N listens on 7000+offset+N (peers) and 7100+offset+N (clients).
+    /// Port offset: node N listens on 7000+offset+N (peers), 7100+offset+N
+    /// (clients) and 6378+offset+N (Redis protocol).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
     /// Passed to every node: WAL bytes between two snapshots.
@@ -77,6 +86,9 @@ pub struct NodeInfo {
     pub log: PathBuf,
     /// The full command line that (re)starts this node.
     pub command: Vec<String>,
+    /// Where the node serves the Redis protocol (`--redis-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -208,6 +220,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             "--peers".into(),
             peers.clone(),
         ];
+        let redis = format!("127.0.0.1:{}", redis_port(id) + args.port_offset);
         let mut command = command;
         match &certs_dir {
             Some(_) => command.extend([
@@ -216,6 +229,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             ]),
             None => command.push("--insecure".to_string()),
         }
+        command.extend(["--redis-listen".to_string(), redis.clone()]);
         if let Some(n) = args.snapshot_wal_bytes {
             command.extend(["--snapshot-wal-bytes".to_string(), n.to_string()]);
         }
@@ -230,6 +244,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             log: dir.join("node.log"),
             data_dir: dir,
             command,
+            redis: Some(redis),
         };
         let child = spawn_node(&info)?;
         info.pid = child.id();
@@ -268,6 +283,9 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
     );
     for n in &nodes {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
+        if let Some(r) = &n.redis {
+            println!("          redis {r}");
+        }
     }
     println!("cluster description: {}", json_path.display());
     match &certs_dir {
