@@ -598,8 +598,8 @@ fn redis_listen(
     };
     let Some(addr) = args.redis_listen.or(file.redis_listen) else { return Ok(None) };
     let (_, certs_dir) = node_security(certs_dir, insecure, &file)?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("binding the Redis listener (--redis-listen) on {addr}"))?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the Redis listener (--redis-listen) on {addr}"))?;
     listener.set_nonblocking(true)?;
     Ok(Some((listener, certs_dir)))
 }

@@ -21,12 +21,24 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Attempts of a compare-and-set loop (INCR, APPEND, SET XX/GET, GETSET)
-/// against concurrent writers of the same key before it gives up.
-pub const MAX_CAS_ATTEMPTS: usize = 32;
+/// against concurrent writers of the same key before it gives up; between
+/// attempts it backs off (`backoff`), so the loop lasts a few seconds at most.
+pub const MAX_CAS_ATTEMPTS: usize = 64;
 /// Attempts of a transaction (MSET, DEL of several keys, EXEC) that lost to
 /// a concurrent transaction's lock or to a write of a key it read inside
 /// EXEC (not a WATCHed one: that ends the EXEC with nil, as in Redis).
-pub const MAX_TXN_ATTEMPTS: usize = 8;
+pub const MAX_TXN_ATTEMPTS: usize = 16;
+/// The longest back-off between two attempts of a loop above.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A random pause of up to 2^attempt ms (at most `MAX_BACKOFF`): contenders
+/// that lost together do not retry together.
+async fn backoff(attempt: usize) {
+    let cap = (1u64 << attempt.min(16)).min(MAX_BACKOFF.as_millis() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let jitter = u64::from(nanos) % (cap * 1000 + 1);
+    tokio::time::sleep(Duration::from_micros(jitter)).await;
+}
 /// Commands one MULTI may queue.
 pub const MAX_MULTI_QUEUE: usize = MAX_TXN_KEYS;
 /// Keys one connection may WATCH.
@@ -225,7 +237,7 @@ impl Target<'_> {
                 Ok(reply)
             }
             Target::Direct(c) => {
-                for _ in 0..MAX_CAS_ATTEMPTS {
+                for attempt in 0..MAX_CAS_ATTEMPTS {
                     let cur = c.get(key.to_vec()).await.map_err(db_err)?;
                     let (write, reply) = f(cur.as_ref())?;
                     let Some(v) = write else { return Ok(reply) };
@@ -233,7 +245,7 @@ impl Target<'_> {
                     let version = cur.as_ref().map_or(0, |v| v.version);
                     match c.cas(key.to_vec(), version, v).await.map_err(db_err)? {
                         Ok(_) => return Ok(reply),
-                        Err(_) => continue,
+                        Err(_) => backoff(attempt).await,
                     }
                 }
                 Err(Reply::err(format!(
@@ -280,7 +292,7 @@ async fn in_txn(client: &Client, body: TxnBody<'_>) -> Reply {
             Err(TxnError::Aborted { reason, .. }) => last = reason.to_string(),
             Err(e) => return txn_err(e),
         }
-        tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+        backoff(attempt).await;
     }
     Reply::err(format!("ERR the transaction aborted {MAX_TXN_ATTEMPTS} times, last because {last}"))
 }
@@ -320,8 +332,10 @@ async fn key_command_inner(t: &mut Target<'_>, name: &str, args: &[Bytes]) -> Re
         "setnx" => {
             let value = args[1].to_vec();
             check_value(&value)?;
-            t.update(key, |cur| Ok(if cur.is_some() { (None, Reply::Int(0)) } else { (Some(value.clone()), Reply::Int(1)) }))
-                .await
+            t.update(key, |cur| {
+                Ok(if cur.is_some() { (None, Reply::Int(0)) } else { (Some(value.clone()), Reply::Int(1)) })
+            })
+            .await
         }
         "strlen" => Ok(Reply::Int(t.get(key).await?.map_or(0, |v| v.value.len() as i64))),
         "append" => {
@@ -408,7 +422,9 @@ async fn key_command_inner(t: &mut Target<'_>, name: &str, args: &[Bytes]) -> Re
         }
         "del" => match t {
             Target::Txn(txn) => Ok(Reply::Int(del_in(txn, args).await?)),
-            Target::Direct(c) if args.len() == 1 => Ok(Reply::Int(c.delete(key.to_vec()).await.map_err(db_err)? as i64)),
+            Target::Direct(c) if args.len() == 1 => {
+                Ok(Reply::Int(c.delete(key.to_vec()).await.map_err(db_err)? as i64))
+            }
             Target::Direct(c) => Ok(in_txn(c, TxnBody::Del(args)).await),
         },
         other => Err(Reply::err(format!("ERR command '{other}' cannot run here"))),
@@ -513,14 +529,17 @@ impl Conn {
     pub(crate) async fn run(&mut self, shared: &Shared, argv: Vec<Bytes>, out: &mut bytes::BytesMut) -> bool {
         let name = String::from_utf8_lossy(&argv[0]).to_ascii_lowercase();
         let args = &argv[1..];
-        let reply = match self.check(&name, args) {
+        let reply = match self.check(&name, &argv[0], args) {
             Err(r) => {
                 if self.multi.is_some() {
                     self.multi_failed = true;
                 }
                 r
             }
-            Ok(spec) if self.multi.is_some() && !matches!(name.as_str(), "exec" | "discard" | "multi" | "quit" | "watch") => {
+            Ok(spec)
+                if self.multi.is_some()
+                    && !matches!(name.as_str(), "exec" | "discard" | "multi" | "quit" | "watch") =>
+            {
                 if !spec.in_multi {
                     self.multi_failed = true;
                     Reply::err("ERR Command not allowed inside a transaction")
@@ -544,10 +563,11 @@ impl Conn {
         false
     }
 
-    fn check(&self, name: &str, args: &[Bytes]) -> Result<&'static Spec, Reply> {
+    fn check(&self, name: &str, argv0: &[u8], args: &[Bytes]) -> Result<&'static Spec, Reply> {
         let Some(spec) = lookup(name) else {
             let shown: String = args.iter().take(20).map(|a| format!("'{}' ", String::from_utf8_lossy(a))).collect();
-            let name = String::from_utf8_lossy(name.as_bytes()).chars().take(128).collect::<String>();
+            // As sent, like Redis (which shows at most 128 characters of it).
+            let name = String::from_utf8_lossy(argv0).chars().take(128).collect::<String>();
             return Err(Reply::err(format!("ERR unknown command '{name}', with args beginning with: {shown}")));
         };
         let n = args.len() as i64 + 1;
@@ -589,6 +609,9 @@ impl Conn {
             "watch" if self.multi.is_some() => Reply::err("ERR WATCH inside MULTI is not allowed"),
             "watch" => self.watch(shared, args).await,
             "exec" => self.exec(shared).await,
+            // Answered here, so they work before the cluster is ready.
+            "ping" => args.first().map_or(Reply::Simple("PONG".into()), |m| Reply::Bulk(m.clone())),
+            "echo" => Reply::Bulk(args[0].clone()),
             _ => {
                 let client = match self.client(shared).await {
                     Ok(c) => c,
@@ -670,15 +693,18 @@ impl Conn {
                 let name = self.name.as_ref().map_or(String::new(), |n| String::from_utf8_lossy(n).into_owned());
                 let multi = self.multi.as_ref().map_or(-1, |q| q.len() as i64);
                 let resp = if self.resp3 { 3 } else { 2 };
-                Reply::text(&format!("id={} name={name} db=0 multi={multi} watch={} resp={resp}\n", self.id, self.watched.len()))
+                Reply::text(&format!(
+                    "id={} name={name} db=0 multi={multi} watch={} resp={resp}\n",
+                    self.id,
+                    self.watched.len()
+                ))
             }
             ("SETNAME" | "GETNAME" | "ID" | "SETINFO" | "INFO", _) => {
                 Reply::err(format!("ERR wrong number of arguments for 'client|{}' command", sub.to_lowercase()))
             }
-            _ => Reply::err(format!(
-                "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                String::from_utf8_lossy(&args[0])
-            )),
+            _ => {
+                Reply::err(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(&args[0])))
+            }
         }
     }
 
@@ -741,7 +767,7 @@ impl Conn {
                 Err(TxnError::Aborted { reason, .. }) => last = reason.to_string(),
                 Err(e) => return txn_err(e),
             }
-            tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+            backoff(attempt).await;
         }
         Reply::err(format!("ERR the transaction aborted {MAX_TXN_ATTEMPTS} times, last because {last}"))
     }
@@ -783,12 +809,8 @@ impl Conn {
             Ok(p) => p,
             Err(e) => return db_err(e),
         };
-        let keys: Vec<Reply> = page
-            .keys
-            .into_iter()
-            .filter(|k| strings_only && glob_matches(&pat, k))
-            .map(Reply::bulk)
-            .collect();
+        let keys: Vec<Reply> =
+            page.keys.into_iter().filter(|k| strings_only && glob_matches(&pat, k)).map(Reply::bulk).collect();
         let next = match page.next {
             None => 0,
             Some(c) => {
@@ -909,7 +931,8 @@ fn command(args: &[Bytes]) -> Reply {
 /// CONFIG GET of the few settings tools ask for (redis-benchmark reads
 /// `save` and `appendonly`): pactdb's durability is fsync on every write.
 fn config(args: &[Bytes]) -> Reply {
-    const SETTINGS: &[(&str, &str)] = &[("appendonly", "yes"), ("appendfsync", "always"), ("save", ""), ("databases", "1")];
+    const SETTINGS: &[(&str, &str)] =
+        &[("appendonly", "yes"), ("appendfsync", "always"), ("save", ""), ("databases", "1")];
     if upper(&args[0]) != "GET" || args.len() < 2 {
         return Reply::err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",

@@ -183,17 +183,16 @@ fn shape_ok(buf: &[u8]) -> Result<bool, String> {
 /// An inline command: one line, arguments separated by spaces.
 fn take_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, String> {
     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > MAX_INLINE_BYTES { Err("Protocol error: too big inline request".into()) } else { Ok(None) };
+        return if buf.len() > MAX_INLINE_BYTES {
+            Err("Protocol error: too big inline request".into())
+        } else {
+            Ok(None)
+        };
     };
     let line = buf.split_to(end + 1);
     let text = line.strip_suffix(b"\n").unwrap_or(&line);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    Ok(Some(
-        text.split(|b| *b == b' ' || *b == b'\t')
-            .filter(|w| !w.is_empty())
-            .map(Bytes::copy_from_slice)
-            .collect(),
-    ))
+    Ok(Some(text.split(|b| *b == b' ' || *b == b'\t').filter(|w| !w.is_empty()).map(Bytes::copy_from_slice).collect()))
 }
 
 #[cfg(test)]

@@ -168,9 +168,11 @@ impl Replica {
     /// `Op::Scan`: a page of this group's keys, read from the leader's
     /// applied (committed) state, never logged and never deduplicated (it
     /// changes nothing, so a retry may simply run again). A passive primary
-    /// answers only under its lease, like a read; keys written by a
-    /// prepared transaction that is not decided yet are not waited for:
-    /// a scan lists keys, it is not a linearizable read of them.
+    /// answers only under its lease, like a read. While a prepared
+    /// transaction will write a key the page covers, the page is refused
+    /// (`Unavailable`, the front end retries after a back-off): its
+    /// decision may already be acknowledged, and a client that wrote a key
+    /// with MSET must find it listed.
     #[allow(clippy::too_many_arguments)]
     fn on_scan(
         &mut self,
@@ -201,6 +203,14 @@ impl Replica {
         }
         let Op::Scan { after, limit, .. } = op else { unreachable!("built above") };
         let keys = self.state.kv.scan(after.as_deref(), limit as usize);
+        let covered = |k: &[u8]| {
+            after.as_deref().is_none_or(|a| k > a)
+                && (keys.len() < limit as usize || keys.last().is_some_and(|last| k <= last.as_slice()))
+        };
+        if self.state.locks.written_keys().any(|k| covered(k)) {
+            let reason = "a prepared transaction writes keys of this page; its decision is awaited".to_string();
+            return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
         let result = crate::state::op::OpResult::Scanned {
             keys: keys.into_iter().map(serde_bytes::ByteBuf::from).collect(),
             total: self.state.kv.len() as u64,
