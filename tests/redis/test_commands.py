@@ -42,7 +42,11 @@ class Raw:
     """One connection, replies as sent (no redis-py reply callbacks)."""
 
     def __init__(self, port=None):
-        self.conn = connect(port=port).connection_pool.get_connection("_")
+        pool = connect(port=port).connection_pool
+        try:
+            self.conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 names a command
+            self.conn = pool.get_connection("_")
 
     def __call__(self, *args):
         self.conn.send_command(*args)
