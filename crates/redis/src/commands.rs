@@ -404,7 +404,7 @@ async fn key_command_inner(t: &mut Target<'_>, name: &str, args: &[Bytes]) -> Re
             }
         },
         "mset" => {
-            if args.len() % 2 != 0 {
+            if !args.len().is_multiple_of(2) {
                 return Err(Reply::err("ERR wrong number of arguments for 'mset' command"));
             }
             for v in args.iter().skip(1).step_by(2) {
