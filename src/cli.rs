@@ -300,6 +300,11 @@ pub struct NodeArgs {
     /// --insecure).
     #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Serve the Redis protocol (RESP2/RESP3) on this address: any key,
+    /// routed to its group (TLS with a client certificate of the cluster CA
+    /// unless the node runs --insecure).
+    #[arg(long, value_name = "ADDR")]
+    pub redis_listen: Option<SocketAddr>,
 }
 
 /// The TOML form of `NodeArgs`.
@@ -318,6 +323,8 @@ struct NodeFile {
     snapshot_chunk_bytes: Option<u64>,
     /// `--http-listen`.
     http_listen: Option<SocketAddr>,
+    /// `--redis-listen`.
+    redis_listen: Option<SocketAddr>,
     /// `--certs-dir`.
     certs_dir: Option<PathBuf>,
     /// `--insecure`.
@@ -608,9 +615,13 @@ fn init_tracing() {
 
 fn run_node(args: NodeArgs, certs_dir: Option<PathBuf>, insecure: bool) -> anyhow::Result<i32> {
     init_tracing();
+    let redis = redis_listen(&args, certs_dir.clone(), insecure)?;
     let (opts, http) = node_options(args, certs_dir, insecure)?;
     if let Some(plan) = http {
         start_http(plan, &opts)?;
+    }
+    if let Some((listener, certs_dir)) = redis {
+        start_redis(listener, certs_dir, &opts)?;
     }
     // One thread runs the event loop and every connection task: the core is
     // single-threaded anyway, and keeping the transport on the same thread
@@ -628,6 +639,72 @@ fn run_node(args: NodeArgs, certs_dir: Option<PathBuf>, insecure: bool) -> anyho
         pactdb_node::runtime::run_node(opts, shutdown).await
     })?;
     Ok(0)
+}
+
+/// Worker threads of the Redis front end's own runtime: it parses, routes
+/// and waits on hundreds of connections, off the node's event-loop thread.
+const REDIS_THREADS: usize = 2;
+
+/// `--redis-listen` (or `redis_listen` in the config file), bound now so a
+/// busy port stops the node at start; with the certs dir the node uses.
+fn redis_listen(
+    args: &NodeArgs,
+    certs_dir: Option<PathBuf>,
+    insecure: bool,
+) -> anyhow::Result<Option<(std::net::TcpListener, Option<PathBuf>)>> {
+    let file: NodeFile = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => NodeFile::default(),
+    };
+    let Some(addr) = args.redis_listen.or(file.redis_listen) else { return Ok(None) };
+    let (_, certs_dir) = node_security(certs_dir, insecure, &file)?;
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the Redis listener (--redis-listen) on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(Some((listener, certs_dir)))
+}
+
+/// Starts the Redis front end (crates/redis) on its own threads. Its
+/// embedded front ends reach the cluster through this node's client port,
+/// with the node's own certificate in TLS mode; Redis clients must present
+/// a certificate of the cluster CA, as on the client port.
+fn start_redis(
+    listener: std::net::TcpListener,
+    certs_dir: Option<PathBuf>,
+    opts: &pactdb_node::runtime::NodeOptions,
+) -> anyhow::Result<()> {
+    let (tls, client) = match &certs_dir {
+        Some(dir) => (
+            Some(pactdb_node::tls::NodeTls::load(dir)?.client_acceptor().clone()),
+            pactdb_client::ClientOptions::default().tls(pactdb_client::ClientTls::load_node_identity(dir)?),
+        ),
+        None => (None, pactdb_client::ClientOptions::default().insecure()),
+    };
+    let mut own = opts.client_listen;
+    if own.ip().is_unspecified() {
+        own.set_ip(if own.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let node_id = opts.id;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(REDIS_THREADS)
+        .thread_name("redis")
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new().name("redis-accept".into()).spawn(move || {
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let endpoints = vec![own.to_string()];
+                    pactdb_redis::serve(pactdb_redis::RedisOptions { listener, endpoints, client, tls, node_id }).await
+                }
+                Err(e) => tracing::error!("the Redis listener failed: {e}"),
+            }
+        })
+    })?;
+    Ok(())
 }
 
 async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {

@@ -29,6 +29,14 @@ pub fn http_port(id: NodeId) -> u16 {
     DEMO_HTTP_BASE_PORT + id as u16
 }
 
+/// Node N serves the Redis protocol on 6378+N (+ the port offset): 6379,
+/// Redis's own port, for node 1.
+pub const DEMO_REDIS_BASE_PORT: u16 = 6378;
+
+pub fn redis_port(id: NodeId) -> u16 {
+    DEMO_REDIS_BASE_PORT + id as u16
+}
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Where every node keeps its WAL and log, and where cluster.json goes.
@@ -40,7 +48,7 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub layout: LayoutArgs,
     /// Port offset: node N listens on 7000+offset+N (peers), 7100+offset+N
-    /// (clients) and 8100+offset+N (HTTP).
+    /// (clients), 8100+offset+N (HTTP) and 6378+offset+N (Redis protocol).
     #[arg(long, default_value_t = 0)]
     pub port_offset: u16,
     /// Passed to every node: WAL bytes between two snapshots.
@@ -87,6 +95,9 @@ pub struct NodeInfo {
     pub http: Option<String>,
     /// The full command line that (re)starts this node.
     pub command: Vec<String>,
+    /// Where the node serves the Redis protocol (`--redis-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -224,6 +235,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             "--http-listen".into(),
             http_addr(id, args.port_offset),
         ];
+        let redis = format!("127.0.0.1:{}", redis_port(id) + args.port_offset);
         let mut command = command;
         match &certs_dir {
             Some(_) => command.extend([
@@ -232,6 +244,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             ]),
             None => command.push("--insecure".to_string()),
         }
+        command.extend(["--redis-listen".to_string(), redis.clone()]);
         if let Some(n) = args.snapshot_wal_bytes {
             command.extend(["--snapshot-wal-bytes".to_string(), n.to_string()]);
         }
@@ -247,6 +260,7 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
             http: Some(http_addr(id, args.port_offset)),
             data_dir: dir,
             command,
+            redis: Some(redis),
         };
         let child = spawn_node(&info)?;
         info.pid = child.id();
@@ -285,6 +299,9 @@ pub fn run(args: DemoArgs, insecure: bool) -> anyhow::Result<i32> {
     );
     for n in &nodes {
         println!("  node {}  client {}  peer {}  pid {}  log {}", n.id, n.client, n.peer, n.pid, n.log.display());
+        if let Some(r) = &n.redis {
+            println!("          redis {r}");
+        }
     }
     let scheme = if certs_dir.is_some() { "https" } else { "http" };
     let urls: Vec<String> = nodes.iter().filter_map(|n| Some(format!("{scheme}://{}/", n.http.as_ref()?))).collect();

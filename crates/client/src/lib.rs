@@ -641,3 +641,66 @@ fn send(
         conns.remove(&to);
     }
 }
+
+/// One page of a cluster-wide key listing (`Client::scan_page`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Keys of one group, in byte order.
+    pub keys: Vec<Vec<u8>>,
+    /// Where the next page starts: `None` once every group was listed.
+    pub next: Option<ScanCursor>,
+    /// How many keys the group just listed holds.
+    pub group_total: u64,
+}
+
+/// A position in a cluster-wide key listing: the group (by its position in
+/// the cluster map) and the last key listed there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanCursor {
+    /// The group being listed, by its position in the cluster map's groups.
+    pub group_index: usize,
+    /// The last key listed in that group (`None`: start at its first key).
+    pub after: Option<Vec<u8>>,
+}
+
+// Key listing (the Redis front end's KEYS, SCAN and DBSIZE): each group's
+// leader lists a page of its keys (`Op::Scan`); these walk every group of
+// the map in turn. Not a snapshot: keys written during a listing may or may
+// not appear.
+impl Client {
+    /// A page of at most `limit` keys (at most `limits::MAX_SCAN_KEYS`),
+    /// starting at `from` (`None`: the first group's first key).
+    pub async fn scan_page(&self, from: Option<ScanCursor>, limit: u32) -> Result<ScanPage, Error> {
+        let cursor = from.unwrap_or(ScanCursor { group_index: 0, after: None });
+        let groups = &self.cluster.groups;
+        let Some(spec) = groups.get(cursor.group_index) else {
+            return Ok(ScanPage { keys: Vec::new(), next: None, group_total: 0 });
+        };
+        let op = Op::Scan { group: spec.id, after: cursor.after.clone(), limit };
+        let (keys, total) = match self.execute(op).await? {
+            OpResult::Scanned { keys, total } => (keys.into_iter().map(|k| k.into_vec()).collect::<Vec<_>>(), total),
+            other => return Err(Error::Other(format!("unexpected result {other:?}"))),
+        };
+        let next = if (keys.len() as u64) < limit as u64 {
+            // The group is done: the next page starts at the next group.
+            (cursor.group_index + 1 < groups.len())
+                .then_some(ScanCursor { group_index: cursor.group_index + 1, after: None })
+        } else {
+            Some(ScanCursor { group_index: cursor.group_index, after: keys.last().cloned() })
+        };
+        Ok(ScanPage { keys, next, group_total: total })
+    }
+
+    /// How many keys the cluster holds: the sum of every group's count, as
+    /// each group's leader knows it when asked.
+    pub async fn key_count(&self) -> Result<u64, Error> {
+        let mut total = 0;
+        for g in &self.cluster.groups {
+            match self.execute(Op::Scan { group: g.id, after: None, limit: 0 }).await? {
+                OpResult::Scanned { total: n, .. } => total += n,
+                other => return Err(Error::Other(format!("unexpected result {other:?}"))),
+            }
+        }
+        Ok(total)
+    }
+}

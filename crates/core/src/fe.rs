@@ -358,6 +358,7 @@ impl FrontEnd {
         };
         let group = match &self.pending[&op].request.op {
             Op::TxnStatus { txn } => txn.home,
+            Op::Scan { group, .. } => *group,
             Op::Commit(req) => match req.home_key() {
                 Some(key) => cluster.group_of(key),
                 // An empty transaction: the group refuses it, any will do.
@@ -366,7 +367,7 @@ impl FrontEnd {
             op => cluster.group_of(op.key().expect("a single-key operation")),
         };
         let Some(spec) = cluster.groups.iter().find(|g| g.id == group).cloned() else {
-            // Only a status query names its group (a transaction id's home);
+            // Only a status query or a scan names its group (a transaction id's home);
             // one the cluster does not have is refused, never routed.
             return self.finish(op, Err(FeError::Refused(ClientError::UnknownGroup { group })));
         };
@@ -899,7 +900,7 @@ impl FrontEnd {
 /// nothing is logged for the members to answer from).
 fn answered_by_leader_only(op: &Op) -> bool {
     match op {
-        Op::TxnStatus { .. } => true,
+        Op::TxnStatus { .. } | Op::Scan { .. } => true,
         Op::Commit(req) => !req.reads.is_empty(),
         _ => false,
     }

@@ -101,3 +101,7 @@ pub const MAX_HELD_READS: usize = 64 * 1024;
 /// Times of its own acks a backup remembers, to learn from the primary's
 /// appends how fresh its state is (stale reads).
 pub const MAX_ACK_TIMES: usize = 1024;
+/// Most keys one `Op::Scan` returns (a page of KEYS/SCAN/DBSIZE in the Redis
+/// front end). Keys are at most `MAX_KEY_BYTES`, so a page is at most 4 MiB,
+/// well within a message; the group walks its whole map once per page.
+pub const MAX_SCAN_KEYS: usize = 1024;

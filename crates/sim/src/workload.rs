@@ -515,7 +515,7 @@ impl Client {
                     OpResult::Written { version } => *version,
                     OpResult::Deleted { .. } => 0,
                     OpResult::CasFailed { current_version } => *current_version,
-                    OpResult::Txn(_) => 0,
+                    OpResult::Txn(_) | OpResult::Scanned { .. } => 0,
                 };
                 self.last_version.insert(key, seen);
                 Outcome::Ok(r)

@@ -138,7 +138,7 @@ impl Entry {
             Payload::Ended { txns } => txns.len() * 24,
             Payload::Noop
             | Payload::Effects { .. }
-            | Payload::Sequenced { op: Op::TxnStatus { .. }, .. }
+            | Payload::Sequenced { op: Op::TxnStatus { .. } | Op::Scan { .. }, .. }
             | Payload::Resolve { .. }
             | Payload::Decide { .. } => 0,
         };

@@ -35,6 +35,9 @@ impl Replica {
         let id = req.id;
         let reply =
             |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
+        if let Op::Scan { group, after, limit } = req.op {
+            return self.on_scan(ctx, token, id, req.epoch, group, after, limit);
+        }
         let active = self.mode() == Mode::Active;
         let weak = req.consistency != Consistency::Linearizable;
         if req.op.is_read() && self.role() == super::Role::Backup && (!active || weak) {
@@ -160,6 +163,67 @@ impl Replica {
             op if active => self.sequence(ctx, token, id, op),
             op => self.execute_passive(ctx, token, id, op),
         }
+    }
+
+    /// `Op::Scan`: a page of this group's keys, read from the leader's
+    /// applied (committed) state, never logged and never deduplicated (it
+    /// changes nothing, so a retry may simply run again). A passive primary
+    /// answers only under its lease, like a read. While a prepared
+    /// transaction will write a key the page covers, the page is refused
+    /// (`Unavailable`, the front end retries after a back-off): its
+    /// decision may already be acknowledged, and a client that wrote a key
+    /// with MSET must find it listed.
+    #[allow(clippy::too_many_arguments)]
+    fn on_scan(
+        &mut self,
+        ctx: &mut Ctx,
+        token: ClientToken,
+        id: RequestId,
+        epoch: crate::types::Epoch,
+        group: crate::types::GroupId,
+        after: Option<crate::state::kv::Key>,
+        limit: u32,
+    ) {
+        let reply =
+            |out: &mut Outbox, result| out.reply(token, ClientReply::Response { id, result, at: 0, stale_ms: None });
+        if !self.is_primary() {
+            return reply(ctx.out, Err(ClientError::NotLeader { view: self.view.clone() }));
+        }
+        let view = self.view.clone().expect("primary has a view");
+        if group != self.group {
+            let reason = format!("a scan of group {group} was sent to group {}", self.group);
+            return reply(ctx.out, Err(ClientError::Malformed { reason }));
+        }
+        if epoch != view.epoch {
+            return reply(ctx.out, Err(ClientError::StaleEpoch { view }));
+        }
+        let op = Op::Scan { group, after, limit };
+        if let Err(e) = op.validate() {
+            return reply(ctx.out, Err(e.into()));
+        }
+        let Op::Scan { after, limit, .. } = op else { unreachable!("built above") };
+        let keys = self.state.kv.scan(after.as_deref(), limit as usize);
+        let covered = |k: &[u8]| {
+            after.as_deref().is_none_or(|a| k > a)
+                && (keys.len() < limit as usize || keys.last().is_some_and(|last| k <= last.as_slice()))
+        };
+        if self.state.locks.written_keys().any(|k| covered(k)) {
+            let reason = "a prepared transaction writes keys of this page; its decision is awaited".to_string();
+            return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
+        let result = crate::state::op::OpResult::Scanned {
+            keys: keys.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+            total: self.state.kv.len() as u64,
+        };
+        if self.mode() == Mode::Active {
+            // The sequencer's applied state; it holds no lease to check.
+            return ctx.out.reply(token, ClientReply::Response { id, result: Ok(result), at: 0, stale_ms: None });
+        }
+        if ctx.out.now() < self.serve_after_ms {
+            let reason = "a new primary is waiting out its predecessor's read lease".to_string();
+            return reply(ctx.out, Err(ClientError::Unavailable { reason }));
+        }
+        self.answer_read(ctx, token, id, result);
     }
 
     /// Whether write `id`, whose front end names `prev` as its session's

@@ -187,6 +187,29 @@ impl KvStore {
         self.map.iter()
     }
 
+    /// The first `limit` keys after `after` (all keys when `None`), in byte
+    /// order. The map is hashed, not ordered, so this walks every key once
+    /// and keeps the `limit` smallest in a bounded heap: O(n log limit) per
+    /// page, with `limit` bounded by `MAX_SCAN_KEYS` by the caller.
+    pub fn scan(&self, after: Option<&[u8]>, limit: usize) -> Vec<Key> {
+        let mut heap: std::collections::BinaryHeap<&Key> = std::collections::BinaryHeap::with_capacity(limit + 1);
+        if limit == 0 {
+            return Vec::new();
+        }
+        for k in self.map.keys() {
+            if after.is_some_and(|a| k.as_slice() <= a) {
+                continue;
+            }
+            if heap.len() < limit {
+                heap.push(k);
+            } else if heap.peek().is_some_and(|top| k < *top) {
+                heap.pop();
+                heap.push(k);
+            }
+        }
+        heap.into_sorted_vec().into_iter().cloned().collect()
+    }
+
     /// Whether `other` shares this store's whole map (a clone not written to
     /// since): the O(1) clone's promise, for tests.
     pub fn shares_map_with(&self, other: &KvStore) -> bool {
@@ -197,6 +220,21 @@ impl KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_pages_through_every_key_in_byte_order() {
+        let mut kv = KvStore::default();
+        for k in ["b", "a", "d", "c", "e"] {
+            kv.apply(&Write::Put { key: k.into(), value: b"v".to_vec(), version: 1 });
+        }
+        let keys = |v: Vec<Key>| v.into_iter().map(|k| String::from_utf8(k).unwrap()).collect::<Vec<_>>();
+        assert_eq!(keys(kv.scan(None, 2)), ["a", "b"]);
+        assert_eq!(keys(kv.scan(Some(b"b"), 2)), ["c", "d"]);
+        assert_eq!(keys(kv.scan(Some(b"d"), 2)), ["e"]);
+        assert_eq!(keys(kv.scan(Some(b"e"), 2)), Vec::<String>::new());
+        assert_eq!(keys(kv.scan(None, 0)), Vec::<String>::new());
+        assert_eq!(keys(kv.scan(Some(b"bb"), 10)), ["c", "d", "e"]);
+    }
 
     fn put(k: &str, v: &str, version: u64) -> Write {
         Write::Put { key: k.into(), value: v.into(), version }

@@ -41,6 +41,11 @@ impl LockTable {
         self.map.get(key).is_some_and(|l| l.writer.is_some())
     }
 
+    /// Every key a transaction holds exclusively (at most `MAX_LOCKED_KEYS`).
+    pub fn written_keys(&self) -> impl Iterator<Item = &Key> {
+        self.map.iter().filter(|(_, l)| l.writer.is_some()).map(|(k, _)| k)
+    }
+
     /// Whether any transaction holds `key`.
     pub fn is_held(&self, key: &[u8]) -> bool {
         self.map.contains_key(key)

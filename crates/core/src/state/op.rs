@@ -6,7 +6,7 @@
 //! passive primary runs it against its overlay, every active member against
 //! its applied state, and both must get the same answer from the same input.
 
-use crate::limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::limits::{MAX_KEY_BYTES, MAX_SCAN_KEYS, MAX_VALUE_BYTES};
 use crate::state::kv::{Key, Value, Versioned, Write};
 use crate::state::txn::{
     lock_modes, AbortReason, Check, LockMode, TxnId, TxnLimitError, TxnOutcome, TxnRequest, TxnWrite,
@@ -18,9 +18,20 @@ use serde::{Deserialize, Serialize};
 /// wire turns it into a `ClientError`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LimitError {
-    KeyTooLarge { len: usize, max: usize },
-    ValueTooLarge { len: usize, max: usize },
+    KeyTooLarge {
+        len: usize,
+        max: usize,
+    },
+    ValueTooLarge {
+        len: usize,
+        max: usize,
+    },
     Txn(Box<TxnLimitError>),
+    /// An `Op::Scan` asking for more than `MAX_SCAN_KEYS` keys.
+    ScanTooLarge {
+        limit: usize,
+        max: usize,
+    },
 }
 
 /// Checks a key against `MAX_KEY_BYTES`.
@@ -75,6 +86,16 @@ pub enum Op {
     /// A coordinator with no record of it records an abort first, so the
     /// answer is final: the transaction can never commit afterwards.
     TxnStatus { txn: TxnId },
+    /// Lists the keys of `group` after `after` (from the first when
+    /// `None`), at most `limit` of them, in byte order, from the committed
+    /// state of the group's leader (read-only, never logged). Appended last
+    /// so the encoding of the variants above does not change.
+    Scan {
+        group: crate::types::GroupId,
+        #[serde(with = "serde_bytes")]
+        after: Option<Key>,
+        limit: u32,
+    },
 }
 
 impl Op {
@@ -82,7 +103,7 @@ impl Op {
     pub fn key(&self) -> Option<&[u8]> {
         match self {
             Op::Get { key } | Op::Put { key, .. } | Op::Delete { key } | Op::Cas { key, .. } => Some(key),
-            Op::Commit(_) | Op::TxnStatus { .. } => None,
+            Op::Commit(_) | Op::TxnStatus { .. } | Op::Scan { .. } => None,
         }
     }
 
@@ -106,6 +127,15 @@ impl Op {
                 e => LimitError::Txn(Box::new(e)),
             }),
             Op::TxnStatus { .. } => Ok(()),
+            Op::Scan { after, limit, .. } => {
+                if let Some(after) = after {
+                    check_key(after)?;
+                }
+                if *limit as usize > MAX_SCAN_KEYS {
+                    return Err(LimitError::ScanTooLarge { limit: *limit as usize, max: MAX_SCAN_KEYS });
+                }
+                Ok(())
+            }
             _ => {
                 check_key(self.key().expect("a single-key operation"))?;
                 if let Op::Put { value, .. } | Op::Cas { value, .. } = self {
@@ -132,6 +162,12 @@ pub enum OpResult {
     },
     /// A transaction's outcome (the answer to `Commit` and `TxnStatus`).
     Txn(TxnOutcome),
+    /// The answer to `Op::Scan`: the keys (byte order; fewer than the limit
+    /// only when no more follow) and how many keys the group holds.
+    Scanned {
+        keys: Vec<serde_bytes::ByteBuf>,
+        total: u64,
+    },
 }
 
 impl OpResult {
@@ -162,10 +198,10 @@ pub fn execute(op: &Op, index: Index, txn: TxnId, state: &impl ExecState) -> (Op
             let (outcome, writes) = execute_commit(req, index, txn, state);
             (OpResult::Txn(outcome), writes)
         }
-        // Never logged: the coordinator answers it (see `txn::coordinator`).
-        // Anything else a faulty peer logs is answered the same way by every
-        // member, never executed.
-        Op::TxnStatus { .. } => {
+        // Never logged: the coordinator answers it (see `txn::coordinator`),
+        // and the leader a scan (`replica::scan`). Anything else a faulty
+        // peer logs is answered the same way by every member, never executed.
+        Op::TxnStatus { .. } | Op::Scan { .. } => {
             let reason = AbortReason::Refused { reason: "a status query is not executed".into() };
             (OpResult::Txn(TxnOutcome::Aborted { reason }), Vec::new())
         }
@@ -212,7 +248,9 @@ pub fn validate_part(
 /// (the key's value as the entry will find it).
 fn execute_kv(op: &Op, index: Index, current: Option<&Versioned>) -> (OpResult, Vec<Write>) {
     match op {
-        Op::Commit(_) | Op::TxnStatus { .. } => unreachable!("execute routes transaction operations elsewhere"),
+        Op::Commit(_) | Op::TxnStatus { .. } | Op::Scan { .. } => {
+            unreachable!("execute routes transaction operations elsewhere")
+        }
         Op::Get { .. } => (OpResult::Value(current.cloned()), Vec::new()),
         Op::Put { key, value } => (
             OpResult::Written { version: index },

@@ -419,6 +419,9 @@ impl From<LimitError> for ClientError {
                 };
                 ClientError::InvalidTransaction { reason }
             }
+            LimitError::ScanTooLarge { limit, max } => {
+                ClientError::Malformed { reason: format!("a scan of {limit} keys exceeds the limit of {max} keys") }
+            }
         }
     }
 }

@@ -540,7 +540,7 @@ fn describe(o: &Timed) -> String {
         Op::Put { value, .. } => format!("put {:?}", show(value)),
         Op::Delete { .. } => "delete".to_string(),
         Op::Cas { expected_version, value, .. } => format!("cas v{expected_version} -> {:?}", show(value)),
-        Op::Commit(_) | Op::TxnStatus { .. } => format!("{:?}", o.rec.op),
+        Op::Commit(_) | Op::TxnStatus { .. } | Op::Scan { .. } => format!("{:?}", o.rec.op),
     };
     let outcome = match &o.rec.outcome {
         Outcome::Ok(OpResult::Value(Some(v))) => format!("{:?}@v{}", show(&v.value), v.version),
