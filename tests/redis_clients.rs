@@ -213,6 +213,8 @@ fn redis_clients_work_against_the_demo() {
     }
     let plain = Command::new("redis-cli").args(["-p", &redis_port(1).to_string(), "PING"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("PONG"), "plaintext must not be served: {plain:?}");
+    let said = format!("{}{}", String::from_utf8_lossy(&plain.stdout), String::from_utf8_lossy(&plain.stderr));
+    assert!(said.contains("serves Redis over TLS only"), "a plaintext client is told why: {plain:?}");
 
     // The redis-cli script, answer by answer.
     let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/redis/script.redis")).unwrap();

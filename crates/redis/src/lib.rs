@@ -140,6 +140,15 @@ pub async fn serve(opts: RedisOptions) {
             let count = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
             let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
             match tls {
+                Some(_) if speaks_plaintext(&stream).await => {
+                    // A plaintext Redis client would only see a TLS alert
+                    // ("Protocol error, got \x15"): tell it in its own words.
+                    tracing::info!(%peer, "redis client without TLS refused");
+                    let mut out = BytesMut::new();
+                    Reply::err(PLAINTEXT_REFUSED).encode(false, &mut out);
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(&out)).await;
+                }
                 Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => serve_conn(s, &shared, id, count).await,
                     Ok(Err(e)) => tracing::info!(%peer, "redis TLS handshake refused: {e}"),
@@ -150,6 +159,23 @@ pub async fn serve(opts: RedisOptions) {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// What a client that speaks plaintext RESP to a TLS node is told before
+/// the connection is closed.
+const PLAINTEXT_REFUSED: &str = "ERR this pactdb node serves Redis over TLS only, with a client certificate of \
+                                 the cluster CA (redis-cli --tls --cacert ca.crt --cert client.crt --key client.key)";
+
+/// Whether a new connection's first byte is not a TLS handshake record
+/// (0x16): a plaintext client on a TLS port. Waits at most the handshake
+/// timeout for that byte; a connection that sends nothing is left to the
+/// TLS handshake's own timeout.
+async fn speaks_plaintext(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] != 0x16
+    )
 }
 
 async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: &Shared, id: u64, count: usize) {
