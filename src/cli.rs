@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use pactdb_client::{Client, Committed, Consistency, Error, Served, SessionToken, Txn, TxnError, TxnId, TxnOutcome};
 use pactdb_core::fe::FeError;
 use pactdb_core::types::NodeId;
+use pactdb_http::json::JsonValue;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -911,49 +912,6 @@ fn show(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding): JSON strings must be Unicode,
-/// so a value that is not UTF-8 is given in the encoding etcd's JSON uses.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
-            | u32::from(chunk.get(2).copied().unwrap_or(0));
-        for i in 0..4 {
-            // A chunk of k bytes fills k+1 characters; the rest is padding.
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A value in JSON: a string if it is UTF-8, else base64 under another
-/// name, so that `value` is always either the exact text or null.
-#[derive(Serialize)]
-enum JsonValue {
-    #[serde(rename = "value")]
-    Text(Option<String>),
-    #[serde(rename = "value_base64")]
-    Base64(String),
-}
-
-impl JsonValue {
-    fn new(value: Option<&[u8]>) -> JsonValue {
-        match value {
-            None => JsonValue::Text(None),
-            Some(v) => match std::str::from_utf8(v) {
-                Ok(s) => JsonValue::Text(Some(s.to_string())),
-                Err(_) => JsonValue::Base64(base64(v)),
-            },
-        }
-    }
-}
-
 /// What `get --json` prints, and each entry of a transaction's `reads`
 /// (without `key`). A missing key: value null, version 0. `version` is null
 /// only for a get of a key the transaction itself wrote (not committed yet).
@@ -1367,16 +1325,6 @@ async fn txn_status(client: &Client, txn: TxnId, json: bool) -> anyhow::Result<i
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_the_rfc_vectors() {
-        for (plain, encoded) in
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
-        {
-            assert_eq!(base64(plain.as_bytes()), encoded, "{plain}");
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
-    }
 
     #[test]
     fn values_that_are_not_utf8_show_their_bad_bytes_escaped() {

@@ -20,6 +20,8 @@ use pactdb_core::limits::{MAX_KEY_BYTES, MAX_TXN_BYTES, MAX_VALUE_BYTES};
 use pactdb_core::wire::{ClientError, ClientMsg, ClientReply};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::json::JsonValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -359,27 +361,6 @@ enum TxnOpBody {
     },
 }
 
-/// A value in JSON: `value` if UTF-8, else `value_base64` (as `pactdb get --json`).
-#[derive(Serialize)]
-enum JsonValue {
-    #[serde(rename = "value")]
-    Text(Option<String>),
-    #[serde(rename = "value_base64")]
-    Base64(String),
-}
-
-impl JsonValue {
-    fn new(value: Option<&[u8]>) -> JsonValue {
-        match value {
-            None => JsonValue::Text(None),
-            Some(v) => match std::str::from_utf8(v) {
-                Ok(s) => JsonValue::Text(Some(s.to_string())),
-                Err(_) => JsonValue::Base64(base64::encode(v)),
-            },
-        }
-    }
-}
-
 /// One read of a transaction, as in `pactdb txn --json`'s `reads`; version
 /// null for a key the transaction itself wrote before reading it.
 #[derive(Serialize)]
@@ -397,45 +378,6 @@ struct JsonTxn {
     reason: Option<String>,
     reads: BTreeMap<String, JsonRead>,
     versions: BTreeMap<String, u64>,
-}
-
-mod base64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    /// Standard base64 with padding (RFC 4648), as `pactdb get --json` writes it.
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16)
-                | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
-                | u32::from(chunk.get(2).copied().unwrap_or(0));
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let s = s.trim_end_matches('=');
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let (mut acc, mut bits) = (0u32, 0);
-        for c in s.bytes() {
-            let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
 }
 
 /// `POST /v1/txn`: gets run in order, puts and deletes commit atomically,
@@ -474,7 +416,7 @@ async fn post_txn(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -
             TxnOpBody::Put { key, value, value_base64 } => {
                 let value = match (value, value_base64) {
                     (Some(v), None) => v.into_bytes(),
-                    (None, Some(b)) => base64::decode(&b).ok_or_else(|| {
+                    (None, Some(b)) => crate::json::decode_base64(&b).ok_or_else(|| {
                         ApiError::new(StatusCode::BAD_REQUEST, format!("put `{key}`: value_base64 is not base64"))
                     })?,
                     _ => {
@@ -610,17 +552,6 @@ async fn count_and_time(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips_and_matches_the_rfc_vectors() {
-        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
-            assert_eq!(base64::encode(plain.as_bytes()), encoded);
-            assert_eq!(base64::decode(encoded).unwrap(), plain.as_bytes());
-        }
-        let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(base64::decode(&base64::encode(&bytes)).unwrap(), bytes);
-        assert!(base64::decode("a b").is_none());
-    }
 
     #[test]
     fn keys_are_percent_decoded_path_segments_within_the_limit() {

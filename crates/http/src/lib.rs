@@ -11,6 +11,7 @@
 //! goes through the Front End, with the same checks and errors as the CLI.
 
 mod api;
+pub mod json;
 pub mod metrics;
 pub mod status;
 
